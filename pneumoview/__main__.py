@@ -1,0 +1,5 @@
+import sys
+
+from pneumoview.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""DICOM reading, display and lung-field localisation. Imports neither torch nor Qt."""

@@ -1,0 +1,1 @@
+"""PneumoLLM inference engine. torch lives here; the app imports it lazily."""

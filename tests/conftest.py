@@ -1,0 +1,50 @@
+"""Shared test fixtures.
+
+Tests that read real data from ``../shared`` use the ``shared_data`` fixture (or the
+``needs_shared`` marker helper); they are skipped with a clear reason where that folder
+is absent. CI always has it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Never contact a model hub from tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("PNEUMOVIEW_SHARED", REPO_ROOT.parent / "shared")).resolve()
+SHARED_DATA = SHARED_DIR / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ``../shared/data``; skips the calling test if it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs ../shared/data/{'/'.join(parts)} (real data; absent here)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The ``../shared/data`` folder; skips where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("needs ../shared/data (real data; absent here)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def rg1_uncompressed() -> Path:
+    """RG1: real chest PA CR, MONOCHROME1, 15 bits stored, Explicit VR Little Endian."""
+    return shared_path("cxr-dicom", "RG1_UNCR.dcm")
+
+
+@pytest.fixture(scope="session")
+def rg1_j2k() -> Path:
+    """RG1 as JPEG 2000 lossless: must decode to exactly the pixels of RG1_UNCR."""
+    return shared_path("cxr-dicom", "RG1_J2KR.dcm")

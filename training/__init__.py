@@ -1,0 +1,1 @@
+"""Retraining PneumoLLM adapters: data, patient-level splits, accelerate loop, metrics, registry."""
