@@ -1,0 +1,169 @@
+"""``pneumoview models``: list, show, add, activate, roll back and remove trained model bundles.
+
+Examples::
+
+    pneumoview models list
+    pneumoview models add path/to/bundle --activate
+    pneumoview models activate 20261127-211500-run-3-1a2b3c4d
+    pneumoview models rollback
+    pneumoview models show 20261127-211500-run-3-1a2b3c4d --json
+    pneumoview models compare ID_A ID_B
+
+The registry lives in the platformdirs user-data folder (or ``$PNEUMOVIEW_HOME/data/models``);
+``--root`` points at another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pneumoview.registry import BundleEntry, ModelRegistry
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="registry folder (default: the user-data folder's models/)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("list", help="list registered bundles; * marks the active one")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = actions.add_parser("show", help="show one bundle's manifest summary")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="print the entry and full manifest as JSON")
+    p = actions.add_parser("add", help="copy a bundle folder into the registry (never overwrites)")
+    p.add_argument("bundle_dir")
+    p.add_argument("--source", default="", help="where it came from (default: the folder's path)")
+    p.add_argument("--note", default="")
+    p.add_argument("--activate", action="store_true", help="make it the active model as well")
+    p = actions.add_parser("activate", help="make a bundle the active model")
+    p.add_argument("id")
+    actions.add_parser("rollback", help="re-activate the previously active bundle")
+    p = actions.add_parser("remove", help="delete a bundle that is not active")
+    p.add_argument("id")
+    p = actions.add_parser("compare", help="compare the training metrics of two bundles")
+    p.add_argument("first")
+    p.add_argument("second")
+
+
+def _entry_dict(entry: BundleEntry, active_id: str | None, *, manifest: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": entry.id,
+        "active": entry.id == active_id,
+        "architecture": entry.architecture,
+        "model_id": entry.model_id,
+        "created": entry.created,
+        "added_at": entry.added_at,
+        "source": entry.source,
+        "note": entry.note,
+        "demo": entry.demo,
+        "app_version": entry.app_version,
+        "content_sha256": entry.content_sha256,
+        "path": str(entry.path),
+        "metrics": entry.metrics,
+    }
+    if manifest:
+        data["manifest"] = entry.manifest
+    return data
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    parts = []
+    for name, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            parts.append(f"{name}={value:.3f}")
+        elif isinstance(value, (int, str, bool)):
+            parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+def _override_note() -> str | None:
+    """A warning when settings name an explicit bundle folder, which wins over the registry's active model."""
+    from pneumoview.errors import ConfigError
+    from pneumoview.settings import load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return None
+    if settings.active_bundle:
+        return (f"note: the settings name the bundle {settings.active_bundle}, which the app and "
+                "'pneumoview analyze' use instead of the registry's active model; clear it in Settings "
+                "to use the registry")
+    return None
+
+
+def _activated(text: str, out: Any) -> None:
+    print(text, file=out)
+    note = _override_note()
+    if note:
+        print(note, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = ModelRegistry(args.root)
+    out = sys.stdout
+    if args.action == "list":
+        entries = registry.list()
+        active_id = registry.active_id()
+        if args.json:
+            json.dump([_entry_dict(e, active_id) for e in entries], out, indent=2)
+            out.write("\n")
+            return 0
+        if not entries:
+            print(f"no models in {registry.root}", file=out)
+            return 0
+        for e in entries:
+            mark = "*" if e.id == active_id else " "
+            demo = "  [DEMO]" if e.demo else ""
+            metrics = _format_metrics(e.metrics)
+            print(f"{mark} {e.id}  {e.architecture}  added {e.added_at[:19]}{demo}  {metrics}".rstrip(), file=out)
+        return 0
+    if args.action == "show":
+        entry = registry.get(args.id)
+        data = _entry_dict(entry, registry.active_id(), manifest=args.json)
+        if args.json:
+            json.dump(data, out, indent=2)
+            out.write("\n")
+        else:
+            for key, value in data.items():
+                if key == "metrics":
+                    value = _format_metrics(value) or "-"
+                print(f"{key:>15}: {value}", file=out)
+        return 0
+    if args.action == "add":
+        entry = registry.add(args.bundle_dir, source=args.source, note=args.note)
+        print(f"added {entry.id}", file=out)
+        if args.activate:
+            registry.activate(entry.id)
+            _activated(f"active: {entry.id}", out)
+        return 0
+    if args.action == "activate":
+        entry = registry.activate(args.id)
+        _activated(f"active: {entry.id}", out)
+        return 0
+    if args.action == "rollback":
+        entry = registry.rollback()
+        _activated(f"rolled back; active: {entry.id}", out)
+        return 0
+    if args.action == "remove":
+        registry.remove(args.id)
+        print(f"removed {args.id}", file=out)
+        return 0
+    if args.action == "compare":
+        rows = registry.compare(args.first, args.second)
+        if not rows:
+            print("neither bundle reports training metrics", file=out)
+            return 0
+        width = max(len(name) for name, _a, _b in rows)
+        print(f"{'metric':<{width}}  {args.first}  {args.second}", file=out)
+        for name, a, b in rows:
+            print(f"{name:<{width}}  {_cell(a)}  {_cell(b)}", file=out)
+        return 0
+    raise AssertionError(args.action)  # argparse restricts the choices
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

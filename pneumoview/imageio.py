@@ -1,0 +1,141 @@
+"""One entry point for radiographs on disk: DICOM *and* PNG/JPEG/TIFF (training data, figures).
+
+:func:`load_grey` returns float32 ``[H, W]`` in ``[0, 1]`` with 1.0 = white (bone bright), in
+display orientation, whatever the source:
+
+* DICOM: first frame -> modality LUT -> the file's first VOI window (else an automatic one)
+  -> MONOCHROME1 / INVERSE inversion -> [0, 1] (the pipeline of :mod:`pneumoview.dicom.display`).
+* PNG/JPEG/TIFF/BMP: EXIF orientation applied -> grey -> divided by the format's maximum
+  (255 for 8 bits, 65535 for 16 bits).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pneumoview.dicom.display import LUT_FUNCTION, DisplayImage, apply_voi_lut_item, apply_window, invert_unit
+from pneumoview.dicom.display import load_display_image
+from pneumoview.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
+
+#: Bytes 128..131 of a DICOM Part 10 file (PS3.10 7.1).
+DICOM_MAGIC = b"DICM"
+#: Extensions tried as DICOM first even without the "DICM" preamble.
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima", ""})
+
+
+@dataclass
+class GreyImage:
+    """A radiograph as the model pipeline sees it before the lung crop."""
+
+    pixels: np.ndarray  # float32 HxW in [0, 1], 1.0 = white (bone bright), display orientation
+    source: Path
+    notes: list[str] = field(default_factory=list)
+    is_dicom: bool = False
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` has the DICOM Part 10 preamble ("DICM" at byte 128). Reads 132 bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == DICOM_MAGIC
+
+
+def load_grey(path: str | os.PathLike[str]) -> GreyImage:
+    """Load ``path`` (DICOM or a common image format) as :class:`GreyImage`.
+
+    Raises :class:`DicomReadError` / :class:`PixelDecodeError` for unreadable DICOM and
+    :class:`UnsupportedImageError` (code ``"unsupported-file"``) for anything that is neither.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DicomReadError("no such file" if not path.exists() else "not a regular file", path=path)
+    if is_dicom_file(path):
+        return grey_from_display(load_display_image(path))
+    try:
+        return _load_picture(path)
+    except UnidentifiedImageError as picture_error:
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            try:
+                return grey_from_display(load_display_image(path))  # DICOM without preamble
+            except DicomReadError:
+                pass  # neither: reported below with both formats named
+        raise UnsupportedImageError(
+            "unsupported-file", "neither DICOM nor a readable PNG/JPEG/TIFF image", path=path
+        ) from picture_error
+
+
+def grey_from_display(image: DisplayImage) -> GreyImage:
+    """DICOM display image -> [0, 1] through its default window and inversion (float32, in place).
+
+    Consumes ``image.values`` (windowed in place to avoid a second full-size array).
+    """
+    window = image.default_window
+    if window.function == LUT_FUNCTION and window.lut_index is not None and image.voi_lut is not None:
+        unit = apply_voi_lut_item(image.values, image.voi_lut, window.lut_index)
+    else:
+        unit = apply_window(image.values, window, out=image.values)
+    if image.invert:
+        invert_unit(unit, out=unit)
+    notes = list(image.notes)
+    if image.invert:
+        notes.append(f"{image.photometric}: inverted for display" if image.photometric == "MONOCHROME1"
+                     else "presentation LUT shape INVERSE: inverted for display")
+    source = image.source if image.source is not None else Path()
+    return GreyImage(pixels=unit, source=source, notes=notes, is_dicom=True)
+
+
+def _load_picture(path: Path) -> GreyImage:
+    notes: list[str] = []
+    try:
+        with Image.open(path) as opened:
+            picture = ImageOps.exif_transpose(opened)
+            if picture is None:  # pragma: no cover - only for in_place=True
+                picture = opened
+            if getattr(opened, "n_frames", 1) > 1:
+                notes.append(f"multi-page image: first of {opened.n_frames} pages used")
+            pixels = _picture_to_unit(picture, notes)
+    except UnidentifiedImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise PixelDecodeError(f"image too large: {exc}", path=path) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise PixelDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}", path=path) from exc
+    return GreyImage(pixels=pixels, source=path, notes=notes, is_dicom=False)
+
+
+def _picture_to_unit(picture: Image.Image, notes: list[str]) -> np.ndarray:
+    """Pillow image -> float32 HxW in [0, 1]."""
+    mode = picture.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array = np.asarray(picture, dtype=np.uint16)
+        top = 65535.0
+    elif mode == "I":
+        array = np.asarray(picture, dtype=np.int32)
+        top = 65535.0 if int(array.max(initial=0)) <= 65535 else float(array.max())
+        array = np.clip(array, 0, None)
+    elif mode == "F":
+        array = np.asarray(picture, dtype=np.float32)
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        notes.append("floating-point image scaled from its own min/max")
+        scaled = (array - np.float32(low)) / np.float32(max(high - low, 1e-12))
+        return np.clip(np.nan_to_num(scaled), 0.0, 1.0).astype(np.float32, copy=False)
+    else:
+        if mode not in ("L", "1"):
+            notes.append(f"{mode} image converted to grey")
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in picture.info):
+            picture = picture.convert("RGBA")
+            background = Image.new("RGBA", picture.size, (0, 0, 0, 255))
+            picture = Image.alpha_composite(background, picture)
+        array = np.asarray(picture.convert("L"), dtype=np.uint8)
+        top = 255.0
+    out = array.astype(np.float32)
+    np.multiply(out, np.float32(1.0 / top), out=out)
+    return out

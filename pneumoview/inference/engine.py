@@ -1,0 +1,367 @@
+"""InferenceEngine: one loaded PneumoLLM (bundle + base weights) that turns lung crops into predictions.
+
+Typical use::
+
+    engine = InferenceEngine.load(bundle_dir, clip_path=..., llama_path=..., device="auto")
+    predictions = engine.predict([model_input.crop for model_input in inputs], threshold=0.5)
+
+Loading: the bundle's manifest says which architecture and which base weights (fingerprints) it
+needs; the plan (:mod:`pneumoview.inference.plans`) says where and in which dtypes it runs; the
+base weights are read straight into those dtypes (no fp32 copy), checked against the bundle's
+fingerprints before the model is assembled on the meta device and filled with ``assign=True``.
+
+Running: ``predict`` batches the crops, holds a lock around each forward pass (one model instance
+is shared safely by the GUI's worker threads), runs under ``torch.inference_mode``, reports
+``progress(done, total)`` and checks ``cancel()`` between batches (raising
+:class:`~pneumoview.errors.CancelledError`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumoview.errors import (
+    BundleError,
+    CancelledError,
+    ConfigError,
+    FingerprintMismatchError,
+    WeightsError,
+)
+from pneumoview.inference import weights as _weights  # sets the offline switches first
+from pneumoview.inference.bundle import Manifest, check_fingerprints, load_bundle
+from pneumoview.inference.config import PneumoLLMConfig
+from pneumoview.inference.plans import Plan, choose_plan, quantise_decoder_linears
+
+#: Appended to every label of a demo model (random weights), and shown wherever its results are.
+DEMO_LABEL = "DEMO - not a diagnosis"
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one crop.
+
+    ``probability``: P(pneumoconiosis) = softmax(logits)[0]. ``positive``: probability >= threshold.
+    ``class_name``: the class at the threshold (manifest's class_names[0] or [1]). ``label``: what to
+    show -- the class name, plus ``" - DEMO - not a diagnosis"`` for a demo model.
+    """
+
+    probability: float
+    label: str
+    threshold: float
+    model_id: str
+    model_name: str
+    demo: bool
+    positive: bool
+    class_name: str
+
+
+@dataclass
+class LoadReport:
+    """What loading found and decided, for logs and the settings dialog."""
+
+    plan: Plan
+    clip_format: str = ""
+    llama_format: str = ""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _fingerprint_check(manifest: Manifest, key: str, actual: str, path: Path) -> None:
+    expected = manifest.base_fingerprints.get(key)
+    if expected and expected != actual:
+        what = {"clip": "CLIP", "llama": "LLaMA"}.get(key, key)
+        raise FingerprintMismatchError(
+            f"model {manifest.name or manifest.model_id!r} was trained on other {what} weights: the bundle "
+            f"expects {expected[:20]}..., these are {actual[:20]}... (choose the base weights it was trained on)",
+            path=path,
+        )
+
+
+def _check_clip_fits(config: PneumoLLMConfig, shape: dict[str, int], path: Path) -> None:
+    v = config.vision
+    want = {"width": v.width, "layers": v.layers, "patch_size": v.patch_size, "image_size": v.image_size}
+    got = {k: shape.get(k) for k in want}
+    if got != want:
+        raise WeightsError(
+            f"this CLIP is not the tower architecture {config.name!r} needs: width {got['width']}, "
+            f"{got['layers']} blocks, patch {got['patch_size']}, image {got['image_size']} "
+            f"(needs width {v.width}, {v.layers} blocks, patch {v.patch_size}, image {v.image_size})",
+            path=path,
+        )
+
+
+def _check_llama_fits(config: PneumoLLMConfig, hf: dict, path: Path) -> list[str]:
+    d = config.decoder
+    want = {"hidden_size": d.hidden_size, "num_hidden_layers": d.layers, "num_attention_heads": d.heads,
+            "intermediate_size": d.intermediate_size}
+    got = {k: hf.get(k) for k in want}
+    kv = hf.get("num_key_value_heads") or hf.get("num_attention_heads")
+    if got != want or kv != d.kv_heads:
+        raise WeightsError(
+            f"this LLaMA is not the decoder architecture {config.name!r} needs: hidden {got['hidden_size']}, "
+            f"{got['num_hidden_layers']} layers, {got['num_attention_heads']} heads, MLP {got['intermediate_size']} "
+            f"(needs {d.hidden_size}, {d.layers}, {d.heads}, {d.intermediate_size}: LLaMA-7B for the full model)",
+            path=path,
+        )
+    notes = []
+    eps = hf.get("rms_norm_eps")
+    if eps is not None and not math.isclose(float(eps), d.rms_norm_eps, rel_tol=1e-3):
+        notes.append(f"LLaMA rms_norm_eps {eps} differs from the architecture's {d.rms_norm_eps} (architecture's used)")
+    theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None and not math.isclose(float(theta), d.rope_theta, rel_tol=1e-6):
+        notes.append(f"LLaMA rope_theta {theta} differs from the architecture's {d.rope_theta} (architecture's used)")
+    return notes
+
+
+class InferenceEngine:
+    """A loaded PneumoLLM, ready to ``predict``. Build with :meth:`load` or :meth:`demo`."""
+
+    def __init__(self, model: torch.nn.Module, manifest: Manifest, plan: Plan, *, demo: bool = False,
+                 report: LoadReport | None = None) -> None:
+        self.model = model.eval()
+        self.manifest = manifest
+        self.plan = plan
+        self.demo = bool(demo or manifest.demo)
+        self.report = report or LoadReport(plan=plan)
+        self.config = manifest.model_config()
+        self._lock = threading.Lock()
+        self._device = torch.device(plan.device)
+
+    # --- identity --------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    @property
+    def model_name(self) -> str:
+        name = self.manifest.name or self.manifest.architecture
+        if self.demo and "DEMO" not in name:
+            name = f"DEMO {name}"
+        return name
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.class_names)
+
+    # --- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path,
+        *,
+        clip_path: str | Path | None,
+        llama_path: str | Path | None,
+        device: str = "auto",
+        precision: str = "auto",
+        quantisation: str = "auto",
+        batch_size: int = 8,
+        allow_unverified_clip: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> InferenceEngine:
+        """Load ``bundle`` onto the base weights at ``clip_path`` / ``llama_path``.
+
+        Raises :class:`BundleError` (bundle missing/corrupt), :class:`WeightsError` (base weights
+        missing, unreadable, of another architecture), :class:`FingerprintMismatchError` (other
+        base weights than the bundle was trained on), :class:`ConfigError` /
+        :class:`InsufficientMemoryError` (no workable device plan).
+        """
+        start = time.perf_counter()
+        say = progress or (lambda _msg: None)
+        bundle = Path(bundle)
+        if clip_path is None or str(clip_path) == "":
+            raise WeightsError("no CLIP ViT-L/14 weights chosen (set the CLIP file in settings or pass --clip)")
+        if llama_path is None or str(llama_path) == "":
+            raise WeightsError("no LLaMA weights chosen (set the LLaMA folder in settings or pass --llama)")
+        clip_path, llama_path = Path(clip_path), Path(llama_path)
+        for path, what in ((clip_path, "CLIP weights"), (llama_path, "LLaMA weights")):
+            if not path.exists():
+                raise WeightsError(f"{what} not found", path=path)
+
+        say("reading the model bundle")
+        manifest, trained = load_bundle(bundle)
+        config = manifest.model_config()
+        plan = choose_plan(config, device=device, precision=precision, quantisation=quantisation,
+                           batch_size=batch_size)
+        report = LoadReport(plan=plan)
+
+        say("reading CLIP weights")
+        clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip)
+        _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)
+        _check_clip_fits(config, clip.config, clip_path)
+        say("reading LLaMA weights")
+        llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype)
+        _fingerprint_check(manifest, "llama", llama.fingerprint, llama_path)
+        report.notes += _check_llama_fits(config, llama.config, llama_path)
+        fingerprints = {"clip": clip.fingerprint, "llama": llama.fingerprint}
+        check_fingerprints(manifest, fingerprints)  # the bundle module's rule, final say
+        if not manifest.base_fingerprints:
+            report.notes.append("the bundle records no base-weight fingerprints (imported?): not verified")
+        demo = bool(manifest.demo or clip.demo or llama.demo)
+        if demo and not manifest.demo:
+            report.notes.append("base weights are the random demo weights: every result is marked DEMO")
+        report.notes += clip.notes + llama.notes
+        report.clip_format, report.llama_format = clip.source_format, llama.source_format
+        report.fingerprints = fingerprints
+
+        say(f"assembling the model ({plan.describe()})")
+        model = _assemble(config, plan, clip.state, llama.state, trained)
+        del clip, llama, trained
+        report.seconds = time.perf_counter() - start
+        return cls(model, manifest, plan, demo=demo, report=report)
+
+    @classmethod
+    def demo(cls, directory: str | Path | None = None, *, device: str = "cpu", precision: str = "auto"
+             ) -> InferenceEngine:
+        """The demo model (tiny, random weights, every output marked DEMO), generated on first use."""
+        from pneumoview.inference.demo import ensure_demo_model
+
+        paths = ensure_demo_model(directory)
+        engine = cls.load(paths.bundle, clip_path=paths.clip, llama_path=paths.llama, device=device,
+                          precision=precision, quantisation="none")
+        if not engine.demo:  # ensure_demo_model always writes demo=True; never let that slip
+            raise BundleError("the demo bundle is not marked as a demo", path=paths.bundle)
+        return engine
+
+    @classmethod
+    def random(cls, config: PneumoLLMConfig, plan: Plan, *, seed: int = 0) -> InferenceEngine:
+        """An engine with *random* base weights in the plan's dtypes (benchmarks, memory checks).
+
+        Built on meta and allocated directly in the final dtypes (never an fp32 copy of the
+        decoder); quantised plans generate the decoder on the CPU and quantise it layer by layer
+        onto the GPU. Marked demo: its outputs mean nothing.
+        """
+        from pneumoview.inference.bundle import Manifest
+        from pneumoview.inference.model import build_model, materialize
+
+        model = build_model(config, device="meta")
+        model.visual.to(plan.vision_dtype)  # on meta: no memory
+        model.decoder.to(plan.decoder_dtype)
+        generator_device = "cpu" if plan.quantisation else plan.device
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for module, device in ((model.visual, plan.device), (model.decoder, generator_device)):
+                module.to_empty(device=device)
+                for name, param in module.named_parameters():
+                    if param.ndim == 1 and name.endswith("weight"):  # norms
+                        param.fill_(1.0)
+                    elif name.endswith("bias"):
+                        param.zero_()
+                    else:
+                        param.normal_(0.0, 0.02)
+        if plan.quantisation:
+            quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
+                                     compute_dtype=plan.decoder_dtype)
+        materialize(model, plan.device)  # fresh trainables, rotary rebuilt, dtypes kept
+        manifest = Manifest.create(config, base_fingerprints={}, name=f"random {config.name} (benchmark only)",
+                                   demo=True, model_id=f"random-{config.name}")
+        return cls(model, manifest, plan, demo=True)
+
+    # --- prediction ------------------------------------------------------------------------
+    def _stack(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        if isinstance(crops, np.ndarray):
+            return crops if crops.ndim == 3 else crops[None]
+        if not len(crops):
+            return np.zeros((0, 1, 1), np.float32)
+        return np.stack([np.asarray(c) for c in crops])
+
+    def _prepare(self, crops: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """Grey crops -> normalised pixels [B, 3, S, S] on the plan's device.
+
+        On the CPU this is :func:`pneumoview.inference.transforms.preprocess_tensor` (the function
+        training uses); on a GPU the same arithmetic runs there after a grey-only copy (a third of
+        the bytes), see :meth:`normalise_on`.
+        """
+        from pneumoview.inference.transforms import preprocess_tensor
+
+        array = self._stack(crops)
+        try:
+            if self._device.type == "cpu":
+                return preprocess_tensor(array, self.manifest.preprocessing)
+            preprocess_tensor(array[:0], self.manifest.preprocessing)  # shape / dtype / statistics checks
+            return self.normalise_on(array, self._device)
+        except ValueError as exc:
+            raise ConfigError(f"crops do not fit model {self.model_name!r}: {exc}") from exc
+
+    def normalise_on(self, array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+        """``preprocess_tensor``'s arithmetic on ``device``: grey [B, S, S] -> (grey - mean[c]) / std[c]."""
+        if not np.all(np.isfinite(array)):
+            raise ValueError("crops contain NaN or infinite values")
+        prep = self.manifest.preprocessing
+        grey = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device, non_blocking=True)
+        mean = torch.tensor(prep["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(prep["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        return (grey.unsqueeze(1).expand(-1, 3, -1, -1) - mean) / std
+
+    def probabilities(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """P(pneumoconiosis) for one batch of grey crops [B, S, S] in [0, 1] -> float64 [B] (one forward)."""
+        pixels = self._prepare(crops)
+        if pixels.shape[0] == 0:
+            return np.zeros(0)
+        with self._lock, torch.inference_mode():
+            logits = self.model(pixels)
+            probs = torch.softmax(logits.float(), dim=-1)[:, 0]
+            return probs.double().cpu().numpy()
+
+    def predict(
+        self,
+        crops: Sequence[np.ndarray] | np.ndarray,
+        *,
+        threshold: float = 0.5,
+        batch_size: int | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> list[Prediction]:
+        """Predictions for grey lung crops (float32 [S, S] in [0, 1], e.g. ``ModelInput.crop``), in order.
+
+        Batches of ``batch_size`` (default: the plan's); ``progress(done, total)`` after each batch;
+        ``cancel()`` is checked before each batch and raises :class:`CancelledError` when it returns True.
+        """
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must be within [0, 1], not {threshold}")
+        n = len(crops)
+        size = max(1, int(batch_size or self.plan.batch_size))
+        out: list[Prediction] = []
+        for start in range(0, n, size):
+            if cancel is not None and cancel():
+                raise CancelledError(f"analysis cancelled after {start} of {n} images")
+            probs = self.probabilities(crops[start:start + size])
+            out.extend(self._prediction(float(p), threshold) for p in probs)
+            if progress is not None:
+                progress(min(start + size, n), n)
+        return out
+
+    def _prediction(self, probability: float, threshold: float) -> Prediction:
+        positive = probability >= threshold
+        names = self.class_names
+        class_name = names[0] if positive else names[1]
+        label = f"{class_name} - {DEMO_LABEL}" if self.demo else class_name
+        return Prediction(probability=probability, label=label, threshold=threshold, model_id=self.model_id,
+                          model_name=self.model_name, demo=self.demo, positive=positive, class_name=class_name)
+
+
+def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_state: dict,
+              trained: dict) -> torch.nn.Module:
+    """Meta build -> base weights assigned (no copy) -> quantise (CUDA) -> device -> trained tensors."""
+    from pneumoview.inference.model import build_model, load_base_weights, load_trainable_state_dict, materialize
+
+    model = build_model(config, device="meta")
+    load_base_weights(model, visual_state, decoder_state)
+    if plan.quantisation:
+        quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
+                                 compute_dtype=plan.decoder_dtype)
+    materialize(model, plan.device)  # dtypes kept as loaded (vision / decoder may differ); rotary rebuilt
+    load_trainable_state_dict(model, trained)
+    model.eval()
+    return model

@@ -1,0 +1,70 @@
+"""Where PneumoView keeps its files: settings, the results database, the model registry, resources.
+
+Defaults come from platformdirs (``user_config_dir("PneumoView")``, ``user_data_dir("PneumoView")``).
+Setting the environment variable ``PNEUMOVIEW_HOME`` puts everything under one folder instead
+(``$PNEUMOVIEW_HOME/config``, ``$PNEUMOVIEW_HOME/data``): tests and the portable app use it.
+Every function that opens one of these files also takes an explicit path, which wins over both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from platformdirs import user_config_dir, user_data_dir
+
+APP_NAME = "PneumoView"
+#: Environment variable that relocates config + data under one folder.
+HOME_ENV = "PNEUMOVIEW_HOME"
+
+SETTINGS_FILE = "settings.json"
+DATABASE_FILE = "pneumoview.sqlite3"
+REGISTRY_FOLDER = "models"
+
+
+def home_override() -> Path | None:
+    """``$PNEUMOVIEW_HOME`` as an absolute path, or None when it is unset or empty."""
+    value = os.environ.get(HOME_ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def config_dir() -> Path:
+    """Folder for ``settings.json`` (not created here)."""
+    home = home_override()
+    return home / "config" if home else Path(user_config_dir(APP_NAME, appauthor=False))
+
+
+def data_dir() -> Path:
+    """Folder for the results database and the model registry (not created here)."""
+    home = home_override()
+    return home / "data" if home else Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def settings_path() -> Path:
+    return config_dir() / SETTINGS_FILE
+
+
+def database_path() -> Path:
+    return data_dir() / DATABASE_FILE
+
+
+def registry_dir() -> Path:
+    return data_dir() / REGISTRY_FOLDER
+
+
+def resources_dir() -> Path:
+    """The ``resources/`` folder: next to the package in a checkout, inside the bundle when frozen.
+
+    PyInstaller one-folder builds unpack data files under ``sys._MEIPASS``; the spec puts
+    ``resources/`` there.
+    """
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root is not None:
+        return Path(frozen_root) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def resource_path(*parts: str) -> Path:
+    """A file under :func:`resources_dir`, e.g. ``resource_path("icons", "pneumoview.svg")``."""
+    return resources_dir().joinpath(*parts)

@@ -1,0 +1,53 @@
+"""Exactly what the model sees: file -> grey [0, 1] -> lung rectangle -> 224x224 crop.
+
+Inference and training both call :func:`prepare` (or :func:`prepare_grey` on an image already
+loaded), so the two can never drift apart. The lung localiser is
+:mod:`pneumoview.dicom.lungs`; this module only chains the steps and keeps their notes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pneumoview.dicom.lungs import LungBox, crop_to_model, locate_lungs
+from pneumoview.imageio import GreyImage, load_grey
+
+#: Side of the model's square input (CLIP ViT-L/14 at 224 px).
+MODEL_SIZE = 224
+
+
+@dataclass
+class ModelInput:
+    """One image ready for the model's normalisation (mean/std are the model's business)."""
+
+    crop: np.ndarray  # float32 [size, size] in [0, 1], 1.0 = white
+    box: LungBox  # the lung rectangle in the grey image's pixels (fallback=True: whole image)
+    source: Path
+    notes: list[str] = field(default_factory=list)
+    image_shape: tuple[int, int] = (0, 0)  # (H, W) of the grey image the box refers to
+
+
+def prepare(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
+    """:func:`~pneumoview.imageio.load_grey` -> :func:`locate_lungs` -> :func:`crop_to_model`.
+
+    ``margin=None`` uses the localiser's default margin. Raises the PneumoViewError
+    subclasses of :func:`load_grey`.
+    """
+    return prepare_grey(load_grey(path), size=size, margin=margin)
+
+
+def prepare_grey(image: GreyImage, *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
+    """Locate the lungs in ``image.pixels`` (float32 HxW [0, 1]) and crop/resize to ``size``."""
+    grey = image.pixels
+    box = locate_lungs(grey) if margin is None else locate_lungs(grey, margin=margin)
+    crop = crop_to_model(grey, box, size)
+    notes = list(image.notes)
+    if box.fallback:
+        notes.append(f"lungs not found ({box.reason or 'no plausible lung fields'}): whole image used")
+    return ModelInput(
+        crop=crop, box=box, source=image.source, notes=notes, image_shape=(int(grey.shape[0]), int(grey.shape[1]))
+    )

@@ -1,0 +1,114 @@
+"""``pneumoview`` / ``pneumoview gui``: start the desktop application.
+
+``--smoke-test`` opens the main window (offscreen unless a platform is forced), checks that the
+resources (icon, style sheet) load and that torch was not imported, and exits 0; the packaging
+script runs it on the frozen build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pneumoview import __version__, paths
+
+ICON = ("icons", "pneumoview.svg")
+STYLE = ("styles", "pneumoview.qss")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", type=Path, help="folders or DICOM files to open at start")
+    parser.add_argument("--demo", action="store_true", help="use the built-in demo model (not a diagnosis)")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="open the main window offscreen, check resources, exit (for packaging)")
+    parser.add_argument("--no-style", action="store_true", help="use Qt's default look instead of the style sheet")
+    parser.add_argument("--analysis-worker", action="store_true", help=argparse.SUPPRESS)  # the app's own child
+
+
+def load_style() -> str:
+    """The application style sheet text; raises FileNotFoundError if the resource is missing."""
+    return paths.resource_path(*STYLE).read_text(encoding="utf-8")
+
+
+def create_application(argv: Sequence[str] = (), *, style: bool = True) -> object:
+    """The QApplication (reused if one exists), named, with icon and style sheet."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([sys.argv[0], *argv])
+    app.setApplicationName("PneumoView")
+    app.setOrganizationName("PneumoView")
+    app.setApplicationVersion(__version__)
+    icon_path = paths.resource_path(*ICON)
+    if icon_path.is_file():
+        app.setWindowIcon(QIcon(str(icon_path)))
+    if style:
+        try:
+            app.setStyleSheet(load_style())
+        except OSError:
+            pass  # the app works without its style sheet; the smoke test reports it
+    return app
+
+
+def smoke_test() -> int:
+    """Open the main window offscreen and check what packaging can break; 0 = fine."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problems: list[str] = []
+    app = create_application()
+    from PySide6.QtGui import QIcon
+
+    from pneumoview.ui.main_window import MainWindow
+
+    icon = QIcon(str(paths.resource_path(*ICON)))
+    if icon.isNull() or icon.pixmap(32, 32).isNull():
+        problems.append(f"icon does not load: {paths.resource_path(*ICON)}")
+    try:
+        if not load_style().strip():
+            problems.append("style sheet is empty")
+    except OSError as exc:
+        problems.append(f"style sheet does not load: {exc}")
+    window = MainWindow()
+    window.show()
+    app.processEvents()  # type: ignore[attr-defined]
+    if window.grab().isNull():
+        problems.append("the main window did not render")
+    if "torch" in sys.modules:
+        problems.append("torch was imported at window start")
+    window.close()
+    for p in problems:
+        print(f"smoke test: {p}", file=sys.stderr)
+    if not problems:
+        print(f"smoke test: PneumoView {__version__} main window opened; resources OK")
+    return 1 if problems else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.analysis_worker:   # the analysis child process: no Qt, JSON lines on stdin/stdout
+        from pneumoview.ui.analysis_process import serve
+        return serve()
+    if args.smoke_test:
+        return smoke_test()
+    app = create_application(style=not args.no_style)
+    from pneumoview.ui.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    if args.demo:
+        window.use_demo_model()
+    if args.paths:
+        window.open_paths(list(args.paths))
+    return int(app.exec())  # type: ignore[attr-defined]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pneumoview.ui.app``."""
+    parser = argparse.ArgumentParser(prog="pneumoview gui")
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

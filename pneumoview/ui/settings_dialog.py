@@ -1,0 +1,164 @@
+"""Settings dialog: weight paths, active bundle, device/precision, threshold, reviewer, export defaults.
+
+Edits a copy of :class:`pneumoview.settings.Settings`; the main window saves it (engineer E's
+``save_settings``, atomic JSON) when the dialog is accepted.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pneumoview.errors import ConfigError, PneumoViewError
+from pneumoview.settings import CSV_DELIMITERS, DEVICES, PRECISIONS, Settings
+
+REGISTRY_CHOICE = "(the model registry's active bundle)"
+
+
+def path_row(edit: QLineEdit, parent: QWidget, *, folder: bool, caption: str) -> QHBoxLayout:
+    """A line edit with a Browse... button (file or folder)."""
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    button = QPushButton("Browse...")
+
+    def browse() -> None:
+        start = edit.text() or str(Path.home())
+        if folder:
+            chosen = QFileDialog.getExistingDirectory(parent, caption, start)
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(parent, caption, start)
+        if chosen:
+            edit.setText(chosen)
+
+    button.clicked.connect(browse)
+    row.addWidget(button)
+    return row
+
+
+class SettingsDialog(QDialog):
+    """Every user setting in one form."""
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("PneumoView settings")
+        self._settings = copy.deepcopy(settings)
+        layout = QVBoxLayout(self)
+
+        model = QGroupBox("Model")
+        form = QFormLayout(model)
+        self.clip_edit = QLineEdit(settings.clip_path or "")
+        self.clip_edit.setPlaceholderText("CLIP ViT-L/14 weights file (ViT-L-14.pt, open_clip .bin, .safetensors)")
+        self.llama_edit = QLineEdit(settings.llama_path or "")
+        self.llama_edit.setPlaceholderText("LLaMA-7B folder (Hugging Face or Meta consolidated.*.pth)")
+        form.addRow("CLIP weights", path_row(self.clip_edit, self, folder=False, caption="CLIP weights"))
+        form.addRow("LLaMA weights", path_row(self.llama_edit, self, folder=True, caption="LLaMA folder"))
+        self.bundle_combo = QComboBox()
+        self.bundle_combo.setEditable(True)
+        self.bundle_combo.addItem(REGISTRY_CHOICE, None)
+        for entry in self._registry_entries():
+            self.bundle_combo.addItem(f"{entry.name}  ({entry.id})", str(entry.path))
+        if settings.active_bundle:
+            index = self.bundle_combo.findData(settings.active_bundle)
+            if index < 0:
+                self.bundle_combo.addItem(settings.active_bundle, settings.active_bundle)
+                index = self.bundle_combo.count() - 1
+            self.bundle_combo.setCurrentIndex(index)
+        form.addRow("Active bundle", self.bundle_combo)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.setCurrentText(settings.device)
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.setCurrentText(settings.precision)
+        form.addRow("Device", self.device_combo)
+        form.addRow("Precision", self.precision_combo)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.01)
+        self.threshold_spin.setDecimals(2)
+        self.threshold_spin.setValue(settings.threshold)
+        form.addRow("Threshold (P >= threshold is positive)", self.threshold_spin)
+        layout.addWidget(model)
+
+        review = QGroupBox("Review")
+        rform = QFormLayout(review)
+        self.reviewer_edit = QLineEdit(settings.reviewer_name)
+        self.reviewer_edit.setPlaceholderText("Kept with every decision you save")
+        rform.addRow("Reviewer name", self.reviewer_edit)
+        layout.addWidget(review)
+
+        export = QGroupBox("CSV export defaults")
+        eform = QFormLayout(export)
+        self.pseudonymise_check = QCheckBox("Pseudonymise by default")
+        self.pseudonymise_check.setChecked(settings.export.pseudonymise)
+        self.names_check = QCheckBox("Include patient names")
+        self.names_check.setChecked(settings.export.include_names)
+        self.paths_check = QCheckBox("Include source file paths")
+        self.paths_check.setChecked(settings.export.include_source_path)
+        self.delimiter_combo = QComboBox()
+        for d in CSV_DELIMITERS:
+            self.delimiter_combo.addItem({"\t": "Tab"}.get(d, d), d)
+        self.delimiter_combo.setCurrentIndex(max(0, self.delimiter_combo.findData(settings.export.delimiter)))
+        for w in (self.pseudonymise_check, self.names_check, self.paths_check):
+            eform.addRow("", w)
+        eform.addRow("Separator", self.delimiter_combo)
+        layout.addWidget(export)
+
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet("color:#b00020")
+        self.error_label.setWordWrap(True)
+        layout.addWidget(self.error_label)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def _registry_entries() -> list:
+        try:
+            from pneumoview.registry import ModelRegistry
+            return ModelRegistry().list()
+        except PneumoViewError:
+            return []
+
+    def result_settings(self) -> Settings:
+        s = copy.deepcopy(self._settings)
+        s.clip_path = self.clip_edit.text().strip() or None
+        s.llama_path = self.llama_edit.text().strip() or None
+        data = self.bundle_combo.currentData()
+        text = self.bundle_combo.currentText().strip()
+        s.active_bundle = data if data else (None if text in ("", REGISTRY_CHOICE) else text)
+        s.device = self.device_combo.currentText()
+        s.precision = self.precision_combo.currentText()
+        s.threshold = round(float(self.threshold_spin.value()), 4)
+        s.reviewer_name = self.reviewer_edit.text().strip()
+        s.export.pseudonymise = self.pseudonymise_check.isChecked()
+        s.export.include_names = self.names_check.isChecked()
+        s.export.include_source_path = self.paths_check.isChecked()
+        s.export.delimiter = self.delimiter_combo.currentData()
+        return s
+
+    def accept(self) -> None:
+        try:
+            self.result_settings().validate()
+        except ConfigError as exc:
+            self.error_label.setText(exc.message)
+            return
+        super().accept()

@@ -1,0 +1,282 @@
+"""The study browser's Qt models: a thin tree adapter over :class:`pneumoview.session.ReviewSession`.
+
+:class:`StudyTreeModel` shows patient -> study -> series -> image with the key tags, each
+image's status (not analysed / analysed / unsupported + reason / reviewed) and AI score.
+:class:`StudyFilterProxy` sorts and filters it (free text over the tags, and a status filter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+
+from pneumoview.session import DEMO_MARK, ImageEntry, ReviewSession, Status, image_key
+
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1      # image key (images only)
+KIND_ROLE = Qt.ItemDataRole.UserRole + 2     # "patient" | "study" | "series" | "image"
+SORT_ROLE = Qt.ItemDataRole.UserRole + 3     # value used for sorting
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 4   # text searched by the filter
+
+COLUMNS: tuple[str, ...] = (
+    "Patient / study / series / image", "Patient ID", "Study date", "Accession",
+    "Mod.", "View", "Body part", "Status", "AI score", "Decision",
+)
+COL_NAME, COL_PID, COL_DATE, COL_ACC, COL_MOD, COL_VIEW, COL_BODY, COL_STATUS, COL_SCORE, COL_DECISION = range(10)
+
+
+@dataclass(eq=False)
+class _Node:
+    kind: str
+    parent: _Node | None
+    row: int
+    texts: list[str]
+    key: str | None = None                      # image key (images)
+    children: list[_Node] = field(default_factory=list)
+
+    def image_keys(self) -> list[str]:
+        if self.kind == "image":
+            return [self.key] if self.key else []
+        return [k for child in self.children for k in child.image_keys()]
+
+
+def format_date(yyyymmdd: str) -> str:
+    """DICOM DA (YYYYMMDD) -> YYYY-MM-DD; anything else unchanged."""
+    d = yyyymmdd.strip()
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
+
+
+def score_text(entry: ImageEntry, threshold: float) -> str:
+    """The AI score as shown in the table: probability, label at ``threshold``, DEMO mark."""
+    if not entry.diagnosable:
+        code = entry.suitability.code if entry.suitability is not None else ""
+        return f"n/a ({code})" if code else "n/a"
+    if entry.result is None:
+        return ""
+    text = f"{entry.result.probability:.2f} {entry.result.label_at(threshold)}"
+    return f"{text} [{DEMO_MARK}]" if entry.result.demo else text
+
+
+class StudyTreeModel(QAbstractItemModel):
+    """Patient -> study -> series -> image tree over a :class:`ReviewSession` (read-only)."""
+
+    def __init__(self, session: ReviewSession, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.threshold = 0.5
+        self._root = _Node("root", None, 0, [])
+        self._by_key: dict[str, _Node] = {}
+        session.reset.connect(lambda _v: self.rebuild())
+        session.entries_changed.connect(self.refresh_keys)
+        self.rebuild()
+
+    # -- building ----------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        self.beginResetModel()
+        self._root = _Node("root", None, 0, [])
+        self._by_key = {}
+        for patient in self.session.patients():
+            p = self._add(self._root, "patient", [
+                patient.patient_name or "(no name)", patient.patient_id, "", "", "", "", "", "", "", ""])
+            for study in patient.studies:
+                s = self._add(p, "study", [
+                    study.description or "Study", patient.patient_id, format_date(study.study_date),
+                    study.accession, "", "", "", "", "", ""])
+                for series in study.series:
+                    label = f"Series {series.series_number}" if series.series_number is not None else "Series"
+                    if series.description:
+                        label += f": {series.description}"
+                    se = self._add(s, "series", [label, patient.patient_id, format_date(study.study_date),
+                                                 study.accession, series.modality, "", "", "", "", ""])
+                    for record in series.images:
+                        key = image_key(record)
+                        name = record.path.name
+                        if record.instance_number is not None:
+                            name = f"#{record.instance_number}  {name}"
+                        node = self._add(se, "image", [
+                            name, record.patient_id, format_date(record.study_date), record.accession,
+                            record.modality, record.view_position, record.body_part, "", "", ""], key=key)
+                        self._by_key[key] = node
+        self.endResetModel()
+
+    def _add(self, parent: _Node, kind: str, texts: list[str], key: str | None = None) -> _Node:
+        node = _Node(kind, parent, len(parent.children), texts, key)
+        parent.children.append(node)
+        return node
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.refresh_keys(list(self._by_key))
+
+    def refresh_keys(self, keys: list[str]) -> None:
+        """Tell views that the status / score / decision of these images (and their parents) changed."""
+        parents: set[int] = set()
+        touched: list[_Node] = []
+        for key in keys:
+            node = self._by_key.get(key)
+            while node is not None and node.kind != "root":
+                if id(node) not in parents:
+                    parents.add(id(node))
+                    touched.append(node)
+                node = node.parent
+        for node in touched:
+            left = self.createIndex(node.row, COL_STATUS, node)
+            right = self.createIndex(node.row, COL_DECISION, node)
+            self.dataChanged.emit(left, right)
+
+    # -- lookup ------------------------------------------------------------------------------
+    def index_for_key(self, key: str, column: int = 0) -> QModelIndex:
+        node = self._by_key.get(key)
+        return self.createIndex(node.row, column, node) if node is not None else QModelIndex()
+
+    def node(self, index: QModelIndex) -> _Node:
+        return index.internalPointer() if index.isValid() else self._root
+
+    def keys_under(self, index: QModelIndex) -> list[str]:
+        return self.node(index).image_keys()
+
+    def all_keys(self) -> list[str]:
+        return list(self._by_key)
+
+    # -- QAbstractItemModel ------------------------------------------------------------------
+    def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:
+        node = self.node(parent)
+        if 0 <= row < len(node.children) and 0 <= column < len(COLUMNS):
+            return self.createIndex(row, column, node.children[row])
+        return QModelIndex()
+
+    def parent(self, index: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:  # type: ignore[override]
+        if not index.isValid():
+            return QModelIndex()
+        node: _Node = index.internalPointer()
+        parent = node.parent
+        if parent is None or parent.kind == "root":
+            return QModelIndex()
+        return self.createIndex(parent.row, 0, parent)
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        if parent.isValid() and parent.column() != 0:
+            return 0
+        return len(self.node(parent).children)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        node: _Node = index.internalPointer()
+        col = index.column()
+        if role == KEY_ROLE:
+            return node.key
+        if role == KIND_ROLE:
+            return node.kind
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return self._text(node, col, tooltip=role == Qt.ItemDataRole.ToolTipRole)
+        if role == SORT_ROLE:
+            return self._sort_value(node, col)
+        if role == FILTER_ROLE:
+            parts = []
+            n: _Node | None = node
+            while n is not None and n.kind != "root":
+                parts.extend(n.texts)
+                n = n.parent
+            if node.kind == "image" and node.key in self.session.entries:
+                parts.append(self.session.entries[node.key].status_text())
+            return " ".join(parts)
+        if role == Qt.ItemDataRole.ForegroundRole and node.kind == "image" and node.key:
+            entry = self.session.entries.get(node.key)
+            if entry is not None:
+                if col == COL_SCORE and entry.result is not None and entry.result.demo:
+                    return QBrush(QColor(200, 30, 30))
+                if col == COL_STATUS and entry.status in (Status.UNSUPPORTED, Status.FAILED):
+                    return QBrush(QColor(150, 90, 0))
+        if role == Qt.ItemDataRole.FontRole and node.kind in ("patient", "study") and col == COL_NAME:
+            font = QFont()
+            font.setBold(node.kind == "patient")
+            return font
+        return None
+
+    def _text(self, node: _Node, col: int, tooltip: bool = False) -> str:
+        if col < COL_STATUS:
+            return node.texts[col]
+        if node.kind == "image":
+            entry = self.session.entries.get(node.key or "")
+            if entry is None:
+                return ""
+            if col == COL_STATUS:
+                return entry.status_text() if not tooltip or entry.suitability is None else (
+                    f"{entry.status_text()}\n{entry.suitability.reason}")
+            if col == COL_SCORE:
+                return score_text(entry, self.threshold)
+            if col == COL_DECISION and entry.decision is not None:
+                d = entry.decision
+                text = f"{d.decision} ({d.reviewer})" if d.reviewer else d.decision
+                return f"{text}: {d.comment}" if tooltip and d.comment else text
+            return ""
+        # Aggregates for patient / study / series rows.
+        entries = [self.session.entries[k] for k in node.image_keys() if k in self.session.entries]
+        if col == COL_STATUS:
+            analysed = sum(e.result is not None for e in entries)
+            reviewed = sum(e.decision is not None for e in entries)
+            return f"{analysed}/{len(entries)} analysed, {reviewed} reviewed"
+        if col == COL_SCORE:
+            scored = [e.result for e in entries if e.result is not None and e.diagnosable]
+            if not scored:
+                return ""
+            top = max(scored, key=lambda r: r.probability)
+            text = f"max {top.probability:.2f}"
+            return f"{text} [{DEMO_MARK}]" if any(r.demo for r in scored) else text
+        return ""
+
+    def _sort_value(self, node: _Node, col: int) -> Any:
+        if col == COL_SCORE:
+            entries = [self.session.entries[k] for k in node.image_keys() if k in self.session.entries]
+            probs = [e.result.probability for e in entries if e.result is not None and e.diagnosable]
+            return max(probs) if probs else -1.0
+        return self._text(node, col).lower()
+
+
+class StudyFilterProxy(QSortFilterProxyModel):
+    """Sorts by :data:`SORT_ROLE`; shows the images matching the text and the status filter (and their parents)."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)
+        self.setRecursiveFilteringEnabled(True)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterRole(FILTER_ROLE)
+        self.setDynamicSortFilter(True)
+        self._text = ""
+        self._status: Status | None = None
+
+    def set_text(self, text: str) -> None:
+        self._text = text.strip().lower()
+        self.invalidateFilter()
+
+    def set_status(self, status: Status | str | None) -> None:
+        self._status = Status(status) if status else None   # combo box data comes back as str
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
+        model = self.sourceModel()
+        index = model.index(source_row, 0, source_parent)
+        if index.data(KIND_ROLE) != "image":
+            return False   # parents are shown when one of their images is (recursive filtering)
+        if self._status is not None:
+            entry = model.session.entries.get(index.data(KEY_ROLE))
+            if entry is None or entry.status is not self._status:
+                return False
+        if self._text:
+            return all(word in str(index.data(FILTER_ROLE)).lower() for word in self._text.split())
+        return True

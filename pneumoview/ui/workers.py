@@ -1,0 +1,248 @@
+"""Background work for the GUI: scanning, image preparation, analysis.
+
+Each job is a :class:`QRunnable` run by a :class:`QThreadPool`; it reports through a
+:class:`WorkerSignals` object whose signals cross to the GUI thread as queued connections.
+Jobs are cancelled cooperatively: :meth:`Job.cancel` sets a flag that the long-running
+functions (``scan(cancel=...)``, ``InferenceEngine.predict(cancel=...)``) poll.
+
+Nothing here imports torch: the model runs in a child process (:mod:`pneumoview.ui.analysis_process`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from pneumoview.errors import CancelledError, PneumoViewError
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSignals(QObject):
+    """Signals of one job. ``progress(done, total, message)``; ``finished(result)`` or ``failed(message)``."""
+
+    progress = Signal(int, int, str)
+    partial = Signal(object)          # a piece of the result (e.g. a batch of predictions)
+    problems = Signal(object)         # list[tuple[key, reason]]: items that could not be processed
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+
+class Job(QRunnable):
+    """A cancellable job: subclasses implement :meth:`work` and may call :meth:`report`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setAutoDelete(False)      # Python keeps the reference (signals stay valid)
+        self.signals = WorkerSignals()
+        self._cancel = threading.Event()
+        self.done = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def report(self, done: int, total: int, message: str = "") -> None:
+        self.emit("progress", done, total, message)
+
+    def emit(self, name: str, *args: Any) -> None:
+        """Emit a signal unless its receiver side is already gone (application shutting down)."""
+        try:
+            getattr(self.signals, name).emit(*args)
+        except RuntimeError:  # "Signal source has been deleted": nobody is listening any more
+            self._cancel.set()
+
+    def work(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self) -> None:  # runs in a pool thread
+        try:
+            result = self.work()
+        except CancelledError:
+            self.emit("cancelled")
+        except PneumoViewError as exc:
+            self.emit("failed", exc.message)
+        except MemoryError:
+            self.emit("failed", "not enough memory")
+        except Exception as exc:  # noqa: BLE001 - a worker must report, never die silently
+            log.error("background job failed:\n%s", traceback.format_exc())
+            self.emit("failed", f"{type(exc).__name__}: {exc}")
+        else:
+            if self.is_cancelled():
+                self.emit("cancelled")
+            else:
+                self.emit("finished", result)
+        finally:
+            self.done.set()
+
+
+class FunctionJob(Job):
+    """Runs ``fn(*args)`` in the pool; ``finished`` carries its return value."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__()
+        self._fn = fn
+        self._args = args
+
+    def work(self) -> Any:
+        return self._fn(*self._args)
+
+
+class ScanJob(Job):
+    """Scans files and folders with :func:`pneumoview.dicom.scan.scan` (headers only).
+
+    ``post(result)``, if given, also runs in the worker (e.g. reading earlier results from the
+    database) and its return value is what ``finished`` carries.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], post: Callable[[Any], Any] | None = None) -> None:
+        super().__init__()
+        self.paths = [Path(p) for p in paths]
+        self.post = post
+
+    def work(self) -> Any:
+        from pneumoview.dicom.scan import scan
+
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.05 or done == total:   # at most ~20 updates/s
+                last[0] = now
+                self.report(done, total, f"Reading headers {done}/{total}")
+
+        result = scan(self.paths, progress=progress, cancel=self.is_cancelled)
+        if self.post is not None:
+            self.report(result.files_seen, result.files_seen, "Reading earlier results...")
+            return self.post(result)
+        return result
+
+
+@dataclass
+class AnalysisItem:
+    """One image to analyse (its session key and file)."""
+
+    key: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """The model's answer for one image, as the analysis process reports it."""
+
+    probability: float
+    class_name: str            # plain class at the threshold
+    label: str                 # engine's label (demo results carry the DEMO mark)
+    threshold: float
+    model_id: str
+    model_name: str
+    demo: bool
+
+
+@dataclass
+class AnalysisOutput:
+    """One analysed image as delivered to the GUI (``partial`` carries a list, or what ``persist`` made of it)."""
+
+    key: str
+    prediction: PredictionRecord
+    box: tuple[int, int, int, int] | None
+    box_fallback: bool
+
+
+class AnalysisJob(Job):
+    """Runs an analysis in the child process (:class:`pneumoview.ui.analysis_process.AnalysisClient`).
+
+    The child prepares the crops (:func:`pneumoview.preprocess.prepare`) and runs the engine in
+    batches. For each batch: ``persist(outputs)`` runs in this worker thread (saving to the
+    database off the GUI thread) and ``partial`` carries its return value (or the
+    ``list[AnalysisOutput]``); images that could not be prepared go out as
+    ``problems(list[tuple[key, reason]])``; ``progress(done, total, message)``.
+    """
+
+    def __init__(self, items: Sequence[AnalysisItem], client: Any, spec: Any, *,
+                 threshold: float, batch_size: int = 8,
+                 persist: Callable[[list[AnalysisOutput]], Any] | None = None) -> None:
+        super().__init__()
+        self.items = list(items)
+        self.client = client
+        self.spec = spec
+        self.threshold = threshold
+        self.batch_size = max(1, batch_size)
+        self.persist = persist
+
+    def cancel(self) -> None:
+        super().cancel()
+        self.client.cancel()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        total = len(self.items)
+        if kind == "loading":
+            self.report(0, total, f"Loading the model ({event.get('engine', '')})...")
+        elif kind == "loaded":
+            self.report(0, total, f"Model loaded: {event.get('model_name', '')}")
+        elif kind == "results":
+            outputs = [AnalysisOutput(
+                key=r["key"],
+                prediction=PredictionRecord(
+                    probability=float(r["probability"]), class_name=str(r["class_name"]), label=str(r["label"]),
+                    threshold=float(r["threshold"]), model_id=str(r["model_id"]),
+                    model_name=str(r["model_name"]), demo=bool(r["demo"])),
+                box=tuple(r["box"]) if r.get("box") else None, box_fallback=bool(r.get("fallback")))
+                for r in event.get("items", [])]
+            self.emit("partial", self.persist(outputs) if self.persist is not None else outputs)
+        elif kind == "problems":
+            self.emit("problems", [tuple(p) for p in event.get("items", [])])
+        elif kind == "progress":
+            done = int(event.get("done", 0))
+            self.report(done, total, f"Analysed {done}/{total}")
+
+    def work(self) -> Any:
+        from pneumoview.ui.analysis_process import error_from_event
+
+        if self.is_cancelled():
+            raise CancelledError("analysis cancelled")
+        request = {"cmd": "analyse", "threshold": self.threshold, "batch_size": self.batch_size,
+                   "items": [{"key": item.key, "path": str(item.path)} for item in self.items]}
+        final = self.client.request(self.spec, request, self._on_event)
+        if final.get("event") == "cancelled":
+            raise CancelledError("analysis cancelled")
+        if final.get("event") == "error":
+            raise error_from_event(final)
+        return int(final.get("count", 0))
+
+
+class ValidateJob(Job):
+    """Loads a model in the analysis process to check a setup; ``finished`` carries the
+    ``loaded`` event, or the PneumoViewError that stopped it (so the dialog can pick a heading)."""
+
+    def __init__(self, client: Any, spec: Any) -> None:
+        super().__init__()
+        self.client = client
+        self.spec = spec
+
+    def work(self) -> Any:
+        from pneumoview.ui.analysis_process import error_from_event
+
+        loaded: dict[str, Any] = {}
+        final = self.client.request(self.spec, {"cmd": "validate"},
+                                    lambda e: loaded.update(e) if e.get("event") == "loaded" else None)
+        if final.get("event") == "error":
+            return error_from_event(final)
+        return loaded or self.client.loaded or {}
+
+
+def start(job: Job, pool: QThreadPool | None = None) -> Job:
+    (pool or QThreadPool.globalInstance()).start(job)
+    return job

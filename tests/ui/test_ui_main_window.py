@@ -1,0 +1,256 @@
+"""The main window, offscreen, with real DICOMs, the real store and the demo model.
+
+Drop a folder -> studies and problems listed; tags panel; filtering; keyboard study navigation;
+analysis with the demo model -> scores and DEMO marking; a decision survives closing and reopening;
+CSV export checked column by column (plain and pseudonymised).
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+from ui_support import JUNK_TEXT, JUNK_TRUNCATED, make_study_folder
+
+from pneumoview.labels import DEMO_MARK
+from pneumoview.session import Status
+from pneumoview.settings import Settings, load_settings, save_settings
+from pneumoview.ui.main_window import MainWindow
+from pneumoview.ui.study_model import COL_SCORE, COL_STATUS, KEY_ROLE, KIND_ROLE
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
+    save_settings(Settings(reviewer_name="Dr Test"))
+    return home
+
+
+@pytest.fixture()
+def folder(tmp_path: Path, rg1_uncompressed: Path, rg1_j2k: Path) -> Path:
+    return make_study_folder(tmp_path, rg1_uncompressed, rg1_j2k)
+
+
+def open_window(qtbot, folder: Path | None = None) -> MainWindow:  # noqa: ANN001
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    if folder is not None:
+        with qtbot.waitSignal(window.scanFinished, timeout=60000):
+            window.open_paths([folder])
+    return window
+
+
+def drop(window: MainWindow, paths: list[Path]) -> None:
+    """Real drag-enter and drop events carrying file URLs, as a file manager sends them."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, event)
+    assert event.isAccepted()
+
+
+def key_of(window: MainWindow, name: str) -> str:
+    return next(k for k, e in window.session.entries.items() if e.path.name == name)
+
+
+def test_drop_folder_lists_studies_and_problems(qtbot, home: Path, folder: Path) -> None:  # noqa: ANN001
+    window = open_window(qtbot)
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        drop(window, [folder])
+    names = sorted(e.path.name for e in window.session.entries.values())
+    assert names == ["CT_small.dcm", "RG1_J2KR.dcm", "RG1_UNCR.dcm"]
+    # Two patients at the top of the tree: RG1's and the CT's, with the study below.
+    proxy = window.proxy
+    patients = [proxy.index(r, 0).data() for r in range(proxy.rowCount())]
+    assert sorted(patients) == ["CompressedSamples^CT1", "CompressedSamples^RG1"]
+    # Bad files are listed with path and reason; they did not stop the rest.
+    problems = dict(window.problems.problems())
+    assert set(Path(p).name for p in problems) == {JUNK_TEXT, JUNK_TRUNCATED}
+    assert all(reason for reason in problems.values())
+    assert window.bottom_tabs.tabText(0) == "Problems (2)"
+    # Status column: the CT is unsupported with its reason code; radiographs not analysed.
+    ct_index = window.proxy.mapFromSource(window.tree_model.index_for_key(key_of(window, "CT_small.dcm"), COL_STATUS))
+    assert ct_index.data() == "unsupported: unsupported-modality"
+    rg1_index = window.proxy.mapFromSource(window.tree_model.index_for_key(key_of(window, "RG1_UNCR.dcm"), COL_STATUS))
+    assert rg1_index.data() == "not analysed"
+    # The first image was selected and its tags were read.
+    assert window.current_entry() is not None
+    qtbot.waitUntil(lambda: window.tags.tree.topLevelItemCount() > 10, timeout=20000)
+    # The folder became a recent folder (persisted).
+    assert load_settings().recent_folders[0] == str(folder.resolve())
+    # Re-dropping the same folder adds nothing.
+    with qtbot.waitSignal(window.scanFinished, timeout=60000) as blocker:
+        drop(window, [folder])
+    assert blocker.args == [0] and len(window.session.entries) == 3
+
+
+def test_filter_sort_and_study_navigation(qtbot, home: Path, folder: Path) -> None:  # noqa: ANN001
+    window = open_window(qtbot, folder)
+    window.filter_edit.setText("RG1")
+    assert window.proxy.rowCount() == 1
+    window.filter_edit.setText("")
+    window.status_filter.setCurrentIndex(window.status_filter.findData(Status.UNSUPPORTED))
+    visible = []
+
+    def walk(parent) -> None:  # noqa: ANN001
+        for r in range(window.proxy.rowCount(parent)):
+            i = window.proxy.index(r, 0, parent)
+            if i.data(KIND_ROLE) == "image":
+                visible.append(window.session.entries[i.data(KEY_ROLE)].path.name)
+            walk(i)
+
+    walk(window.proxy.index(-1, -1))
+    assert visible == ["CT_small.dcm"]
+    window.status_filter.setCurrentIndex(0)
+    # Keyboard navigation: next / previous study cycles through both studies.
+    window.select_key(key_of(window, "CT_small.dcm"))
+    first_study = window.session.entries[window._current_key].record.study_uid
+    window.act_next_study.trigger()
+    second_study = window.session.entries[window._current_key].record.study_uid
+    assert second_study != first_study
+    window.act_prev_study.trigger()
+    assert window.session.entries[window._current_key].record.study_uid == first_study
+    # Tags panel: the selected image's header, filterable.
+    qtbot.waitUntil(lambda: any("Modality" in t for t in window.tags.rows_text()), timeout=20000)
+    window.tags.filter.setText("Modality")
+    assert any(t.endswith("= CT") for t in window.tags.rows_text() if "Modality" in t)
+
+
+def test_no_model_is_said_plainly(qtbot, home: Path, folder: Path) -> None:  # noqa: ANN001
+    window = open_window(qtbot, folder)
+    assert window.diagnosis.no_model.isVisible()
+    window.select_key(key_of(window, "RG1_UNCR.dcm"))
+    assert window.analyse_all() is None              # nothing to run it with
+    assert window._no_model_box.isVisible()
+    assert "No PneumoLLM model is installed" in window._no_model_box.text()
+    window._no_model_box.close()
+
+
+def test_torch_not_imported_at_window_start_and_smoke_test(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "PNEUMOVIEW_HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}
+    code = ("import sys; from pneumoview.ui.app import create_application; app = create_application();"
+            "from pneumoview.ui.main_window import MainWindow; w = MainWindow(); w.show(); app.processEvents();"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    smoke = subprocess.run([sys.executable, "-m", "pneumoview", "--smoke-test"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert smoke.returncode == 0, smoke.stderr
+    assert "resources OK" in smoke.stdout
+
+
+@pytest.mark.slow
+def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from pneumoview.report import ExportOptions, columns_for, pseudonym
+
+    window = open_window(qtbot, folder)
+    window.use_demo_model()
+    assert not window.diagnosis.no_model.isVisible()
+    with qtbot.waitSignal(window.analysisFinished, timeout=240000) as blocker:
+        job = window.analyse_all()
+        assert job is not None
+        # The GUI thread is free while the worker runs: the window answers.
+        assert window.busy()
+    assert blocker.args == [2]                       # the two radiographs; the CT is not analysable
+    rg1 = window.session.entries[key_of(window, "RG1_UNCR.dcm")]
+    assert rg1.status is Status.ANALYSED and rg1.result.demo
+    assert 0.0 <= rg1.result.probability <= 1.0
+    assert rg1.result.model_name.startswith("DEMO") and rg1.result.plan
+    # Table: score with the DEMO mark; the CT shows its reason code instead of a score.
+    score = window.proxy.mapFromSource(window.tree_model.index_for_key(rg1.key, COL_SCORE)).data()
+    assert score.startswith(f"{rg1.result.probability:.2f}") and DEMO_MARK in score
+    ct_score = window.proxy.mapFromSource(
+        window.tree_model.index_for_key(key_of(window, "CT_small.dcm"), COL_SCORE)).data()
+    assert ct_score == "n/a (unsupported-modality)"
+    # Panel: DEMO banner and the probability, for the selected radiograph.
+    window.select_key(rg1.key)
+    assert window.diagnosis.demo_mark.isVisible() and window.diagnosis.demo_mark.text() == DEMO_MARK
+    assert DEMO_MARK in window.diagnosis.headline.text()
+    assert f"{rg1.result.probability:.3f}" in window.diagnosis.probability.text()
+    # What the model saw: the 224 x 224 crop is shown.
+    qtbot.waitUntil(lambda: window.model_input.image.pixmap() is not None
+                    and not window.model_input.image.pixmap().isNull(), timeout=60000)
+    assert window.model_input.image.pixmap().width() == 224
+
+    # Reviewer decision through the panel's own buttons.
+    window.review.buttons["disagree"].click()
+    window.review.comment.setPlainText("rib overlap, not nodules")
+    window.review.save_button.click()
+    assert rg1.decision.decision == "disagree" and rg1.decision.reviewer == "Dr Test"
+    probability = rg1.result.probability
+    record = rg1.record
+    window.close()
+
+    # Reopen: a new window (a restart) shows the earlier result and decision.
+    window2 = open_window(qtbot, folder)
+    again = window2.session.entries[rg1.key]
+    assert again.status is Status.REVIEWED
+    assert again.result.probability == pytest.approx(probability) and again.result.demo
+    window2.select_key(rg1.key)
+    assert window2.review.buttons["disagree"].isChecked()
+    assert window2.review.comment.toPlainText() == "rib overlap, not nodules"
+
+    # Export all: CSV checked column by column.
+    plain = ExportOptions(include_names=True)
+    target = tmp_path / "report.csv"
+    summary = window2.export(target, selected=False, options=plain)
+    with target.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0].keys()) == [h for _f, h in columns_for(plain)]
+    assert summary.rows == len(rows) == 3            # two radiographs + the CT's reason
+    row = next(r for r in rows if r["Source path"].endswith("RG1_UNCR.dcm"))
+    assert row["Patient ID"] == record.patient_id
+    assert row["Patient name"] == record.patient_name.replace("^", " ")
+    assert row["Study UID"] == record.study_uid
+    assert row["Accession number"] == record.accession
+    assert row["Study date"] == f"{record.study_date[:4]}-{record.study_date[4:6]}-{record.study_date[6:]}"
+    assert row["View"] == record.view_position
+    assert float(row["Probability of pneumoconiosis"]) == pytest.approx(probability, abs=1e-6)
+    assert float(row["Threshold"]) == 0.5
+    assert row["Label"].startswith(DEMO_MARK)
+    assert row["Model name"].startswith("DEMO")
+    assert row["Reviewer decision"] == "disagree"
+    assert row["Reviewer comment"] == "rib overlap, not nodules"
+    assert row["Reviewer name"] == "Dr Test"
+    assert row["Unsupported reason"] == ""
+    ct_row = next(r for r in rows if r["Source path"].endswith("CT_small.dcm"))
+    assert ct_row["Unsupported reason"].startswith("unsupported-modality")
+    assert ct_row["Probability of pneumoconiosis"] == ""
+
+    # Export selected, pseudonymised, through the dialog's options (key created and kept).
+    from pneumoview.ui.export_dialog import ExportDialog
+
+    window2.select_key(rg1.key)
+    dialog = ExportDialog(window2, window2.settings, selected_count=1)
+    dialog.pseudonymise.setChecked(True)
+    assert not dialog.include_names.isEnabled()
+    options = dialog.options()
+    assert options.pseudonymise and options.key
+    target2 = tmp_path / "pseudo.csv"
+    window2.export(target2, selected=True, options=options)
+    with target2.open(encoding="utf-8-sig", newline="") as handle:
+        prow = list(csv.DictReader(handle))
+    assert len(prow) == 1
+    assert list(prow[0]) == [h for _f, h in columns_for(options)]
+    assert "Patient name" not in prow[0] and "Source path" not in prow[0] and "Reviewer comment" not in prow[0]
+    key = bytes.fromhex(load_settings().pseudonymise_key)
+    assert prow[0]["Patient ID"] == pseudonym(key, record.patient_id, kind="patient") != record.patient_id
+    assert prow[0]["Study UID"] == pseudonym(key, record.study_uid, kind="study")
+    assert prow[0]["Accession number"] == pseudonym(key, record.accession, kind="accession")
+    assert prow[0]["Label"].startswith(DEMO_MARK) and prow[0]["Reviewer decision"] == "disagree"

@@ -1,0 +1,370 @@
+"""``pneumoview train`` / ``python -m training``: retrain PneumoLLM's adapters, write a NEW bundle.
+
+    pneumoview train DATA --base-clip ViT-L-14.pt --base-llama llama-7b/ --preset paper --out BUNDLE_DIR
+    pneumoview train DATA --demo --preset quick --out /tmp/try            # tiny demo model, no weights
+    accelerate launch -m training DATA ... --out BUNDLE_DIR               # several GPUs
+
+DATA is a folder with ``normal/`` and ``pneumoconiosis/`` sub-folders or a CSV (path,label,patient_id).
+The data are checked first (summary printed; refusal for empty/too small classes). Progress goes
+to the terminal as bars, or with ``--json-progress`` as one JSON object per line on stdout (the
+in-app wizard reads these). SIGINT/SIGTERM cancel cleanly: the checkpoint of the last finished
+epoch stays in the work folder and rerunning the same command resumes from it.
+
+Exit codes: 0 done, 2 error (one line on stderr), 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pneumoview.errors import CancelledError, ConfigError, PneumoViewError
+
+EXIT_CANCELLED = 130
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0] if __doc__ else None
+    parser.add_argument("data", type=Path, help="folder with normal/ and pneumoconiosis/ sub-folders, or a CSV")
+    base = parser.add_argument_group("base weights (frozen)")
+    base.add_argument("--base-clip", type=Path, help="CLIP ViT-L/14 weights (OpenAI .pt, open_clip .bin, .safetensors)")
+    base.add_argument("--base-llama", type=Path, help="LLaMA-7B (Hugging Face folder or Meta consolidated folder)")
+    base.add_argument("--demo", action="store_true", help="tiny demo architecture with demo base weights (no downloads; NOT diagnostic)")
+    base.add_argument("--random-base", type=int, metavar="SEED", default=None,
+                      help="random frozen backbones from SEED (tests, benchmarks)")
+    base.add_argument("--architecture", default=None,
+                      help="architecture config (default: pneumollm-vitl14-llama7b, or pneumollm-tiny with --demo/--random-base)")
+    rec = parser.add_argument_group("recipe (defaults: the paper's)")
+    rec.add_argument("--preset", choices=("quick", "paper"), default="paper",
+                     help="quick: 3 epochs on 1 of 5 folds, no final model; paper: 100 epochs, 5 folds + final model")
+    rec.add_argument("--folds", type=int, default=None, help="k of the patient-level k-fold (default 5)")
+    rec.add_argument("--run-folds", type=int, default=None, help="train only the first N folds")
+    rec.add_argument("--epochs", type=int, default=None)
+    rec.add_argument("--final", dest="final_model", action="store_true", default=None, help="train a final model on all data")
+    rec.add_argument("--no-final", dest="final_model", action="store_false", help="bundle = best model of the first fold")
+    rec.add_argument("--batch-size", type=int, default=None)
+    rec.add_argument("--grad-accum", type=int, default=None)
+    rec.add_argument("--lr", type=float, default=None)
+    rec.add_argument("--weight-decay", type=float, default=None)
+    rec.add_argument("--warmup-epochs", type=float, default=None)
+    rec.add_argument("--seed", type=int, default=None)
+    rec.add_argument("--split-seed", type=int, default=None)
+    hw = parser.add_argument_group("device and precision")
+    hw.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    hw.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
+    hw.add_argument("--base-dtype", choices=("auto", "float32", "bfloat16", "float16"), default=None)
+    hw.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    hw.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="new bundle folder (must not exist)")
+    out.add_argument("--work-dir", type=Path, default=None, help="checkpoints for resuming (default: OUT.run)")
+    out.add_argument("--restart", action="store_true", help="discard an earlier unfinished run in the work folder")
+    out.add_argument("--keep-work-dir", action="store_true", help="keep checkpoints after success")
+    out.add_argument("--no-register", dest="register", action="store_false", help="do not add the bundle to the model registry")
+    out.add_argument("--activate", action="store_true", help="make the new bundle the active model")
+    out.add_argument("--compare", choices=("active", "none"), default="active",
+                     help="also evaluate the active model on the same folds (when it fits the same base weights)")
+    out.add_argument("--name", default="", help="display name of the new model")
+    data = parser.add_argument_group("data")
+    data.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default: user cache folder)")
+    data.add_argument("--include-flagged", action="store_true", help="keep images flagged as not a frontal chest")
+    data.add_argument("--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop")
+    parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
+
+
+class _Progress:
+    """Events -> JSON lines or tqdm bars."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json_lines = json_lines
+        self._bar: Any = None
+        self._bar_key: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if self.json_lines:
+                sys.stdout.write(json.dumps(event, default=_json_default) + "\n")
+                sys.stdout.flush()
+                return
+            self._human(event)
+
+    def _human(self, event: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        kind = event.get("event")
+        if kind == "validate":
+            self._bar_for(("validate",), event["total"], "checking data")
+            self._bar.n = event["done"]
+            self._bar.refresh()
+        elif kind == "step":
+            key = (event["fold"], event["epoch"])
+            fold = "final" if event["fold"] < 0 else f"fold {event['fold'] + 1}"
+            self._bar_for(key, event["batches"], f"{fold} epoch {event['epoch']}")
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{event['loss']:.4f}")
+        elif kind == "epoch":
+            self._close()
+            val = f" val AUC {100 * event['auc']:.1f} AVG {100 * event['avg']:.1f}" if "auc" in event else ""
+            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}{val} "
+                       f"({event['seconds']:.1f} s, ETA {event['eta_s'] / 60:.1f} min)")
+        elif kind in {"data_summary"}:
+            self._close()
+            print(event["text"], flush=True)
+        elif kind == "estimate":
+            e = event["estimate"]
+            print(f"Estimate: ~{e['memory_gb']} GB memory, ~{e['seconds'] / 60:.1f} min ({e['notes']})", flush=True)
+        elif kind in {"message", "fold_skipped", "resumed", "cancelled", "error"}:
+            self._close()
+            print(event.get("message") or json.dumps(event, default=_json_default), flush=True)
+        elif kind == "fold_done":
+            m = event.get("metrics") or {}
+            if m:
+                print(f"fold {event['fold'] + 1}: best epoch {event['best_epoch']}, AUC {100 * m['auc']:.1f}, AVG {100 * m['avg']:.1f}", flush=True)
+        elif kind == "done":
+            self._close()
+            print(event["text"], flush=True)
+
+    def _bar_for(self, key: Any, total: int, desc: str) -> None:
+        from tqdm import tqdm
+
+        if self._bar_key != key:
+            self._close()
+            self._bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+            self._bar_key = key
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar, self._bar_key = None, None
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+class CancelFlag:
+    """Set by SIGINT/SIGTERM (first signal: finish cleanly; a second SIGINT: stop at once)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from training.loop import TrainConfig
+
+    return TrainConfig.from_preset(
+        args.preset,
+        folds=args.folds, run_folds=args.run_folds, epochs=args.epochs, final_model=args.final_model,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, seed=args.seed, split_seed=args.split_seed, device=args.device,
+        mixed_precision=args.mixed_precision, base_dtype=args.base_dtype, gradient_checkpointing=args.gradient_checkpointing,
+    )
+
+
+def _base_spec(args: argparse.Namespace) -> Any:
+    from training.base import BaseSpec
+
+    tiny = args.demo or (args.random_base is not None and args.base_clip is None)
+    architecture = args.architecture or ("pneumollm-tiny" if tiny else "pneumollm-vitl14-llama7b")
+    if not (args.demo or args.random_base is not None or (args.base_clip and args.base_llama)):
+        raise ConfigError("base weights needed: --base-clip and --base-llama (or --demo, or --random-base SEED)")
+    return BaseSpec(architecture=architecture, clip_path=args.base_clip, llama_path=args.base_llama, demo=args.demo,
+                    random_seed=args.random_base if not args.base_clip else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    progress = _Progress(args.json_progress)
+    cancel = CancelFlag()
+    cancel.install()
+    try:
+        return _run(args, progress, cancel)
+    except CancelledError as exc:
+        progress({"event": "cancelled", "message": f"cancelled: {exc.reason}"})
+        return EXIT_CANCELLED
+    except PneumoViewError as exc:
+        if args.json_progress:
+            progress({"event": "error", "message": exc.message, "type": type(exc).__name__})
+        raise
+    finally:
+        cancel.restore()
+
+
+def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
+    import torch
+
+    from training.base import build_base_model, resolve_dtype
+    from training.data import CropCache, require_ok, validate
+    from training.estimate import estimate_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = _train_config(args)
+    spec = _base_spec(args)
+    if not args.validate_only and args.out is None:
+        raise ConfigError("--out BUNDLE_DIR is required (a new folder for the trained bundle)")
+    if args.out is not None and args.out.exists():
+        raise ConfigError("the output folder exists already: a training run never overwrites a bundle", path=args.out)
+
+    from pneumoview.inference.config import load_config
+
+    model_config = load_config(spec.architecture if not spec.demo else _demo_architecture(spec))
+    pre = model_config.preprocessing
+    cache = CropCache(args.cache_dir, size=pre.image_size, margin=pre.margin)
+    last = [0.0]
+
+    def on_validate(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 0.2:
+            last[0] = now
+            progress({"event": "validate", "done": done, "total": total})
+
+    dataset = validate(args.data, folds=config.folds, cache=cache, include_flagged=args.include_flagged,
+                       progress=on_validate, cancel=cancel)
+    summary = dataset.summary
+    progress({"event": "data_summary", "summary": summary.to_dict(), "text": summary.format_text()})
+    device = "cuda" if (config.device in {"auto", "cuda"} and torch.cuda.is_available()) else "cpu"
+    est = estimate_run(
+        model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
+        of_folds=config.folds, final_model=config.final_model, device=device, batch_size=config.batch_size,
+        base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(device)).itemsize,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    progress({"event": "estimate", "estimate": est, "device": device, "cuda_available": torch.cuda.is_available(),
+              "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])})
+    require_ok(summary)
+    if args.validate_only:
+        return 0
+
+    work_dir = args.work_dir or args.out.with_name(args.out.name + ".run")
+    if args.restart and work_dir.exists():
+        shutil.rmtree(work_dir)
+    torch_device = torch.device(device)
+    base_dtype = resolve_dtype(config.base_dtype, torch_device)
+    torch.manual_seed(config.seed)
+    base = build_base_model(spec, device=torch_device, base_dtype=base_dtype)
+    for note in base.notes:
+        progress({"event": "message", "message": note})
+    compare = _active_to_compare(args, base) if args.compare == "active" else None
+
+    from training.loop import Trainer
+
+    trainer = Trainer(
+        config, dataset, base.model, work_dir,
+        run_identity={"data_file_list_sha256": summary.file_list_sha256, "base_fingerprints": base.fingerprints,
+                      "architecture": base.config.name},
+        on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
+        compare_trainable=compare[1] if compare else None,
+    )
+    result = trainer.run()
+    if not trainer.is_main:
+        return 0
+
+    from training.report import build_model_card, write_bundle
+
+    card = build_model_card(
+        result, data_summary=summary.to_dict(), base=spec.describe(), fingerprints=base.fingerprints,
+        architecture=base.config.name,
+        extra={"compared_with": compare[0] if compare else None, "notes": base.notes},
+    )
+    bundle = write_bundle(args.out, result=result, config=base.config, fingerprints=base.fingerprints, card=card,
+                          demo=spec.demo, name=args.name)
+    registry_id = None
+    if args.register:
+        from pneumoview.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        entry = registry.add(bundle, source=f"training run on {args.data}")
+        registry_id = entry.id
+        if args.activate:
+            registry.activate(entry.id)
+    if not args.keep_work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    from training.metrics import format_summary
+
+    text = (f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
+            f"{format_summary(result.summary)}\nNew bundle: {bundle}"
+            + (f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)") if registry_id else ""))
+    progress({"event": "done", "bundle": str(bundle), "registry_id": registry_id, "summary": result.summary,
+              "comparison": result.comparison, "compared_with": compare[0] if compare else None,
+              "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
+    return 0
+
+
+def _demo_architecture(spec: Any) -> str:
+    """Architecture of the demo base weights (D's demo module decides; tiny by default)."""
+    try:
+        from pneumoview.inference import demo
+    except ImportError:
+        return spec.architecture
+    return getattr(demo, "DEMO_ARCHITECTURE", None) or getattr(demo, "DEMO_CONFIG", None) or spec.architecture
+
+
+def _active_to_compare(args: argparse.Namespace, base: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(description, trainable tensors)`` of the active registry bundle when it fits these base weights."""
+    from pneumoview.inference.bundle import load_bundle
+    from pneumoview.registry import ModelRegistry
+
+    try:
+        entry = ModelRegistry().active()
+    except PneumoViewError:
+        return None
+    if entry is None:
+        return None
+    manifest = entry.manifest
+    if manifest.get("architecture") != base.config.name or manifest.get("base_fingerprints") != base.fingerprints:
+        return None
+    try:
+        _, tensors = load_bundle(entry.path)
+    except PneumoViewError:
+        return None
+    return {"id": entry.id, "model_id": entry.model_id, "metrics": entry.metrics}, tensors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except PneumoViewError as exc:
+        print(f"training: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("training: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED

@@ -1,0 +1,220 @@
+"""The model card of a training run (JSON + PNG figures) and the new bundle that carries it.
+
+A bundle made by training holds, beside ``manifest.json`` and ``weights.safetensors``:
+
+* ``model_card.json``: data summary (counts, file-list hash, problems), the training config,
+  the split (seed + validation patients per fold), per-fold metrics and their mean +/- sd,
+  per-epoch history, the comparison with the previously active model on the same folds,
+  library versions, base-weight fingerprints, device and precision;
+* ``roc.png`` (one ROC curve per fold), ``confusion.png`` (pooled over the folds, argmax),
+  ``curves.png`` (training loss and validation AUC per epoch).
+
+The manifest's ``training`` section repeats the headline numbers (``metrics``: mean of each metric,
+plus ``<metric>_sd``) so the registry can list and compare models without reading the card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoview.errors import BundleError
+from training.metrics import METRIC_NAMES, roc_curve
+
+MODEL_CARD_FILE = "model_card.json"
+FIGURES = ("roc.png", "confusion.png", "curves.png")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("pneumoview", "torch", "accelerate", "transformers", "open_clip_torch", "numpy", "safetensors", "pydicom"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def headline_metrics(summary: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
+    """``{"auc": mean, "auc_sd": sd, ...}`` for the manifest (what the registry compares)."""
+    out: dict[str, float | None] = {}
+    for name in METRIC_NAMES:
+        if name in summary:
+            out[name] = _finite(summary[name]["mean"])
+            out[f"{name}_sd"] = _finite(summary[name]["sd"])
+    return out
+
+
+def build_model_card(result: Any, *, data_summary: Mapping[str, Any], base: Mapping[str, Any],
+                     fingerprints: Mapping[str, str], architecture: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """JSON-able model card of a :class:`training.loop.RunResult`."""
+    return {
+        "kind": "pneumoview-training-run",
+        "architecture": architecture,
+        "data": dict(data_summary),
+        "config": result.config.to_dict(),
+        "split": result.split,
+        "folds": [
+            {"fold": r.fold, "best_epoch": r.best_epoch, "metrics": r.metrics, "history": r.history,
+             "val_patients": r.val_patients, "val_scores": r.val_scores, "val_labels": r.val_labels,
+             "seconds": r.seconds}
+            for r in result.folds
+        ],
+        "summary": result.summary,
+        "final_model": None if result.final is None else {"epochs": result.final.best_epoch, "history": result.final.history},
+        "weights_from": result.trainable_source,
+        "comparison_with_active": result.comparison,
+        "base_weights": dict(base),
+        "base_fingerprints": dict(fingerprints),
+        "device": result.device,
+        "mixed_precision": result.mixed_precision,
+        "base_dtype": result.base_dtype,
+        "seconds": result.seconds,
+        "library_versions": library_versions(),
+        "platform": {"system": platform.system(), "machine": platform.machine(), "argv": sys.argv[1:]},
+        "figures": list(FIGURES),
+        **(dict(extra) if extra else {}),
+    }
+
+
+def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
+    """ROC curves, pooled confusion matrix and training curves as PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    written = []
+    folds = [f for f in card["folds"] if f["metrics"] is not None]
+
+    fig = Figure(figsize=(5, 5), dpi=100)
+    ax = fig.add_subplot()
+    for f in folds:
+        pos = np.asarray(f["val_labels"]) == 0
+        fpr, tpr, _ = roc_curve(f["val_scores"], pos)
+        ax.plot(fpr, tpr, label=f"fold {f['fold'] + 1} (AUC {100 * f['metrics']['auc']:.1f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    auc = card["summary"].get("auc", {})
+    ax.set_title(f"ROC, pneumoconiosis vs normal (AUC {100 * auc.get('mean', float('nan')):.1f} +/- {100 * auc.get('sd', 0):.1f})", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    written.append(directory / "roc.png")
+    fig.savefig(written[-1])
+
+    tp = sum(f["metrics"]["tp"] for f in folds)
+    fn = sum(f["metrics"]["fn"] for f in folds)
+    fp = sum(f["metrics"]["fp"] for f in folds)
+    tn = sum(f["metrics"]["tn"] for f in folds)
+    matrix = np.array([[tp, fn], [fp, tn]])
+    fig = Figure(figsize=(4, 3.6), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", color="black" if v < matrix.max() * 0.6 else "white")
+    ax.set_xticks([0, 1], ["pneumoconiosis", "normal"])
+    ax.set_yticks([0, 1], ["pneumoconiosis", "normal"])
+    ax.set_xlabel("predicted (argmax)")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix, validation folds pooled", fontsize=9)
+    fig.tight_layout()
+    written.append(directory / "confusion.png")
+    fig.savefig(written[-1])
+
+    fig = Figure(figsize=(7, 3.2), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    for f in card["folds"]:
+        epochs = [h["epoch"] for h in f["history"]]
+        ax1.plot(epochs, [h["train_loss"] for h in f["history"]], label=f"fold {f['fold'] + 1}")
+        if f["metrics"] is not None:
+            ax2.plot(epochs, [h.get("auc", np.nan) for h in f["history"]], label=f"fold {f['fold'] + 1}")
+    ax1.set_title("training loss", fontsize=9)
+    ax1.set_xlabel("epoch")
+    ax2.set_title("validation AUC", fontsize=9)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylim(0, 1)
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    written.append(directory / "curves.png")
+    fig.savefig(written[-1])
+    return written
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    return value
+
+
+def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, fingerprints: Mapping[str, str],
+                 card: Mapping[str, Any], demo: bool, name: str = "") -> Path:
+    """A NEW bundle at ``out_dir`` (refuses an existing path): tensors + manifest + model card + figures.
+
+    Written in a hidden sibling folder and renamed into place, so it appears complete or not at all.
+    """
+    from pneumoview.inference.bundle import Manifest, save_bundle
+
+    target = Path(out_dir)
+    if target.exists():
+        raise BundleError("output folder exists; a training run never overwrites a bundle", path=target)
+    card = _jsonable(dict(card))
+    training = {
+        "metrics": headline_metrics(result.summary),
+        "cv": {"folds": result.config.folds, "run_folds": len(result.folds), "epochs": result.config.epochs,
+               "split_seed": result.split["seed"]},
+        "data_file_list_sha256": card["data"].get("file_list_sha256"),
+        "data_counts": {"images_per_class": card["data"].get("images_per_class"),
+                        "patients_per_class": card["data"].get("patients_per_class")},
+        "weights_from": result.trainable_source,
+        "model_card": MODEL_CARD_FILE,
+        "config": result.config.to_dict(),
+        "split": result.split,
+    }
+    manifest = Manifest.create(config, base_fingerprints=fingerprints, training=_jsonable(training), name=name, demo=demo)
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_bundle(staging, result.trainable, manifest)
+        card = {**card, "model_id": manifest.model_id}
+        (staging / MODEL_CARD_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_figures(card, staging)
+        os.rename(staging, target)  # fails rather than overwrite if target appeared meanwhile
+    except OSError as exc:
+        raise BundleError(f"cannot write the bundle: {exc}", path=target) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_model_card(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The bundle's ``model_card.json`` or None when it has none (e.g. an imported bundle)."""
+    path = Path(bundle_dir) / MODEL_CARD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"unreadable model card: {exc}", path=path) from exc
