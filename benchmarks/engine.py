@@ -6,8 +6,11 @@
 
 What is measured (random weights, the real ``InferenceEngine.predict`` path incl. normalisation):
 
-* **plan** -- the engine's CPU plan: ViT fp32 + LLaMA decoder bf16, SDPA attention. Seconds per
-  study at batch 1 (median of several) and at batch 8 (time of a batch / 8), peak RSS.
+* **plan** -- the engine's CPU plan (``precision="auto"``): LLaMA decoder bf16, SDPA attention,
+  the ViT in bf16 on CPUs with bf16 instructions (AVX512-BF16/AMX), else fp32. Seconds per study
+  at batch 1 (median of several) and at batch 8 (time of a batch / 8), peak RSS.
+* **mixed** -- the same with the ViT forced to fp32 (the plan for CPUs without bf16
+  instructions), to show the choice on this machine.
 * **baseline** -- the same model naively: everything fp32, one image at a time. At full size an
   fp32 model needs ~27 GB, more than a 24 GB machine has, so the baseline is built with only 8 of
   the 32 decoder layers and its time extrapolated: ViT time + (rest of the forward) x 32/8 (the
@@ -54,8 +57,8 @@ def _time(fn, repeats: int) -> list[float]:
     return out
 
 
-def child_plan(size: str, repeats1: int, repeats8: int) -> dict:
-    """The engine's CPU plan (auto precision): ViT fp32, decoder bf16."""
+def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -> dict:
+    """The engine's CPU plan (auto precision); ``variant="mixed"`` forces the ViT-fp32 mix."""
     import torch
 
     from pneumoview.inference.config import load_config
@@ -63,7 +66,8 @@ def child_plan(size: str, repeats1: int, repeats8: int) -> dict:
     from pneumoview.inference.plans import choose_plan
 
     config = load_config(CONFIGS[size])
-    plan = choose_plan(config, device="cpu", precision="auto", quantisation="none", batch_size=8)
+    plan = choose_plan(config, device="cpu", precision="auto", quantisation="none", batch_size=8,
+                       cpu_bf16=False if variant == "mixed" else None)
     start = time.perf_counter()
     engine = InferenceEngine.random(config, plan)
     build_s = time.perf_counter() - start
@@ -73,7 +77,7 @@ def child_plan(size: str, repeats1: int, repeats8: int) -> dict:
     engine.predict(eight, batch_size=8) if size == "tiny" else None
     t8 = _time(lambda: engine.predict(eight, batch_size=8), repeats8)
     return {
-        "what": "plan", "size": size, "plan": plan.describe(), "threads": torch.get_num_threads(),
+        "what": variant, "size": size, "plan": plan.describe(), "threads": torch.get_num_threads(),
         "build_s": build_s, "batch1_s": statistics.median(t1), "batch1_all": t1,
         "batch8_s_per_study": statistics.median(t8) / 8, "batch8_all": t8, "peak_rss_gb": _peak_rss_gb(),
     }
@@ -129,10 +133,13 @@ def run_child(kind: str, size: str, nice: bool) -> dict:
     if nice:
         cmd = ["nice", "-n", "10", *cmd]
     print(f"[{time.strftime('%H:%M:%S')}] {kind} {size} ...", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{kind} {size} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other processes' share
+    return result
 
 
 def machine() -> str:
@@ -156,13 +163,16 @@ def report(results: list[dict]) -> str:
     for r in results:
         flag = " (extrapolated)" if r.get("extrapolated") else ""
         lines.append(f"{r['size']:5} {r['what']:9} {r['batch1_s']:11.3f} {r['batch8_s_per_study']:11.3f} "
-                     f"{r['peak_rss_gb']:12.2f} {r['build_s']:8.1f}  {r['plan']}{flag}")
+                     f"{r['peak_rss_gb']:12.2f} {r['build_s']:8.1f}  {r['plan']}{flag} "
+                     f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]")
     for size in ("tiny", "full"):
         plan = next((r for r in results if r["size"] == size and r["what"] == "plan"), None)
         base = next((r for r in results if r["size"] == size and r["what"] == "baseline"), None)
-        if plan and base:
-            lines.append(f"{size}: plan vs baseline at batch 1 x{base['batch1_s'] / plan['batch1_s']:.2f}, "
-                         f"batch 8 x{base['batch1_s'] / plan['batch8_s_per_study']:.2f} per study")
+        for what in ("mixed", "plan"):
+            r = next((r for r in results if r["size"] == size and r["what"] == what), None)
+            if r and base:
+                lines.append(f"{size}: {what} vs baseline at batch 1 x{base['batch1_s'] / r['batch1_s']:.2f}, "
+                             f"batch 8 x{base['batch1_s'] / r['batch8_s_per_study']:.2f} per study")
         if plan and size == "full":
             for key, limit in TARGETS.items():
                 ok = plan[key] <= limit
@@ -175,22 +185,25 @@ def report(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("tiny", "full", "both"), default="tiny")
-    parser.add_argument("--only", choices=("plan", "baseline"), help="run one of the two measurements")
+    parser.add_argument("--only", help="comma-separated measurements out of baseline,plan,mixed "
+                        "(default: all three)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no-nice", action="store_true", help="do not lower the children's priority")
-    parser.add_argument("--child", choices=("plan", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("plan", "mixed", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--repeats1", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--repeats8", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        if args.child == "plan":
-            result = child_plan(args.size, args.repeats1, args.repeats8)
+        if args.child in ("plan", "mixed"):
+            result = child_plan(args.size, args.repeats1, args.repeats8, args.child)
         else:
             result = child_baseline(args.size, args.repeats1)
         print(json.dumps(result))
         return 0
     sizes = ("tiny", "full") if args.size == "both" else (args.size,)
-    kinds = (args.only,) if args.only else ("baseline", "plan")
+    kinds = tuple(args.only.split(",")) if args.only else ("baseline", "mixed", "plan")
+    if not set(kinds) <= {"baseline", "mixed", "plan"}:
+        parser.error("--only takes baseline, mixed and/or plan")
     results = [run_child(kind, size, nice=not args.no_nice) for size in sizes for kind in kinds]
     text = report(results)
     print(text)

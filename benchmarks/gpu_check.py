@@ -23,9 +23,11 @@ this script does not need). Bring wheels, e.g. on a machine with internet::
     # on the GPU machine, from the repository root:
     pip install --no-index --no-deps wheels/*.whl && python benchmarks/gpu_check.py --json out.json
 
-(``regex``, ``timm``, ``huggingface_hub``, ``safetensors`` and ``tqdm`` are usually present with
-transformers; add them to the download if not.) The repository root is put on ``sys.path``, so
-PneumoView itself need not be installed.
+(``regex``, ``huggingface_hub``, ``safetensors`` and ``tqdm`` come with transformers. open_clip
+also imports ``torchvision`` at import time: if ``python -c "import torchvision"`` fails there,
+add the torchvision wheel built for that machine's torch version. ``timm`` is optional.) The
+repository root is put on ``sys.path``, so PneumoView itself need not be installed; this script
+imports neither pydicom nor Qt.
 """
 
 from __future__ import annotations
@@ -190,6 +192,13 @@ def check_reference(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+# Training checks (benchmarks/gpu_train_check.py): full size, random weights, batch 16, 504 synthetic
+# images, seconds/epoch and peak memory; not in DEFAULT_CHECKS: --only train_bf16,train_bf16_gc,train_nf4
+from benchmarks.gpu_train_check import checks as _training_checks  # noqa: E402
+
+CHECKS.update(_training_checks())
 
 
 def machine(device: str) -> str:

@@ -36,24 +36,19 @@ def load_grey_file(path: Path) -> np.ndarray:
 
 
 def otsu_box(grey: np.ndarray) -> tuple[int, int, int, int]:
-    """Baseline: dark (air) pixels below Otsu's threshold, opened, two largest inner components."""
+    """Baseline: pixels darker than Otsu's threshold (at 256x256), opened and closed, two largest components."""
     small = np.asarray(Image.fromarray((grey * 255).astype(np.uint8)).resize((256, 256)), dtype=np.uint8)
     hist = np.bincount(small.ravel(), minlength=256).astype(float)
     p = hist / hist.sum()
     omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
     between = (mu[-1] * omega - mu) ** 2 / np.maximum(omega * (1 - omega), 1e-12)
-    dark = small < int(np.argmax(between))
-    dark = ndimage.binary_opening(dark, iterations=3)
+    dark = ndimage.binary_closing(ndimage.binary_opening(small < int(np.argmax(between)), iterations=3), iterations=3)
     labels, n = ndimage.label(dark)
     h, w = grey.shape
     if n == 0:
         return 0, 0, w, h
-    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))) - {0}
-    areas = ndimage.sum(dark, labels, index=np.arange(1, n + 1))
-    order = [i + 1 for i in np.argsort(areas)[::-1] if i + 1 not in border][:2]
-    if not order:
-        return 0, 0, w, h
-    box = mask_box(np.isin(labels, order))
+    areas = np.bincount(labels.ravel())[1:]
+    box = mask_box(np.isin(labels, np.argsort(areas)[::-1][:2] + 1))
     assert box is not None
     x0, y0, x1, y1 = box
     return int(x0 * w / 256), int(y0 * h / 256), int(round(x1 * w / 256)), int(round(y1 * h / 256))

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
                         "falls back to the first analysable image)")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from pneumoview.ui.app import limit_gui_process_threads
+    limit_gui_process_threads()
     home = tempfile.mkdtemp(prefix="pneumoview-screenshot-")
     os.environ["PNEUMOVIEW_HOME"] = home
 

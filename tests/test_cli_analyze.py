@@ -64,6 +64,7 @@ def test_demo_run_writes_one_row_per_file_with_reasons(home, mixed_folder, rg1_u
     assert chest["patient_name"] == ""  # names are opt-in
     assert rows["ct.dcm"]["status"] == "not-analysed" and rows["ct.dcm"]["reason_code"] == "unsupported-modality"
     assert rows["broken.dcm"]["status"] == "failed" and rows["broken.dcm"]["reason"]
+    assert rows["broken.dcm"]["reason_code"].endswith("-error")  # e.g. pixel-decode-error
     assert rows["readme.txt"]["status"] == "unreadable"
 
 
@@ -93,12 +94,17 @@ def test_missing_weights_fail_with_one_line_and_no_csv(home, rg1_uncompressed, t
     assert code == 2 and "not found" in err and "ViT-L-14.pt" in err and not out.exists()
 
 
-def test_unreadable_or_missing_folder_fails_with_one_line(home, tmp_path, capsys):
+def test_missing_folder_fails_with_one_line(home, tmp_path, capsys):
     out = tmp_path / "r.csv"
     assert main(["analyze", str(tmp_path / "absent"), "--demo", "--csv", str(out)]) == 2
-    assert "no such file or folder" in capsys.readouterr().err
-    if os.geteuid() == 0:
-        pytest.skip("root can read any folder")
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such file or folder" in err and "absent" in err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root (or Windows) can read any folder")
+def test_unreadable_folder_fails_with_one_line(home, tmp_path, capsys):
+    out = tmp_path / "r.csv"
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0)

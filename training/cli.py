@@ -56,6 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--warmup-epochs", type=float, default=None)
     rec.add_argument("--seed", type=int, default=None)
     rec.add_argument("--split-seed", type=int, default=None)
+    rec.add_argument("--split-from", type=Path, default=None, metavar="BUNDLE",
+                     help="reuse the exact cross-validation split recorded in another bundle's manifest")
     hw = parser.add_argument_group("device and precision")
     hw.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     hw.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
@@ -283,10 +285,12 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
 
     from training.loop import Trainer
 
+    split_record = _split_from(args.split_from, config.folds) if args.split_from else None
     trainer = Trainer(
         config, dataset, base.model, work_dir,
         run_identity={"data_file_list_sha256": summary.file_list_sha256, "base_fingerprints": base.fingerprints,
-                      "architecture": base.config.name},
+                      "architecture": base.config.name, "split_from": split_record},
+        split_record=split_record,
         on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
         compare_trainable=compare[1] if compare else None,
     )
@@ -324,6 +328,19 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
               "comparison": result.comparison, "compared_with": compare[0] if compare else None,
               "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
     return 0
+
+
+def _split_from(bundle: Path, folds: int) -> dict[str, Any]:
+    """The split record of a bundle's manifest (``training.split``)."""
+    from pneumoview.inference.bundle import read_manifest
+
+    record = read_manifest(bundle).training.get("split")
+    if not isinstance(record, dict) or "val_patients" not in record:
+        raise ConfigError("this bundle records no cross-validation split", path=bundle)
+    if int(record.get("n_folds", 0)) != folds:
+        raise ConfigError(f"the bundle's split has {record.get('n_folds')} folds; use --folds {record.get('n_folds')}",
+                          path=bundle)
+    return record
 
 
 def _demo_architecture(spec: Any) -> str:

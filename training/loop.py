@@ -143,7 +143,9 @@ def bce_one_hot_loss(logits: Tensor, labels: Tensor) -> Tensor:
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Recompute activations of the frozen towers in the backward pass (less memory, ~30 % slower)."""
     decoder = model.decoder
-    if hasattr(decoder, "gradient_checkpointing_enable"):
+    if hasattr(decoder, "activation_checkpointing_enable"):  # transformers >= 5
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(decoder, "gradient_checkpointing_enable"):
         decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     visual = model.visual
     if hasattr(visual, "set_grad_checkpointing"):
@@ -235,6 +237,7 @@ class Trainer:
         cancel: CancelFn | None = None,
         stop_after_epochs: int | None = None,
         compare_trainable: dict[str, Tensor] | None = None,
+        split_record: dict[str, Any] | None = None,
         accelerator: Any = None,
     ) -> None:
         from accelerate import Accelerator
@@ -246,6 +249,7 @@ class Trainer:
         self.cancel = cancel or (lambda: False)
         self.stop_after_epochs = stop_after_epochs
         self.compare_trainable = compare_trainable
+        self.split_record = split_record  # e.g. another bundle's manifest["training"]["split"]: same folds
         self._epochs_this_process = 0
         self._epoch_seconds: list[float] = []
 
@@ -308,7 +312,7 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         folds = self._folds()
-        split = folds_record(folds, seed=cfg.effective_split_seed)
+        split = folds_record(folds, seed=int((self.split_record or {}).get("seed", cfg.effective_split_seed)))
         n_run = cfg.run_folds or cfg.folds
         self._total_epochs = n_run * cfg.epochs + (cfg.epochs if cfg.final_model else 0)
         self._done_epochs = 0
@@ -343,15 +347,33 @@ class Trainer:
             epochs_per_fold_seconds=list(self._epoch_seconds),
         )
 
+    def train_on_all(self, epochs: int) -> FoldResult:
+        """Train on every sample for ``epochs`` (no validation): the final model, or a benchmark."""
+        self._total_epochs = getattr(self, "_total_epochs", 0) + epochs
+        self._done_epochs = getattr(self, "_done_epochs", 0)
+        return self._run_fold(-1, tuple(range(len(self.data))), (), epochs)
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        """Wall time of each epoch run by this process (training + validation + checkpoint)."""
+        return list(self._epoch_seconds)
+
     def _folds(self) -> list[Fold]:
         record_path = self.work_dir / "split.json"
         if record_path.exists():
             return folds_from_record(json.loads(record_path.read_text(encoding="utf-8")), self.data.patients)
-        folds = patient_kfold(self.data.patients, self.data.labels, self.config.folds, seed=self.config.effective_split_seed)
+        if self.split_record is not None:
+            folds = folds_from_record(self.split_record, self.data.patients)
+            if len(folds) != self.config.folds:
+                raise ConfigError(f"the given split has {len(folds)} folds, not {self.config.folds}")
+            seed = int(self.split_record.get("seed", self.config.effective_split_seed))
+        else:
+            seed = self.config.effective_split_seed
+            folds = patient_kfold(self.data.patients, self.data.labels, self.config.folds, seed=seed)
         if self.is_main:
             from pneumoview.atomic import atomic_write_text
 
-            atomic_write_text(record_path, json.dumps(folds_record(folds, seed=self.config.effective_split_seed), indent=1))
+            atomic_write_text(record_path, json.dumps(folds_record(folds, seed=seed), indent=1))
         return folds
 
     def _result_path(self, fold: int) -> Path:

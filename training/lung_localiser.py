@@ -7,7 +7,7 @@ crop, aspect, rotation, flips, gamma, blur, noise, JPEG, burnt-in text, arrows, 
 plus blank/noise negatives), then the network is trained on ``input_size`` squares with
 BCE + Dice. BatchNorm is folded into the convolutions on export (``.npz``, numpy only).
 
-CLI (2 CPU threads, a few minutes)::
+CLI (one CPU thread, ~3-5 minutes on a 2-core machine)::
 
     python -m training.lung_localiser --data ../shared/data/cxr --out pneumoview/dicom/lung_model/lung_unet.npz
     python -m training.lung_localiser --data ../shared/data/cxr --cv 5      # grouped cross-validation
@@ -42,15 +42,16 @@ from pneumoview.errors import TrainingDataError
 class LocaliserConfig:
     """Everything that decides the trained network (saved in the weights' config)."""
 
-    input_size: int = 96
-    channels: tuple[int, ...] = (8, 16, 32, 48, 64)
+    input_size: int = 64
+    channels: tuple[int, ...] = (8, 16, 32, 64)
     cache_size: int = 256
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
     negative_fraction: float = 0.05
     threshold: float = 0.5
+    flip_average: bool = True
     seed: int = 0
     threads: int = 1  # one intra-op thread: far faster than 2 on a busy 2-core machine
 
@@ -100,7 +101,7 @@ class MaskedSet:
         )
 
 
-def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int = 96) -> MaskedSet:
+def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int = 64) -> MaskedSet:
     """Read ``directory/labels.csv`` (``file``, ``mask_file``[, ``group_id``]); raises TrainingDataError."""
     labels = directory / "labels.csv"
     if not labels.is_file():
@@ -186,6 +187,7 @@ def export_arrays(model: LungUNet, config: LocaliserConfig, extra: dict | None =
     arrays["head.w"] = model.head.weight.detach().numpy().astype(np.float32)
     arrays["head.b"] = model.head.bias.detach().numpy().astype(np.float32)
     meta = {"input_size": config.input_size, "channels": list(model.channels), "threshold": config.threshold,
+            "flip_average": config.flip_average,
             "training": asdict(config) | (extra or {})}
     arrays["config"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     return arrays
@@ -385,11 +387,20 @@ def train_localiser(
 
 
 @torch.no_grad()
-def predict_boxes(model: LungUNet, data: MaskedSet, *, threshold: float = 0.5, margin: float = lungs.DEFAULT_MARGIN) -> list[lungs.LungBox]:
-    """Lung boxes for ``data.inputs`` through the same post-processing as ``locate_lungs``."""
+def predict_probabilities(model: LungUNet, inputs: np.ndarray, *, flip_average: bool = True) -> np.ndarray:
+    """Lung probabilities ``[N, S, S]`` for raw network inputs ``[N, S, S]`` (standardised here), as ``LungNet``."""
     model.eval()
-    x = torch.from_numpy(np.stack([lungs.standardise(a) for a in data.inputs])).unsqueeze(1)
-    prob = torch.sigmoid(model(x)).squeeze(1).numpy()
+    x = torch.from_numpy(np.stack([lungs.standardise(a) for a in inputs])).unsqueeze(1)
+    logits = model(x)
+    if flip_average:
+        logits = 0.5 * (logits + model(x.flip(-1)).flip(-1))
+    return torch.sigmoid(logits).squeeze(1).numpy()
+
+
+def predict_boxes(model: LungUNet, data: MaskedSet, *, threshold: float = 0.5, margin: float = lungs.DEFAULT_MARGIN,
+                  flip_average: bool = True) -> list[lungs.LungBox]:
+    """Lung boxes for ``data.inputs`` through the same post-processing as ``locate_lungs``."""
+    prob = predict_probabilities(model, data.inputs, flip_average=flip_average)
     return [lungs.box_from_probability(p, tuple(shape), threshold=threshold, margin=margin) for p, shape in zip(prob, data.shapes)]
 
 
@@ -406,16 +417,27 @@ def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[np.ndarray
 
 
 def cross_validate(data: MaskedSet, config: LocaliserConfig, k: int = 5, *, margins: Sequence[float] = (0.0,),
-                   log: Callable[[str], None] = print) -> dict[float, np.ndarray]:
-    """Grouped k-fold CV: per margin, the IoU of every image predicted by the model that did not see its group."""
+                   log: Callable[[str], None] = print, out_of_fold: dict[str, np.ndarray] | None = None) -> dict[float, np.ndarray]:
+    """Grouped k-fold CV: per margin, the IoU of every image predicted by the model that did not see its group.
+
+    ``out_of_fold``, when given, receives the held-out probability maps (``"prob"``, and
+    ``"prob_noflip"`` without flip averaging), for studying the post-processing.
+    """
     ious = {m: np.zeros(len(data.names)) for m in margins}
+    if out_of_fold is not None:
+        out_of_fold["prob"] = np.zeros(data.inputs.shape, np.float32)
+        out_of_fold["prob_noflip"] = np.zeros(data.inputs.shape, np.float32)
     for f, held in enumerate(group_folds(data.groups, k, config.seed)):
         train_idx = np.setdiff1d(np.arange(len(data.names)), held)
         t0 = time.time()
         model, losses = train_localiser(data.subset(train_idx), config, progress=_log_every(100, log, f"fold {f + 1} "))
         held_set = data.subset(held)
+        if out_of_fold is not None:
+            out_of_fold["prob"][held] = predict_probabilities(model, held_set.inputs, flip_average=True)
+            out_of_fold["prob_noflip"][held] = predict_probabilities(model, held_set.inputs, flip_average=False)
         for m in margins:
-            ious[m][held] = box_ious(predict_boxes(model, held_set, threshold=config.threshold, margin=m), held_set.boxes)
+            ious[m][held] = box_ious(predict_boxes(model, held_set, threshold=config.threshold, margin=m,
+                                                   flip_average=config.flip_average), held_set.boxes)
         log(f"fold {f + 1}/{k}: n={len(held)} mean_iou={ious[margins[0]][held].mean():.3f} "
             f"min_iou={ious[margins[0]][held].min():.3f} loss={np.mean(losses[-50:]):.3f} ({time.time() - t0:.0f} s)")
     return ious
@@ -441,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=LocaliserConfig.threads)
     parser.add_argument("--input-size", type=int, default=LocaliserConfig.input_size)
     parser.add_argument("--channels", type=str, default=",".join(str(c) for c in LocaliserConfig.channels))
+    parser.add_argument("--save-cv", type=Path, help="save the out-of-fold probability maps here (.npz)")
     parser.add_argument("--margins", type=str, default="0,0.01,0.02,0.03,0.05")
     args = parser.parse_args(argv)
     config = LocaliserConfig(steps=args.steps, seed=args.seed, threads=args.threads, input_size=args.input_size,
@@ -452,7 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict = {"data": str(args.data), "n_images": len(data.names)}
     if args.cv:
         margins = [float(m) for m in args.margins.split(",")]
-        ious = cross_validate(data, config, args.cv, margins=margins)
+        oof: dict[str, np.ndarray] = {}
+        ious = cross_validate(data, config, args.cv, margins=margins, out_of_fold=oof)
+        if args.save_cv:
+            np.savez_compressed(args.save_cv, boxes=data.boxes, shapes=data.shapes, names=np.array(data.names), **oof)
         for m in margins:
             print(f"cv{args.cv} margin={m:.2f}: mean_iou={ious[m].mean():.3f} min_iou={ious[m].min():.3f} n={len(ious[m])}")
         worst = np.argsort(ious[margins[0]])[:5]
@@ -462,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         t1 = time.time()
         model, losses = train_localiser(data, config, progress=_log_every(100, print))
-        train_ious = box_ious(predict_boxes(model, data, threshold=config.threshold), data.boxes)
+        train_ious = box_ious(predict_boxes(model, data, threshold=config.threshold, flip_average=config.flip_average), data.boxes)
         summary |= {"train_mean_iou": round(float(train_ious.mean()), 4), "train_min_iou": round(float(train_ious.min()), 4),
                     "train_seconds": round(time.time() - t1, 1)}
         save_npz(model, config, args.out, summary)

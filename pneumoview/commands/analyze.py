@@ -112,9 +112,13 @@ def load_engine(args: argparse.Namespace):  # -> InferenceEngine
     bundle = _resolve_model(args, settings)
     clip = args.clip or (Path(settings.clip_path) if settings.clip_path else None)
     llama = args.llama or (Path(settings.llama_path) if settings.llama_path else None)
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
+
     return InferenceEngine.load(bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
                                 quantisation=args.quantisation, batch_size=args.batch_size,
-                                allow_unverified_clip=args.allow_unverified_clip)
+                                allow_unverified_clip=args.allow_unverified_clip, progress=say)
 
 
 def _record_values(record: Any, include_names: bool) -> dict[str, Any]:
@@ -144,6 +148,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
                 writer.writerow({c: _cell(row.get(c, "")) for c in COLUMNS})
     except OSError as exc:
         raise ExportError(f"cannot write the CSV: {exc.strerror or exc}", path=path) from exc
+
+
+def _kebab(name: str) -> str:
+    """``PixelDecodeError`` -> ``pixel-decode-error`` (reason codes are kebab-case)."""
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 
 def _cell(value: Any) -> Any:
@@ -239,7 +250,7 @@ def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: fl
                     warnings.simplefilter("ignore")
                     model_input = prepare(path, size=size, margin=margin)
             except PneumoViewError as exc:
-                code = getattr(exc, "code", None) or type(exc).__name__
+                code = getattr(exc, "code", None) or _kebab(type(exc).__name__)
                 row.update(status=FAILED, reason_code=code, reason=exc.reason)
                 bar.update(1)
                 continue

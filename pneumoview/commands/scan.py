@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -38,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings on odd-but-readable headers
         result = scan(args.folders, progress=progress)
-    if args.json:
-        json.dump(result_to_json(result), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
-    else:
-        print_tree(result, sys.stdout)
+    try:
+        if args.json:
+            json.dump(result_to_json(result), sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            print_tree(result, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if any(p.code == PROBLEM_UNREADABLE for p in result.problems) else 0
 
 

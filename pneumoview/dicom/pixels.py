@@ -2,10 +2,12 @@
 
 :func:`decode_first_frame` reads a file read-only and returns the first frame's stored
 values (``pydicom.pixels.pixel_array`` with ``index=0``: multi-frame files decode one
-frame only) plus a header :class:`~pydicom.dataset.Dataset` holding the tags the display
-pipeline needs. Codecs come from pydicom's plugins: native little/big endian, RLE
-(pylibjpeg-rle / numpy), JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000 (pylibjpeg
--openjpeg, GDCM, Pillow). Any failure becomes a :class:`PixelDecodeError` with the reason.
+frame only) plus the header :class:`~pydicom.dataset.Dataset` the display pipeline needs.
+Codecs are pydicom's plugins: native little/big endian and deflated, RLE (pylibjpeg-rle,
+else pydicom's numpy decoder), JPEG baseline/extended 8-bit (Pillow), JPEG 2000
+(pylibjpeg-openjpeg, else Pillow), JPEG lossless and JPEG-LS (GDCM, after a header check:
+see :func:`check_jpeg_stream`). 12-bit JPEG extended needs pylibjpeg-libjpeg (GPL, not
+installed) and is reported as unsupported. Any failure is a :class:`PixelDecodeError`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pydicom.encaps import get_frame
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 
+from pneumoview.dicom.readonly import open_readonly
+from pneumoview.dicom.scan import read_header
 from pneumoview.errors import DicomReadError, PixelDecodeError, PneumoViewError
 
 #: Largest decoded frame accepted (256 MiB; a 4300x4300 16-bit radiograph is 37 MiB):
@@ -85,16 +89,13 @@ def decode_first_frame(path: str | os.PathLike[str]) -> DecodedFrame:
     """
     path = Path(path)
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        except DECODER_ERRORS as exc:
-            raise DicomReadError(f"not a readable DICOM file: {exc}", path=path) from exc
-        if "SOPClassUID" not in header and "Rows" not in header:
-            raise DicomReadError("not a DICOM file", path=path)
+        header = read_header(path)
+    except InvalidDicomError as exc:
+        raise DicomReadError(f"not DICOM: {exc}", path=path) from exc
     except IsADirectoryError as exc:
         raise DicomReadError("is a folder", path=path) from exc
+    except FileNotFoundError as exc:
+        raise DicomReadError("file not found", path=path) from exc
     except DECODER_ERRORS as exc:
         raise DicomReadError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path=path) from exc
     try:
@@ -160,7 +161,8 @@ def _is_codec_failure(exc: BaseException) -> bool:
 
 def _full_dataset(path: Path) -> Dataset:
     """The whole file (pixel data included); File Meta completed in memory when absent."""
-    dataset = pydicom.dcmread(path, force=True)
+    with open_readonly(path) as handle:
+        dataset = pydicom.dcmread(handle, force=True)
     if "PixelData" not in dataset:
         raise ValueError("the file has no Pixel Data (7FE0,0010)")
     if not dataset.file_meta.get("TransferSyntaxUID"):
@@ -200,7 +202,10 @@ def _first_frame(path: Path, header: Dataset, transfer_syntax: str) -> np.ndarra
                     source = _full_dataset(path)
                 check_jpeg_stream(source)
             # as_rgb (the default) turns YBR_* colour into RGB.
-            return pixel_array(source, index=0, decoding_plugin=plugin)
+            if isinstance(source, Dataset):
+                return pixel_array(source, index=0, decoding_plugin=plugin)
+            with open_readonly(source) as handle:  # streams the header and the first frame only
+                return pixel_array(handle, index=0, decoding_plugin=plugin)
         except BaseException as exc:
             if not _is_codec_failure(exc):
                 raise

@@ -3,7 +3,7 @@
 Every file under the given folders is either an :class:`ImageRecord` (a readable DICOM
 image header, read with ``stop_before_pixels``) or a :class:`ScanProblem` (path + reason):
 nothing is skipped silently and one bad file never stops the rest of the folder.
-Files are only ever opened read-only (``dcmread`` on a path opens it ``'rb'``).
+Files are only ever opened read-only, with bounded reads (:mod:`pneumoview.dicom.readonly`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
+from pneumoview.dicom.readonly import looks_like_bare_dicom, open_readonly
 from pneumoview.errors import DicomReadError
 
 #: Media Storage Directory Storage (a DICOMDIR index, not an image).
@@ -51,7 +52,7 @@ _EXCEPTIONS_FROM_PARSER: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """One DICOM image, from its header only (tags cited on each field)."""
 
@@ -87,7 +88,7 @@ class ImageRecord:
     image_type: tuple[str, ...] = ()  # (0008,0008)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanProblem:
     """A file that gave no image: ``reason`` says why, ``code`` is one of ``PROBLEM_*``."""
 
@@ -304,13 +305,22 @@ class _HeaderFields:
         return None
 
 
-def _read_dataset(path: Path) -> Dataset:
-    """Header of ``path``; files without the 128-byte preamble are accepted, junk is not."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        pass  # no preamble / "DICM": retry leniently below, then judge what came out
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+def read_header(path: Path) -> Dataset:
+    """Header of ``path`` (``stop_before_pixels``), opened read-only with bounded reads.
+
+    Files without the 128-byte preamble are accepted; junk is not (InvalidDicomError).
+    Other pydicom parser errors propagate: callers turn them into PneumoViewErrors.
+    """
+    with open_readonly(path) as handle:
+        try:
+            return pydicom.dcmread(handle, stop_before_pixels=True)
+        except InvalidDicomError:
+            pass  # no preamble / "DICM": retry leniently below, then judge what came out
+        handle.seek(0)
+        if not looks_like_bare_dicom(handle.read(8)):
+            raise InvalidDicomError("not a DICOM file (no preamble and no DICOM tag at the start)")
+        handle.seek(0)
+        ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
     # A forced read of a non-DICOM file yields garbage tags; a real preamble-less file
     # has the identifying attributes of a composite object.
     if not any(tag in ds for tag in (0x00080016, 0x00080018, 0x0020000D)) and "DirectoryRecordSequence" not in ds:
@@ -326,7 +336,7 @@ def read_record(path: str | os.PathLike[str]) -> ImageRecord:
     """
     path = Path(path)
     try:
-        ds = _read_dataset(path)
+        ds = read_header(path)
         return _record_from_dataset(path, ds)
     except DicomReadError:
         raise

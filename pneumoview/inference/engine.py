@@ -172,6 +172,8 @@ class InferenceEngine:
     ) -> InferenceEngine:
         """Load ``bundle`` onto the base weights at ``clip_path`` / ``llama_path``.
 
+        ``progress(message)`` is called at each step (and per LLaMA shard / layer), for a status line.
+
         Raises :class:`BundleError` (bundle missing/corrupt), :class:`WeightsError` (base weights
         missing, unreadable, of another architecture), :class:`FingerprintMismatchError` (other
         base weights than the bundle was trained on), :class:`ConfigError` /
@@ -197,13 +199,18 @@ class InferenceEngine:
         report = LoadReport(plan=plan)
 
         say("reading CLIP weights")
-        clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip)
-        _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)
+        # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
+        # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
+        clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
+                                         device=plan.device)
         _check_clip_fits(config, clip.config, clip_path)
+        _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)
+        report.notes += _check_llama_fits(config, _weights.peek_llama_config(llama_path), llama_path)
         say("reading LLaMA weights")
-        llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype)
+        llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
+                                            device="cpu" if plan.quantisation else plan.device,
+                                            progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
         _fingerprint_check(manifest, "llama", llama.fingerprint, llama_path)
-        report.notes += _check_llama_fits(config, llama.config, llama_path)
         fingerprints = {"clip": clip.fingerprint, "llama": llama.fingerprint}
         check_fingerprints(manifest, fingerprints)  # the bundle module's rule, final say
         if not manifest.base_fingerprints:
@@ -249,8 +256,8 @@ class InferenceEngine:
         model.visual.to(plan.vision_dtype)  # on meta: no memory
         model.decoder.to(plan.decoder_dtype)
         generator_device = "cpu" if plan.quantisation else plan.device
-        torch.manual_seed(seed)
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's random stream is untouched
+            torch.manual_seed(seed)
             for module, device in ((model.visual, plan.device), (model.decoder, generator_device)):
                 module.to_empty(device=device)
                 for name, param in module.named_parameters():

@@ -159,13 +159,25 @@ def fingerprint_state(state: Mapping[str, Tensor]) -> str:
     return _combine_digests({key: _tensor_digest(key, t) for key, t in state.items()})
 
 
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a whole file, read in 4 MiB chunks."""
+    """SHA-256 hex digest of a whole file, read in 4 MiB chunks.
+
+    Remembered for this process by (resolved path, size, modification time): reloading the same
+    890 MB CLIP archive does not hash it again, while a replaced or modified file is re-hashed.
+    """
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _SHA256_CACHE:
+        return _SHA256_CACHE[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,10 +199,13 @@ def _torch_load(path: Path) -> object:
         raise WeightsError(f"cannot read as a plain tensor file: {exc}".splitlines()[0], path=path) from exc
 
 
-def _convert(tensor: Tensor, dtype: torch.dtype | None) -> Tensor:
-    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
-        return tensor
-    return tensor.to(dtype)
+def _convert(tensor: Tensor, dtype: torch.dtype | None, device: str | torch.device | None = None) -> Tensor:
+    """Tensor in ``dtype`` (floating point only) on ``device``; unchanged where nothing is asked."""
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    if device is not None and tensor.device != torch.device(device):
+        tensor = tensor.to(device)
+    return tensor
 
 
 def _dominant_dtype(state: Mapping[str, Tensor]) -> torch.dtype | None:
@@ -265,12 +280,14 @@ def read_clip_visual(
     dtype: torch.dtype | None = None,
     expected_sha256: str | None = None,
     allow_unverified: bool = False,
+    device: str | torch.device | None = None,
 ) -> LoadedWeights:
     """Read CLIP's visual tower from a local file (OpenAI TorchScript, open_clip state dict, safetensors).
 
     A TorchScript archive is opened only if its SHA-256 equals ``expected_sha256`` or, by default,
     one of OpenAI's published hashes (:data:`OPENAI_CLIP_SHA256`); ``allow_unverified=True`` is
     the user's explicit override. Raises :class:`WeightsError` with the reason otherwise.
+    ``dtype`` / ``device``: each tensor is converted / moved as it is kept (None: as stored, CPU).
     """
     path = Path(path)
     if not path.is_file():
@@ -317,7 +334,7 @@ def read_clip_visual(
     del raw
     fingerprint = fingerprint_state(visual)
     source_dtype = _dominant_dtype(visual)
-    state = {k: _convert(v, dtype).contiguous() for k, v in visual.items()}
+    state = {k: _convert(v, dtype, device).contiguous() for k, v in visual.items()}
     return LoadedWeights(
         state=state,
         config=clip_visual_shape(state),
@@ -419,7 +436,7 @@ def _iter_file_tensors(file: Path, wanted: Callable[[str], bool]) -> Iterator[tu
 
 
 def _read_hf_folder(
-    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None
+    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None, device: str | torch.device | None
 ) -> LoadedWeights:
     config_path = folder / "config.json"
     try:
@@ -444,7 +461,7 @@ def _read_hf_folder(
             assert name is not None
             digests[name] = _tensor_digest(name, tensor)
             dtypes[tensor.dtype] = dtypes.get(tensor.dtype, 0) + tensor.numel()
-            state[name] = _convert(tensor, dtype)
+            state[name] = _convert(tensor, dtype, device)
             del tensor
         if progress is not None:
             progress(i + 1, len(files))
@@ -484,7 +501,7 @@ def _meta_config(params: Mapping[str, object], state: Mapping[str, Tensor]) -> d
 
 
 def _read_meta_folder(
-    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None
+    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None, device: str | torch.device | None
 ) -> LoadedWeights:
     params_path = folder / "params.json"
     try:
@@ -504,7 +521,7 @@ def _read_meta_folder(
     def put(name: str, tensor: Tensor) -> None:
         digests[name] = _tensor_digest(name, tensor)
         dtypes[tensor.dtype] = dtypes.get(tensor.dtype, 0) + tensor.numel()
-        state[name] = _convert(tensor, dtype).contiguous()
+        state[name] = _convert(tensor, dtype, device).contiguous()
 
     for i in range(n_layers):
         for meta_name, (hf_name, cat_dim) in _META_LAYER_KEYS.items():
@@ -546,20 +563,55 @@ def read_llama_decoder(
     *,
     dtype: torch.dtype | None = None,
     progress: ProgressFn | None = None,
+    device: str | torch.device | None = None,
 ) -> LoadedWeights:
     """Read LLaMA decoder layers from a Hugging Face folder or Meta's consolidated release.
 
     ``path`` is the folder (or a file inside it: ``config.json``, ``params.json``, a shard).
     ``dtype`` None keeps the stored dtype; otherwise each tensor is converted as it is read.
+    ``device`` (e.g. "cuda") moves each tensor there as it is read, so host memory never holds
+    the whole decoder; the fingerprint is still taken from the stored values.
     """
     path = Path(path)
     folder = path.parent if path.is_file() else path
     if not folder.is_dir():
         raise WeightsError("LLaMA weights folder not found", path=path)
     if (folder / "config.json").is_file():
-        return _read_hf_folder(folder, dtype, progress)
+        return _read_hf_folder(folder, dtype, progress, device)
     if (folder / "params.json").is_file():
-        return _read_meta_folder(folder, dtype, progress)
+        return _read_meta_folder(folder, dtype, progress, device)
+    raise WeightsError(
+        "not a LLaMA weights folder: expected config.json + *.safetensors (Hugging Face) "
+        "or params.json + consolidated.*.pth (Meta)",
+        path=folder,
+    )
+
+
+def peek_llama_config(path: str | os.PathLike[str]) -> dict:
+    """The HF-style config of a LLaMA folder without reading its weights (to check sizes first)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if (folder / "config.json").is_file():
+        try:
+            return json.loads((folder / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WeightsError(f"cannot read config.json: {exc}", path=folder / "config.json") from exc
+    if (folder / "params.json").is_file():
+        try:
+            params = json.loads((folder / "params.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WeightsError(f"cannot read params.json: {exc}", path=folder / "params.json") from exc
+        shards = sorted(folder.glob("consolidated.*.pth"))
+        if not shards:
+            raise WeightsError("no consolidated.*.pth beside params.json", path=folder)
+        first = _unwrap_state_dict(_torch_load(shards[0]), shards[0])  # memory-mapped: only shapes are read
+        w1 = first.get("layers.0.feed_forward.w1.weight")
+        if w1 is None:
+            raise WeightsError("consolidated shard lacks layers.0.feed_forward.w1.weight", path=shards[0])
+        try:
+            return _meta_config(params, {"layers.0.mlp.gate_proj.weight": torch.empty(w1.shape[0] * len(shards), 0)})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"cannot read params.json: {exc}", path=folder / "params.json") from exc
     raise WeightsError(
         "not a LLaMA weights folder: expected config.json + *.safetensors (Hugging Face) "
         "or params.json + consolidated.*.pth (Meta)",

@@ -103,7 +103,13 @@ class _Child:
         if self.engine is not None and self.spec == spec:
             return self.engine
         self.send("loading", engine=spec.describe())
+        import torch
+
         from pneumoview.inference.engine import InferenceEngine
+
+        threads = os.environ.get("PNEUMOVIEW_ANALYSIS_THREADS")
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
 
         self.engine = None
         if spec.demo:
@@ -184,8 +190,30 @@ class _Child:
                 self.send("error", type="PneumoViewError", reason=f"{type(exc).__name__}: {exc}")
 
 
+def lower_priority() -> None:
+    """Analysis is background work: let the GUI process have the CPU first (nice +5 / below normal),
+    and leave one core to the GUI on small machines (torch intra-op threads = cores - 1, one BLAS
+    thread). Runs before numpy / torch are imported."""
+    try:
+        import psutil
+
+        process = psutil.Process()
+        if sys.platform == "win32":
+            process.nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)
+        else:
+            process.nice(min(19, process.nice() + 5))
+    except (ImportError, OSError, AttributeError):
+        pass  # best effort: priority is a courtesy, not a requirement
+    cores = os.cpu_count() or 1
+    if cores <= 4:
+        os.environ.setdefault("PNEUMOVIEW_ANALYSIS_THREADS", str(max(1, cores - 1)))
+        # numpy's OpenBLAS (lung localiser) would start a spinning thread per core: one is enough here.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def serve() -> int:
     """Child entry point: protocol on the real stdout, everything else printed goes to stderr."""
+    lower_priority()
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
@@ -198,6 +226,16 @@ def worker_command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable, "gui", "--analysis-worker"]
     return [sys.executable, "-m", "pneumoview", "gui", "--analysis-worker"]
+
+
+def child_environment() -> dict[str, str]:
+    """The GUI's environment without the one-thread BLAS limits the GUI set for itself
+    (:data:`pneumoview.ui.app.THREAD_ENV_SET_HERE`): the model wants its cores."""
+    from pneumoview.ui.app import THREAD_ENV_SET_HERE
+
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_SET_HERE}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 class AnalysisClient:
@@ -229,7 +267,7 @@ class AnalysisClient:
             self.loaded_spec = None
             self._process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
-                bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                bufsize=1, env=child_environment())
         assert self._process is not None
         return self._process
 

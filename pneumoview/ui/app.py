@@ -15,7 +15,24 @@ from pathlib import Path
 
 from pneumoview import __version__, paths
 
+#: BLAS libraries (OpenBLAS via numpy/scipy) start one spinning thread per core; in the GUI process
+#: they only steal CPU from the GUI thread (the lung localiser's small matmuls do not need them).
+#: Set before numpy is imported; the analysis process sizes torch's threads itself.
+GUI_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 ICON = ("icons", "pneumoview.svg")
+
+
+#: Which of those variables this process set itself (the analysis process does not inherit them).
+THREAD_ENV_SET_HERE: set[str] = set()
+
+
+def limit_gui_process_threads() -> None:
+    """Apply :data:`GUI_THREAD_ENV` (only where the user has not chosen a value)."""
+    for name, value in GUI_THREAD_ENV.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            THREAD_ENV_SET_HERE.add(name)
 STYLE = ("styles", "pneumoview.qss")
 
 
@@ -89,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.analysis_worker:   # the analysis child process: no Qt, JSON lines on stdin/stdout
         from pneumoview.ui.analysis_process import serve
         return serve()
+    limit_gui_process_threads()
     if args.smoke_test:
         return smoke_test()
     app = create_application(style=not args.no_style)

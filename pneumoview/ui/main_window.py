@@ -8,8 +8,9 @@ back as queued signals. ``torch`` is imported only when an analysis starts, in a
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -46,15 +47,26 @@ from pneumoview.session import AnalysisResult, ImageEntry, ResultStoreAdapter, R
 from pneumoview.settings import Settings, load_settings, save_settings
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel, entry_summary
 from pneumoview.ui.problems_panel import ProblemsPanel
-from pneumoview.ui.study_model import COL_NAME, COL_SCORE, COL_STATUS, KEY_ROLE, KIND_ROLE, StudyFilterProxy, StudyTreeModel
+from pneumoview.ui.study_model import (
+    COL_DECISION,
+    COL_NAME,
+    COL_SCORE,
+    COL_STATUS,
+    KEY_ROLE,
+    KIND_ROLE,
+    StudyFilterProxy,
+    StudyTreeModel,
+)
 from pneumoview.ui.tags_panel import TagsPanel
 from pneumoview.ui.viewer import ImageViewer
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
-from pneumoview.ui.workers import AnalysisItem, AnalysisJob, FunctionJob, Job, ScanJob, start
+from pneumoview.ui.workers import AnalysisItem, AnalysisJob, FunctionJob, Job, ScanJob
 
 log = logging.getLogger(__name__)
 
 MODEL_INPUT_CACHE = 16
+GIL_SWITCH_INTERVAL_S = 0.002
+EXPAND_ALL_LIMIT = 300      # images; above this the browser opens with patients expanded only
 
 
 def engine_identity(loaded: dict[str, Any] | None) -> dict[str, str]:
@@ -66,6 +78,15 @@ def engine_identity(loaded: dict[str, Any] | None) -> dict[str, str]:
         version = f"{version} ({created})" if version else created
     return {"device": str(loaded.get("device", "")), "plan": str(loaded.get("plan", "")),
             "model_version": version, "fingerprint": str(loaded.get("fingerprint", ""))}
+
+
+def _warm_up_imports() -> None:
+    """Worker thread, at start: import the DICOM / preprocessing modules (not torch) before the
+    reviewer's first click needs them, so that first click does not wait on imports."""
+    import pneumoview.dicom.display  # noqa: F401
+    import pneumoview.dicom.scan  # noqa: F401
+    import pneumoview.dicom.suitability  # noqa: F401
+    import pneumoview.preprocess  # noqa: F401
 
 
 def _prepare_model_input(path: Path) -> Any:
@@ -107,15 +128,18 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1500, 950)
         self.pool = pool or QThreadPool.globalInstance()
+        # Worker threads hand the GIL back to the GUI thread within ~2 ms when it asks (default 5 ms).
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self.settings_path = settings_path
         self.settings = load_settings(settings_path, strict=False)
         self.result_store = None
+        self._startup_error: tuple[str, str] | None = None
         try:
             from pneumoview.store import ResultStore
             self.result_store = ResultStore(database_path)
         except StoreError as exc:
-            QTimer.singleShot(0, lambda: self._error("The results database cannot be opened",
-                                                     f"{exc.message}\nResults will not be saved."))
+            self._startup_error = ("The results database cannot be opened",
+                                   f"{exc.message}\nResults will not be saved.")
         adapter = ResultStoreAdapter(self.result_store) if self.result_store is not None else None
         self.session = ReviewSession(adapter)
         self.engine_spec: EngineSpec | None = None
@@ -127,15 +151,29 @@ class MainWindow(QMainWindow):
         self._model_inputs: OrderedDict[str, Any] = OrderedDict()
         self._current_key: str | None = None
 
+        # Jobs for the image on screen (pixels, tags, model input) run one at a time, in the order
+        # asked: fewer threads competing with the GUI thread for the GIL while the reviewer browses.
+        self.view_pool = QThreadPool(self)
+        self.view_pool.setMaxThreadCount(1)
         self._build_browser()
         self._build_centre()
         self._build_docks()
+        self.viewer.pool = self.view_pool
+        self.tags.pool = self.view_pool
         self._build_status_bar()
         self._build_actions()
         self.session.problems_changed.connect(self._on_problems)
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())
         self._apply_settings()
+        warm_up = FunctionJob(_warm_up_imports)
+        self._jobs.append(warm_up)
+        self.pool.start(warm_up)
+        if self._startup_error is not None:      # shown once the window is up
+            timer = QTimer(self)
+            timer.setSingleShot(True)
+            timer.timeout.connect(lambda: self._error(*self._startup_error))
+            timer.start(0)
 
     # ------------------------------------------------------------------ layout
     def _build_browser(self) -> None:
@@ -151,8 +189,9 @@ class MainWindow(QMainWindow):
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
-        self.tree.setColumnWidth(COL_NAME, 220)
-        for col, width in ((1, 70), (2, 82), (3, 75), (4, 40), (5, 36), (6, 58), (COL_STATUS, 110), (COL_SCORE, 250)):
+        self.tree.setColumnWidth(COL_NAME, 210)
+        for col, width in ((COL_STATUS, 110), (COL_SCORE, 250), (COL_DECISION, 110), (4, 70), (5, 82), (6, 75),
+                           (7, 40), (8, 36), (9, 58)):
             self.tree.setColumnWidth(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.filter_edit = QLineEdit()
@@ -249,6 +288,9 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_task)
         for w in (self.eta_label, self.progress, self.cancel_button):
             bar.addPermanentWidget(w)
+            policy = w.sizePolicy()
+            policy.setRetainSizeWhenHidden(True)   # showing them later does not re-lay out the window
+            w.setSizePolicy(policy)
             w.hide()
 
     def _build_actions(self) -> None:
@@ -332,6 +374,13 @@ class MainWindow(QMainWindow):
         except PneumoViewError as exc:
             self._error("Settings not saved", exc.message)
 
+    def _save_settings_in_background(self) -> None:
+        """Atomic write + fsync off the GUI thread (a snapshot of the settings as they are now)."""
+        job = FunctionJob(save_settings, copy.deepcopy(self.settings), self.settings_path)
+        job.signals.failed.connect(lambda msg: self._status(f"Settings not saved: {msg}"))
+        self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
+        self.pool.start(job)
+
     # ------------------------------------------------------------------ messages
     def _error(self, title: str, text: str) -> None:
         self.status_label.setText(f"{title}: {text}")
@@ -398,7 +447,7 @@ class MainWindow(QMainWindow):
         for folder in folders:
             self.settings.add_recent_folder(str(folder.resolve()))
         if folders:
-            self._save_settings()
+            self._save_settings_in_background()
             self._refresh_recent_menu()
         note = " (cancelled: partial)" if getattr(result, "cancelled", False) else ""
         self._task_done(f"{len(result.images)} image(s) read, {len(added)} new, "
@@ -458,12 +507,20 @@ class MainWindow(QMainWindow):
         return self._task is not None and not self._task.done.is_set()
 
     # ------------------------------------------------------------------ selection
+    def _expand(self) -> None:
+        """Expand everything for small sets; for large ones only patients (studies shown), so that
+        opening a thousand images does not lay out a thousand rows on the GUI thread."""
+        if len(self.session.entries) <= EXPAND_ALL_LIMIT:
+            self.tree.expandAll()
+        else:
+            self.tree.expandToDepth(0)
+
     def _on_filter(self, text: str) -> None:
         self.proxy.set_text(text)
-        self.tree.expandAll()
+        self._expand()
 
     def _after_reset(self) -> None:
-        self.tree.expandAll()
+        self._expand()
         if self._current_key is not None:
             self.select_key(self._current_key)
 
@@ -578,11 +635,11 @@ class MainWindow(QMainWindow):
             self._show_model_input(entry.key, cached)
             return
         self.model_input.show_message("Preparing the model's input...")
-        job = FunctionJob(_prepare_model_input, entry.path)
+        job = FunctionJob(_prepare_model_input, entry.path, wanted=lambda k=entry.key: self._current_key == k)
         job.signals.finished.connect(lambda mi, k=entry.key: self._on_model_input(k, mi))
         job.signals.failed.connect(lambda msg, k=entry.key: self._on_model_input_failed(k, msg))
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
-        self.pool.start(job)
+        self.view_pool.start(job)
 
     def _on_model_input(self, key: str, model_input: Any) -> None:
         self._model_inputs[key] = model_input
@@ -787,15 +844,26 @@ class MainWindow(QMainWindow):
         except ImportError as exc:
             self._error("Retraining is not available", f"The retraining wizard is not installed ({exc}).")
             return
-        dialog = wizard.RetrainWizard(self)
+        dialog = wizard.RetrainWizard(self, settings=self.settings)
+        if hasattr(dialog, "modelActivated"):
+            dialog.modelActivated.connect(self._on_model_activated)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
+        self._wizard = dialog
+
+    def _on_model_activated(self, registry_id: str) -> None:
+        """A retrained bundle became the registry's active model: use it from the next analysis on."""
+        if not self.engine_is_demo:
+            self.engine_spec = None
+        self._apply_settings()
+        self._status(f"Model {registry_id} is now active; the next analysis uses it.")
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         for job in self._jobs:
             job.cancel()
         self.pool.waitForDone(10000)
+        self.view_pool.waitForDone(10000)
         self.analysis_client.close()
         self.session.store = None           # late signals must not write to a closed database
         if self.result_store is not None:
@@ -809,4 +877,4 @@ def window_icon() -> QIcon:
     return QIcon(str(icon_path)) if icon_path.is_file() else QIcon()
 
 
-__all__ = ["MainWindow", "model_configured", "active_bundle_path", "engine_identity", "window_icon", "start"]
+__all__ = ["MainWindow", "model_configured", "active_bundle_path", "engine_identity", "window_icon"]

@@ -21,10 +21,12 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 3     # value used for sorting
 FILTER_ROLE = Qt.ItemDataRole.UserRole + 4   # text searched by the filter
 
 COLUMNS: tuple[str, ...] = (
-    "Patient / study / series / image", "Patient ID", "Study date", "Accession",
-    "Mod.", "View", "Body part", "Status", "AI score", "Decision",
+    "Patient / study / series / image", "Status", "AI score", "Decision",
+    "Patient ID", "Study date", "Accession", "Mod.", "View", "Body part",
 )
-COL_NAME, COL_PID, COL_DATE, COL_ACC, COL_MOD, COL_VIEW, COL_BODY, COL_STATUS, COL_SCORE, COL_DECISION = range(10)
+COL_NAME, COL_STATUS, COL_SCORE, COL_DECISION, COL_PID, COL_DATE, COL_ACC, COL_MOD, COL_VIEW, COL_BODY = range(10)
+#: Columns computed from the session (status, score, decision); the others are tag texts.
+DYNAMIC_COLUMNS = (COL_STATUS, COL_SCORE, COL_DECISION)
 
 
 @dataclass(eq=False)
@@ -32,7 +34,7 @@ class _Node:
     kind: str
     parent: _Node | None
     row: int
-    texts: list[str]
+    texts: list[str]                           # name, patient ID, date, accession, modality, view, body part
     key: str | None = None                      # image key (images)
     children: list[_Node] = field(default_factory=list)
 
@@ -77,19 +79,19 @@ class StudyTreeModel(QAbstractItemModel):
         self.beginResetModel()
         self._root = _Node("root", None, 0, [])
         self._by_key = {}
-        for patient in self.session.patients():
+        for patient in self.session.patients() if self.session.entries else []:
             p = self._add(self._root, "patient", [
-                patient.patient_name or "(no name)", patient.patient_id, "", "", "", "", "", "", "", ""])
+                patient.patient_name or "(no name)", patient.patient_id, "", "", "", "", ""])
             for study in patient.studies:
                 s = self._add(p, "study", [
                     study.description or "Study", patient.patient_id, format_date(study.study_date),
-                    study.accession, "", "", "", "", "", ""])
+                    study.accession, "", "", ""])
                 for series in study.series:
                     label = f"Series {series.series_number}" if series.series_number is not None else "Series"
                     if series.description:
                         label += f": {series.description}"
                     se = self._add(s, "series", [label, patient.patient_id, format_date(study.study_date),
-                                                 study.accession, series.modality, "", "", "", "", ""])
+                                                 study.accession, series.modality, "", ""])
                     for record in series.images:
                         key = image_key(record)
                         name = record.path.name
@@ -97,7 +99,7 @@ class StudyTreeModel(QAbstractItemModel):
                             name = f"#{record.instance_number}  {name}"
                         node = self._add(se, "image", [
                             name, record.patient_id, format_date(record.study_date), record.accession,
-                            record.modality, record.view_position, record.body_part, "", "", ""], key=key)
+                            record.modality, record.view_position, record.body_part], key=key)
                         self._by_key[key] = node
         self.endResetModel()
 
@@ -111,20 +113,33 @@ class StudyTreeModel(QAbstractItemModel):
         self.refresh_keys(list(self._by_key))
 
     def refresh_keys(self, keys: list[str]) -> None:
-        """Tell views that the status / score / decision of these images (and their parents) changed."""
-        parents: set[int] = set()
-        touched: list[_Node] = []
+        """Tell views that the status / score / decision of these images (and their parents) changed.
+
+        One ``dataChanged`` per parent and contiguous run of rows (a batch of results is a few
+        signals, not one per image: the sort/filter proxy re-checks every range it is told of).
+        """
+        seen: set[int] = set()
+        by_parent: dict[int, tuple[_Node, set[int]]] = {}
         for key in keys:
             node = self._by_key.get(key)
-            while node is not None and node.kind != "root":
-                if id(node) not in parents:
-                    parents.add(id(node))
-                    touched.append(node)
-                node = node.parent
-        for node in touched:
-            left = self.createIndex(node.row, COL_STATUS, node)
-            right = self.createIndex(node.row, COL_DECISION, node)
-            self.dataChanged.emit(left, right)
+            while node is not None and node.kind != "root" and id(node) not in seen:
+                seen.add(id(node))
+                parent = node.parent
+                assert parent is not None
+                by_parent.setdefault(id(parent), (parent, set()))[1].add(node.row)
+                node = parent
+        for parent, rows in by_parent.values():
+            ordered = sorted(rows)
+            start = prev = ordered[0]
+            for row in ordered[1:] + [None]:
+                if row is not None and row == prev + 1:
+                    prev = row
+                    continue
+                left = self.createIndex(start, DYNAMIC_COLUMNS[0], parent.children[start])
+                right = self.createIndex(prev, DYNAMIC_COLUMNS[-1], parent.children[prev])
+                self.dataChanged.emit(left, right)
+                if row is not None:
+                    start = prev = row
 
     # -- lookup ------------------------------------------------------------------------------
     def index_for_key(self, key: str, column: int = 0) -> QModelIndex:
@@ -208,8 +223,10 @@ class StudyTreeModel(QAbstractItemModel):
         return None
 
     def _text(self, node: _Node, col: int, tooltip: bool = False) -> str:
-        if col < COL_STATUS:
-            return node.texts[col]
+        if col == COL_NAME:
+            return node.texts[0]
+        if col not in DYNAMIC_COLUMNS:
+            return node.texts[col - len(DYNAMIC_COLUMNS)]
         if node.kind == "image":
             entry = self.session.entries.get(node.key or "")
             if entry is None:

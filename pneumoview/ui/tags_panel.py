@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QThreadPool
 from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from pneumoview.ui.workers import FunctionJob, start
@@ -61,17 +61,18 @@ class TagsPanel(QWidget):
         layout.addWidget(self.tree)
         self._path: Path | None = None
         self._jobs: list[FunctionJob] = []
+        self.pool: QThreadPool | None = None     # None = the global pool
 
     def show_path(self, path: Path | None) -> None:
         self._path = Path(path) if path is not None else None
         self.tree.clear()
         if path is None:
             return
-        job = FunctionJob(read_tags, Path(path))
+        job = FunctionJob(read_tags, Path(path), wanted=lambda p=Path(path): self._path == p)
         job.signals.finished.connect(lambda rows, p=Path(path): self._on_rows(p, rows))
         job.signals.failed.connect(lambda msg: self._on_rows(self._path, [("", "error", "", msg, [])]))
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
-        start(job)
+        start(job, self.pool)
 
     def _on_rows(self, path: Path | None, rows: list[Any]) -> None:
         if path != self._path:

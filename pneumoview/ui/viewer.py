@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QTransform, QWheelEvent
 from PySide6.QtWidgets import QWidget
 
@@ -115,8 +115,11 @@ class PreparedView:
 
 def prepare_view(path: Path) -> PreparedView:
     """Load, build the preview and presets (worker thread; raises PneumoViewError subclasses)."""
-    mod = _display_module()
-    display = mod.load_display_image(Path(path))
+    return view_from_display(_display_module().load_display_image(Path(path)), Path(path))
+
+
+def view_from_display(display: Any, path: Path) -> PreparedView:
+    """Preview + presets for an already loaded DisplayImage (worker thread)."""
     small = downsample(display.values)
     preview = display if small is display.values else dataclasses.replace(display, values=small)
     scale = small.shape[1] / display.values.shape[1]
@@ -192,6 +195,7 @@ class ImageViewer(QWidget):
         self._full_timer.setInterval(150)
         self._full_timer.timeout.connect(self._request_full_render)
         self.render_ms: list[float] = []   # recent preview render times (benchmarks/tests)
+        self.pool: QThreadPool | None = None   # None = the global pool
 
     # -- loading -----------------------------------------------------------------------------
     def show_path(self, path: Path | None) -> None:
@@ -211,11 +215,11 @@ class ImageViewer(QWidget):
         self._full_image = None
         self.view = None
         self.update()
-        job = FunctionJob(prepare_view, path)
+        job = FunctionJob(prepare_view, path, wanted=lambda p=path: self._pending_path == p)
         job.signals.finished.connect(lambda view, p=path: self._on_prepared(p, view))
         job.signals.failed.connect(lambda msg, p=path: self._on_failed(p, msg))
         self._keep(job)
-        start(job)
+        start(job, self.pool)
 
     def _keep(self, job: FunctionJob) -> None:
         self._jobs = [j for j in self._jobs if not j.done.is_set()]
@@ -374,7 +378,7 @@ class ImageViewer(QWidget):
         job = FunctionJob(lambda: to_qimage(_display_module().render(view.display, window, invert=invert)))
         job.signals.finished.connect(lambda img, g=generation: self._on_full(g, img))
         self._keep(job)
-        start(job)
+        start(job, self.pool)
 
     def _on_full(self, generation: int, image: QImage) -> None:
         if generation == self._full_generation:

@@ -67,6 +67,9 @@ class Job(QRunnable):
         raise NotImplementedError
 
     def run(self) -> None:  # runs in a pool thread
+        # No lower OS priority for these threads: they share the GIL with the GUI thread, and a
+        # preempted low-priority thread holding the GIL would stall the GUI (priority inversion).
+        # Heavy work (the model) runs in a separate, lower-priority process instead.
         try:
             result = self.work()
         except CancelledError:
@@ -88,14 +91,21 @@ class Job(QRunnable):
 
 
 class FunctionJob(Job):
-    """Runs ``fn(*args)`` in the pool; ``finished`` carries its return value."""
+    """Runs ``fn(*args)`` in the pool; ``finished`` carries its return value.
 
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+    ``wanted()``, if given, is asked when the job starts: a job that is no longer wanted (the
+    reviewer has already moved to another image) is skipped and reports ``cancelled``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, wanted: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self._fn = fn
         self._args = args
+        self._wanted = wanted
 
     def work(self) -> Any:
+        if self._wanted is not None and not self._wanted():
+            raise CancelledError("no longer needed")
         return self._fn(*self._args)
 
 

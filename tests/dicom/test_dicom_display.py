@@ -196,3 +196,12 @@ def test_invert_and_uint8_are_pure() -> None:
     assert inverted is not unit and unit[1] == np.float32(0.25)
     np.testing.assert_allclose(inverted, [1.0, 0.75, 0.0])
     np.testing.assert_array_equal(unit_to_uint8(unit), np.array([0, 64, 255], dtype=np.uint8))
+
+
+def test_auto_window_fits_data_whose_range_is_below_one() -> None:
+    rng = np.random.default_rng(1)
+    values = (rng.random((300, 200)) * 0.01).astype(np.float32)  # e.g. a tiny rescale slope
+    window = auto_window(values)
+    unit = apply_window(values, window)
+    assert window.function == "LINEAR_EXACT" and 0.0 < window.width < 0.01
+    assert unit.min() == 0.0 and unit.max() == 1.0 and 0.4 < float(np.median(unit)) < 0.6

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.encaps
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import pixel_array
 
-from pneumoview.dicom.pixels import MAX_FRAME_BYTES, decode_first_frame
+from pneumoview.dicom.pixels import MAX_FRAME_BYTES, check_jpeg_stream, decode_first_frame, jpeg_frame_header
 from pneumoview.errors import DicomReadError, PixelDecodeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -126,3 +129,42 @@ def test_non_dicom_is_a_read_error(tmp_path: Path) -> None:
     path.write_text("hello\n" * 100)
     with pytest.raises(DicomReadError):
         decode_first_frame(path)
+
+
+#: Header edits that made GDCM abort the whole process (found by fuzzing) before check_jpeg_stream.
+GDCM_ABORTS = [
+    ("SC_rgb_jpeg_gdcm.dcm", "BitsStored", 1),  # JPEG lossless, 8-bit precision
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", "BitsAllocated", 32),
+    ("MR_small_jpeg_ls_lossless.dcm", "Rows", 65),  # JPEG-LS, 64x64 stream
+    ("MR_small_jpeg_ls_lossless.dcm", "Columns", 65535),
+]
+
+
+@pytest.mark.parametrize(("name", "keyword", "value"), GDCM_ABORTS)
+def test_header_stream_mismatch_is_refused_before_gdcm(tmp_path: Path, name: str, keyword: str, value: int) -> None:
+    """Run in a child process: if the guard regresses, the abort fails this test, not the suite."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    setattr(ds, keyword, value)
+    path = tmp_path / "mismatch.dcm"
+    ds.save_as(path)
+    code = (
+        "import sys, warnings, logging; warnings.simplefilter('ignore'); logging.disable(50)\n"
+        "from pneumoview.dicom.pixels import decode_first_frame\n"
+        "from pneumoview.errors import PixelDecodeError\n"
+        "try:\n    decode_first_frame(sys.argv[1])\nexcept PixelDecodeError as exc:\n    print('refused:', exc.reason)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, f"decoder crashed the process (status {child.returncode})"
+    assert child.stdout.startswith("refused:"), child.stdout
+
+
+def test_jpeg_frame_header_of_real_streams() -> None:
+    for name in ("SC_rgb_jpeg_gdcm.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        stream = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1))
+        precision, rows, columns, components = jpeg_frame_header(stream)
+        assert (rows, columns, components) == (ds.Rows, ds.Columns, ds.SamplesPerPixel)
+        assert precision == ds.BitsStored
+        check_jpeg_stream(ds)  # consistent: no error
+    with pytest.raises(ValueError, match="SOI"):
+        jpeg_frame_header(b"\x00\x01\x02\x03")

@@ -240,3 +240,20 @@ def test_iso2022_character_sets_of_pydicoms_charset_files() -> None:
         if "Rows" not in ds or "PatientName" not in ds:
             continue
         assert read_record(path).patient_name == str(ds.PatientName).strip(), path.name
+
+
+def test_junk_and_bogus_lengths_do_not_allocate_gigabytes(tmp_path: Path) -> None:
+    """A lenient read once allocated ~1.9 GB for a 200-byte file: file.read(bogus length)."""
+    import tracemalloc
+
+    (tmp_path / "junk.txt").write_bytes(b"not dicom " * 20)
+    # Looks like a preamble-less implicit-VR data set: tag (0008,0020), then a 2 GB length.
+    (tmp_path / "bogus_length").write_bytes(b"\x08\x00\x20\x00" + (0x7FFFFFF0).to_bytes(4, "little") + b"2024" * 50)
+    tracemalloc.start()
+    try:
+        result = scan([tmp_path])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert {p.path.name for p in result.problems} == {"junk.txt", "bogus_length"}
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"

@@ -69,9 +69,13 @@ def test_fp32_engine_equals_an_independent_forward(demo, crops):
     assert got.std() > 1e-4  # the crops give different answers (the comparison means something)
 
 
-def test_cpu_auto_plan_is_fp32_vit_bf16_decoder_and_close_to_fp32(engine, demo, crops):
+def test_cpu_auto_plan_dtypes_are_applied_and_close_to_fp32(engine, demo, crops):
+    from pneumoview.inference.plans import cpu_has_bf16
+
     assert engine.plan.device == "cpu" and engine.plan.quantisation is None
-    assert engine.model.visual.conv1.weight.dtype == torch.float32
+    expected_vision = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert engine.plan.vision_dtype == expected_vision
+    assert engine.model.visual.conv1.weight.dtype == expected_vision
     assert engine.model.decoder.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
     assert engine.model.head.fc.weight.dtype == torch.float32  # trained parts stay fp32
     got = np.array([p.probability for p in engine.predict(crops)])
@@ -248,3 +252,14 @@ def test_accelerator_normalisation_is_the_shared_preprocessing(engine, crops):
     torch.testing.assert_close(on_device, preprocess_tensor(crops, engine.manifest.preprocessing))
     with pytest.raises(ValueError, match="NaN"):
         engine.normalise_on(np.full((1, 224, 224), np.nan, np.float32), "cpu")
+
+
+def test_a_llama_of_another_size_is_refused_by_its_config(demo, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = tmp_path / "llama-other"
+    LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(other)
+    with pytest.raises(WeightsError, match="not the decoder architecture") as info:
+        InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=other, device="cpu")
+    assert "hidden 32" in info.value.reason and "needs 64" in info.value.reason

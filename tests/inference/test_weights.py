@@ -168,10 +168,11 @@ def meta_state(params=PARAMS, dtype=torch.float32, seed: int = 1) -> dict[str, t
 
     sd = {"tok_embeddings.weight": r(vocab, d), "norm.weight": 1 + r(d, scale=0.1), "output.weight": r(vocab, d),
           "rope.freqs": torch.zeros(d // params["n_heads"] // 2)}
+    kv = d // params["n_heads"] * params.get("n_kv_heads", params["n_heads"])  # grouped-query attention
     for i in range(params["n_layers"]):
         p = f"layers.{i}."
-        sd |= {p + "attention.wq.weight": r(d, d), p + "attention.wk.weight": r(d, d),
-               p + "attention.wv.weight": r(d, d), p + "attention.wo.weight": r(d, d),
+        sd |= {p + "attention.wq.weight": r(d, d), p + "attention.wk.weight": r(kv, d),
+               p + "attention.wv.weight": r(kv, d), p + "attention.wo.weight": r(d, d),
                p + "feed_forward.w1.weight": r(inter, d), p + "feed_forward.w2.weight": r(d, inter),
                p + "feed_forward.w3.weight": r(inter, d),
                p + "attention_norm.weight": 1 + r(d, scale=0.1), p + "ffn_norm.weight": 1 + r(d, scale=0.1)}
@@ -202,6 +203,7 @@ def write_meta(folder: Path, sd: dict, params=PARAMS, shards: int = 1) -> Path:
 def meta_reference_forward(sd: dict, params: dict, h: torch.Tensor) -> torch.Tensor:
     """Meta's llama/model.py (complex rotary on interleaved pairs, causal), from inputs embeddings."""
     d, n_heads, eps = params["dim"], params["n_heads"], params["norm_eps"]
+    n_kv = params.get("n_kv_heads", n_heads)
     hd, (b, t, _) = d // n_heads, h.shape
     freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2)[: hd // 2].float() / hd))
     freqs_cis = torch.polar(torch.ones(t, hd // 2), torch.outer(torch.arange(t).float(), freqs))
@@ -218,8 +220,10 @@ def meta_reference_forward(sd: dict, params: dict, h: torch.Tensor) -> torch.Ten
         p = f"layers.{i}."
         x = rms(h, sd[p + "attention_norm.weight"])
         q = rope((x @ sd[p + "attention.wq.weight"].T).view(b, t, n_heads, hd)).transpose(1, 2)
-        k = rope((x @ sd[p + "attention.wk.weight"].T).view(b, t, n_heads, hd)).transpose(1, 2)
-        v = (x @ sd[p + "attention.wv.weight"].T).view(b, t, n_heads, hd).transpose(1, 2)
+        k = rope((x @ sd[p + "attention.wk.weight"].T).view(b, t, n_kv, hd))
+        v = (x @ sd[p + "attention.wv.weight"].T).view(b, t, n_kv, hd)
+        k = k.repeat_interleave(n_heads // n_kv, dim=2).transpose(1, 2)  # Meta's repeat_kv
+        v = v.repeat_interleave(n_heads // n_kv, dim=2).transpose(1, 2)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + mask, dim=-1)
         h = h + (att @ v).transpose(1, 2).reshape(b, t, d) @ sd[p + "attention.wo.weight"].T
         x = rms(h, sd[p + "ffn_norm.weight"])
@@ -260,6 +264,19 @@ def test_meta_consolidated_matches_meta_attention_in_hf_layout(tmp_path):
     with torch.no_grad():
         wrong = hf_decoder(loaded.config, unpermuted)(inputs_embeds=h).last_hidden_state
     assert not torch.allclose(wrong, expected, atol=1e-3)
+
+
+def test_meta_grouped_query_attention_two_shards(tmp_path):
+    """LLaMA-2-70B / LLaMA-3 style (n_kv_heads < n_heads): wk permuted per kv head, shards merged."""
+    params = PARAMS | {"n_kv_heads": 2, "rope_theta": 10000.0}
+    sd = meta_state(params)
+    loaded = W.read_llama_decoder(write_meta(tmp_path / "gqa", sd, params=params, shards=2))
+    assert loaded.config["num_key_value_heads"] == 2
+    assert loaded.state["layers.0.self_attn.k_proj.weight"].shape == (32, 64)
+    h = torch.randn(1, 10, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        got = hf_decoder(loaded.config, loaded.state)(inputs_embeds=h).last_hidden_state
+    torch.testing.assert_close(got, meta_reference_forward(sd, params, h), rtol=1e-4, atol=1e-5)
 
 
 def test_meta_two_shards_merge_to_the_single_shard_weights(tmp_path):
@@ -399,3 +416,22 @@ def test_llama_peak_memory_is_about_the_target_size_not_an_fp32_copy(tmp_path):
     rise = r["peak"] - r["anon0"]
     # Allow one fp32 tensor in flight (11.5 MB) and allocator slack, but not a second copy of the weights.
     assert rise < 1.25 * nbytes, r
+
+
+def test_peek_reads_the_config_without_the_weights(tmp_path):
+    sd = meta_state()
+    one = write_meta(tmp_path / "one", sd)
+    two = write_meta(tmp_path / "two", sd, shards=2)
+    full = W.read_llama_decoder(one).config
+    assert W.peek_llama_config(one) == full
+    assert W.peek_llama_config(two / "params.json") == full
+    with pytest.raises(WeightsError, match="not a LLaMA weights folder"):
+        W.peek_llama_config(tmp_path)
+
+
+def test_sha256_file_is_the_real_digest_and_notices_changes(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"a" * 1000)
+    assert W.sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    path.write_bytes(b"b" * 1001)  # another size (and time): hashed again, not remembered
+    assert W.sha256_file(path) == hashlib.sha256(b"b" * 1001).hexdigest()

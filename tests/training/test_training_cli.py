@@ -93,6 +93,16 @@ def test_resume_after_stops_equals_an_uninterrupted_run(tmp_path: Path, home: Pa
     # B was compared with the active model (A) on the same folds.
     assert card_b["compared_with"]["model_id"] == card_a["model_id"]
     assert len(card_b["comparison_with_active"]["folds"]) == 2
+    # The split recorded in A's manifest is reused exactly, whatever --split-seed says.
+    out_c = tmp_path / "c"
+    assert training_main(_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--split-seed", "99",
+                                 "--split-from", str(tmp_path / "a"), "--out", str(out_c), "--json-progress")) == 0
+    card_c = json.loads((out_c / "model_card.json").read_text())
+    assert card_c["split"] == card_a["split"]
+    assert training_main(_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--split-seed", "99",
+                                 "--out", str(tmp_path / "d"), "--json-progress")) == 0
+    card_d = json.loads((tmp_path / "d" / "model_card.json").read_text())
+    assert card_d["split"]["val_patients"] != card_a["split"]["val_patients"]
 
 
 @pytest.mark.slow
@@ -101,7 +111,8 @@ def test_sigterm_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path: Path, home: 
     cfg = small_config_file(tmp_path / "tiny64.json")
     out = tmp_path / "bundle"
     argv = _common(csv, cfg, "--folds", "2", "--epochs", "30", "--no-final", "--json-progress", "--out", str(out))
-    env = {**os.environ, "PNEUMOVIEW_HOME": str(home), "PYTHONPATH": str(REPO)}
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PNEUMOVIEW_HOME": str(home), "PYTHONPATH": pythonpath}
     proc = subprocess.Popen([sys.executable, "-m", "training", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=REPO)
     events = []
@@ -140,3 +151,30 @@ def test_sigterm_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path: Path, home: 
         cli._Progress.__call__ = original  # type: ignore[method-assign]
     assert rc == 130
     assert any(e["event"] == "resumed" and e["epoch"] >= 1 for e in seen)
+
+
+@pytest.mark.slow
+def test_a_demo_trained_bundle_predicts_in_the_engine_what_training_measured(tmp_path: Path, home: Path) -> None:
+    """Training's validation scores == the inference engine's probabilities on the same files."""
+    import csv as csv_module
+
+    from pneumoview.inference.demo import ensure_demo_model
+    from pneumoview.inference.engine import InferenceEngine
+    from pneumoview.preprocess import prepare
+
+    csv = make_synthetic_dataset(tmp_path / "syn", n_patients=6, images_per_patient=1, seed=5)
+    out = tmp_path / "bundle"
+    rc = training_main([str(csv), "--demo", "--folds", "2", "--run-folds", "1", "--no-final", "--epochs", "1",
+                        "--batch-size", "4", "--grad-accum", "1", "--threads", "1", "--json-progress", "--out", str(out)])
+    assert rc == 0
+    card = json.loads((out / "model_card.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["demo"] is True and card["weights_from"] == "fold-0"
+    fold = card["folds"][0]
+    with csv.open(newline="") as fh:
+        rows = list(csv_module.DictReader(fh))
+    files = [csv.parent / r["path"] for r in rows if r["patient_id"] in set(fold["val_patients"])]
+    demo = ensure_demo_model()
+    engine = InferenceEngine.load(out, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="fp32")
+    probabilities = [p.probability for p in engine.predict([prepare(f).crop for f in files])]
+    assert probabilities == pytest.approx(fold["val_scores"], abs=1e-5)

@@ -111,3 +111,30 @@ def test_presets() -> None:
     assert (paper.lr, paper.betas, paper.weight_decay, paper.batch_size, paper.grad_accum) == (3e-4, (0.9, 0.95), 0.02, 16, 2)
     assert TrainConfig.from_preset("quick", epochs=7).epochs == 7
     assert math.isclose(paper.warmup_epochs, 2.0)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    from pneumoview.inference.config import load_config
+    from pneumoview.inference.model import build_model, trainable_parameters
+    from training.loop import enable_gradient_checkpointing
+
+    torch.manual_seed(0)
+    model = build_model(load_config("pneumollm-tiny"))
+    model.train()
+    pixels = torch.randn(2, 3, 224, 224)
+    labels = torch.tensor([0, 1])
+
+    def grads() -> list[torch.Tensor]:
+        for p in trainable_parameters(model):
+            p.grad = None
+        torch.manual_seed(1)  # same dropout masks
+        bce_one_hot_loss(model(pixels), labels).backward()
+        return [p.grad.clone() for p in trainable_parameters(model)]
+
+    plain = grads()
+    enable_gradient_checkpointing(model)
+    assert model.visual.transformer.grad_checkpointing
+    checkpointed = grads()
+    assert any(g.abs().sum() > 0 for g in plain)
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -91,8 +91,9 @@ def test_drop_folder_lists_studies_and_problems(qtbot, home: Path, folder: Path)
     # The first image was selected and its tags were read.
     assert window.current_entry() is not None
     qtbot.waitUntil(lambda: window.tags.tree.topLevelItemCount() > 10, timeout=20000)
-    # The folder became a recent folder (persisted).
-    assert load_settings().recent_folders[0] == str(folder.resolve())
+    # The folder became a recent folder (persisted, written in the background).
+    qtbot.waitUntil(lambda: load_settings().recent_folders[:1] == [str(folder.resolve())], timeout=10000)
+    assert window.recent_menu.actions()[0].text() == str(folder.resolve())
     # Re-dropping the same folder adds nothing.
     with qtbot.waitSignal(window.scanFinished, timeout=60000) as blocker:
         drop(window, [folder])
@@ -101,6 +102,13 @@ def test_drop_folder_lists_studies_and_problems(qtbot, home: Path, folder: Path)
 
 def test_filter_sort_and_study_navigation(qtbot, home: Path, folder: Path) -> None:  # noqa: ANN001
     window = open_window(qtbot, folder)
+    # Sortable: by name, both ways.
+    names = lambda: [window.proxy.index(r, 0).data() for r in range(window.proxy.rowCount())]  # noqa: E731
+    window.tree.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert names() == ["CompressedSamples^RG1", "CompressedSamples^CT1"]
+    window.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    assert names() == ["CompressedSamples^CT1", "CompressedSamples^RG1"]
+    # Filterable: free text over the tags.
     window.filter_edit.setText("RG1")
     assert window.proxy.rowCount() == 1
     window.filter_edit.setText("")
@@ -254,3 +262,24 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     assert prow[0]["Study UID"] == pseudonym(key, record.study_uid, kind="study")
     assert prow[0]["Accession number"] == pseudonym(key, record.accession, kind="accession")
     assert prow[0]["Label"].startswith(DEMO_MARK) and prow[0]["Reviewer decision"] == "disagree"
+
+
+def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa: ANN201
+        qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path):  # noqa: ANN001
+    home = tmp_path / "broken-home"
+    home.mkdir()
+    (home / "data").write_text("a file where the data folder should be")
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
+    from PySide6.QtWidgets import QMessageBox
+
+    window = open_window(qtbot)
+    assert window.result_store is None and window.session.store is None
+
+    def warning_shown() -> bool:
+        return any(box.windowTitle() == "The results database cannot be opened" and "not be saved" in box.text()
+                   for box in window.findChildren(QMessageBox))
+
+    qtbot.waitUntil(warning_shown, timeout=5000)
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        window.open_paths([folder])
+    assert len(window.session.entries) == 3        # browsing still works; nothing is saved

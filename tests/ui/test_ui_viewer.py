@@ -161,3 +161,29 @@ def test_prepare_view_helpers(rg1_uncompressed: Path) -> None:
     assert lung.center > bone.center
     view = prepare_view(rg1_uncompressed)
     assert view.scale == pytest.approx(view.preview.values.shape[1] / 1841)
+
+
+def test_4k_image_window_level_stays_off_the_full_resolution(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    """A 4096 x 4096 16-bit image: dragging the window re-renders only the screen-sized preview."""
+    from pneumoview.dicom.display import DisplayImage, Window
+    from pneumoview.ui.viewer import view_from_display
+
+    rng = np.random.default_rng(1)
+    values = (rng.random((4096, 4096), dtype=np.float32) * 4095).astype(np.float32)
+    display = DisplayImage(values=values, photometric="MONOCHROME2", invert=False, windows=[],
+                           default_window=Window(2048, 4096, name="auto"))
+    view = view_from_display(display, tmp_path / "big.dcm")
+    assert max(view.preview.values.shape) <= PREVIEW_MAX and view.scale < 0.35
+    cache = ViewCache()
+    cache.put(view)
+    v = ImageViewer(cache=cache)
+    qtbot.addWidget(v)
+    v.resize(900, 900)
+    v.show()
+    v.show_path(tmp_path / "big.dcm")                 # from the cache: no file is read
+    assert v.view is view
+    v.render_ms.clear()
+    drag(v, QPointF(400, 400), QPointF(600, 300))
+    assert len(v.render_ms) == 5
+    assert float(np.median(v.render_ms)) < 60.0       # per drag frame, preview only
+    assert v.displayed_image().width() == view.preview.values.shape[1]

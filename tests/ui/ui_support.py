@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from pydicom.data import get_testdata_file
 
-SHARED_DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cxr-dicom"
 JUNK_TEXT = "notes.txt"
 JUNK_TRUNCATED = "truncated.dcm"
 

@@ -69,9 +69,11 @@ def test_cuda_without_bitsandbytes_or_bf16(full):
 
 
 def test_cpu_plan_and_impossible_requests(full):
-    cpu = choose_plan(full, device="auto", cuda=False, mps=False, free_bytes=64 * GB)
+    cpu = choose_plan(full, device="auto", cuda=False, mps=False, free_bytes=64 * GB, cpu_bf16=False)
     assert (cpu.device, cpu.vision_dtype, cpu.decoder_dtype, cpu.quantisation) == \
         ("cpu", torch.float32, torch.bfloat16, None)
+    fast = choose_plan(full, device="cpu", cuda=False, free_bytes=64 * GB, cpu_bf16=True)
+    assert fast.vision_dtype == fast.decoder_dtype == torch.bfloat16 and "AVX512-BF16" in fast.reason
     assert "warning" not in cpu.reason
     tight = choose_plan(full, device="cpu", cuda=False, free_bytes=8 * GB)
     assert "warning" in tight.reason  # it still runs (swap), but says so

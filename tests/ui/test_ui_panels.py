@@ -1,0 +1,84 @@
+"""Side panels with real session entries (real scan of RG1 / CT) and hand-made results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from pydicom.data import get_testdata_file
+
+from pneumoview.dicom.scan import scan
+from pneumoview.labels import DEMO_MARK
+from pneumoview.session import AnalysisResult, ReviewSession
+from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel
+
+
+def _entries(tmp_path: Path, rg1: Path) -> dict[str, object]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink(rg1, folder / "RG1_UNCR.dcm")
+    os.symlink(get_testdata_file("CT_small.dcm"), folder / "CT_small.dcm")
+    session = ReviewSession()
+    session.add_scan(scan([folder]))
+    return {e.path.name: e for e in session.entries.values()}
+
+
+def test_diagnosis_panel_label_follows_the_threshold_and_marks_demo(qtbot, tmp_path: Path,  # noqa: ANN001
+                                                                    rg1_uncompressed: Path) -> None:
+    entries = _entries(tmp_path, rg1_uncompressed)
+    rg1, ct = entries["RG1_UNCR.dcm"], entries["CT_small.dcm"]
+    panel = DiagnosisPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    panel.show_entry(ct)
+    assert panel.headline.text() == "Not analysable: unsupported-modality"
+    rg1.result = AnalysisResult(0.62, "pneumoconiosis", 0.5, "m1", "DEMO tiny", True, device="cpu",
+                                plan="cpu fp32", fingerprint="ab" * 32)
+    panel.show_entry(rg1)
+    assert panel.demo_mark.isVisible() and panel.demo_mark.text() == DEMO_MARK
+    assert panel.probability.text() == "0.620  pneumoconiosis"
+    assert "abababababababab" in panel.details.text() and "cpu fp32" in panel.details.text()
+    panel.threshold = 0.7
+    panel.show_entry(rg1)
+    assert panel.probability.text() == "0.620  normal"
+    assert "computed at 0.50" in panel.details.text()
+    rg1.result = AnalysisResult(0.3, "normal", 0.5, "m2", "real model", False)
+    panel.show_entry(rg1)
+    assert not panel.demo_mark.isVisible() and DEMO_MARK not in panel.headline.text()
+
+
+def test_model_input_panel_warns_on_fallback(qtbot) -> None:  # noqa: ANN001
+    panel = ModelInputPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    crop = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(224, 224)
+    panel.show_input(crop, fallback=False, notes=["MONOCHROME1: inverted for display"])
+    assert panel.image.pixmap().width() == 224 and not panel.warning.isVisible()
+    image = panel.image.pixmap().toImage()
+    assert image.pixelColor(0, 0).value() == 0 and image.pixelColor(223, 223).value() == 255
+    panel.show_input(crop, fallback=True)
+    assert panel.warning.isVisible() and "whole image" in panel.warning.text()
+
+
+def test_review_panel_requests_a_decision(qtbot, tmp_path: Path, rg1_uncompressed: Path) -> None:  # noqa: ANN001
+    from pneumoview.session import Decision
+
+    rg1 = _entries(tmp_path, rg1_uncompressed)["RG1_UNCR.dcm"]
+    panel = ReviewPanel()
+    qtbot.addWidget(panel)
+    panel.show_entry(None)
+    assert not panel.save_button.isEnabled()
+    panel.show_entry(rg1)
+    panel.save_button.click()                     # nothing chosen: asks first, emits nothing
+    assert "Choose" in panel.saved.text()
+    panel.buttons["uncertain"].click()
+    panel.comment.setPlainText("  faint opacities  ")
+    panel.whole_study.setChecked(True)
+    with qtbot.waitSignal(panel.decisionRequested, timeout=1000) as blocker:
+        panel.save_button.click()
+    assert blocker.args == ["uncertain", "faint opacities", True]
+    rg1.decision = Decision("agree", "ok", "Dr C", "2026-11-27T21:00:00+00:00")
+    panel.show_entry(rg1)
+    assert panel.buttons["agree"].isChecked() and not panel.buttons["uncertain"].isChecked()
+    assert panel.comment.toPlainText() == "ok" and "Dr C" in panel.saved.text()
