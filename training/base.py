@@ -70,8 +70,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ConfigError(f"unknown dtype {name!r} (use auto, float32, bfloat16 or float16)") from exc
 
 
-def build_base_model(spec: BaseSpec, *, device: torch.device, base_dtype: torch.dtype) -> BaseModel:
-    """PneumoLLM on ``device`` with frozen backbones in ``base_dtype`` and fresh float32 trainables."""
+def build_base_model(spec: BaseSpec, *, device: torch.device, base_dtype: torch.dtype, trainable_seed: int = 0) -> BaseModel:
+    """PneumoLLM on ``device`` with frozen backbones in ``base_dtype`` and fresh float32 trainables.
+
+    The trainable parts are initialised from ``trainable_seed`` alone (whatever random numbers
+    loading or generating the base weights used), so the same seed gives the same start.
+    """
     from pneumoview.inference.config import load_config
     from pneumoview.inference.model import build_model, load_base_weights, materialize
     from pneumoview.inference.weights import fingerprint_state
@@ -111,4 +115,17 @@ def build_base_model(spec: BaseSpec, *, device: torch.device, base_dtype: torch.
         notes.append(f"random frozen backbones (seed {spec.random_seed}): for tests and benchmarks only")
     else:
         raise WeightsError("no base weights: give --base-clip and --base-llama, or --demo, or --random-base")
+    reinitialise_trainables(model, trainable_seed)
     return BaseModel(model=model, config=config, fingerprints=fingerprints, notes=notes)
+
+
+def reinitialise_trainables(model: Any, seed: int) -> None:
+    """Fresh reference initialisation of the trainable parts from ``seed`` (global RNG untouched)."""
+    from pneumoview.inference.model import build_trainable_modules, load_trainable_state_dict
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = build_trainable_modules(model.config)
+    state = {f"{prefix}.{key}": tensor for prefix, module in fresh.items() if module is not None
+             for key, tensor in module.state_dict().items()}
+    load_trainable_state_dict(model, state)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -92,6 +93,8 @@ class _Progress:
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if os.environ.get("RANK", "0") != "0":  # several processes (accelerate launch / torchrun): main one reports
+            return
         with self._lock:
             if self.json_lines:
                 sys.stdout.write(json.dumps(event, default=_json_default) + "\n")
@@ -278,7 +281,7 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     torch_device = torch.device(device)
     base_dtype = resolve_dtype(config.base_dtype, torch_device)
     torch.manual_seed(config.seed)
-    base = build_base_model(spec, device=torch_device, base_dtype=base_dtype)
+    base = build_base_model(spec, device=torch_device, base_dtype=base_dtype, trainable_seed=config.seed)
     for note in base.notes:
         progress({"event": "message", "message": note})
     compare = _active_to_compare(args, base) if args.compare == "active" else None

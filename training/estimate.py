@@ -15,7 +15,7 @@ from typing import Any
 #: Saved activation values per token per width unit per block (without / with checkpointing).
 _ACT_FACTOR = {False: 18.0, True: 2.0}
 #: Images per second for training (forward + backward) by (device type, size class): rough.
-_THROUGHPUT = {("cpu", "tiny"): 60.0, ("cpu", "full"): 0.05, ("cuda", "tiny"): 2000.0, ("cuda", "full"): 10.0}
+_THROUGHPUT = {("cpu", "tiny"): 40.0, ("cpu", "full"): 0.05, ("cuda", "tiny"): 2000.0, ("cuda", "full"): 10.0}
 
 
 def estimate_run(

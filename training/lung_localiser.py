@@ -50,6 +50,7 @@ class LocaliserConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     negative_fraction: float = 0.05
+    opacity_fraction: float = 0.4
     threshold: float = 0.5
     flip_average: bool = True
     seed: int = 0
@@ -290,11 +291,42 @@ class Augmenter:
     def _u(self, n: int, lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, generator=self.gen)
 
+    def _opacities(self, img: torch.Tensor, msk: torch.Tensor) -> torch.Tensor:
+        """Whiten parts of the lungs (consolidation, effusion, ARDS white-out) without changing the mask.
+
+        The lungVAE targets cover the lung behind opacities, so the network must learn to
+        impute lung where the film is white.
+        """
+        b, _, c, _ = img.shape
+        g = 64
+        small = F.adaptive_avg_pool2d(msk, g)[:, 0]
+        yy, xx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
+        blobs = torch.zeros(b, g, g)
+        for k in range(b):
+            if float(torch.rand(1, generator=self.gen)) > self.config.opacity_fraction:
+                continue
+            inside = torch.nonzero(small[k] > 0.5)
+            if inside.shape[0] == 0:
+                continue
+            for _ in range(int(torch.randint(1, 4, (1,), generator=self.gen))):
+                cy, cx = inside[int(torch.randint(0, inside.shape[0], (1,), generator=self.gen))].tolist()
+                ry, rx = self._u(2, 3.0, 18.0).tolist()
+                blobs[k] += torch.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
+            if float(torch.rand(1, generator=self.gen)) < 0.4:  # lower-zone white-out
+                rows = torch.nonzero(small[k].amax(dim=1) > 0.5)[:, 0].float()
+                cut = float(rows.min() + (rows.max() - rows.min()) * self._u(1, 0.3, 0.9))
+                blobs[k] += torch.sigmoid((yy - cut) / 2.0) * (small[k] > 0.2).float()
+        strength = self._u(b, 0.4, 1.0)[:, None, None]
+        level = self._u(b, 0.55, 0.95)[:, None, None, None]
+        alpha = F.interpolate((blobs.clamp(0, 1) * strength)[:, None], size=(c, c), mode="bilinear", align_corners=False)
+        return img * (1 - alpha) + level * alpha
+
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         b, s = cfg.batch_size, cfg.input_size
         idx = torch.randint(0, self.images.shape[0], (b,), generator=self.gen)
         img, msk = self.images[idx], self.masks[idx]
+        img = self._opacities(img, msk)
         # gamma before the geometry (display curve of the source)
         gamma = torch.exp(self._u(b, -0.6, 0.6))[:, None, None, None]
         img = img.clamp(0, 1) ** gamma

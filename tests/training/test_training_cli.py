@@ -49,7 +49,18 @@ def test_pipeline_learns_a_synthetic_task_within_a_minute(tmp_path: Path, home: 
     print(f"synthetic 2-fold CV AUC {auc:.3f} in {elapsed:.1f} s")
     assert auc >= 0.9
     assert all(f["metrics"]["auc"] >= 0.8 for f in card["folds"])
+    # Learnt, not lucky: a random head can rank these images well by chance, but only training
+    # calibrates the argmax and drives the loss down.
+    assert card["summary"]["accuracy"]["mean"] >= 0.9
+    for f in card["folds"]:
+        assert f["history"][-1]["train_loss"] < 0.5 * f["history"][0]["train_loss"]
     assert elapsed < 60
+    # Negative control: the same run without learning (lr 0) must not pass the same bar.
+    control = tmp_path / "control"
+    assert pneumoview_main(["train", *_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--lr", "0",
+                                              "--warmup-epochs", "0", "--no-register", "--out", str(control))]) == 0
+    control_card = json.loads((control / "model_card.json").read_text())
+    assert control_card["summary"]["accuracy"]["mean"] < 0.75
     # The new bundle: manifest + tensors + model card + figures; registered, not active.
     for name in ("manifest.json", "weights.safetensors", "model_card.json", "roc.png", "confusion.png", "curves.png"):
         assert (out / name).is_file(), name

@@ -138,3 +138,19 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert any(g.abs().sum() > 0 for g in plain)
     for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_trainable_start_depends_only_on_the_seed() -> None:
+    from pneumoview.inference.model import trainable_state_dict
+    from training.base import BaseSpec, build_base_model
+
+    spec = BaseSpec(architecture="pneumollm-tiny", random_seed=3)
+    torch.manual_seed(123)
+    a = build_base_model(spec, device=torch.device("cpu"), base_dtype=torch.float32, trainable_seed=7)
+    torch.manual_seed(456)  # e.g. generating demo weights moved the global RNG
+    b = build_base_model(spec, device=torch.device("cpu"), base_dtype=torch.float32, trainable_seed=7)
+    c = build_base_model(spec, device=torch.device("cpu"), base_dtype=torch.float32, trainable_seed=8)
+    sa, sb, sc = (trainable_state_dict(m.model) for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert a.fingerprints == b.fingerprints == c.fingerprints  # same random backbones (seed 3)
