@@ -195,25 +195,32 @@ class ResultStoreAdapter:
         return out
 
     def save_results(self, items: Sequence[tuple[ImageEntry, AnalysisResult]]) -> None:
-        for entry, result in items:
-            self.store.save_result(
-                entry.key, image=entry.record, probability=result.probability, threshold=result.threshold,
-                label=result.label, model_id=result.model_id, model_name=result.model_name,
-                model_version=result.model_version, model_fingerprint=result.fingerprint, demo=result.demo,
-                plan=result.plan, device=result.device, analysed_at=result.analysed_at or None)
+        with self.store.batch():  # one transaction (one disk sync) per batch of results
+            for entry, result in items:
+                self._save_result(entry, result)
+
+    def _save_result(self, entry: ImageEntry, result: AnalysisResult) -> None:
+        self.store.save_result(
+            entry.key, image=entry.record, probability=result.probability, threshold=result.threshold,
+            label=result.label, model_id=result.model_id, model_name=result.model_name,
+            model_version=result.model_version, model_fingerprint=result.fingerprint, demo=result.demo,
+            plan=result.plan, device=result.device, analysed_at=result.analysed_at or None)
 
     def save_unsupported(self, entries: Sequence[ImageEntry]) -> None:
-        for entry in entries:
-            s = entry.suitability
-            current = self.store.result_for(entry.key)
-            if current is not None and current.unsupported_code == (s.code or "unsupported"):
-                continue
-            self.store.save_unsupported(entry.key, code=s.code or "unsupported", reason=s.reason, image=entry.record)
+        with self.store.batch():
+            for entry in entries:
+                s = entry.suitability
+                current = self.store.result_for(entry.key)
+                if current is not None and current.unsupported_code == (s.code or "unsupported"):
+                    continue
+                self.store.save_unsupported(entry.key, code=s.code or "unsupported", reason=s.reason,
+                                            image=entry.record)
 
     def save_decision(self, entries: Sequence[ImageEntry], decision: Decision) -> None:
-        for entry in entries:
-            self.store.save_decision(entry.key, decision.decision, decision.comment, decision.reviewer,
-                                     reviewed_at=decision.decided_at or None)
+        with self.store.batch():  # a study-level decision is all-or-nothing
+            for entry in entries:
+                self.store.save_decision(entry.key, decision.decision, decision.comment, decision.reviewer,
+                                         reviewed_at=decision.decided_at or None)
 
     def report_rows(self, keys: Sequence[str] | None) -> list[Any]:
         return self.store.report_rows(keys)

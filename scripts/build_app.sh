@@ -39,8 +39,8 @@ fi
 [[ -x "$EXE" ]] || { echo "no executable at $EXE" >&2; exit 1; }
 echo "size: $(du -sh "$APP_DIR" | cut -f1) in $(find "$APP_DIR" -type f | wc -l) files ($APP_DIR)"
 echo "largest parts:"
-du -s "$APP_DIR"/_internal/* 2>/dev/null | sort -rn | head -8 | \
-    awk '{ printf "  %7.0f MB  %s\n", $1 / 1024, $2 }'
+{ du -s "$APP_DIR"/_internal/* 2>/dev/null | sort -rn | head -8 | \
+    awk '{ printf "  %7.0f MB  %s\n", $1 / 1024, $2 }'; } || true  # head closing the pipe is fine
 
 # ---------------------------------------------------------------- smoke checks
 home="$(mktemp -d)"

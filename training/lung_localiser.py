@@ -7,7 +7,7 @@ crop, aspect, rotation, flips, gamma, blur, noise, JPEG, burnt-in text, arrows, 
 plus blank/noise negatives), then the network is trained on ``input_size`` squares with
 BCE + Dice. BatchNorm is folded into the convolutions on export (``.npz``, numpy only).
 
-CLI (one CPU thread, ~3-5 minutes on a 2-core machine)::
+CLI (one CPU thread, ~3-7 minutes on a busy 2-core machine)::
 
     python -m training.lung_localiser --data ../shared/data/cxr --out pneumoview/dicom/lung_model/lung_unet.npz
     python -m training.lung_localiser --data ../shared/data/cxr --cv 5      # grouped cross-validation
@@ -45,7 +45,7 @@ class LocaliserConfig:
     input_size: int = 64
     channels: tuple[int, ...] = (8, 16, 32, 64)
     cache_size: int = 256
-    steps: int = 800
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
