@@ -35,6 +35,7 @@ from typing import Any
 
 from pneumoview import paths
 from pneumoview.atomic import atomic_write_text, fsync_dir
+from pneumoview.hashing import file_sha256
 from pneumoview.errors import BundleError
 
 MANIFEST_FILE = "manifest.json"
@@ -150,17 +151,9 @@ def validate_bundle(bundle_dir: Path) -> dict[str, Any]:
         if not weights.is_file():
             raise BundleError(f"bundle lacks its weights file {weights_name}", path=bundle_dir)
         expected = manifest.get("weights_sha256")
-        if expected and _file_sha256(weights) != expected:
+        if expected and file_sha256(weights) != expected:
             raise BundleError("weights file is corrupt or was changed (SHA-256 differs from the manifest)", path=weights)
     return manifest
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def content_sha256(bundle_dir: Path) -> str:

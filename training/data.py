@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from pneumoview.atomic import atomic_open, atomic_write_text
+from pneumoview.hashing import file_sha256
 from pneumoview.errors import (
     CancelledError,
     DicomReadError,
@@ -276,14 +277,6 @@ class PreparedImage:
 
     def load_crop(self) -> np.ndarray:
         return np.load(self.crop_path, allow_pickle=False)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class CropCache:

@@ -182,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
         threshold = load_settings().threshold
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold must be within [0, 1], not {threshold}")
-    margin = engine.manifest.preprocessing.get("margin")
-    size = int(engine.manifest.preprocessing.get("image_size", 224))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings on odd-but-readable headers
@@ -210,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             status = UNREADABLE if problem.code == PROBLEM_UNREADABLE else NOT_ANALYSED
             row.update(status=status, reason_code=problem.code, reason=problem.reason)
 
-    _analyse(engine, todo, threshold, margin, size, args.batch_size, tqdm, quiet=args.quiet)
+    _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet)
     rows.sort(key=lambda r: r["path"])
     write_csv(args.csv, rows)
 
@@ -221,11 +219,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if counts[FAILED] or counts[UNREADABLE] else 0
 
 
-def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: float, margin: float | None,
-             size: int, batch_size: int, tqdm: Any, *, quiet: bool) -> None:
-    """Preprocess and predict ``todo`` in batches, filling each row; per-file failures go in the row."""
-    from pneumoview.preprocess import prepare
-
+def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: float, batch_size: int, tqdm: Any,
+             *, quiet: bool) -> None:
+    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; per-file failures go in the row."""
     batch: list[tuple[dict[str, Any], Any]] = []
 
     def flush() -> None:
@@ -248,7 +244,7 @@ def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: fl
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    model_input = prepare(path, size=size, margin=margin)
+                    model_input = engine.prepare(path)
             except PneumoViewError as exc:
                 code = getattr(exc, "code", None) or _kebab(type(exc).__name__)
                 row.update(status=FAILED, reason_code=code, reason=exc.reason)

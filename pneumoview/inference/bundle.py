@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.errors import BundleError, ConfigError, FingerprintMismatchError
+from pneumoview.hashing import file_sha256
 from pneumoview.inference.config import FULL_CONFIG, PneumoLLMConfig, config_from_dict, load_config
 
 FORMAT_VERSION = 1
@@ -119,14 +119,6 @@ class Manifest:
         return cls(**kwargs)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
@@ -200,7 +192,7 @@ def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any],
                                                    "model_id": manifest.model_id})
         _fsync(weights)
         manifest.weights_file = WEIGHTS_FILE
-        manifest.weights_sha256 = _sha256(weights)
+        manifest.weights_sha256 = file_sha256(weights)
         manifest_path = tmp / MANIFEST_FILE
         manifest_path.write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                  encoding="utf-8")
@@ -257,7 +249,7 @@ def load_bundle(directory: str | os.PathLike[str]) -> tuple[Manifest, dict[str, 
     weights = root / weights_name
     if not weights.is_file():
         raise BundleError(f"bundle lacks its weights file {weights_name}", path=root)
-    if manifest.weights_sha256 and _sha256(weights) != manifest.weights_sha256:
+    if manifest.weights_sha256 and file_sha256(weights) != manifest.weights_sha256:
         raise BundleError("weights file is corrupt or was changed (SHA-256 differs from the manifest)",
                           path=weights)
     try:

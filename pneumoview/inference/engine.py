@@ -39,6 +39,7 @@ from pneumoview.inference import weights as _weights  # sets the offline switche
 from pneumoview.inference.bundle import Manifest, check_fingerprints, load_bundle
 from pneumoview.inference.config import PneumoLLMConfig
 from pneumoview.inference.plans import Plan, choose_plan, quantise_decoder_linears
+from pneumoview.preprocess import MODEL_SIZE, ModelInput, prepare
 
 #: Appended to every label of a demo model (random weights), and shown wherever its results are.
 DEMO_LABEL = "DEMO - not a diagnosis"
@@ -154,6 +155,11 @@ class InferenceEngine:
     @property
     def class_names(self) -> list[str]:
         return list(self.manifest.class_names)
+
+    def prepare(self, path: str | Path) -> ModelInput:
+        """File -> the 224x224 lung crop this bundle was trained on (its image size and margin)."""
+        preprocessing = self.manifest.preprocessing
+        return prepare(path, size=int(preprocessing.get("image_size", MODEL_SIZE)), margin=preprocessing.get("margin"))
 
     # --- loading ---------------------------------------------------------------------------
     @classmethod

@@ -51,6 +51,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402  (after the offline switches on purpose)
 
 from pneumoview.errors import WeightsError  # noqa: E402
+from pneumoview.hashing import file_sha256  # noqa: E402
 
 Tensor = torch.Tensor
 
@@ -172,11 +173,7 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 22) -> str:
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _SHA256_CACHE:
         return _SHA256_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    _SHA256_CACHE[key] = h.hexdigest()
+    _SHA256_CACHE[key] = file_sha256(path, chunk=chunk)
     return _SHA256_CACHE[key]
 
 

@@ -128,8 +128,6 @@ class _Child:
         return engine
 
     def analyse(self, request: dict[str, Any]) -> None:
-        from pneumoview.preprocess import prepare
-
         self.cancel.clear()
         engine = self.load(EngineSpec(**request["engine"]))
         items = request["items"]
@@ -142,7 +140,7 @@ class _Child:
             crops, ready, problems = [], [], []
             for item in items[start:start + batch_size]:
                 try:
-                    model_input = prepare(Path(item["path"]))
+                    model_input = engine.prepare(Path(item["path"]))
                 except PneumoViewError as exc:
                     problems.append([item["key"], exc.reason])
                     continue
