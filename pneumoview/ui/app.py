@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pneumoview import __version__, paths
+from pneumoview.errors import PneumoViewError
 
 #: BLAS libraries (OpenBLAS via numpy/scipy) start one spinning thread per core; in the GUI process
 #: they only steal CPU from the GUI thread (the lung localiser's small matmuls do not need them).
@@ -102,6 +103,18 @@ def smoke_test() -> int:
     return 1 if problems else 0
 
 
+def _require_display() -> None:
+    """On Linux, fail with one clear line instead of Qt's abort when there is no screen to open."""
+    if not sys.platform.startswith("linux"):
+        return
+    if any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        return
+    raise PneumoViewError(
+        "no display found: start PneumoView from a desktop session "
+        "(for a headless check: QT_QPA_PLATFORM=offscreen pneumoview --smoke-test)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.analysis_worker:   # the analysis child process: no Qt, JSON lines on stdin/stdout
         from pneumoview.ui.analysis_process import serve
@@ -109,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     limit_gui_process_threads()
     if args.smoke_test:
         return smoke_test()
+    _require_display()
     app = create_application(style=not args.no_style)
     from pneumoview.ui.main_window import MainWindow
 

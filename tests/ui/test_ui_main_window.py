@@ -283,3 +283,19 @@ def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa
     with qtbot.waitSignal(window.scanFinished, timeout=60000):
         window.open_paths([folder])
     assert len(window.session.entries) == 3        # browsing still works; nothing is saved
+
+
+def test_gui_without_a_display_says_so_in_one_line(tmp_path) -> None:
+    """No DISPLAY / WAYLAND_DISPLAY / QT_QPA_PLATFORM on Linux: a clear message and exit 2, not Qt's abort."""
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check applies to Linux")
+    env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"}}
+    env["PNEUMOVIEW_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "pneumoview"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "no display found" in out.stderr
+    assert "QT_QPA_PLATFORM=offscreen" in out.stderr
