@@ -23,16 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 from pneumoview.dicom.lungs import DEFAULT_MARGIN, box_iou, crop_to_model, locate_lungs, mask_box
-
-
-def load_grey_file(path: Path) -> np.ndarray:
-    """Float32 ``[H, W]`` in [0, 1] via ``pneumoview.imageio.load_grey`` when present, else Pillow 'L'."""
-    try:
-        from pneumoview.imageio import load_grey
-    except ImportError:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return np.asarray(load_grey(path).pixels, dtype=np.float32)
+from pneumoview.imageio import load_grey
 
 
 def otsu_box(grey: np.ndarray) -> tuple[int, int, int, int]:
@@ -65,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ious, whole, otsu, fallbacks, t_locate, t_crop = [], [], [], 0, [], []
     locate_lungs(np.zeros((64, 64), np.float32))  # load the weights outside the timing
     for row in rows:
-        grey = load_grey_file(args.directory / row["file"])
+        grey = load_grey(args.directory / row["file"]).pixels  # float32 [H, W] in [0, 1]
         with Image.open(args.directory / row["mask_file"]) as mask_image:
             truth = mask_box(np.asarray(mask_image.convert("L")) > 127)
         if truth is None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from pneumoview.dicom import lungs
 from pneumoview.errors import TrainingDataError
+from pneumoview.imageio import load_grey
 
 
 @dataclass
@@ -58,16 +59,6 @@ class LocaliserConfig:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def load_grey_file(path: Path) -> np.ndarray:
-    """Float32 ``[H, W]`` in [0, 1] (1 = white) via ``pneumoview.imageio`` when present, else Pillow 'L'."""
-    try:
-        from pneumoview.imageio import load_grey
-    except ImportError:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return np.asarray(load_grey(path).pixels, dtype=np.float32)
 
 
 def load_mask_file(path: Path) -> np.ndarray:
@@ -113,7 +104,7 @@ def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int =
         raise TrainingDataError("labels.csv lists no images with a mask_file", path=labels)
     images, masks, inputs, boxes, shapes, groups, names = [], [], [], [], [], [], []
     for row in rows:
-        grey = load_grey_file(directory / row["file"])
+        grey = load_grey(directory / row["file"]).pixels  # float32 [H, W] in [0, 1], 1 = white
         mask = load_mask_file(directory / row["mask_file"])
         if mask.shape != grey.shape:
             raise TrainingDataError(f"mask {mask.shape} and image {grey.shape} differ in size", path=directory / row["mask_file"])

@@ -32,6 +32,19 @@ from pneumoview.settings import CSV_DELIMITERS, DEVICES, PRECISIONS, Settings
 REGISTRY_CHOICE = "(the model registry's active bundle)"
 
 
+def add_device_rows(form: QFormLayout, settings: Settings) -> tuple[QComboBox, QComboBox]:
+    """Device and precision pickers (``auto`` first), set from ``settings``, added to ``form``."""
+    device_combo = QComboBox()
+    device_combo.addItems(list(DEVICES))
+    device_combo.setCurrentText(settings.device)
+    precision_combo = QComboBox()
+    precision_combo.addItems(list(PRECISIONS))
+    precision_combo.setCurrentText(settings.precision)
+    form.addRow("Device", device_combo)
+    form.addRow("Precision", precision_combo)
+    return device_combo, precision_combo
+
+
 def path_row(edit: QLineEdit, parent: QWidget, *, folder: bool, caption: str) -> QHBoxLayout:
     """A line edit with a Browse... button (file or folder)."""
     row = QHBoxLayout()
@@ -81,14 +94,7 @@ class SettingsDialog(QDialog):
                 index = self.bundle_combo.count() - 1
             self.bundle_combo.setCurrentIndex(index)
         form.addRow("Active bundle", self.bundle_combo)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
-        self.device_combo.setCurrentText(settings.device)
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
-        self.precision_combo.setCurrentText(settings.precision)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Precision", self.precision_combo)
+        self.device_combo, self.precision_combo = add_device_rows(form, settings)
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.01)

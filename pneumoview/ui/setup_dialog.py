@@ -15,7 +15,6 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -34,8 +33,8 @@ from pneumoview.errors import (
     PneumoViewError,
     WeightsError,
 )
-from pneumoview.settings import DEVICES, PRECISIONS, Settings
-from pneumoview.ui.settings_dialog import path_row
+from pneumoview.settings import Settings
+from pneumoview.ui.settings_dialog import add_device_rows, path_row
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 from pneumoview.ui.workers import ValidateJob
 
@@ -105,14 +104,7 @@ class ModelSetupDialog(QDialog):
         form.addRow("CLIP ViT-L/14 file", path_row(self.clip_edit, self, folder=False, caption="CLIP weights"))
         form.addRow("LLaMA-7B folder", path_row(self.llama_edit, self, folder=True, caption="LLaMA folder"))
         form.addRow("Bundle folder", path_row(self.bundle_edit, self, folder=True, caption="Bundle folder"))
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
-        self.device_combo.setCurrentText(settings.device)
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
-        self.precision_combo.setCurrentText(settings.precision)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Precision", self.precision_combo)
+        self.device_combo, self.precision_combo = add_device_rows(form, settings)
         layout.addLayout(form)
         self.message = QLabel("")
         self.message.setObjectName("setupMessage")
