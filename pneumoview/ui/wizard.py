@@ -97,12 +97,19 @@ class TrainingProcess(QObject):
         self.events: list[dict[str, Any]] = []
         self.cancel_requested = False
 
+    def command(self, args: Sequence[str]) -> tuple[str, list[str]]:
+        """Program and arguments: ``python -m training`` from an install, ``pneumoview train`` when frozen
+        (a PyInstaller app's executable is PneumoView itself, which dispatches ``train``)."""
+        if getattr(sys, "frozen", False) and self.python == sys.executable:
+            return sys.executable, ["train", *args, "--json-progress"]
+        return self.python, ["-m", "training", *args, "--json-progress"]
+
     def start(self, args: Sequence[str]) -> None:
         self._buffer = JsonLineBuffer()
         self._stderr = b""
         self.events = []
         self.cancel_requested = False
-        self.process.start(self.python, ["-m", "training", *args, "--json-progress"])
+        self.process.start(*self.command(args))
 
     def running(self) -> bool:
         return self.process.state() != QProcess.ProcessState.NotRunning

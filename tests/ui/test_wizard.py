@@ -98,3 +98,15 @@ def test_wizard_cancel_stops_the_child_and_keeps_the_checkpoint(qtbot, wizard: R
     work_dirs = list((wizard.runs_dir).glob("work-*"))
     assert len(work_dirs) == 1 and (work_dirs[0] / "checkpoint.safetensors").is_file()
     assert wizard.registry.list() == []
+
+
+def test_training_child_command_from_an_install_and_from_the_frozen_app(qtbot, monkeypatch) -> None:
+    """From an install the wizard runs ``python -m training``; in the frozen app, ``<app> train``."""
+    import sys
+
+    from pneumoview.ui.wizard import TrainingProcess
+
+    proc = TrainingProcess()
+    assert proc.command(["DATA"]) == (sys.executable, ["-m", "training", "DATA", "--json-progress"])
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert proc.command(["DATA"]) == (sys.executable, ["train", "DATA", "--json-progress"])
