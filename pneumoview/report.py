@@ -176,7 +176,7 @@ def _format_person_name(value: str) -> str:
     return " ".join(part.strip() for part in first_group.split("^") if part.strip())
 
 
-def _guard(cell: str) -> str:
+def guard_formula(cell: str) -> str:
     """Prefix an apostrophe to text a spreadsheet would evaluate as a formula."""
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
@@ -208,7 +208,7 @@ def _cells(row: ReportRow, columns: Sequence[tuple[str, str]], options: ExportOp
             cell = f"{row.unsupported_code}: {reason}" if row.unsupported_code and reason else (reason or row.unsupported_code)
         else:
             cell = str(getattr(row, name))
-        cells.append(_guard(cell))
+        cells.append(guard_formula(cell))
     return cells
 
 

@@ -26,7 +26,8 @@ def home(tmp_path_factory):
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads the text right
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames or ()) == COLUMNS
         return list(reader)
@@ -135,3 +136,17 @@ def test_pictures_only_when_asked(home, tmp_path):
     (row,) = read_rows(out)
     assert row["status"] == "analysed" and "suitability not checked" in row["notes"]
     assert row["label"].endswith(DEMO_LABEL)
+
+
+def test_csv_cells_that_a_spreadsheet_would_evaluate_are_guarded(tmp_path: Path) -> None:
+    from pneumoview.commands.analyze import COLUMNS, write_csv
+
+    out = tmp_path / "report.csv"
+    write_csv(out, [{"path": "/data/a.dcm", "patient_name": "=HYPERLINK(\"x\")", "patient_id": "+42", "probability": 0.25}])
+    with out.open(encoding="utf-8-sig", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert list(row) == list(COLUMNS)
+    assert row["patient_name"] == "'=HYPERLINK(\"x\")"
+    assert row["patient_id"] == "'+42"
+    assert row["probability"] == "0.250000"
+    assert row["path"] == "/data/a.dcm"

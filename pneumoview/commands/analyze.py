@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.errors import ConfigError, ExportError, PneumoViewError
+from pneumoview.report import guard_formula
 
 #: CSV columns, in order.
 COLUMNS = (
@@ -137,11 +138,11 @@ def _record_values(record: Any, include_names: bool) -> dict[str, Any]:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """All rows, UTF-8, header first, atomically (temporary file + os.replace)."""
+    """All rows, UTF-8 with BOM (Excel), header first, atomically (temporary file + os.replace)."""
     from pneumoview.atomic import atomic_open
 
     try:
-        with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        with atomic_open(path, "w", encoding="utf-8-sig", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="raise")
             writer.writeheader()
             for row in rows:
@@ -162,6 +163,8 @@ def _cell(value: Any) -> Any:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.6f}"
+    if isinstance(value, str):
+        return guard_formula(value)  # header text such as a patient name must never run as a formula
     return value
 
 
