@@ -13,7 +13,6 @@ installed) and is reported as unsupported. Any failure is a :class:`PixelDecodeE
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,37 +20,18 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 
 from pneumoview.dicom.readonly import open_readonly
-from pneumoview.dicom.scan import read_header
-from pneumoview.errors import DicomReadError, PixelDecodeError, PneumoViewError
+from pneumoview.dicom.scan import PARSER_ERRORS, header_read_error, read_header
+from pneumoview.errors import PixelDecodeError, PneumoViewError
 
 #: Largest decoded frame accepted (256 MiB; a 4300x4300 16-bit radiograph is 37 MiB):
 #: a corrupt Rows/Columns must not exhaust memory.
 MAX_FRAME_BYTES = 1 << 28
 
 #: Exceptions pydicom's parser and codecs are known to raise on corrupt input.
-DECODER_ERRORS: tuple[type[BaseException], ...] = (
-    InvalidDicomError,
-    BytesLengthException,
-    OSError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    NotImplementedError,
-    RuntimeError,
-    OverflowError,
-    UnicodeError,
-    struct.error,
-    MemoryError,
-    RecursionError,
-    ZeroDivisionError,
-)
+DECODER_ERRORS: tuple[type[BaseException], ...] = (*PARSER_ERRORS, RuntimeError, ZeroDivisionError)
 
 
 @dataclass
@@ -90,14 +70,8 @@ def decode_first_frame(path: str | os.PathLike[str]) -> DecodedFrame:
     path = Path(path)
     try:
         header = read_header(path)
-    except InvalidDicomError as exc:
-        raise DicomReadError(f"not DICOM: {exc}", path=path) from exc
-    except IsADirectoryError as exc:
-        raise DicomReadError("is a folder", path=path) from exc
-    except FileNotFoundError as exc:
-        raise DicomReadError("file not found", path=path) from exc
     except DECODER_ERRORS as exc:
-        raise DicomReadError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path=path) from exc
+        raise header_read_error(exc, path) from exc
     try:
         _check_size(header, path)
         return _decode(path, header)

@@ -33,7 +33,8 @@ PROBLEM_DICOMDIR = "dicomdir"  # a DICOMDIR index: its images are found by walki
 PROBLEM_NO_IMAGE = "no-image"  # valid DICOM without an image (report, presentation state, ...)
 
 #: Exceptions pydicom's parser raises on corrupt headers (found by the fuzz test).
-_EXCEPTIONS_FROM_PARSER: tuple[type[BaseException], ...] = (
+#: Exceptions pydicom's header parser is known to raise on corrupt input.
+PARSER_ERRORS: tuple[type[BaseException], ...] = (
     InvalidDicomError,
     BytesLengthException,
     OSError,
@@ -328,6 +329,19 @@ def read_header(path: Path) -> Dataset:
     return ds
 
 
+def header_read_error(exc: BaseException, path: Path) -> DicomReadError:
+    """The per-file error for a header that could not be read (one of :data:`PARSER_ERRORS`)."""
+    if isinstance(exc, InvalidDicomError):
+        return DicomReadError(f"not DICOM: {exc}", path=path)
+    if isinstance(exc, IsADirectoryError):
+        return DicomReadError("is a folder", path=path)
+    if isinstance(exc, PermissionError):
+        return DicomReadError("permission denied", path=path)
+    if isinstance(exc, FileNotFoundError):
+        return DicomReadError("file not found", path=path)
+    return DicomReadError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path=path)
+
+
 def read_record(path: str | os.PathLike[str]) -> ImageRecord:
     """Read one file's header (``stop_before_pixels``) into an :class:`ImageRecord`.
 
@@ -340,16 +354,8 @@ def read_record(path: str | os.PathLike[str]) -> ImageRecord:
         return _record_from_dataset(path, ds)
     except DicomReadError:
         raise
-    except InvalidDicomError as exc:
-        raise DicomReadError(f"not DICOM: {exc}", path=path) from exc
-    except IsADirectoryError as exc:
-        raise DicomReadError("is a folder", path=path) from exc
-    except PermissionError as exc:
-        raise DicomReadError("permission denied", path=path) from exc
-    except FileNotFoundError as exc:
-        raise DicomReadError("file not found", path=path) from exc
-    except _EXCEPTIONS_FROM_PARSER as exc:
-        raise DicomReadError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path=path) from exc
+    except PARSER_ERRORS as exc:
+        raise header_read_error(exc, path) from exc
 
 
 def _record_from_dataset(path: Path, ds: Dataset) -> ImageRecord:
