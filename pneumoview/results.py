@@ -173,7 +173,7 @@ class ImageResult:
     @property
     def shown_label(self) -> str:
         """The label as shown and exported (``DEMO - not a diagnosis: <label>`` for the demo model)."""
-        return display_label(self.label, demo=self.demo) if (self.label or self.demo) else ""
+        return display_label(self.label, demo=self.demo) if self.label else ""
 
     def label_at(self, threshold: float) -> str:
         """The label this probability would get at ``threshold`` ("" when there is no probability)."""
