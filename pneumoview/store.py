@@ -511,8 +511,7 @@ class ResultStore:
         return len(infos)
 
     def _adopt_legacy(self, conn: sqlite3.Connection, info: ImageInfo, now: str) -> None:
-        if not info.content_sha256 or conn.execute(
-                "SELECT 1 FROM images WHERE image_key = ?", (info.image_key,)).fetchone() is not None:
+        if not info.content_sha256:
             return
         old = conn.execute(
             "SELECT image_key FROM images WHERE content_sha256 = '' AND path = ? AND image_key IN (?, ?)",
