@@ -431,6 +431,7 @@ class AnalysisClient:
     def close(self, timeout: float = 5.0) -> None:
         """Ask the child to quit; kill it if it does not within ``timeout`` seconds."""
         process, self._process = self._process, None
+        self.loaded, self.loaded_spec = None, None
         if process is None or process.poll() is not None:
             return
         try:

@@ -681,6 +681,7 @@ class MainWindow(QMainWindow):
     def analyse_all(self) -> AnalysisJob | None:
         """Analyse the images that have no current result (the rest keep theirs and their decisions)."""
         keys = list(self.session.entries)
+        self.session.record_unsupported(keys)   # reports list why the others were not analysed
         todo = self.session.without_current_result(keys)
         if keys and not todo and self.session.analysable(keys):
             self._status("Every image already has a result; use Analysis > Re-analyse All to analyse them again.")
