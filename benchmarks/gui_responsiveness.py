@@ -264,16 +264,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
     timing: dict[str, float] = {}
 
     def blocking_work() -> None:
-        from pneumoview.session import AnalysisResult
+        from pneumoview.service.analysis import engine_provenance, predict_results
 
         t = time.perf_counter()
         try:
             session.add_scan(scan([base_folder]))
-            crops = [prepare(e.path).crop for e in session.entries.values()]
-            predictions = engine.predict(crops, threshold=0.5)
-            session.set_results([(k, AnalysisResult(p.probability, p.class_name, p.threshold, p.model_id,
-                                                     p.model_name, p.demo))
-                                 for k, p in zip(session.entries, predictions)])
+            entries = list(session.entries.values())
+            batch = [(e.identity, prepare(e.path)) for e in entries]
+            results = predict_results(engine, batch, engine_provenance(engine, 0.5))
+            session.set_results([(e.key, r) for e, r in zip(entries, results)])
         finally:
             timing["s"] = time.perf_counter() - t
 

@@ -436,8 +436,8 @@ class ResultStore:
         """Group this thread's writes into one transaction (one disk sync instead of one per row)::
 
             with store.batch():
-                for record, prediction in zip(records, predictions):
-                    store.save_prediction(record, prediction)
+                for result, info in zip(results, infos):
+                    store.save(result, info)
 
         Everything in the block is committed together, or nothing if the block raises. A write
         that raises StoreError inside the block is undone by itself; catching it keeps the rest.
