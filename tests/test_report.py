@@ -57,7 +57,7 @@ def rg1(store: ResultStore, rg1_uncompressed: Path):
 
 
 def test_every_column_of_a_real_dicom_row(tmp_path: Path, store: ResultStore, rg1, rg1_uncompressed: Path) -> None:
-    record, result, decision = rg1
+    _record, result, _decision = rg1
     ds = pydicom.dcmread(rg1_uncompressed, stop_before_pixels=True)
     out = tmp_path / "report.csv"
     summary = export_csv(out, store.report_rows(), ExportOptions(include_names=True))

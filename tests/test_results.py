@@ -101,7 +101,7 @@ def test_json_round_trip_keeps_everything_including_a_non_utf8_file_name() -> No
     lambda d: d["image"].update(colour="red"),
     lambda d: d.update(label="normal"),   # not the label of 0.8 at 0.5
 ])
-def test_from_json_is_strict(change) -> None:  # noqa: ANN001
+def test_from_json_is_strict(change) -> None:
     data = analysed(_identity(), 0.8, class_names=CLASSES, demo=False, provenance=_prov()).to_dict()
     change(data)
     with pytest.raises(ValueError):

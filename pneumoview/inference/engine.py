@@ -42,7 +42,6 @@ from pneumoview.inference.plans import Plan, choose_plan, quantise_decoder_linea
 from pneumoview.labels import display_label
 from pneumoview.preprocess import MODEL_SIZE, ModelInput, prepare
 
-
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from pneumoview.inference.bundle import load_bundle, read_manifest
 from pneumoview.inference.demo import default_demo_dir, ensure_demo_model
-from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 from pneumoview.inference.engine import InferenceEngine
 from pneumoview.inference.weights import read_clip_visual, read_llama_decoder
+from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
         kinds = [e["event"] for e in events]
         assert final == {"event": "done", "count": 2}
         assert kinds[:2] == ["loading", "loaded"] and "progress" in kinds
-        results = dict((i.key, i.result) for i in next(e for e in events if e["event"] == "results")["items"])
+        results = {i.key: i.result for i in next(e for e in events if e["event"] == "results")["items"]}
         r = results["rg1"]
         assert r.status == ANALYSED and 0.0 <= r.probability <= 1.0 and r.demo is True and r.image == rg1
         assert r.label == ("pneumoconiosis" if r.probability >= 0.5 else "normal")
