@@ -137,6 +137,19 @@ def test_pictures_only_when_asked(home, tmp_path):
     assert row["label"].startswith(DEMO_MARK)
 
 
+def test_an_image_the_localiser_cannot_take_is_a_row_not_an_abort(home, tmp_path):
+    """Issue 9: a 1-pixel-high picture raised ValueError in the lung localiser and killed the run."""
+    from PIL import Image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("L", (50, 1), 128).save(folder / "thin.png")
+    out = tmp_path / "t.csv"
+    assert main(["analyze", str(folder), "--demo", "--csv", str(out), "-q", "--include-pictures"]) == 1
+    (row,) = read_rows(out)
+    assert row["status"] == "failed" and row["reason_code"] and row["reason"] and row["label"] == ""
+
+
 @pytest.mark.parametrize("args, words", [
     (["--threshold", "nan"], "--threshold"),
     (["--threshold", "1.5"], "--threshold"),

@@ -249,7 +249,7 @@ def collect(folders: Sequence[Path], include_pictures: bool) -> tuple[list[_File
 def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, batch_size: int,
             progress: Callable[[int], None]) -> None:
     """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result."""
-    from pneumoview.service.analysis import engine_provenance, predict_results, prepare_failure
+    from pneumoview.service.analysis import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
 
     provenance = engine_provenance(engine, threshold)
     batch: list[tuple[_File, Any]] = []
@@ -267,7 +267,7 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model_input = engine.prepare(item.path)
-        except PneumoViewError as exc:
+        except PREPARE_ERRORS as exc:
             item.result = prepare_failure(item.identity, exc, provenance, bool(engine.demo))
             progress(1)
             continue

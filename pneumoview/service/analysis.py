@@ -195,10 +195,20 @@ def predict_results(engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity
     return out
 
 
-def prepare_failure(identity: ImageIdentity, exc: PneumoViewError, provenance: Provenance,
+#: Errors of image preparation that end one image's analysis, not the run (decoders and the lung
+#: localiser raise these on odd images, e.g. ValueError for a 1-pixel-high picture).
+PREPARE_ERRORS = (PneumoViewError, ValueError, OSError, MemoryError, RuntimeError)
+
+
+def prepare_failure(identity: ImageIdentity, exc: BaseException, provenance: Provenance,
                     demo: bool) -> ImageResult:
-    """The result of an image that could not be prepared for the model."""
-    return failed(identity, reason_code(exc), exc.reason, status=FAILED, provenance=provenance, demo=demo)
+    """The result of an image that could not be prepared for the model (a per-image failure)."""
+    if isinstance(exc, PneumoViewError):
+        return failed(identity, reason_code(exc), exc.reason, status=FAILED, provenance=provenance, demo=demo)
+    if isinstance(exc, MemoryError):
+        return failed(identity, "out-of-memory", "not enough memory to prepare this image", provenance=provenance,
+                      demo=demo)
+    return failed(identity, "preprocessing-error", f"{type(exc).__name__}: {exc}", provenance=provenance, demo=demo)
 
 
 # --------------------------------------------------------------------------- child side
@@ -274,7 +284,7 @@ class _Child:
             for item in chunk:
                 try:
                     ready.append((item, engine.prepare(Path(item.path))))
-                except PneumoViewError as exc:
+                except PREPARE_ERRORS as exc:
                     outcome[item.key] = prepare_failure(item.identity, exc, provenance, bool(engine.demo))
             predicted = predict_results(engine, [(item.identity, mi) for item, mi in ready], provenance)
             outcome.update({item.key: result for (item, _mi), result in zip(ready, predicted)})
