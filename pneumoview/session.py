@@ -35,6 +35,7 @@ from pneumoview.results import (
     REVIEW_NEEDED,
     ImageIdentity,
     ImageResult,
+    display_path,
     failed,
     identify,
     review_status,
@@ -119,6 +120,7 @@ class ImageEntry:
     judged: ImageResult | None = None    # the result the decision judged
     error: str | None = None             # why the last analysis (or hashing) of this image failed
     duplicates: list[str] = field(default_factory=list)  # other files with the same SOP Instance UID
+    file_stamp: str = ""                 # size:mtime_ns:ctime_ns of the file when it was hashed
 
     @property
     def path(self) -> Path:
@@ -170,6 +172,12 @@ def file_key(record: Any) -> str:
     return os.fspath(Path(record.path).absolute())
 
 
+def file_stamp(path: str) -> str:
+    """``size:mtime_ns:ctime_ns`` of a file (OSError when it cannot be read): unchanged stamp, unchanged bytes."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
 class ResultStoreAdapter:
     """The session's persistence over :class:`pneumoview.store.ResultStore` (SQLite, history kept)."""
 
@@ -181,7 +189,10 @@ class ResultStoreAdapter:
         from pneumoview.store import ImageInfo
 
         assert entry.identity is not None
-        return ImageInfo.from_record(entry.record, entry.identity)
+        return ImageInfo.from_record(entry.record, entry.identity, entry.file_stamp)
+
+    def known_hashes(self, paths: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+        return self.store.known_hashes(paths)
 
     def load(self, entries: Sequence[ImageEntry]) -> dict[str, ImageState]:
         """Record the images (decisions may come before any result) -> their stored state by image key."""
@@ -248,14 +259,19 @@ class ReviewSession:
         entries: dict[str, ImageEntry] = {}
         for record in scan_result.images:
             key = file_key(record)
-            if key in entries or key in self.entries:
-                continue
-            entry = ImageEntry(key=key, record=record, suitability=self._suitability(record))
+            if key not in entries and key not in self.entries:
+                entries[key] = ImageEntry(key=key, record=record, suitability=self._suitability(record))
+        known = self.store.known_hashes([display_path(k) for k in entries]) if self.store is not None else {}
+        for key, entry in entries.items():
             try:
-                entry.identity = identify(key, record.sop_instance_uid)
+                entry.file_stamp = file_stamp(key)
+                uid, digest, stamp = known.get(display_path(key), ("", "", ""))
+                if stamp == entry.file_stamp and uid == entry.record.sop_instance_uid:
+                    entry.identity = ImageIdentity(uid, digest, key)   # unchanged since it was hashed
+                else:
+                    entry.identity = identify(key, entry.record.sop_instance_uid)
             except OSError as exc:
                 entry.error = f"unreadable: {exc.strerror or exc}"
-            entries[key] = entry
         if self.store is not None and entries:
             states = self.store.load(list(entries.values()))
             for entry in entries.values():

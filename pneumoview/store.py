@@ -122,6 +122,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # them); one result type (status + its full JSON); decisions bind to the result they judged.
     (
         "ALTER TABLE images ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE images ADD COLUMN file_stamp TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE results ADD COLUMN status TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE results ADD COLUMN result_json TEXT NOT NULL DEFAULT ''",
         "UPDATE results SET status = CASE WHEN unsupported_code != '' THEN 'not-analysed' ELSE 'analysed' END",
@@ -178,9 +179,10 @@ class ImageInfo:
     modality: str = ""
     body_part: str = ""
     content_sha256: str = ""
+    file_stamp: str = ""  # size:mtime_ns:ctime_ns when the hash was computed (see ResultStore.known_hashes)
 
     @classmethod
-    def from_record(cls, record: ImageRecord, identity: ImageIdentity) -> ImageInfo:
+    def from_record(cls, record: ImageRecord, identity: ImageIdentity, file_stamp: str = "") -> ImageInfo:
         """From a scan's ImageRecord and the file's :class:`~pneumoview.results.ImageIdentity`."""
         def text(name: str) -> str:
             value = getattr(record, name, "")
@@ -200,6 +202,7 @@ class ImageInfo:
             modality=text("modality"),
             body_part=text("body_part"),
             content_sha256=identity.content_sha256,
+            file_stamp=file_stamp,
         )
 
     @property
@@ -704,6 +707,18 @@ class ResultStore:
         )
         # LIKE is case-insensitive for ASCII; keep exact-prefix matches only.
         return [_image(r) for r in rows if r["path"].startswith(prefix)]
+
+    def known_hashes(self, paths: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """For files seen before (display paths): ``path -> (uid, content_sha256, file_stamp)``, so a file
+        whose stamp (size, modification and change times) is unchanged need not be read again to hash it."""
+        wanted = list(dict.fromkeys(paths))
+        out: dict[str, tuple[str, str, str]] = {}
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" for _ in chunk)
+            for r in self._query(f"SELECT path, sop_instance_uid, content_sha256, file_stamp FROM images "
+                                 f"WHERE path IN ({marks}) AND content_sha256 != '' AND file_stamp != ''", chunk):
+                out[r["path"]] = (r["sop_instance_uid"], r["content_sha256"], r["file_stamp"])
+        return out
 
     def duplicates(self, infos: Iterable[ImageInfo]) -> dict[str, list[str]]:
         """For each image key: the paths of other known images with the same SOP Instance UID (other bytes)."""

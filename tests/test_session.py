@@ -181,3 +181,31 @@ def test_analyse_all_takes_only_images_without_a_current_result(folder: Path, tm
     assert session.decisions_at_stake(keys, "ab" * 32) == 0      # the same model again: nothing at stake
     assert session.decisions_at_stake(keys, "ef" * 32) == 1      # another model: one decision to re-review
     assert session.decisions_at_stake(keys, None) == 1           # model not known yet: counted
+
+
+def test_an_unchanged_file_is_not_read_again_to_hash_it(folder: Path, tmp_path: Path, rg1_uncompressed: Path) -> None:
+    import sqlite3
+
+    from pneumoview.results import identify
+
+    db = tmp_path / "db.sqlite3"
+    f = tmp_path / "own"
+    f.mkdir()
+    (f / "rg1.dcm").write_bytes(rg1_uncompressed.read_bytes())
+    first = ReviewSession(ResultStoreAdapter(ResultStore(db)))
+    first.add_scan(scan([f]))
+    (entry,) = first.entries.values()
+    real = identify(entry.key, entry.record.sop_instance_uid)
+    assert entry.identity == real and entry.file_stamp
+    # Mark the stored hash: a second session that takes it from the database (stamp unchanged) shows the mark.
+    marked = "e" * 64
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE images SET content_sha256 = ?", (marked,))
+    second = ReviewSession(ResultStoreAdapter(ResultStore(db)))
+    second.add_scan(scan([f]))
+    assert next(iter(second.entries.values())).identity.content_sha256 == marked
+    # Touch the file (new modification time): it is hashed again.
+    os.utime(f / "rg1.dcm", ns=(1_000_000_000, 1_000_000_000))
+    third = ReviewSession(ResultStoreAdapter(ResultStore(db)))
+    third.add_scan(scan([f]))
+    assert next(iter(third.entries.values())).identity == real
