@@ -325,6 +325,24 @@ def visible_image_names(window: MainWindow) -> list[str]:
     return sorted(names)
 
 
+def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(qtbot, home: Path, tmp_path: Path,  # noqa: ANN001
+                                                                          rg1_uncompressed: Path) -> None:
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    (folder / "RG1.dcm").write_bytes(rg1_uncompressed.read_bytes())
+    (folder / "RG1_cut.dcm").write_bytes(rg1_uncompressed.read_bytes()[:2_000_000])  # a failed copy, same UID
+    window = open_window(qtbot, folder)
+    assert sorted(e.path.name for e in window.session.entries.values()) == ["RG1.dcm", "RG1_cut.dcm"]
+    assert visible_image_names(window) == ["RG1.dcm", "RG1_cut.dcm"]     # both in the browser
+    problems = window.problems.problems()
+    conflicts = {Path(p).name: reason for p, reason in problems if "same SOP Instance UID" in reason}
+    assert set(conflicts) == {"RG1.dcm", "RG1_cut.dcm"}
+    assert str(folder / "RG1_cut.dcm") in conflicts["RG1.dcm"] and str(folder / "RG1.dcm") in conflicts["RG1_cut.dcm"]
+    kinds = [window.problems.item(r, 2).text() for r in range(window.problems.rowCount())]
+    assert kinds.count("duplicate-uid") == 2
+    assert window.bottom_tabs.tabText(0) == f"Problems ({len(problems)})"
+
+
 def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa: ANN201
         qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path):  # noqa: ANN001
     home = tmp_path / "broken-home"
