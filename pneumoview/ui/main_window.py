@@ -71,17 +71,6 @@ GIL_SWITCH_INTERVAL_S = 0.002
 EXPAND_ALL_LIMIT = 300      # images; above this the browser opens with patients expanded only
 
 
-def engine_identity(loaded: dict[str, Any] | None) -> dict[str, str]:
-    """Device, plan, model version and bundle fingerprint from the analysis process's ``loaded`` event."""
-    loaded = loaded or {}
-    version = str(loaded.get("model_version", "") or "")
-    created = str(loaded.get("created", "") or "")
-    if created:
-        version = f"{version} ({created})" if version else created
-    return {"device": str(loaded.get("device", "")), "plan": str(loaded.get("plan", "")),
-            "model_version": version, "fingerprint": str(loaded.get("fingerprint", ""))}
-
-
 def _warm_up_imports() -> None:
     """Worker thread, at start: import the DICOM / preprocessing modules (not torch) before the
     reviewer's first click needs them, so that first click does not wait on imports."""
@@ -900,4 +889,4 @@ def window_icon() -> QIcon:
     return QIcon(str(icon_path)) if icon_path.is_file() else QIcon()
 
 
-__all__ = ["MainWindow", "active_bundle_path", "engine_identity", "model_configured", "window_icon"]
+__all__ = ["MainWindow", "active_bundle_path", "model_configured", "window_icon"]
