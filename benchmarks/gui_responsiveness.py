@@ -32,14 +32,14 @@ from pneumoview.ui.app import limit_gui_process_threads
 
 limit_gui_process_threads()          # as `pneumoview` does, before numpy loads its BLAS
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 PROBE_MS = 10
 
 
 def write_synthetic_dicoms(folder: Path, count: int, size: int = 512, seed: int = 0) -> list[Path]:
     """``count`` synthetic chest CR images, 10 per study, 5 studies per patient."""
-    from pydicom.dataset import FileMetaDataset, Dataset
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ComputedRadiographyImageStorage as CRImageStorage
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -142,14 +142,14 @@ class Probe:
         self._tick()   # the time since the last tick counts too
 
 
-def pump(app, seconds: float) -> None:  # noqa: ANN001
+def pump(app, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
         time.sleep(0.001)
 
 
-def wait_for(app, condition, timeout: float) -> None:  # noqa: ANN001
+def wait_for(app, condition, timeout: float) -> None:
     end = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > end:
@@ -247,11 +247,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     # --- baseline: the same work on the GUI thread (engine already loaded) ---------------------
     from pneumoview.dicom.scan import scan
+    from pneumoview.inference.engine import InferenceEngine
     from pneumoview.preprocess import prepare
     from pneumoview.session import ResultStoreAdapter, ReviewSession
     from pneumoview.store import ResultStore
-
-    from pneumoview.inference.engine import InferenceEngine
 
     engine = InferenceEngine.demo()          # loaded before the probe starts: not part of the baseline
     subset = sorted(folder.iterdir())[: args.baseline_count]
@@ -264,16 +263,15 @@ def run(args: argparse.Namespace, work: Path) -> int:
     timing: dict[str, float] = {}
 
     def blocking_work() -> None:
-        from pneumoview.session import AnalysisResult
+        from pneumoview.service.analysis import engine_provenance, predict_results
 
         t = time.perf_counter()
         try:
             session.add_scan(scan([base_folder]))
-            crops = [prepare(e.path).crop for e in session.entries.values()]
-            predictions = engine.predict(crops, threshold=0.5)
-            session.set_results([(k, AnalysisResult(p.probability, p.class_name, p.threshold, p.model_id,
-                                                     p.model_name, p.demo))
-                                 for k, p in zip(session.entries, predictions)])
+            entries = list(session.entries.values())
+            batch = [(e.identity, prepare(e.path)) for e in entries]
+            results = predict_results(engine, batch, engine_provenance(engine, 0.5))
+            session.set_results([(e.key, r) for e, r in zip(entries, results)])
         finally:
             timing["s"] = time.perf_counter() - t
 

@@ -1,25 +1,26 @@
-"""CSV reports: one row per analysed image, written atomically, UTF-8 with BOM for Excel.
+"""The one CSV schema: app export and ``pneumoview analyze`` write the same columns, written atomically.
 
-Rows come from :meth:`pneumoview.store.ResultStore.report_rows` (``image_keys=`` the user's
-selection, or None for all). What the file holds is decided by :class:`ExportOptions`:
+Rows (:class:`ReportRow`) come from :meth:`pneumoview.store.ResultStore.report_rows` (the app) or
+from ``pneumoview analyze`` (one per file found). :data:`COLUMNS` is the documented column list, in
+file order; the header row holds these names. What a file holds is decided by :class:`ExportOptions`:
 
-* ``include_names`` (default off): adds the *Patient name* column (DICOM ``^`` separators
-  become spaces).
-* ``include_source_path`` (default on): adds the *Source path* column.
-* ``pseudonymise``: patient ID, study UID and accession number are replaced by keyed hashes
+* ``include_names`` (default off): keeps ``patient_name`` (DICOM ``^`` separators become spaces).
+* ``include_source_path`` (default on): keeps ``path`` and ``duplicate_uid``'s paths.
+* ``pseudonymise``: ``patient_id``, ``study_uid`` and ``accession`` are replaced by keyed hashes
   (HMAC-SHA256 with the user's secret key, first 16 hex digits, prefixed ``P-``, ``S-``, ``A-``),
-  so rows of one patient can still be grouped but not traced back without the key. Patient
-  names, source paths (folder and file names often carry names) and the reviewers' free-text
-  comments (which may name the patient) are left out, whatever the other options say. Study
-  dates, the view and all model/review fields stay.
-
-Times are UTC as ``YYYY-MM-DD HH:MM:SS`` and study dates ``YYYY-MM-DD`` (spreadsheets read both as
-dates); probabilities have up to 6 decimals with a dot. Use ``delimiter=";"`` for Excel in locales
-whose list separator is a semicolon.
+  so rows of one patient can still be grouped but not traced back without the key. Patient names,
+  paths (folder and file names often carry names), the SOP Instance UID and the reviewers' comments
+  are left out whatever the other options say (``duplicate_uid`` then gives only the count of the
+  other files). Study dates, the view and all model/review fields stay.
 
 Columns that are left out are absent from the header, not blank: the file states what it holds.
-Cells that a spreadsheet would read as a formula (starting with ``= + - @``, tab or carriage
-return) get a leading apostrophe. Demo-model results read ``DEMO - not a diagnosis: <label>``.
+
+File names are written losslessly: a byte of a file name that is not UTF-8 is written as that same
+byte (Python's ``surrogateescape``), so the path cell holds the name exactly as the file system
+does; every other cell is UTF-8. Times are UTC as ``YYYY-MM-DD HH:MM:SS`` and study dates
+``YYYY-MM-DD``; probabilities have up to 6 decimals with a dot. Cells a spreadsheet would read as a
+formula (starting with ``= + - @``, tab or carriage return) get a leading apostrophe. Labels of the
+demo model read ``DEMO - not a diagnosis: <label>`` (:func:`pneumoview.labels.display_label`).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pneumoview.atomic import atomic_open
+from pneumoview.clock import parse_utc
 from pneumoview.errors import ExportError
-from pneumoview.labels import DEMO_MARK, display_label
+from pneumoview.labels import DEMO_MARK
+from pneumoview.results import REASON_DUPLICATE_UID, ImageResult
 
 __all__ = [
     "COLUMNS",
@@ -43,64 +47,89 @@ __all__ = [
     "ExportOptions",
     "ExportSummary",
     "ReportRow",
+    "column_names",
     "columns_for",
     "export_csv",
     "pseudonym",
 ]
 
-#: (field of ReportRow or computed, header text), in file order.
+#: The CSV schema: (column name = header text, meaning), in file order.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("patient_id", "Patient ID"),
-    ("patient_name", "Patient name"),
-    ("study_uid", "Study UID"),
-    ("accession", "Accession number"),
-    ("study_date", "Study date"),
-    ("view", "View"),
-    ("source_path", "Source path"),
-    ("probability", "Probability of pneumoconiosis"),
-    ("threshold", "Threshold"),
-    ("label", "Label"),
-    ("model_name", "Model name"),
-    ("model_version", "Model version"),
-    ("model_fingerprint", "Model fingerprint"),
-    ("decision", "Reviewer decision"),
-    ("comment", "Reviewer comment"),
-    ("reviewer", "Reviewer name"),
-    ("analysed_at", "Analysed at (UTC)"),
-    ("reviewed_at", "Reviewed at (UTC)"),
-    ("unsupported_reason", "Unsupported reason"),
+    ("path", "the file (as the file system names it)"),
+    ("status", "analysed | not-analysed | failed | unreadable"),
+    ("reason_code", "why not analysed / failed (e.g. lateral-view, non-finite-output)"),
+    ("reason", "the same in words"),
+    ("duplicate_uid", "'duplicate-uid: <other paths>' when other files carry this SOP Instance UID with other bytes"),
+    ("probability", "P(pneumoconiosis), 0..1"),
+    ("threshold", "the operating threshold the label was given at"),
+    ("label", "class at the threshold (DEMO-marked for the demo model)"),
+    ("demo", "yes: random demo model, not a diagnosis"),
+    ("model_name", "bundle name"),
+    ("model_id", "bundle id (manifest model_id)"),
+    ("model_fingerprint", "SHA-256 of the bundle's weights"),
+    ("base_fingerprints", "SHA-256 of the base weights, name=digest separated by spaces"),
+    ("operating_point", "operating-point id (empty: threshold from settings or the command line)"),
+    ("software_version", "PneumoView version"),
+    ("device_plan", "device and precision plan"),
+    ("preprocessing", "the bundle's preprocessing (JSON)"),
+    ("lung_box", "lung crop x0 y0 x1 y1 in image pixels"),
+    ("lung_fallback", "yes: no lungs found, the whole image was used"),
+    ("patient_id", "(0010,0020), or its pseudonym"),
+    ("patient_name", "(0010,0010), only when asked"),
+    ("study_uid", "(0020,000D), or its pseudonym"),
+    ("accession", "(0008,0050), or its pseudonym"),
+    ("study_date", "(0008,0020) as YYYY-MM-DD"),
+    ("series_uid", "(0020,000E)"),
+    ("sop_instance_uid", "(0008,0018)"),
+    ("content_sha256", "SHA-256 of the file's bytes (with the UID: the image's identity)"),
+    ("modality", "(0008,0060)"),
+    ("view_position", "(0018,5101)"),
+    ("body_part", "(0018,0015)"),
+    ("decision", "reviewer's decision: agree | disagree | uncertain"),
+    ("review_status", "current | needs re-review (the result changed since the decision)"),
+    ("comment", "reviewer's comment"),
+    ("reviewer", "reviewer's name"),
+    ("analysed_at", "UTC"),
+    ("reviewed_at", "UTC"),
+    ("notes", "cautions and preprocessing notes"),
 )
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PSEUDONYMISED_DROP = frozenset({"patient_name", "path", "comment", "sop_instance_uid", "series_uid"})
+
+
+def column_names() -> tuple[str, ...]:
+    return tuple(name for name, _meaning in COLUMNS)
 
 
 @dataclass(frozen=True)
 class ReportRow:
-    """One analysed image with its latest result and latest reviewer decision (empty strings if none)."""
+    """One file: its header fields, its latest result (or a status and reason without one) and the latest
+    reviewer decision (empty strings if none)."""
 
-    image_key: str
+    path: str
+    result: ImageResult | None = None
+    status: str = ""  # when there is no result (e.g. unreadable): its status, reason code and reason
+    reason_code: str = ""
+    reason: str = ""
     patient_id: str = ""
     patient_name: str = ""
     study_uid: str = ""
     accession: str = ""
     study_date: str = ""  # DICOM DA (YYYYMMDD) as stored; exported as YYYY-MM-DD
-    view: str = ""  # ViewPosition (0018,5101)
-    source_path: str = ""
-    probability: float | None = None
-    threshold: float | None = None
-    label: str = ""
-    demo: bool = False
-    model_id: str = ""
-    model_name: str = ""
-    model_version: str = ""
-    model_fingerprint: str = ""
+    series_uid: str = ""
+    sop_instance_uid: str = ""
+    content_sha256: str = ""
+    modality: str = ""
+    view_position: str = ""  # ViewPosition (0018,5101)
+    body_part: str = ""
     decision: str = ""
     comment: str = ""
     reviewer: str = ""
-    analysed_at: str = ""
     reviewed_at: str = ""
-    unsupported_code: str = ""
-    unsupported_reason: str = ""
+    review_status: str = ""
+    duplicates: tuple[str, ...] = ()  # other files with this SOP Instance UID and other bytes
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,20 +156,20 @@ def pseudonym(key: bytes, value: str, *, kind: str = "patient") -> str:
     """
     if not value:
         return ""
-    digest = hmac.new(key, f"{kind}:{value}".encode("utf-8"), hashlib.sha256).hexdigest()
+    digest = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
     return f"{kind[0].upper()}-{digest[:16]}"
 
 
-def columns_for(options: ExportOptions) -> tuple[tuple[str, str], ...]:
-    """The (field, header) pairs an export with these options writes."""
+def columns_for(options: ExportOptions) -> tuple[str, ...]:
+    """The column names an export with these options writes (a subset of :data:`COLUMNS`, same order)."""
     dropped = set()
-    if options.pseudonymise or not options.include_names:
-        dropped.add("patient_name")
-    if options.pseudonymise or not options.include_source_path:
-        dropped.add("source_path")
     if options.pseudonymise:
-        dropped.add("comment")
-    return tuple(c for c in COLUMNS if c[0] not in dropped)
+        dropped |= _PSEUDONYMISED_DROP
+    if not options.include_names:
+        dropped.add("patient_name")
+    if not options.include_source_path:
+        dropped.add("path")
+    return tuple(name for name in column_names() if name not in dropped)
 
 
 def _format_date(value: str) -> str:
@@ -162,12 +191,9 @@ def _format_number(value: float | None) -> str:
 def _format_time(value: str) -> str:
     """Stored ISO 8601 UTC (``2026-11-27T21:10:09.710665Z``) -> ``2026-11-27 21:10:09`` (Excel reads it as a date)."""
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_utc(value).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _format_person_name(value: str) -> str:
@@ -181,35 +207,51 @@ def guard_formula(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
-def _cells(row: ReportRow, columns: Sequence[tuple[str, str]], options: ExportOptions) -> list[str]:
+def _result_cells(result: ImageResult | None) -> dict[str, str]:
+    if result is None:
+        return {}
+    prov = result.provenance
+    box = prov.crop_box
+    analysed = result.is_analysed
+    return {
+        "status": result.status, "reason_code": result.reason_code, "reason": result.reason,
+        "probability": _format_number(result.probability), "threshold": _format_number(prov.threshold),
+        "label": result.shown_label, "demo": "yes" if result.demo else "no",
+        "model_name": prov.bundle_name, "model_id": prov.bundle_id, "model_fingerprint": prov.bundle_fingerprint,
+        "base_fingerprints": " ".join(f"{k}={v}" for k, v in sorted(prov.base_fingerprints.items())),
+        "operating_point": prov.operating_point_id, "software_version": prov.software_version,
+        "device_plan": prov.plan or prov.device,
+        "preprocessing": json.dumps(prov.preprocessing, sort_keys=True) if prov.preprocessing else "",
+        "lung_box": " ".join(str(v) for v in box) if box else "",
+        "lung_fallback": ("yes" if prov.crop_fallback else "no") if analysed else "",
+        "analysed_at": _format_time(result.analysed_at) if result.analysed_at else "",
+    }
+
+
+def _cells(row: ReportRow, columns: Sequence[str], options: ExportOptions) -> list[str]:
     key = options.key or b""
-    cells: list[str] = []
-    for name, _header in columns:
-        if name == "patient_id":
-            cell = pseudonym(key, row.patient_id, kind="patient") if options.pseudonymise else row.patient_id
-        elif name == "study_uid":
-            cell = pseudonym(key, row.study_uid, kind="study") if options.pseudonymise else row.study_uid
-        elif name == "accession":
-            cell = pseudonym(key, row.accession, kind="accession") if options.pseudonymise else row.accession
-        elif name == "study_date":
-            cell = _format_date(row.study_date)
-        elif name == "patient_name":
-            cell = _format_person_name(row.patient_name)
-        elif name in ("analysed_at", "reviewed_at"):
-            cell = _format_time(getattr(row, name)) if getattr(row, name) else ""
-        elif name == "probability":
-            cell = _format_number(row.probability)
-        elif name == "threshold":
-            cell = _format_number(row.threshold)
-        elif name == "label":
-            cell = display_label(row.label, demo=row.demo) if (row.label or row.demo) else ""
-        elif name == "unsupported_reason":
-            reason = row.unsupported_reason
-            cell = f"{row.unsupported_code}: {reason}" if row.unsupported_code and reason else (reason or row.unsupported_code)
-        else:
-            cell = str(getattr(row, name))
-        cells.append(guard_formula(cell))
-    return cells
+    values: dict[str, str] = {
+        "path": row.path, "status": row.status, "reason_code": row.reason_code, "reason": row.reason,
+        "patient_name": _format_person_name(row.patient_name), "study_date": _format_date(row.study_date),
+        "series_uid": row.series_uid, "sop_instance_uid": row.sop_instance_uid,
+        "content_sha256": row.content_sha256, "modality": row.modality, "view_position": row.view_position,
+        "body_part": row.body_part, "decision": row.decision, "review_status": row.review_status,
+        "comment": row.comment, "reviewer": row.reviewer,
+        "reviewed_at": _format_time(row.reviewed_at) if row.reviewed_at else "",
+        "notes": "; ".join(n for n in (*(row.result.notes if row.result else ()), *row.notes) if n),
+    }
+    values.update(_result_cells(row.result))
+    if options.pseudonymise:
+        values["patient_id"] = pseudonym(key, row.patient_id, kind="patient")
+        values["study_uid"] = pseudonym(key, row.study_uid, kind="study")
+        values["accession"] = pseudonym(key, row.accession, kind="accession")
+    else:
+        values.update(patient_id=row.patient_id, study_uid=row.study_uid, accession=row.accession)
+    if row.duplicates:
+        shown = options.include_source_path and not options.pseudonymise
+        values["duplicate_uid"] = (f"{REASON_DUPLICATE_UID}: " + "; ".join(row.duplicates) if shown
+                                   else f"{REASON_DUPLICATE_UID} ({len(row.duplicates)} other file(s))")
+    return [guard_formula(values.get(name, "")) for name in columns]
 
 
 def export_csv(
@@ -218,25 +260,49 @@ def export_csv(
     """Write ``rows`` to ``path`` (CSV, header row, UTF-8 with BOM, CRLF) atomically.
 
     The file appears complete or not at all; an existing file is replaced only on success.
-    Raises ExportError (bad options, unwritable folder).
+    Raises ExportError (bad options, a folder or unwritable place, a full disk).
     """
     options = options or ExportOptions()
     target = Path(path)
+    check_target(target)
     if options.pseudonymise and not options.key:
         raise ExportError("pseudonymised export needs a secret key", path=target)
     if options.delimiter not in (",", ";", "\t"):
         raise ExportError(f"unsupported CSV delimiter {options.delimiter!r}", path=target)
-    if not target.parent.is_dir():
-        raise ExportError("the folder does not exist", path=target.parent)
     columns = columns_for(options)
     count = 0
     try:
-        with atomic_open(target, "w", encoding="utf-8-sig", newline="") as handle:
+        with atomic_open(target, "wb") as raw:
+            # surrogateescape: a file name's non-UTF-8 bytes are written back as the same bytes.
+            handle = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
             writer = csv.writer(handle, delimiter=options.delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-            writer.writerow([header for _name, header in columns])
+            writer.writerow(columns)
             for row in rows:
                 writer.writerow(_cells(row, columns, options))
                 count += 1
+            handle.flush()
+            handle.detach()
     except OSError as exc:
-        raise ExportError(f"cannot write the report: {exc.strerror or exc}", path=target) from exc
-    return ExportSummary(path=target, rows=count, columns=tuple(h for _n, h in columns))
+        raise ExportError(_os_reason("cannot write the report", exc), path=target) from exc
+    return ExportSummary(path=target, rows=count, columns=columns)
+
+
+def _os_reason(what: str, exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return f"disk full: {what}"
+    return f"{what}: {exc.strerror or exc}"
+
+
+def check_target(target: Path) -> None:
+    """Refuse, before any work, a report path that is a folder, in a missing folder, or not writable."""
+    if target.is_dir():
+        raise ExportError("the report path is a folder, not a file", path=target)
+    parent = target.absolute().parent
+    if not parent.is_dir():
+        raise ExportError("the folder does not exist", path=parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError("cannot write in this folder (permission denied)", path=parent)
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ExportError("the report file exists and is read-only", path=target)

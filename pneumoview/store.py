@@ -12,28 +12,44 @@
   ``BEGIN IMMEDIATE`` (and by SQLite's busy timeout across processes). Each write is its own
   transaction; :meth:`ResultStore.batch` groups many (one disk sync for a whole batch).
 
-``image_key`` is the SOP Instance UID (0008,0018) of a DICOM image, or the absolute path of a
-non-DICOM file (see :func:`image_key_for`).
+``image_key`` is :attr:`pneumoview.results.ImageIdentity.key`: SOP Instance UID (0008,0018) plus the
+SHA-256 of the file's bytes, so two files sharing a UID (a truncated copy, a JPEG 2000 twin) never
+share a result or a decision. Rows from before schema v3 keep their old key (the UID, or the path)
+and an empty hash until a file at the same path with that UID claims them (:meth:`upsert_images`).
+Every SQLite failure is a :class:`StoreError` (``disk full: ...`` on a full disk).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumoview import paths
+from pneumoview.clock import format_utc, utc_now
 from pneumoview.errors import StoreError
-from pneumoview.labels import DECISIONS
+from pneumoview.labels import DECISIONS, plain_label
 from pneumoview.report import ReportRow
+from pneumoview.results import (
+    ANALYSED,
+    FAILED,
+    NOT_ANALYSED,
+    ImageIdentity,
+    ImageResult,
+    Provenance,
+    display_path,
+    review_status,
+)
+
+if TYPE_CHECKING:
+    from pneumoview.dicom.scan import ImageRecord
 
 # --------------------------------------------------------------------------- schema
 # Append-only: never edit a released migration, add a new one.
@@ -101,33 +117,57 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Results of v1 databases were stored without a plan: say so rather than leave it blank.
         "UPDATE results SET plan = 'unknown (recorded before schema v2)' WHERE plan = ''",
     ),
+    # v2 -> v3: image identity = SOP Instance UID + SHA-256 of the file's bytes (the key becomes
+    # "<uid>|<sha256>"; older rows keep their key and an empty hash until a file at their path claims
+    # them); one result type (status + its full JSON); decisions bind to the result they judged.
+    (
+        "ALTER TABLE images ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE images ADD COLUMN file_stamp TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE results ADD COLUMN status TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE results ADD COLUMN result_json TEXT NOT NULL DEFAULT ''",
+        "UPDATE results SET status = CASE WHEN unsupported_code != '' THEN 'not-analysed' ELSE 'analysed' END",
+        "CREATE INDEX images_by_uid ON images(sop_instance_uid)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
-
-
-def utc_now() -> str:
-    """Current time as ISO 8601 UTC with a ``Z``, to the microsecond."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+#: Class names of results recorded before schema v3 (the architecture's order then and now).
+LEGACY_CLASS_NAMES = ("pneumoconiosis", "normal")
 
 
 def _timestamp(value: datetime | str | None) -> str:
     if value is None:
         return utc_now()
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise StoreError("timestamps must be timezone-aware (UTC)")
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            return format_utc(value)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
     return value
+
+
+def _sqlite_error(exc: sqlite3.Error, action: str, path: Path) -> StoreError:
+    """A StoreError a person can act on: ``disk full: ...``, ``cannot write ...: read-only``, else SQLite's text."""
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    if name == "SQLITE_FULL" or "database or disk is full" in text:
+        return StoreError(f"disk full: cannot {action} the results database (free some space and try again)",
+                          path=path)
+    if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+        return StoreError(f"cannot {action} the results database: it is read-only (check the folder's permissions)",
+                          path=path)
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return StoreError(f"cannot {action} the results database: disk I/O error ({text})", path=path)
+    return StoreError(f"cannot {action} the results database: {text}", path=path)
 
 
 # --------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class ImageInfo:
-    """The header fields the store keeps for an image (from a scan's ImageRecord)."""
+    """The header fields the store keeps for an image (from a scan's ImageRecord) and its identity."""
 
     image_key: str
-    path: str
+    path: str  # display form (:func:`pneumoview.results.display_path`)
     sop_instance_uid: str = ""
     patient_id: str = ""
     patient_name: str = ""
@@ -138,18 +178,20 @@ class ImageInfo:
     series_uid: str = ""
     modality: str = ""
     body_part: str = ""
+    content_sha256: str = ""
+    file_stamp: str = ""  # size:mtime_ns:ctime_ns when the hash was computed (see ResultStore.known_hashes)
 
     @classmethod
-    def from_record(cls, record: Any) -> ImageInfo:
-        """From ``pneumoview.dicom.scan.ImageRecord`` (or anything with the same attribute names)."""
+    def from_record(cls, record: ImageRecord, identity: ImageIdentity, file_stamp: str = "") -> ImageInfo:
+        """From a scan's ImageRecord and the file's :class:`~pneumoview.results.ImageIdentity`."""
         def text(name: str) -> str:
             value = getattr(record, name, "")
             return "" if value is None else str(value)
 
         return cls(
-            image_key=image_key_for(record),
-            path=str(Path(record.path).resolve()),
-            sop_instance_uid=text("sop_instance_uid"),
+            image_key=identity.key,
+            path=display_path(Path(identity.path).absolute()),
+            sop_instance_uid=identity.sop_instance_uid,
             patient_id=text("patient_id"),
             patient_name=text("patient_name"),
             study_uid=text("study_uid"),
@@ -159,58 +201,13 @@ class ImageInfo:
             series_uid=text("series_uid"),
             modality=text("modality"),
             body_part=text("body_part"),
+            content_sha256=identity.content_sha256,
+            file_stamp=file_stamp,
         )
 
-
-def image_key_for(record: Any) -> str:
-    """SOP Instance UID (0008,0018) when there is one, else the absolute path of the file."""
-    uid = getattr(record, "sop_instance_uid", "") or ""
-    return str(uid) if uid else str(Path(record.path).resolve())
-
-
-def model_fields(manifest: Any) -> dict[str, str]:
-    """Report fields of a bundle manifest (``inference.bundle.Manifest`` or its JSON dict):
-    ``model_id``; ``model_name`` = manifest ``name`` (else architecture); ``model_version`` =
-    manifest ``model_id`` (unique per training run) plus ``app_version`` when known;
-    ``model_fingerprint`` = first 16 hex digits of the weights file's SHA-256."""
-    data = manifest if isinstance(manifest, dict) else vars(manifest)
-
-    def text(name: str) -> str:
-        value = data.get(name)
-        return "" if value is None else str(value)
-
-    version = text("model_id")
-    if text("app_version"):
-        version = f"{version} (PneumoView {text('app_version')})" if version else f"PneumoView {text('app_version')}"
-    return {
-        "model_id": text("model_id"),
-        "model_name": text("name") or text("architecture"),
-        "model_version": version,
-        "model_fingerprint": text("weights_sha256")[:16],
-    }
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    id: int
-    image_key: str
-    probability: float | None  # None for unsupported images
-    threshold: float | None
-    label: str  # plain class name; see labels.display_label for what to show
-    demo: bool
-    model_id: str
-    model_name: str
-    model_version: str
-    model_fingerprint: str
-    plan: str
-    device: str
-    analysed_at: str
-    unsupported_code: str
-    unsupported_reason: str
-
     @property
-    def unsupported(self) -> bool:
-        return bool(self.unsupported_code)
+    def identity(self) -> ImageIdentity:
+        return ImageIdentity(self.sop_instance_uid, self.content_sha256, self.path)
 
 
 @dataclass(frozen=True)
@@ -221,16 +218,22 @@ class Decision:
     comment: str
     reviewer: str
     reviewed_at: str
-    result_id: int | None  # the result shown when the reviewer decided
+    result_id: int | None  # the result the reviewer judged (None: decided without a result)
 
 
 @dataclass(frozen=True)
 class ImageState:
-    """What the UI shows for an image on reopening a folder: latest result and decision."""
+    """What the UI shows for an image: its latest result, latest decision and the result that decision judged."""
 
     image: ImageInfo
-    result: StoredResult | None
+    result: ImageResult | None
     decision: Decision | None
+    judged: ImageResult | None = None
+
+    @property
+    def review_status(self) -> str:
+        """``""`` (no decision), ``current`` or ``needs re-review`` (:func:`pneumoview.results.review_status`)."""
+        return review_status(self.decision is not None, self.judged, self.result)
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,31 @@ def _from_row(cls: type, row: sqlite3.Row, **overrides: Any) -> Any:
     return cls(**values, **overrides)
 
 
-def _result(row: sqlite3.Row) -> StoredResult:
-    return _from_row(StoredResult, row, demo=bool(row["demo"]))
+def _result(row: sqlite3.Row, image: sqlite3.Row | ImageInfo | None = None) -> ImageResult:
+    """A results row -> ImageResult (its JSON; rows from before schema v3 are rebuilt from their columns)."""
+    if row["result_json"]:
+        return ImageResult.from_json(row["result_json"]).with_id(int(row["id"]))
+    uid = (image["sop_instance_uid"] if image is not None and not isinstance(image, ImageInfo)
+           else image.sop_instance_uid if image is not None else "")
+    path = (image["path"] if image is not None and not isinstance(image, ImageInfo)
+            else image.path if image is not None else "")
+    identity = ImageIdentity(uid, "", path)
+    provenance = Provenance(bundle_id=row["model_id"], bundle_name=row["model_name"],
+                            bundle_fingerprint=row["model_fingerprint"], threshold=row["threshold"],
+                            software_version=row["model_version"], device=row["device"], plan=row["plan"])
+    try:
+        if row["unsupported_code"] or row["probability"] is None:
+            return ImageResult(image=identity, status=NOT_ANALYSED, reason_code=row["unsupported_code"] or "unknown",
+                               reason=row["unsupported_reason"], demo=bool(row["demo"]), provenance=provenance,
+                               analysed_at=row["analysed_at"], id=int(row["id"]))
+        return ImageResult(image=identity, status=ANALYSED, class_names=LEGACY_CLASS_NAMES,
+                           probability=float(row["probability"]), label=plain_label(row["label"]),
+                           demo=bool(row["demo"]), provenance=provenance, analysed_at=row["analysed_at"],
+                           id=int(row["id"]))
+    except ValueError as exc:
+        return ImageResult(image=identity, status=FAILED, reason_code="invalid-record",
+                           reason=f"a result recorded before schema v3 is inconsistent: {exc}",
+                           provenance=provenance, analysed_at=row["analysed_at"], id=int(row["id"]))
 
 
 def _decision(row: sqlite3.Row) -> Decision:
@@ -264,6 +290,20 @@ def _image(row: sqlite3.Row) -> ImageInfo:
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+def report_row(state: ImageState, *, duplicates: Sequence[str] = ()) -> ReportRow:
+    """A stored image's CSV row: its header fields, latest result, latest decision and review status."""
+    info, decision = state.image, state.decision
+    return ReportRow(
+        path=info.path, result=state.result, patient_id=info.patient_id, patient_name=info.patient_name,
+        study_uid=info.study_uid, accession=info.accession, study_date=info.study_date, series_uid=info.series_uid,
+        sop_instance_uid=info.sop_instance_uid, content_sha256=info.content_sha256, modality=info.modality,
+        view_position=info.view_position, body_part=info.body_part,
+        decision=decision.decision if decision else "", comment=decision.comment if decision else "",
+        reviewer=decision.reviewer if decision else "", reviewed_at=decision.reviewed_at if decision else "",
+        review_status=state.review_status, duplicates=tuple(duplicates),
+    )
 
 
 # --------------------------------------------------------------------------- migrations
@@ -329,7 +369,7 @@ class ResultStore:
             self.previous_schema_version = migrate(conn, self.path)
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise StoreError(f"cannot open the results database: {exc}", path=self.path) from exc
+            raise _sqlite_error(exc, "open", self.path) from exc
         except OSError as exc:
             self.close()
             raise StoreError(f"cannot create the results folder: {exc.strerror or exc}", path=self.path) from exc
@@ -372,7 +412,7 @@ class ResultStore:
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK TO write")
                 conn.execute("RELEASE write")
-                raise StoreError(f"cannot write to the results database: {exc}", path=self.path) from exc
+                raise _sqlite_error(exc, "write to", self.path) from exc
             except BaseException:
                 conn.execute("ROLLBACK TO write")
                 conn.execute("RELEASE write")
@@ -382,13 +422,14 @@ class ResultStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"the results database is busy or read-only: {exc}", path=self.path) from exc
+                raise _sqlite_error(exc, "write to", self.path) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the results database: {exc}", path=self.path) from exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _sqlite_error(exc, "write to", self.path) from exc
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -398,8 +439,8 @@ class ResultStore:
         """Group this thread's writes into one transaction (one disk sync instead of one per row)::
 
             with store.batch():
-                for record, prediction in zip(records, predictions):
-                    store.save_prediction(record, prediction)
+                for result, info in zip(results, infos):
+                    store.save(result, info)
 
         Everything in the block is committed together, or nothing if the block raises. A write
         that raises StoreError inside the block is undone by itself; catching it keeps the rest.
@@ -423,7 +464,7 @@ class ResultStore:
         try:
             return self._connection().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the results database: {exc}", path=self.path) from exc
+            raise _sqlite_error(exc, "read", self.path) from exc
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise StoreError."""
@@ -458,145 +499,69 @@ class ResultStore:
             (utc_now(), kind, image_key, actor, json.dumps(detail, sort_keys=True)),
         )
 
-    def upsert_images(self, images: Iterable[ImageInfo | Any]) -> int:
-        """Record images (e.g. after a scan) without results; returns how many were written."""
-        infos = [i if isinstance(i, ImageInfo) else ImageInfo.from_record(i) for i in images]
+    def upsert_images(self, images: Iterable[ImageInfo]) -> int:
+        """Record images (e.g. after a scan) without results; returns how many were written.
+
+        An image whose key is new but whose UID and path match a row recorded before schema v3
+        (no content hash) takes that row over, with its results and decisions.
+        """
+        infos = list(images)
         now = utc_now()
         with self._write() as conn:
             for info in infos:
+                self._adopt_legacy(conn, info, now)
                 self._upsert_image(conn, info, now)
         return len(infos)
 
-    def save_result(
-        self,
-        image_key: str,
-        *,
-        image: ImageInfo | Any | None = None,
-        probability: float | None,
-        threshold: float | None,
-        label: str,
-        model_id: str = "",
-        model_name: str = "",
-        model_version: str = "",
-        model_fingerprint: str = "",
-        demo: bool = False,
-        plan: str = "",
-        device: str = "",
-        analysed_at: datetime | str | None = None,
-        unsupported_code: str = "",
-        unsupported_reason: str = "",
-    ) -> StoredResult:
-        """Add a model output for ``image_key`` (history kept; the latest wins).
+    def _adopt_legacy(self, conn: sqlite3.Connection, info: ImageInfo, now: str) -> None:
+        if not info.content_sha256:
+            return
+        old = conn.execute(
+            "SELECT image_key FROM images WHERE content_sha256 = '' AND path = ? AND image_key IN (?, ?)",
+            (info.path, info.sop_instance_uid or info.path, info.path)).fetchone()
+        if old is None:
+            return
+        old_key = old["image_key"]
+        self._upsert_image(conn, info, now)
+        for table in ("results", "decisions", "audit_events"):
+            conn.execute(f"UPDATE {table} SET image_key = ? WHERE image_key = ?", (info.image_key, old_key))
+        conn.execute("DELETE FROM images WHERE image_key = ?", (old_key,))
+        self._audit(conn, "image-identified", info.image_key, "", {"legacy_key_was_uid": old_key != info.path})
 
-        ``image`` (an ImageInfo or a scan ImageRecord) records or refreshes the header fields;
-        it may be omitted when the image is already known. For an image the model cannot
-        diagnose, pass ``probability=None, threshold=None, label=""`` and ``unsupported_code``.
+    def save(self, result: ImageResult, image: ImageInfo | None = None) -> ImageResult:
+        """Add ``result`` for its image (history kept; the latest wins); returns it with its row id.
+
+        ``image`` records or refreshes the header fields (its key must be the result's); it may be
+        omitted when the image is already known.
         """
-        if unsupported_code:
-            if probability is not None:
-                raise StoreError(f"an unsupported image has no probability ({image_key})")
-        else:
-            if probability is None or not (0.0 <= probability <= 1.0) or math.isnan(probability):
-                raise StoreError(f"probability must be between 0 and 1, not {probability!r} ({image_key})")
-            if threshold is None or not (0.0 < threshold < 1.0):
-                raise StoreError(f"threshold must be strictly between 0 and 1, not {threshold!r} ({image_key})")
-            if not label:
-                raise StoreError(f"a result needs a label ({image_key})")
-        info = None
-        if image is not None:
-            info = image if isinstance(image, ImageInfo) else ImageInfo.from_record(image)
-            if info.image_key != image_key:
-                raise StoreError(f"image key {image_key!r} does not match the image's key {info.image_key!r}")
-        when = _timestamp(analysed_at)
+        key = result.image.key
+        if image is not None and image.image_key != key:
+            raise StoreError(f"image key {image.image_key!r} does not match the result's key {key!r}")
+        prov = result.provenance
         with self._write() as conn:
-            if info is not None:
-                self._upsert_image(conn, info, utc_now())
-            elif conn.execute("SELECT 1 FROM images WHERE image_key = ?", (image_key,)).fetchone() is None:
-                raise StoreError(f"unknown image {image_key!r}: pass image= with its header fields")
+            if image is not None:
+                self._upsert_image(conn, image, utc_now())
+            elif conn.execute("SELECT 1 FROM images WHERE image_key = ?", (key,)).fetchone() is None:
+                raise StoreError(f"unknown image {key!r}: pass image= with its header fields")
             cursor = conn.execute(
                 "INSERT INTO results (image_key, model_id, model_name, model_version, model_fingerprint, "
-                "probability, threshold, label, demo, unsupported_code, unsupported_reason, analysed_at, plan, device) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    image_key, model_id, model_name, model_version, model_fingerprint,
-                    None if probability is None else float(probability),
-                    None if threshold is None else float(threshold),
-                    label, int(bool(demo)), unsupported_code, unsupported_reason, when, plan, device,
-                ),
+                "probability, threshold, label, demo, unsupported_code, unsupported_reason, analysed_at, plan, device, "
+                "status, result_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, prov.bundle_id, prov.bundle_name, prov.software_version, prov.bundle_fingerprint,
+                 result.probability, prov.threshold, result.label, int(result.demo), result.reason_code,
+                 result.reason, result.analysed_at or utc_now(), prov.plan, prov.device, result.status, ""),
             )
-            result_id = int(cursor.lastrowid)
-            self._audit(
-                conn,
-                "result-saved",
-                image_key,
-                "",
-                {"result_id": result_id, "model_id": model_id, "unsupported": unsupported_code or None},
-            )
-            row = conn.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
-        return _result(row)
+            result_id = int(cursor.lastrowid or 0)
+            saved = result.with_id(result_id)
+            conn.execute("UPDATE results SET result_json = ? WHERE id = ?", (saved.to_json(), result_id))
+            self._audit(conn, "result-saved", key, "",
+                        {"result_id": result_id, "model_id": prov.bundle_id, "status": result.status})
+        return saved
 
-    def save_unsupported(
-        self,
-        image_key: str,
-        *,
-        code: str,
-        reason: str,
-        image: ImageInfo | Any | None = None,
-        analysed_at: datetime | str | None = None,
-    ) -> StoredResult:
-        """Record that an image cannot be diagnosed (e.g. ``lateral-view``) and why."""
-        if not code:
-            raise StoreError("an unsupported result needs a reason code")
-        return self.save_result(
-            image_key,
-            image=image,
-            probability=None,
-            threshold=None,
-            label="",
-            analysed_at=analysed_at,
-            unsupported_code=code,
-            unsupported_reason=reason,
-        )
-
-    def save_prediction(
-        self,
-        image: ImageInfo | Any,
-        prediction: Any,
-        *,
-        manifest: Any = None,
-        model_version: str = "",
-        model_fingerprint: str = "",
-        plan: str = "",
-        device: str = "",
-        analysed_at: datetime | str | None = None,
-    ) -> StoredResult:
-        """Store an ``inference.engine.Prediction`` (probability, class_name or label, threshold,
-        model_id, model_name, demo) for an ImageRecord / ImageInfo. The plain class name is stored;
-        the demo mark comes from the demo flag when the label is shown or exported.
-
-        With ``manifest`` (an ``inference.bundle.Manifest`` or its dict), the version and
-        fingerprint come from it (see :func:`model_fields`) unless given explicitly.
-        """
-        if manifest is not None:
-            fields_ = model_fields(manifest)
-            model_version = model_version or fields_["model_version"]
-            model_fingerprint = model_fingerprint or fields_["model_fingerprint"]
-        info = image if isinstance(image, ImageInfo) else ImageInfo.from_record(image)
-        return self.save_result(
-            info.image_key,
-            image=info,
-            probability=float(prediction.probability),
-            threshold=float(prediction.threshold),
-            label=str(getattr(prediction, "class_name", "") or prediction.label),
-            model_id=str(getattr(prediction, "model_id", "")),
-            model_name=str(getattr(prediction, "model_name", "")),
-            model_version=model_version,
-            model_fingerprint=model_fingerprint,
-            demo=bool(getattr(prediction, "demo", False)),
-            plan=plan,
-            device=device,
-            analysed_at=analysed_at,
-        )
+    def save_many(self, items: Iterable[tuple[ImageResult, ImageInfo | None]]) -> list[ImageResult]:
+        """:meth:`save` for each, in one transaction."""
+        with self.batch():
+            return [self.save(result, image) for result, image in items]
 
     def save_decision(
         self,
@@ -605,28 +570,39 @@ class ResultStore:
         comment: str = "",
         reviewer: str = "",
         *,
+        result_id: int | None | object = ...,
         reviewed_at: datetime | str | None = None,
     ) -> Decision:
-        """Add the reviewer's decision (agree / disagree / uncertain) for an image; history kept."""
+        """Add the reviewer's decision (agree / disagree / uncertain) for an image; history kept.
+
+        ``result_id`` is the result the reviewer judged (None: none was shown); left out, the
+        image's latest result.
+        """
         when = _timestamp(reviewed_at)
         with self._write() as conn:
-            return self._insert_decision(conn, image_key, decision, comment, reviewer, when)
+            return self._insert_decision(conn, image_key, decision, comment, reviewer, when, result_id)
 
     def _insert_decision(
-        self, conn: sqlite3.Connection, image_key: str, decision: str, comment: str, reviewer: str, when: str
+        self, conn: sqlite3.Connection, image_key: str, decision: str, comment: str, reviewer: str, when: str,
+        result_id: int | None | object = ...,
     ) -> Decision:
         if decision not in DECISIONS:
             raise StoreError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
         if conn.execute("SELECT 1 FROM images WHERE image_key = ?", (image_key,)).fetchone() is None:
             raise StoreError(f"cannot record a decision for unknown image {image_key!r}")
-        latest = conn.execute("SELECT MAX(id) FROM results WHERE image_key = ?", (image_key,)).fetchone()[0]
+        if result_id is ...:
+            result_id = conn.execute("SELECT MAX(id) FROM results WHERE image_key = ?", (image_key,)).fetchone()[0]
+        elif result_id is not None and conn.execute(
+                "SELECT 1 FROM results WHERE id = ? AND image_key = ?", (result_id, image_key)).fetchone() is None:
+            raise StoreError(f"result {result_id} is not a result of image {image_key!r}")
         cursor = conn.execute(
             "INSERT INTO decisions (image_key, decision, comment, reviewer, reviewed_at, result_id) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (image_key, decision, comment, reviewer, when, latest),
+            (image_key, decision, comment, reviewer, when, result_id),
         )
-        decision_id = int(cursor.lastrowid)
-        self._audit(conn, "decision-saved", image_key, reviewer, {"decision_id": decision_id, "decision": decision})
+        decision_id = int(cursor.lastrowid or 0)
+        self._audit(conn, "decision-saved", image_key, reviewer,
+                    {"decision_id": decision_id, "decision": decision, "result_id": result_id})
         return _decision(conn.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone())
 
     def save_study_decision(
@@ -638,7 +614,8 @@ class ResultStore:
         *,
         reviewed_at: datetime | str | None = None,
     ) -> list[Decision]:
-        """The same decision for every known image of a study, in one transaction (a row per image)."""
+        """The same decision for every known image of a study (each bound to its latest result), in one
+        transaction (a row per image)."""
         when = _timestamp(reviewed_at)
         with self._write() as conn:
             keys = [
@@ -659,14 +636,24 @@ class ResultStore:
         rows = self._query("SELECT * FROM images WHERE image_key = ?", (image_key,))
         return _image(rows[0]) if rows else None
 
-    def result_for(self, image_key: str) -> StoredResult | None:
-        """The latest result for an image, or None."""
-        rows = self._query("SELECT * FROM results WHERE image_key = ? ORDER BY id DESC LIMIT 1", (image_key,))
-        return _result(rows[0]) if rows else None
+    def result(self, result_id: int) -> ImageResult | None:
+        rows = self._query("SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
+                           "ON i.image_key = r.image_key WHERE r.id = ?", (result_id,))
+        return _result(rows[0], rows[0]) if rows else None
 
-    def results_history(self, image_key: str) -> list[StoredResult]:
+    def result_for(self, image_key: str) -> ImageResult | None:
+        """The latest result for an image, or None."""
+        history = self._results(image_key, "DESC LIMIT 1")
+        return history[0] if history else None
+
+    def results_history(self, image_key: str) -> list[ImageResult]:
         """Every result for an image, oldest first."""
-        return [_result(r) for r in self._query("SELECT * FROM results WHERE image_key = ? ORDER BY id", (image_key,))]
+        return self._results(image_key, "")
+
+    def _results(self, image_key: str, order: str) -> list[ImageResult]:
+        rows = self._query("SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
+                           f"ON i.image_key = r.image_key WHERE r.image_key = ? ORDER BY r.id {order}", (image_key,))
+        return [_result(r, r) for r in rows]
 
     def decision_for(self, image_key: str) -> Decision | None:
         """The latest decision for an image, or None."""
@@ -678,19 +665,13 @@ class ResultStore:
         return [_decision(r) for r in self._query("SELECT * FROM decisions WHERE image_key = ? ORDER BY id", (image_key,))]
 
     def states(self, image_keys: Iterable[str]) -> dict[str, ImageState]:
-        """Latest result and decision for each known key (unknown keys are absent from the dict)."""
+        """Latest result and decision (and the result it judged) for each known key (unknown keys are absent)."""
         keys = list(dict.fromkeys(image_keys))
         out: dict[str, ImageState] = {}
         for chunk in _chunks(keys):
             marks = ", ".join("?" for _ in chunk)
             images = {r["image_key"]: _image(r) for r in self._query(f"SELECT * FROM images WHERE image_key IN ({marks})", chunk)}
-            results = {
-                r["image_key"]: _result(r)
-                for r in self._query(
-                    f"SELECT * FROM results WHERE id IN (SELECT MAX(id) FROM results WHERE image_key IN ({marks}) GROUP BY image_key)",
-                    chunk,
-                )
-            }
+            latest = f"SELECT MAX(id) FROM results WHERE image_key IN ({marks}) GROUP BY image_key"
             decisions = {
                 r["image_key"]: _decision(r)
                 for r in self._query(
@@ -698,13 +679,27 @@ class ResultStore:
                     chunk,
                 )
             }
+            judged_ids = [d.result_id for d in decisions.values() if d.result_id is not None]
+            rows = self._query(f"SELECT * FROM results WHERE id IN ({latest})", chunk)
+            for start in range(0, len(judged_ids), _CHUNK):
+                ids = judged_ids[start:start + _CHUNK]
+                rows += self._query(f"SELECT * FROM results WHERE id IN ({', '.join('?' for _ in ids)})", ids)
+            by_id = {int(r["id"]): _result(r, images.get(r["image_key"])) for r in rows}
+            results: dict[str, ImageResult] = {}
+            for r in rows:
+                key = r["image_key"]
+                current = results.get(key)
+                if current is None or int(r["id"]) > int(current.id or 0):
+                    results[key] = by_id[int(r["id"])]
             for key, info in images.items():
-                out[key] = ImageState(info, results.get(key), decisions.get(key))
+                decision = decisions.get(key)
+                judged = by_id.get(decision.result_id) if decision is not None and decision.result_id else None
+                out[key] = ImageState(info, results.get(key), decision, judged)
         return out
 
     def images_under(self, folder: str | os.PathLike[str]) -> list[ImageInfo]:
         """Known images whose file lies in ``folder`` or below (reopening a folder)."""
-        root = str(Path(folder).resolve())
+        root = display_path(Path(folder).resolve())
         prefix = root.rstrip(os.sep) + os.sep
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._query(
@@ -713,61 +708,46 @@ class ResultStore:
         # LIKE is case-insensitive for ASCII; keep exact-prefix matches only.
         return [_image(r) for r in rows if r["path"].startswith(prefix)]
 
+    def known_hashes(self, paths: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """For files seen before (display paths): ``path -> (uid, content_sha256, file_stamp)``, so a file
+        whose stamp (size, modification and change times) is unchanged need not be read again to hash it."""
+        wanted = list(dict.fromkeys(paths))
+        out: dict[str, tuple[str, str, str]] = {}
+        for chunk in _chunks(wanted):
+            marks = ", ".join("?" for _ in chunk)
+            for r in self._query(f"SELECT path, sop_instance_uid, content_sha256, file_stamp FROM images "
+                                 f"WHERE path IN ({marks}) AND content_sha256 != '' AND file_stamp != ''", chunk):
+                out[r["path"]] = (r["sop_instance_uid"], r["content_sha256"], r["file_stamp"])
+        return out
+
+    def duplicates(self, infos: Iterable[ImageInfo]) -> dict[str, list[str]]:
+        """For each image key: the paths of other known images with the same SOP Instance UID (other bytes)."""
+        wanted = [i for i in infos if i.sop_instance_uid]
+        uids = list(dict.fromkeys(i.sop_instance_uid for i in wanted))
+        by_uid: dict[str, list[tuple[str, str]]] = {}
+        for chunk in _chunks(uids):
+            marks = ", ".join("?" for _ in chunk)
+            for r in self._query(f"SELECT image_key, sop_instance_uid, path FROM images "
+                                 f"WHERE sop_instance_uid IN ({marks}) ORDER BY path", chunk):
+                by_uid.setdefault(r["sop_instance_uid"], []).append((r["image_key"], r["path"]))
+        return {i.image_key: [p for k, p in by_uid.get(i.sop_instance_uid, []) if k != i.image_key] for i in wanted}
+
     def report_rows(self, image_keys: Iterable[str] | None = None) -> list[ReportRow]:
-        """One row per image that has a result or a decision (latest of each), ordered by
-        patient, study, path. ``image_keys`` limits it to the user's selection."""
-        sql = (
-            "SELECT i.*, r.probability, r.threshold, r.label, r.demo, r.model_id, r.model_name, r.model_version, "
-            "r.model_fingerprint, r.analysed_at, r.unsupported_code, r.unsupported_reason, "
-            "d.decision, d.comment, d.reviewer, d.reviewed_at "
-            "FROM images i "
-            "LEFT JOIN results r ON r.id = (SELECT MAX(id) FROM results WHERE image_key = i.image_key) "
-            "LEFT JOIN decisions d ON d.id = (SELECT MAX(id) FROM decisions WHERE image_key = i.image_key) "
-            "WHERE (r.id IS NOT NULL OR d.id IS NOT NULL)"
-        )
-        order = " ORDER BY i.patient_id, i.study_uid, i.path"
+        """One row per image that has a result or a decision (latest of each, with its review status and
+        the other files sharing its UID), ordered by patient, study, path. ``image_keys`` limits it to
+        the user's selection."""
         if image_keys is None:
-            rows = self._query(sql + order)
+            keys = [r["image_key"] for r in self._query(
+                "SELECT image_key FROM images i WHERE EXISTS (SELECT 1 FROM results WHERE image_key = i.image_key) "
+                "OR EXISTS (SELECT 1 FROM decisions WHERE image_key = i.image_key)")]
         else:
             keys = list(dict.fromkeys(image_keys))
-            rows = []
-            for chunk in _chunks(keys):
-                marks = ", ".join("?" for _ in chunk)
-                rows.extend(self._query(sql + f" AND i.image_key IN ({marks})", chunk))
-            rows.sort(key=lambda r: (r["patient_id"], r["study_uid"], r["path"]))
-        return [self._report_row(r) for r in rows]
-
-    @staticmethod
-    def _report_row(r: sqlite3.Row) -> ReportRow:
-        def text(name: str) -> str:
-            value = r[name]
-            return "" if value is None else str(value)
-
-        return ReportRow(
-            image_key=r["image_key"],
-            patient_id=r["patient_id"],
-            patient_name=r["patient_name"],
-            study_uid=r["study_uid"],
-            accession=r["accession"],
-            study_date=r["study_date"],
-            view=r["view_position"],
-            source_path=r["path"],
-            probability=r["probability"],
-            threshold=r["threshold"],
-            label=text("label"),
-            demo=bool(r["demo"]),
-            model_id=text("model_id"),
-            model_name=text("model_name"),
-            model_version=text("model_version"),
-            model_fingerprint=text("model_fingerprint"),
-            decision=text("decision"),
-            comment=text("comment"),
-            reviewer=text("reviewer"),
-            analysed_at=text("analysed_at"),
-            reviewed_at=text("reviewed_at"),
-            unsupported_code=text("unsupported_code"),
-            unsupported_reason=text("unsupported_reason"),
-        )
+        states = self.states(keys)
+        dups = self.duplicates(s.image for s in states.values())
+        rows = [report_row(state, duplicates=dups.get(key, ())) for key, state in states.items()
+                if state.result is not None or state.decision is not None]
+        rows.sort(key=lambda r: (r.patient_id, r.study_uid, r.path))
+        return rows
 
     def audit_events(self, *, kind: str | None = None, limit: int = 1000) -> list[AuditEvent]:
         """Most recent audit events first."""

@@ -11,9 +11,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from pneumoview.cli import main
-from pneumoview.commands.analyze import COLUMNS
-
-DEMO_LABEL = "DEMO - not a diagnosis"
+from pneumoview.labels import DEMO_MARK
+from pneumoview.report import ExportOptions, column_names, columns_for, pseudonym
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +24,11 @@ def home(tmp_path_factory):
         yield root
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path, options: ExportOptions | None = None) -> list[dict[str, str]]:
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads the text right
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames or ()) == COLUMNS
+        assert tuple(reader.fieldnames or ()) == columns_for(options or ExportOptions())  # the app's schema
         return list(reader)
 
 
@@ -59,10 +58,10 @@ def test_demo_run_writes_one_row_per_file_with_reasons(home, mixed_folder, rg1_u
     chest = rows["RG1_UNCR.dcm"]
     assert chest["status"] == "analysed", chest
     assert 0.0 <= float(chest["probability"]) <= 1.0
-    assert chest["label"].endswith(DEMO_LABEL) and chest["demo"] == "yes"
+    assert chest["label"].startswith(DEMO_MARK) and chest["demo"] == "yes"
     assert chest["modality"] == "CR" and chest["view_position"] == "PA"
-    assert len(chest["lung_box"].split()) == 4
-    assert chest["patient_name"] == ""  # names are opt-in
+    assert len(chest["lung_box"].split()) == 4 and chest["model_fingerprint"] and chest["software_version"]
+    assert "patient_name" not in chest  # names are opt-in
     assert rows["ct.dcm"]["status"] == "not-analysed" and rows["ct.dcm"]["reason_code"] == "unsupported-modality"
     assert rows["broken.dcm"]["status"] == "failed" and rows["broken.dcm"]["reason"]
     assert rows["broken.dcm"]["reason_code"].endswith("-error")  # e.g. pixel-decode-error
@@ -74,8 +73,8 @@ def test_all_good_exits_0_and_threshold_decides_the_label(home, rg1_uncompressed
     assert main(["analyze", str(rg1_uncompressed), "--demo", "--csv", str(low), "--threshold", "0", "-q"]) == 0
     assert main(["analyze", str(rg1_uncompressed), "--demo", "--csv", str(high), "--threshold", "1", "-q"]) == 0
     (lo,), (hi,) = read_rows(low), read_rows(high)
-    assert lo["positive"] == "yes" and lo["label"].startswith("pneumoconiosis")
-    assert hi["positive"] == "no" and hi["label"].startswith("normal")
+    assert lo["label"] == f"{DEMO_MARK}: pneumoconiosis" and lo["threshold"] == "0"
+    assert hi["label"] == f"{DEMO_MARK}: normal" and hi["threshold"] == "1"
     assert lo["probability"] == hi["probability"]
 
 
@@ -92,7 +91,7 @@ def test_missing_weights_fail_with_one_line_and_no_csv(home, rg1_uncompressed, t
     code = main(["analyze", str(rg1_uncompressed), "--model", str(bundle), "--csv", str(out),
                  "--clip", str(tmp_path / "ViT-L-14.pt"), "--llama", str(tmp_path / "llama-7b")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "not found" in err and "ViT-L-14.pt" in err and not out.exists()
+    assert code == 2 and "no such file" in err and "ViT-L-14.pt" in err and not out.exists()
 
 
 def test_missing_folder_fails_with_one_line(home, tmp_path, capsys):
@@ -135,18 +134,99 @@ def test_pictures_only_when_asked(home, tmp_path):
     assert main(["analyze", str(picture), "--demo", "--csv", str(out), "-q", "--include-pictures"]) == 0
     (row,) = read_rows(out)
     assert row["status"] == "analysed" and "suitability not checked" in row["notes"]
-    assert row["label"].endswith(DEMO_LABEL)
+    assert row["label"].startswith(DEMO_MARK)
 
 
-def test_csv_cells_that_a_spreadsheet_would_evaluate_are_guarded(tmp_path: Path) -> None:
-    from pneumoview.commands.analyze import COLUMNS, write_csv
+def test_an_image_the_localiser_cannot_take_is_a_row_not_an_abort(home, tmp_path):
+    """Issue 9: a 1-pixel-high picture raised ValueError in the lung localiser and killed the run."""
+    from PIL import Image
 
-    out = tmp_path / "report.csv"
-    write_csv(out, [{"path": "/data/a.dcm", "patient_name": "=HYPERLINK(\"x\")", "patient_id": "+42", "probability": 0.25}])
-    with out.open(encoding="utf-8-sig", newline="") as handle:
-        row = next(csv.DictReader(handle))
-    assert list(row) == list(COLUMNS)
-    assert row["patient_name"] == "'=HYPERLINK(\"x\")"
-    assert row["patient_id"] == "'+42"
-    assert row["probability"] == "0.250000"
-    assert row["path"] == "/data/a.dcm"
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("L", (50, 1), 128).save(folder / "thin.png")
+    out = tmp_path / "t.csv"
+    assert main(["analyze", str(folder), "--demo", "--csv", str(out), "-q", "--include-pictures"]) == 1
+    (row,) = read_rows(out)
+    assert row["status"] == "failed" and row["reason_code"] and row["reason"] and row["label"] == ""
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--threshold", "nan"], "--threshold"),
+    (["--threshold", "1.5"], "--threshold"),
+    (["--threshold", "inf"], "--threshold"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--csv-is-folder"], "is a folder"),
+    (["--csv-in-missing-folder"], "does not exist"),
+])
+def test_cheap_arguments_are_refused_before_any_model_loads(home, rg1_uncompressed, tmp_path, capsys, args, words):
+    out = tmp_path / "r.csv"
+    if args == ["--csv-is-folder"]:
+        args, out = [], tmp_path
+    elif args == ["--csv-in-missing-folder"]:
+        args, out = [], tmp_path / "missing" / "r.csv"
+    # A bundle that does not exist: had the model been loaded first, the error would be about the bundle.
+    code = main(["analyze", str(rg1_uncompressed), "--model", str(tmp_path / "no-bundle"), "--csv", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert "no-bundle" not in err and not (tmp_path / "r.csv").exists()
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["analyze", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status" in text and "--pseudonymise" in text
+    for line in ("0  every readable image was analysed", "1  some files could not be read or analysed",
+                 "2  could not start"):
+        assert line in text
+
+
+@pytest.mark.slow
+def test_a_non_utf8_file_name_is_analysed_and_written_losslessly(home, rg1_uncompressed, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = folder / os.fsdecode(b"rg1-\xff.dcm")   # byte 0xff: not UTF-8
+    name.write_bytes(rg1_uncompressed.read_bytes())
+    out = tmp_path / "r.csv"
+    assert main(["analyze", str(folder), "--demo", "--csv", str(out), "-q"]) == 0
+    assert os.fsencode(name) in out.read_bytes()
+    (row,) = read_rows(out)
+    assert row["status"] == "analysed" and Path(row["path"]) == name and Path(row["path"]).is_file()
+
+
+@pytest.mark.slow
+def test_files_sharing_a_uid_each_get_their_own_row_and_the_conflict(home, rg1_uncompressed, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.dcm").write_bytes(rg1_uncompressed.read_bytes())
+    (folder / "copy.dcm").write_bytes(rg1_uncompressed.read_bytes())
+    (folder / "cut.dcm").write_bytes(rg1_uncompressed.read_bytes()[:2_000_000])  # same UID, pixels cut short
+    out = tmp_path / "r.csv"
+    assert main(["analyze", str(folder), "--demo", "--csv", str(out), "-q"]) == 1
+    rows = {Path(r["path"]).name: r for r in read_rows(out)}
+    assert set(rows) == {"good.dcm", "copy.dcm", "cut.dcm"}
+    assert rows["good.dcm"]["status"] == rows["copy.dcm"]["status"] == "analysed"
+    assert rows["cut.dcm"]["status"] == "failed" and rows["cut.dcm"]["probability"] == ""  # no inherited score
+    assert rows["cut.dcm"]["label"] == "" and rows["cut.dcm"]["content_sha256"] != rows["good.dcm"]["content_sha256"]
+    for name, row in rows.items():
+        assert row["duplicate_uid"].startswith("duplicate-uid: ")
+        others = {Path(p).name for p in row["duplicate_uid"].removeprefix("duplicate-uid: ").split("; ")}
+        assert others == set(rows) - {name}
+
+
+@pytest.mark.slow
+def test_pseudonymise_uses_the_apps_rules(home, rg1_uncompressed, tmp_path):
+    from pneumoview.settings import load_settings
+
+    out = tmp_path / "p.csv"
+    assert main(["analyze", str(rg1_uncompressed), "--demo", "--csv", str(out), "-q", "--pseudonymise",
+                 "--include-names"]) == 0
+    key = bytes.fromhex(load_settings().pseudonymise_key)  # the app's key, created once and kept
+    (row,) = read_rows(out, ExportOptions(pseudonymise=True, key=key, include_names=True))
+    text = out.read_bytes().decode("utf-8-sig")
+    ds = pydicom.dcmread(rg1_uncompressed, stop_before_pixels=True)
+    for secret in (ds.PatientID, "CompressedSamples", ds.StudyInstanceUID, ds.SOPInstanceUID, "RG1_UNCR"):
+        assert secret not in text
+    assert row["patient_id"] == pseudonym(key, ds.PatientID) and row["status"] == "analysed"
+    assert set(column_names()) - set(row) == {"path", "patient_name", "comment", "sop_instance_uid", "series_uid"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -15,22 +16,30 @@ import pytest
 
 from pneumoview import paths
 from pneumoview.errors import StoreError
-from pneumoview.store import MIGRATIONS, SCHEMA_VERSION, ImageInfo, ResultStore, image_key_for
+from pneumoview.results import NOT_ANALYSED, REVIEW_CURRENT, REVIEW_NEEDED, ImageIdentity, Provenance, analysed, failed
+from pneumoview.store import MIGRATIONS, SCHEMA_VERSION, ImageInfo, ResultStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _info(key: str, folder: str = "/data/clinic", **fields: str) -> ImageInfo:
+def _info(key: str, folder: str = "/data/clinic", content: str = "", **fields: str) -> ImageInfo:
     base = dict(patient_id=f"PID-{key}", patient_name=f"Doe^{key}", study_uid=f"1.2.{key}", study_date="20240102",
                 accession=f"ACC{key}", view_position="PA", modality="CR", body_part="CHEST")
     base.update(fields)
-    return ImageInfo(image_key=f"1.2.840.{key}", path=f"{folder}/{key}.dcm", sop_instance_uid=f"1.2.840.{key}", **base)
+    identity = ImageIdentity(f"1.2.840.{key}", hashlib.sha256((content or key).encode()).hexdigest(),
+                             f"{folder}/{key}.dcm")
+    return ImageInfo(image_key=identity.key, path=identity.path, sop_instance_uid=identity.sop_instance_uid,
+                     content_sha256=identity.content_sha256, **base)
+
+
+def _prov(threshold: float = 0.5, fingerprint: str = "ab" * 32, **kw: object) -> Provenance:
+    return Provenance(bundle_id="m1", bundle_name="pneumollm-tiny", bundle_fingerprint=fingerprint,
+                      threshold=threshold, software_version="0.1.0", **kw)
 
 
 def _result(store: ResultStore, info: ImageInfo, probability: float = 0.8, **kw: object):
-    return store.save_result(info.image_key, image=info, probability=probability, threshold=0.5,
-                             label="pneumoconiosis" if probability >= 0.5 else "normal",
-                             model_id="m1", model_name="pneumollm-tiny", model_version="1", model_fingerprint="abc", **kw)
+    return store.save(analysed(info.identity, probability, class_names=("pneumoconiosis", "normal"), demo=False,
+                               provenance=_prov(**kw)), info)
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ def test_default_location_follows_pneumoview_home(tmp_path: Path, monkeypatch: p
 def test_fresh_database_is_wal_versioned_with_foreign_keys(store: ResultStore) -> None:
     assert store.journal_mode == "wal"
     conn = sqlite3.connect(store.path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"images", "results", "decisions", "audit_events"} <= tables
     conn.close()
@@ -67,7 +76,7 @@ def test_results_and_decisions_keep_history_latest_wins(store: ResultStore) -> N
     d2 = store.save_decision(info.image_key, "disagree", "", "Dr B")
     assert store.result_for(info.image_key) == second
     assert [r.probability for r in store.results_history(info.image_key)] == [0.81, 0.12]
-    assert first.plan == "cpu fp32" and first.device == "cpu" and second.label == "normal"
+    assert first.provenance.plan == "cpu fp32" and first.provenance.device == "cpu" and second.label == "normal"
     assert store.decision_for(info.image_key) == d2
     assert [d.decision for d in store.decision_history(info.image_key)] == ["agree", "disagree"]
     assert d1.result_id == first.id and d2.result_id == second.id  # what the reviewer was looking at
@@ -91,40 +100,34 @@ def test_restart_loses_nothing(tmp_path: Path) -> None:
 
 def test_unsupported_images_are_recorded_with_their_reason(store: ResultStore) -> None:
     info = _info("9", view_position="LL")
-    r = store.save_unsupported(info.image_key, image=info, code="lateral-view", reason="lateral views are not analysed")
-    assert r.unsupported and r.probability is None and r.label == ""
-    assert store.result_for(info.image_key).unsupported_reason == "lateral views are not analysed"
+    r = store.save(failed(info.identity, "lateral-view", "lateral views are not analysed", status=NOT_ANALYSED), info)
+    assert r.status == NOT_ANALYSED and r.probability is None and r.label == ""
+    assert store.result_for(info.image_key).reason == "lateral views are not analysed"
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(probability=1.2, threshold=0.5, label="x"),
-        dict(probability=float("nan"), threshold=0.5, label="x"),
-        dict(probability=0.4, threshold=1.0, label="x"),
-        dict(probability=0.4, threshold=0.5, label=""),
-        dict(probability=0.4, threshold=0.5, label="x", unsupported_code="not-chest"),
-    ],
-)
-def test_invalid_results_are_refused_and_nothing_is_written(store: ResultStore, kwargs: dict) -> None:
-    info = _info("2")
-    with pytest.raises(StoreError):
-        store.save_result(info.image_key, image=info, **kwargs)
-    assert store.image(info.image_key) is None
+def test_a_result_for_another_image_or_an_unknown_one_is_refused(store: ResultStore) -> None:
+    info, other = _info("2"), _info("2b")
+    result = analysed(info.identity, 0.4, class_names=("pneumoconiosis", "normal"), demo=False, provenance=_prov())
+    with pytest.raises(StoreError, match="does not match"):
+        store.save(result, other)
+    with pytest.raises(StoreError, match="unknown image"):
+        store.save(result)
+    assert store.image(info.image_key) is None and store.image(other.image_key) is None
 
 
 def test_unknown_images_and_bad_decisions_raise_store_error(store: ResultStore) -> None:
     with pytest.raises(StoreError, match="unknown image"):
-        store.save_result("nope", probability=0.5, threshold=0.5, label="normal")
-    with pytest.raises(StoreError, match="unknown image"):
         store.save_decision("nope", "agree")
     info = _info("3")
-    _result(store, info)
+    saved = _result(store, info)
     with pytest.raises(StoreError, match="decision must be one of"):
         store.save_decision(info.image_key, "maybe")
-    with pytest.raises(StoreError, match="does not match"):
-        store.save_result("other", image=info, probability=0.5, threshold=0.5, label="normal")
+    other = _info("3b")
+    other_result = _result(store, other)
+    with pytest.raises(StoreError, match="is not a result of image"):  # a decision never binds to another file
+        store.save_decision(info.image_key, "agree", result_id=other_result.id)
     assert store.decision_for(info.image_key) is None
+    assert store.save_decision(info.image_key, "agree", result_id=saved.id).result_id == saved.id
 
 
 def test_states_and_reopening_a_folder(store: ResultStore) -> None:
@@ -167,18 +170,9 @@ def test_report_rows_follow_the_selection(store: ResultStore) -> None:
         _result(store, info)
     store.upsert_images([c])  # scanned but never analysed nor reviewed: not a report row
     store.save_decision(b.image_key, "agree", "fine", "Dr E")
-    assert [r.image_key for r in store.report_rows()] == [a.image_key, b.image_key]
+    assert [r.result.key for r in store.report_rows()] == [a.image_key, b.image_key]
     rows = store.report_rows([b.image_key, c.image_key])
     assert len(rows) == 1 and rows[0].decision == "agree" and rows[0].comment == "fine" and rows[0].reviewer == "Dr E"
-
-
-def test_image_key_is_the_sop_uid_or_the_path(tmp_path: Path) -> None:
-    class Rec:
-        def __init__(self, path: Path, uid: str) -> None:
-            self.path, self.sop_instance_uid = path, uid
-
-    assert image_key_for(Rec(tmp_path / "a.dcm", "1.2.3")) == "1.2.3"
-    assert image_key_for(Rec(tmp_path / "a.png", "")) == str((tmp_path / "a.png").resolve())
 
 
 def test_concurrent_writers_and_readers_from_threads(store: ResultStore) -> None:
@@ -299,8 +293,9 @@ def test_a_v1_database_is_migrated_to_the_current_schema(tmp_path: Path) -> None
     with ResultStore(path) as s:
         assert s.previous_schema_version == 1
         assert s._connection().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        result = s.result_for("1.2.3")
-        assert result.probability == 0.7 and result.plan == "unknown (recorded before schema v2)" and result.device == ""
+        result = s.result_for("1.2.3")  # old rows stay readable under their old key
+        assert result.probability == 0.7 and result.label == "pneumoconiosis" and result.status == "analysed"
+        assert result.provenance.plan == "unknown (recorded before schema v2)" and result.provenance.device == ""
         decision = s.decision_for("1.2.3")
         assert decision.comment == "old comment" and decision.result_id is None
         assert s.image("1.2.3").modality == ""  # new column, default
@@ -319,12 +314,16 @@ def test_a_v1_database_is_migrated_to_the_current_schema(tmp_path: Path) -> None
 
 CHILD = r"""
 import sys
+from pneumoview.results import ImageIdentity, Provenance, analysed
 from pneumoview.store import ImageInfo, ResultStore
 store = ResultStore(sys.argv[1])
 i = 0
 while True:
-    info = ImageInfo(image_key=f"k{i}", path=f"/d/{i}.dcm", patient_id=f"P{i}", patient_name="X" * 2000)
-    store.save_result(info.image_key, image=info, probability=0.5, threshold=0.5, label="normal", model_name="m")
+    identity = ImageIdentity(f"1.{i}", f"{i:064x}", f"/d/{i}.dcm")
+    info = ImageInfo(image_key=identity.key, path=identity.path, sop_instance_uid=identity.sop_instance_uid,
+                     content_sha256=identity.content_sha256, patient_id=f"P{i}", patient_name="X" * 2000)
+    store.save(analysed(identity, 0.5, class_names=("pneumoconiosis", "normal"), demo=False,
+                        provenance=Provenance(bundle_name="m", threshold=0.5)), info)
     store.save_decision(info.image_key, "agree", "c" * 3000, "r")
     print(i, flush=True)  # printed only after both transactions committed
     i += 1
@@ -351,7 +350,7 @@ def test_killing_a_writer_mid_write_leaves_a_consistent_database(tmp_path: Path)
 
     with ResultStore(path) as s:
         assert s.integrity_check() == "ok"
-        keys = {f"k{i}" for i in range(committed + 1)}
+        keys = {f"1.{i}|{i:064x}" for i in range(committed + 1)}
         states = s.states(keys)
         assert set(states) == keys
         assert all(st.result is not None and st.decision is not None for st in states.values())
@@ -387,18 +386,83 @@ def test_batch_commits_together_or_not_at_all(store: ResultStore) -> None:
     assert store.result_for(infos[3].image_key) is not None
 
 
-def test_save_prediction_takes_the_engines_prediction_and_manifest(store: ResultStore, rg1_uncompressed: Path) -> None:
-    from pneumoview.dicom.scan import read_record
-    from pneumoview.inference.engine import Prediction  # the real engine type (loads torch)
+def test_an_old_row_is_claimed_by_the_file_at_its_path_with_its_uid_only(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO images (image_key, path, sop_instance_uid, first_seen, updated_at) "
+                 "VALUES ('1.2.840.7', '/data/clinic/7.dcm', '1.2.840.7', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')")
+    conn.execute("INSERT INTO results (image_key, probability, threshold, label, analysed_at) "
+                 "VALUES ('1.2.840.7', 0.7, 0.5, 'pneumoconiosis', '2025-01-01T00:00:01Z')")
+    conn.execute("INSERT INTO decisions (image_key, decision, reviewer, reviewed_at) "
+                 "VALUES ('1.2.840.7', 'agree', 'Dr Old', '2025-01-02T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    with ResultStore(path) as s:
+        elsewhere = _info("7", folder="/data/copies", content="other")  # same UID, other path: not the judged file
+        s.upsert_images([elsewhere])
+        assert s.result_for(elsewhere.image_key) is None and s.result_for("1.2.840.7") is not None
+        here = _info("7")
+        s.upsert_images([here])
+        assert s.result_for("1.2.840.7") is None and s.image("1.2.840.7") is None
+        assert s.result_for(here.image_key).probability == 0.7
+        assert s.decision_for(here.image_key).reviewer == "Dr Old"
+        state = s.states([here.image_key])[here.image_key]
+        assert state.review_status == REVIEW_NEEDED  # decided before decisions were bound to a result
+        assert s.integrity_check() == "ok"
 
-    record = read_record(rg1_uncompressed)
-    prediction = Prediction(probability=0.73, label="pneumoconiosis - DEMO - not a diagnosis", threshold=0.5,
-                            model_id="demo-1", model_name="DEMO tiny", demo=True, positive=True,
-                            class_name="pneumoconiosis")
-    manifest = {"name": "DEMO tiny", "model_id": "demo-1", "app_version": "0.1.0", "weights_sha256": "ab" * 32}
-    saved = store.save_prediction(record, prediction, manifest=manifest, plan="cpu fp32", device="cpu")
-    assert saved.image_key == record.sop_instance_uid and saved.label == "pneumoconiosis" and saved.demo
-    assert saved.model_version == "demo-1 (PneumoView 0.1.0)" and saved.model_fingerprint == "ab" * 8
-    info = store.image(record.sop_instance_uid)
-    assert info.patient_id == "9RG1" and info.modality == "CR" and info.body_part == "CHEST"
-    assert info.path == str(rg1_uncompressed.resolve())
+
+def test_decision_needs_re_review_after_a_model_change_or_a_label_flip(store: ResultStore) -> None:
+    info = _info("r")
+    judged = _result(store, info, 0.6)
+    store.save_decision(info.image_key, "agree", "", "Dr R")
+    assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
+    _result(store, info, 0.6)                                  # same model, same label: still current
+    assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
+    _result(store, info, 0.6, threshold=0.7)                   # threshold flips the label
+    state = store.states([info.image_key])[info.image_key]
+    assert state.review_status == REVIEW_NEEDED and state.judged == judged and state.result.label == "normal"
+    (row,) = store.report_rows([info.image_key])
+    assert row.decision == "agree" and row.review_status == REVIEW_NEEDED
+    store.save_decision(info.image_key, "agree", "", "Dr R")   # reviewed again: current
+    assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
+    _result(store, info, 0.6, fingerprint="cd" * 32)           # another model, same label
+    assert store.states([info.image_key])[info.image_key].review_status == REVIEW_NEEDED
+
+
+def test_files_sharing_a_uid_are_separate_images_and_listed_as_duplicates(store: ResultStore) -> None:
+    good = _info("5", content="good bytes")
+    cut = _info("5", folder="/data/other", content="truncated bytes")
+    assert good.sop_instance_uid == cut.sop_instance_uid and good.image_key != cut.image_key
+    _result(store, good, 0.9)
+    store.save_decision(good.image_key, "agree", "", "Dr S")
+    store.upsert_images([cut])
+    assert store.result_for(cut.image_key) is None and store.decision_for(cut.image_key) is None
+    assert store.duplicates([good, cut]) == {good.image_key: [cut.path], cut.image_key: [good.path]}
+    (row,) = store.report_rows()
+    assert row.path == good.path and row.duplicates == (cut.path,)
+
+
+def test_a_full_disk_is_a_store_error_that_says_so(store: ResultStore) -> None:
+    conn = store._connection()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL, as on a full disk
+    with pytest.raises(StoreError, match="^disk full") as info:
+        for i in range(200):
+            _result(store, _info(f"full{i}"))
+    assert info.value.path == store.path and not isinstance(info.value, sqlite3.Error)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions, not root")
+def test_a_read_only_database_is_a_store_error_that_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    with ResultStore(path) as s:
+        s.upsert_images([_info("ro")])
+    path.chmod(0o444)
+    try:
+        with ResultStore(path) as s, pytest.raises(StoreError, match="read-only"):
+            _result(s, _info("ro"))
+    finally:
+        path.chmod(0o644)

@@ -2,49 +2,69 @@
 
 Scans the folders (DICOM headers), decides which images the model may judge (frontal chest
 CR/DX), preprocesses those (lung crop), predicts in batches with a progress bar on stderr and
-writes one CSV row per file: analysed images with the probability of pneumoconiosis and the
-label at the threshold, every other file with the reason it was not analysed. The CSV (UTF-8,
-Python's csv module) is written atomically: it appears complete or not at all.
-
-Exit status: 0 when every readable image was handled (unsuitable ones are reported, not
-errors); 1 when some files could not be read or analysed (their reasons are in the CSV);
-2 with a one-line reason when nothing could run (missing weights or bundle, unreadable
-folder, no such file). Base weights, device and threshold default to the app's settings.
+writes one CSV row per file in the app's report schema (:data:`pneumoview.report.COLUMNS`):
+analysed images with the probability of pneumoconiosis and the label at the threshold, every
+other file with the reason it was not analysed. A per-file problem is a row, never an abort.
+The CSV is written atomically: it appears complete or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import math
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pneumoview.errors import ConfigError, ExportError, PneumoViewError
-from pneumoview.report import guard_formula
-
-#: CSV columns, in order.
-COLUMNS = (
-    "path", "status", "reason_code", "reason",
-    "probability", "label", "positive", "threshold", "model_id", "model_name", "demo",
-    "patient_id", "patient_name", "study_date", "study_uid", "series_uid", "sop_instance_uid",
-    "modality", "view_position", "body_part", "lung_box", "lung_fallback", "notes",
+from pneumoview.errors import ConfigError, PneumoViewError
+from pneumoview.labels import DEMO_MARK
+from pneumoview.report import ExportOptions, ReportRow, check_target, export_csv
+from pneumoview.results import (
+    ANALYSED,
+    FAILED,
+    NOT_ANALYSED,
+    UNREADABLE,
+    ImageIdentity,
+    ImageResult,
+    failed,
+    identify,
 )
-#: ``status`` values.
-ANALYSED, NOT_ANALYSED, FAILED, UNREADABLE = "analysed", "not-analysed", "failed", "unreadable"
+
+if TYPE_CHECKING:
+    from pneumoview.dicom.scan import ImageRecord
+    from pneumoview.inference.engine import InferenceEngine
+    from pneumoview.settings import Settings
+
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Exit status: every file analysed (or reported as not analysable) / some files could not be / could not start.
+EXIT_OK, EXIT_SOME_NOT_ANALYSED, EXIT_CANNOT_START = 0, 1, 2
+
+EPILOG = """\
+exit status:
+  0  every readable image was analysed (images the model may not judge, e.g. CT or lateral
+     views, are reported with their reason and are not errors)
+  1  some files could not be read or analysed (each has its status and reason in the CSV)
+  2  could not start (bad argument, missing weights or bundle, unreadable folder, CSV not
+     writable): one line on stderr, no CSV written
+
+The CSV has the same columns as the app's export (see pneumoview/report.py, COLUMNS).
+--pseudonymise applies the app's rules: keyed hashes of patient ID, study UID and accession
+(the key is created once and kept in the settings), no names, paths, UIDs or comments."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="folders or files (recursive)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", metavar="BUNDLE", help="model bundle folder (or a registered model's id); "
                        "default: the active model")
     which.add_argument("--demo", action="store_true",
-                       help="use the demo model (random weights: every result is marked 'DEMO - not a diagnosis')")
+                       help=f"use the demo model (random weights: every result is marked '{DEMO_MARK}')")
     parser.add_argument("--csv", required=True, type=Path, metavar="OUT.csv", help="report to write")
     parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
     parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
@@ -53,32 +73,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantisation", choices=("auto", "none", "int8", "nf4"), default="auto",
                         help="LLaMA 8-/4-bit on small GPUs (bitsandbytes, CUDA); default auto")
     parser.add_argument("--threshold", type=float, help="probability at or above which the label is "
-                        "pneumoconiosis (default: from settings, 0.5)")
+                        "pneumoconiosis, within [0, 1] (default: from settings, 0.5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--include-pictures", action="store_true",
                         help="also analyse PNG/JPEG/TIFF files (no DICOM header: suitability is not checked)")
     parser.add_argument("--include-names", action="store_true", help="write patient names (off by default)")
+    parser.add_argument("--pseudonymise", action="store_true",
+                        help="replace identifiers by keyed hashes and leave out names, paths and comments")
     parser.add_argument("--allow-unverified-clip", action="store_true",
                         help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def _check_inputs(folders: Iterable[Path], csv_path: Path) -> None:
-    for folder in folders:
+# --------------------------------------------------------------------------- checks before any work
+def validate(args: argparse.Namespace, settings: Settings) -> float:
+    """Every cheap check, before a model loads; returns the threshold. Raises PneumoViewError (exit 2)."""
+    threshold = settings.threshold if args.threshold is None else args.threshold
+    if not isinstance(threshold, float | int) or not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be a number within [0, 1], not {threshold}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {args.batch_size}")
+    for folder in args.folders:
         if not folder.exists():
             raise PneumoViewError("no such file or folder", path=folder)
         if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
             raise PneumoViewError("folder is not readable (permission denied)", path=folder)
         if folder.is_file() and not os.access(folder, os.R_OK):
             raise PneumoViewError("file is not readable (permission denied)", path=folder)
-    parent = csv_path.resolve().parent
-    if not parent.is_dir():
-        raise ExportError("the CSV's folder does not exist", path=parent)
-    if not os.access(parent, os.W_OK):
-        raise ExportError("cannot write in the CSV's folder (permission denied)", path=parent)
+    check_target(args.csv)
+    for path, what in ((args.clip, "--clip"), (args.llama, "--llama")):
+        if path is not None and not args.demo and not path.exists():
+            raise ConfigError(f"{what}: no such file or folder", path=path)
+    return float(threshold)
 
 
-def _resolve_model(args: argparse.Namespace, settings: Any) -> Path:
+def export_options(args: argparse.Namespace, settings: Settings) -> ExportOptions:
+    key = None
+    if args.pseudonymise:
+        from pneumoview.settings import ensure_pseudonymise_key
+
+        key = ensure_pseudonymise_key(settings)
+    return ExportOptions(pseudonymise=args.pseudonymise, key=key, include_names=args.include_names)
+
+
+# --------------------------------------------------------------------------- model
+def _resolve_model(args: argparse.Namespace, settings: Settings) -> Path:
     if args.model:
         candidate = Path(args.model)
         if candidate.is_dir():
@@ -99,20 +138,18 @@ def _resolve_model(args: argparse.Namespace, settings: Any) -> Path:
     return active.path
 
 
-def load_engine(args: argparse.Namespace):  # -> InferenceEngine
+def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine:
     """The engine the arguments (and settings) ask for; PneumoViewError with the reason otherwise."""
-    from pneumoview.settings import load_settings
-
-    settings = load_settings()
-    device = args.device or settings.device or "auto"
-    precision = args.precision or settings.precision or "auto"
     from pneumoview.inference.engine import InferenceEngine
 
+    device = args.device or settings.device or "auto"
+    precision = args.precision or settings.precision or "auto"
     if args.demo:
         return InferenceEngine.demo(device=device, precision=precision)
     bundle = _resolve_model(args, settings)
     clip = args.clip or (Path(settings.clip_path) if settings.clip_path else None)
     llama = args.llama or (Path(settings.llama_path) if settings.llama_path else None)
+
     def say(message: str) -> None:
         if not args.quiet:
             print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
@@ -122,138 +159,143 @@ def load_engine(args: argparse.Namespace):  # -> InferenceEngine
                                 allow_unverified_clip=args.allow_unverified_clip, progress=say)
 
 
-def _record_values(record: Any, include_names: bool) -> dict[str, Any]:
-    return {
-        "path": str(record.path),
-        "patient_id": record.patient_id,
-        "patient_name": record.patient_name if include_names else "",
-        "study_date": record.study_date,
-        "study_uid": record.study_uid,
-        "series_uid": record.series_uid,
-        "sop_instance_uid": record.sop_instance_uid,
-        "modality": record.modality,
-        "view_position": record.view_position,
-        "body_part": record.body_part,
-    }
+# --------------------------------------------------------------------------- rows
+@dataclass
+class _File:
+    """One file found: its header record (None for a non-DICOM file), identity and outcome."""
+
+    path: Path
+    record: ImageRecord | None = None
+    identity: ImageIdentity | None = None
+    result: ImageResult | None = None
+    status: str = ""  # without a result (nothing to identify): unreadable / not-analysed
+    reason_code: str = ""
+    reason: str = ""
+    notes: tuple[str, ...] = ()
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """All rows, UTF-8 with BOM (Excel), header first, atomically (temporary file + os.replace)."""
-    from pneumoview.atomic import atomic_open
+def _row(item: _File, duplicates: Sequence[str]) -> ReportRow:
+    r = item.record
+    text = (lambda name: str(getattr(r, name, "") or "")) if r is not None else (lambda _name: "")
+    return ReportRow(
+        path=os.fspath(item.path), result=item.result, status=item.status, reason_code=item.reason_code,
+        reason=item.reason, patient_id=text("patient_id"), patient_name=text("patient_name"),
+        study_uid=text("study_uid"), accession=text("accession"), study_date=text("study_date"),
+        series_uid=text("series_uid"), sop_instance_uid=text("sop_instance_uid"),
+        content_sha256=item.identity.content_sha256 if item.identity else "", modality=text("modality"),
+        view_position=text("view_position"), body_part=text("body_part"), duplicates=tuple(duplicates),
+        notes=item.notes,
+    )
 
+
+def _duplicates(files: Sequence[_File]) -> dict[int, list[str]]:
+    """For each file (by index): the other files of this run with the same SOP Instance UID."""
+    by_uid: dict[str, list[int]] = {}
+    for i, item in enumerate(files):
+        if item.record is not None and item.record.sop_instance_uid:
+            by_uid.setdefault(item.record.sop_instance_uid, []).append(i)
+    return {i: [os.fspath(files[j].path) for j in group if j != i]
+            for group in by_uid.values() if len(group) > 1 for i in group}
+
+
+def _status(item: _File) -> str:
+    return item.result.status if item.result is not None else item.status
+
+
+def _identify(item: _File, uid: str) -> bool:
     try:
-        with atomic_open(path, "w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="raise")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: _cell(row.get(c, "")) for c in COLUMNS})
+        item.identity = identify(item.path, uid)
     except OSError as exc:
-        raise ExportError(f"cannot write the CSV: {exc.strerror or exc}", path=path) from exc
+        item.status, item.reason_code, item.reason = UNREADABLE, "unreadable", f"cannot read: {exc.strerror or exc}"
+        return False
+    return True
 
 
-def _kebab(name: str) -> str:
-    """``PixelDecodeError`` -> ``pixel-decode-error`` (reason codes are kebab-case)."""
-    import re
+def collect(folders: Sequence[Path], include_pictures: bool) -> tuple[list[_File], list[_File]]:
+    """Scan -> (every file, the files to analyse). Files the model may not judge get their result here."""
+    from pneumoview.dicom.scan import PROBLEM_UNREADABLE, scan
+    from pneumoview.dicom.suitability import assess
 
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings on odd-but-readable headers
+        found = scan(list(folders))
+    files: list[_File] = []
+    todo: list[_File] = []
+    for record in found.images:
+        item = _File(Path(record.path), record=record)
+        files.append(item)
+        if not _identify(item, record.sop_instance_uid):
+            continue
+        assert item.identity is not None
+        verdict = assess(record)
+        if verdict.diagnosable:
+            item.notes = tuple(verdict.cautions)
+            todo.append(item)
+        else:
+            item.result = failed(item.identity, verdict.code or "unsupported", verdict.reason, status=NOT_ANALYSED)
+    for problem in found.problems:
+        item = _File(Path(problem.path))
+        files.append(item)
+        if include_pictures and item.path.suffix.lower() in PICTURE_SUFFIXES:
+            if _identify(item, ""):
+                item.notes = ("not DICOM: suitability not checked",)
+                todo.append(item)
+        else:
+            item.status = UNREADABLE if problem.code == PROBLEM_UNREADABLE else NOT_ANALYSED
+            item.reason_code, item.reason = problem.code, problem.reason
+    return files, todo
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    if isinstance(value, str):
-        return guard_formula(value)  # header text such as a patient name must never run as a formula
-    return value
+def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, batch_size: int,
+            progress: Callable[[int], None]) -> None:
+    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result."""
+    from pneumoview.service.analysis import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
+
+    provenance = engine_provenance(engine, threshold)
+    batch: list[tuple[_File, Any]] = []
+
+    def flush() -> None:
+        results = predict_results(engine, [(item.identity, mi) for item, mi in batch], provenance)
+        for (item, _mi), result in zip(batch, results, strict=True):
+            item.result = result
+        progress(len(batch))
+        batch.clear()
+
+    for item in todo:
+        assert item.identity is not None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model_input = engine.prepare(item.path)
+        except PREPARE_ERRORS as exc:
+            item.result = prepare_failure(item.identity, exc, provenance, bool(engine.demo))
+            progress(1)
+            continue
+        batch.append((item, model_input))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pneumoview.dicom.scan import PROBLEM_UNREADABLE, scan
-    from pneumoview.dicom.suitability import assess
+    from pneumoview.settings import load_settings
 
-    if args.batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
-    _check_inputs(args.folders, args.csv)
-    engine = load_engine(args)
-    threshold = args.threshold
-    if threshold is None:
-        from pneumoview.settings import load_settings
+    settings = load_settings()
+    threshold = validate(args, settings)
+    options = export_options(args, settings)
+    engine = load_engine(args, settings)
+    files, todo = collect(args.folders, args.include_pictures)
+    with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=args.quiet) as bar:
+        analyse(engine, todo, threshold, args.batch_size, bar.update)
+    duplicates = _duplicates(files)
+    order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i].path))
+    export_csv(args.csv, [_row(files[i], duplicates.get(i, ())) for i in order], options)
 
-        threshold = load_settings().threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be within [0, 1], not {threshold}")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's warnings on odd-but-readable headers
-        result = scan(args.folders)
-
-    rows: list[dict[str, Any]] = []
-    todo: list[tuple[dict[str, Any], Path]] = []  # (row, file) to preprocess and predict
-    for record in result.images:
-        row = _record_values(record, args.include_names)
-        verdict = assess(record)
-        rows.append(row)
-        if verdict.diagnosable:
-            row["notes"] = "; ".join(verdict.cautions)
-            todo.append((row, record.path))
-        else:
-            row.update(status=NOT_ANALYSED, reason_code=verdict.code or "", reason=verdict.reason)
-    for problem in result.problems:
-        row = {"path": str(problem.path)}
-        rows.append(row)
-        if args.include_pictures and problem.path.suffix.lower() in PICTURE_SUFFIXES:
-            row["notes"] = "not DICOM: suitability not checked"
-            todo.append((row, problem.path))
-        else:
-            status = UNREADABLE if problem.code == PROBLEM_UNREADABLE else NOT_ANALYSED
-            row.update(status=status, reason_code=problem.code, reason=problem.reason)
-
-    _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet)
-    rows.sort(key=lambda r: r["path"])
-    write_csv(args.csv, rows)
-
-    counts = {s: sum(r.get("status") == s for r in rows) for s in (ANALYSED, NOT_ANALYSED, FAILED, UNREADABLE)}
-    demo = f" [{engine.model_name}: DEMO - not a diagnosis]" if engine.demo else ""
+    counts = {s: sum(_status(f) == s for f in files) for s in (ANALYSED, NOT_ANALYSED, FAILED, UNREADABLE)}
+    demo = f" [{engine.model_name}: {DEMO_MARK}]" if engine.demo else ""
     print(f"analysed {counts[ANALYSED]} image(s), {counts[NOT_ANALYSED]} not analysed, {counts[FAILED]} failed, "
           f"{counts[UNREADABLE]} unreadable -> {args.csv}{demo}", file=sys.stderr)
-    return 1 if counts[FAILED] or counts[UNREADABLE] else 0
-
-
-def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: float, batch_size: int, tqdm: Any,
-             *, quiet: bool) -> None:
-    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; per-file failures go in the row."""
-    batch: list[tuple[dict[str, Any], Any]] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        predictions = engine.predict([model_input.crop for _, model_input in batch], threshold=threshold,
-                                     batch_size=len(batch))
-        for (row, model_input), pred in zip(batch, predictions):
-            box = model_input.box
-            notes = [n for n in (row.get("notes", ""), *model_input.notes) if n]
-            row.update(status=ANALYSED, probability=pred.probability, label=pred.label, positive=pred.positive,
-                       threshold=pred.threshold, model_id=pred.model_id, model_name=pred.model_name,
-                       demo=pred.demo, lung_box=f"{box.x0} {box.y0} {box.x1} {box.y1}",
-                       lung_fallback=box.fallback, notes="; ".join(notes))
-            bar.update(1)
-        batch.clear()
-
-    with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=quiet) as bar:
-        for row, path in todo:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    model_input = engine.prepare(path)
-            except PneumoViewError as exc:
-                code = getattr(exc, "code", None) or _kebab(type(exc).__name__)
-                row.update(status=FAILED, reason_code=code, reason=exc.reason)
-                bar.update(1)
-                continue
-            batch.append((row, model_input))
-            if len(batch) >= batch_size:
-                flush()
-        flush()
+    return EXIT_SOME_NOT_ANALYSED if counts[FAILED] or counts[UNREADABLE] else EXIT_OK

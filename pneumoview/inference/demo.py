@@ -5,7 +5,7 @@ before real weights exist. It is never confusable with a real model:
   ``config.json``), its manifest has ``demo: true``, its name starts with ``DEMO`` and its id with
   ``demo-``;
 * the engine marks every prediction made with it (or on its base weights) ``demo=True`` and
-  appends ``"DEMO - not a diagnosis"`` (:data:`DEMO_LABEL`) to the label.
+  marks the label with :data:`pneumoview.labels.DEMO_MARK` ("DEMO - not a diagnosis").
 
 It is generated on demand, deterministically (fixed seed), into a cache folder:
 ``$PNEUMOVIEW_HOME/cache/demo-model`` or platformdirs' user cache dir. Layout::
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumoview.errors import BundleError, PneumoViewError
-from pneumoview.inference.engine import DEMO_LABEL
+from pneumoview.labels import DEMO_MARK
 
-__all__ = ["DEMO_LABEL", "DEMO_MODEL_ID", "DEMO_SEED", "DemoPaths", "default_demo_dir", "ensure_demo_model"]
+__all__ = ["DEMO_MODEL_ID", "DEMO_SEED", "DemoPaths", "default_demo_dir", "ensure_demo_model"]
 
 DEMO_SEED = 20240229
 DEMO_VERSION = 1
@@ -85,7 +85,7 @@ def _write(paths: DemoPaths) -> None:
     from pneumoview.inference.bundle import Manifest, save_bundle
     from pneumoview.inference.config import TINY_CONFIG, load_config
     from pneumoview.inference.model import build_model, trainable_state_dict
-    from pneumoview.inference.weights import DEMO_MARK, fingerprint_state
+    from pneumoview.inference.weights import DEMO_WEIGHTS_KEY, fingerprint_state
 
     config = load_config(TINY_CONFIG)
     with torch.random.fork_rng(devices=[]):
@@ -101,7 +101,7 @@ def _write(paths: DemoPaths) -> None:
         decoder = {k: v.contiguous() for k, v in model.decoder.state_dict().items()}
         trained = trainable_state_dict(model)
 
-    save_file(visual, str(paths.clip), metadata={DEMO_MARK: "1", "format": "pt"})
+    save_file(visual, str(paths.clip), metadata={DEMO_WEIGHTS_KEY: "1", "format": "pt"})
     paths.llama.mkdir()
     d = config.decoder
     hf_config = {
@@ -118,11 +118,11 @@ def _write(paths: DemoPaths) -> None:
         "vocab_size": 1,
         "hidden_act": "silu",
         "torch_dtype": "float32",
-        DEMO_MARK: True,
+        DEMO_WEIGHTS_KEY: True,
     }
     (paths.llama / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     save_file({f"model.{k}": v for k, v in decoder.items()}, str(paths.llama / "model.safetensors"),
-              metadata={DEMO_MARK: "1", "format": "pt"})
+              metadata={DEMO_WEIGHTS_KEY: "1", "format": "pt"})
     fingerprints = {
         "clip": fingerprint_state({k[len("visual."):]: v for k, v in visual.items()}),
         "llama": fingerprint_state(decoder),
@@ -133,7 +133,7 @@ def _write(paths: DemoPaths) -> None:
         name=DEMO_NAME,
         demo=True,
         model_id=DEMO_MODEL_ID,
-        training={"note": f"random weights (seed {DEMO_SEED}); {DEMO_LABEL}", "demo": True},
+        training={"note": f"random weights (seed {DEMO_SEED}); {DEMO_MARK}", "demo": True},
     )
     save_bundle(paths.bundle, trained, manifest)
 

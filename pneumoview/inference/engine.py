@@ -39,10 +39,8 @@ from pneumoview.inference import weights as _weights  # sets the offline switche
 from pneumoview.inference.bundle import Manifest, check_fingerprints, load_bundle
 from pneumoview.inference.config import PneumoLLMConfig
 from pneumoview.inference.plans import Plan, choose_plan, quantise_decoder_linears
+from pneumoview.labels import display_label
 from pneumoview.preprocess import MODEL_SIZE, ModelInput, prepare
-
-#: Appended to every label of a demo model (random weights), and shown wherever its results are.
-DEMO_LABEL = "DEMO - not a diagnosis"
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -54,7 +52,7 @@ class Prediction:
 
     ``probability``: P(pneumoconiosis) = softmax(logits)[0]. ``positive``: probability >= threshold.
     ``class_name``: the class at the threshold (manifest's class_names[0] or [1]). ``label``: what to
-    show -- the class name, plus ``" - DEMO - not a diagnosis"`` for a demo model.
+    show -- :func:`pneumoview.labels.display_label` of the class name (the DEMO mark for a demo model).
     """
 
     probability: float
@@ -359,7 +357,7 @@ class InferenceEngine:
         positive = probability >= threshold
         names = self.class_names
         class_name = names[0] if positive else names[1]
-        label = f"{class_name} - {DEMO_LABEL}" if self.demo else class_name
+        label = display_label(class_name, demo=self.demo)
         return Prediction(probability=probability, label=label, threshold=threshold, model_id=self.model_id,
                           model_name=self.model_name, demo=self.demo, positive=positive, class_name=class_name)
 

@@ -88,7 +88,7 @@ LLAMA_LAYER_TENSORS: tuple[str, ...] = tuple(name for name, _ in _META_LAYER_KEY
 
 ProgressFn = Callable[[int, int], None]
 #: Marks the demo model's random base weights: safetensors metadata value "1" / config.json ``true``.
-DEMO_MARK = "pneumoview_demo"
+DEMO_WEIGHTS_KEY = "pneumoview_demo"
 
 
 @dataclass
@@ -296,7 +296,7 @@ def read_clip_visual(
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                demo = (f.metadata() or {}).get(DEMO_MARK) == "1"
+                demo = (f.metadata() or {}).get(DEMO_WEIGHTS_KEY) == "1"
                 raw = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - not a dict
         except (SafetensorError, OSError) as exc:
             raise WeightsError(f"cannot read safetensors file: {exc}", path=path) from exc
@@ -470,7 +470,7 @@ def _read_hf_folder(
         source_format="hf-folder",
         source_dtype=max(dtypes, key=dtypes.__getitem__) if dtypes else None,
         path=folder,
-        demo=bool(config.get(DEMO_MARK)),
+        demo=bool(config.get(DEMO_WEIGHTS_KEY)),
     )
 
 

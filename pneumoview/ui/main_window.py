@@ -1,7 +1,7 @@
 """The main window: study browser, viewer, diagnosis / review panels, problems and tags.
 
 The window only asks and shows. State lives in a :class:`pneumoview.session.ReviewSession`
-(persisted through engineer E's :class:`pneumoview.store.ResultStore`); long work (scanning,
+(persisted through :class:`pneumoview.store.ResultStore`); long work (scanning,
 image preparation, analysis) runs in :mod:`pneumoview.ui.workers` jobs whose results come
 back as queued signals. ``torch`` is imported only when an analysis starts, in a worker.
 """
@@ -43,8 +43,11 @@ from PySide6.QtWidgets import (
 
 from pneumoview import paths
 from pneumoview.errors import PneumoViewError, StoreError
-from pneumoview.session import AnalysisResult, ImageEntry, ResultStoreAdapter, ReviewSession, Status, utc_now
+from pneumoview.results import ANALYSED, ImageResult
+from pneumoview.service.analysis import WorkItem
+from pneumoview.session import ImageEntry, ResultStoreAdapter, ReviewSession, Status
 from pneumoview.settings import Settings, load_settings, save_settings
+from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel, entry_summary
 from pneumoview.ui.problems_panel import ProblemsPanel
 from pneumoview.ui.study_model import (
@@ -59,8 +62,7 @@ from pneumoview.ui.study_model import (
 )
 from pneumoview.ui.tags_panel import TagsPanel
 from pneumoview.ui.viewer import ImageViewer
-from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
-from pneumoview.ui.workers import AnalysisItem, AnalysisJob, FunctionJob, Job, ScanJob
+from pneumoview.ui.workers import AnalysisJob, FunctionJob, Job, ScanJob
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +71,12 @@ GIL_SWITCH_INTERVAL_S = 0.002
 EXPAND_ALL_LIMIT = 300      # images; above this the browser opens with patients expanded only
 
 
-def engine_identity(loaded: dict[str, Any] | None) -> dict[str, str]:
-    """Device, plan, model version and bundle fingerprint from the analysis process's ``loaded`` event."""
-    loaded = loaded or {}
-    version = str(loaded.get("model_version", "") or "")
-    created = str(loaded.get("created", "") or "")
-    if created:
-        version = f"{version} ({created})" if version else created
-    return {"device": str(loaded.get("device", "")), "plan": str(loaded.get("plan", "")),
-            "model_version": version, "fingerprint": str(loaded.get("fingerprint", ""))}
-
-
 def _warm_up_imports() -> None:
     """Worker thread, at start: import the DICOM / preprocessing modules (not torch) before the
     reviewer's first click needs them, so that first click does not wait on imports."""
-    import pneumoview.dicom.display  # noqa: F401
-    import pneumoview.dicom.scan  # noqa: F401
-    import pneumoview.dicom.suitability  # noqa: F401
+    import pneumoview.dicom.display
+    import pneumoview.dicom.scan
+    import pneumoview.dicom.suitability
     import pneumoview.preprocess  # noqa: F401
 
 
@@ -115,7 +106,7 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
 
 
 class MainWindow(QMainWindow):
-    """PneumoView's main window. ``settings_path`` / ``database_path`` default to E's paths."""
+    """PneumoView's main window. ``settings_path`` / ``database_path`` default to :mod:`pneumoview.paths`."""
 
     analysisFinished = Signal(int)       # images analysed
     scanFinished = Signal(int)           # images added
@@ -341,8 +332,9 @@ class MainWindow(QMainWindow):
         analysis_menu = menu.addMenu("&Analysis")
         self.act_analyse_selected = action("Analyse &Selected", self.analyse_selected, "Ctrl+R")
         self.act_analyse_all = action("Analyse &All", self.analyse_all, "Ctrl+Shift+R")
+        self.act_reanalyse_all = action("&Re-analyse All...", self.reanalyse_all)
         self.act_cancel = action("&Cancel", self.cancel_task, "Esc")
-        for act in (self.act_analyse_selected, self.act_analyse_all, self.act_cancel):
+        for act in (self.act_analyse_selected, self.act_analyse_all, self.act_reanalyse_all, self.act_cancel):
             analysis_menu.addAction(act)
 
         model_menu = menu.addMenu("&Model")
@@ -393,17 +385,17 @@ class MainWindow(QMainWindow):
         self.status_label.setText(text)
 
     # ------------------------------------------------------------------ opening
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802
+    def dragMoveEvent(self, event: Any) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         files = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         if files:
             event.acceptProposedAction()
@@ -676,6 +668,36 @@ class MainWindow(QMainWindow):
         return self.analyse(self.selected_keys())
 
     def analyse_all(self) -> AnalysisJob | None:
+        """Analyse the images that have no current result (the rest keep theirs and their decisions)."""
+        keys = list(self.session.entries)
+        self.session.record_unsupported(keys)   # reports list why the others were not analysed
+        todo = self.session.without_current_result(keys)
+        if keys and not todo and self.session.analysable(keys):
+            self._status("Every image already has a result; use Analysis > Re-analyse All to analyse them again.")
+            return None
+        return self.analyse(todo or keys)
+
+    def reanalyse_prompt(self) -> tuple[int, int, str]:
+        """(images, decisions that would need re-review, the question to ask) for "Re-analyse All"."""
+        keys = self.session.analysable(list(self.session.entries))
+        loaded = self.analysis_client.loaded if self.analysis_client.loaded_spec == self.engine_spec else None
+        fingerprint = str(loaded.get("fingerprint", "")) if loaded else None
+        at_stake = self.session.decisions_at_stake(keys, fingerprint)
+        model = "the current model" if loaded else "the chosen model (not loaded yet, so any decided image counts)"
+        text = (f"Analyse all {len(keys)} image(s) again with {model}?\n\n"
+                f"{at_stake} reviewer decision(s) were made on another model's output and will need re-review "
+                "if the new result differs; they are kept, marked 'needs re-review'.")
+        return len(keys), at_stake, text
+
+    def reanalyse_all(self, *, confirm: Callable[[str], bool] | None = None) -> AnalysisJob | None:
+        """Analyse every image again, after asking when decisions would need re-review."""
+        images, at_stake, text = self.reanalyse_prompt()
+        if images and at_stake:
+            ask = confirm or (lambda question: QMessageBox.question(
+                self, "Re-analyse all images?", question) == QMessageBox.StandardButton.Yes)
+            if not ask(text):
+                self._status("Re-analysis cancelled: nothing changed.")
+                return None
         return self.analyse(list(self.session.entries))
 
     def analyse(self, keys: Iterable[str]) -> AnalysisJob | None:
@@ -697,12 +719,15 @@ class MainWindow(QMainWindow):
         if not todo:
             self._status(f"None of the {len(keys)} image(s) can be analysed (see the Status column).")
             return None
-        items = [AnalysisItem(k, self.session.entries[k].path) for k in todo]
+        items = []
+        for k in todo:
+            identity = self.session.entries[k].identity
+            assert identity is not None  # analysable() keeps only identified files
+            items.append(WorkItem.for_identity(k, identity))
         job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=self.settings.threshold,
                           persist=self._persist_outputs)
         job.signals.progress.connect(self._on_progress)
         job.signals.partial.connect(self._on_analysis_partial)
-        job.signals.problems.connect(self._on_analysis_problems)
         job.signals.finished.connect(lambda n, s=skipped: self._on_analysis_done(n, s))
         job.signals.failed.connect(self._on_analysis_failed)
         job.signals.cancelled.connect(lambda: self._task_done("Analysis cancelled; finished images are kept."))
@@ -724,31 +749,18 @@ class MainWindow(QMainWindow):
         box.show()
         self._no_model_box = box
 
-    def _persist_outputs(self, outputs: list[Any]) -> list[tuple[str, AnalysisResult]]:
-        """Worker thread: turn a batch of predictions into results and save them to the store."""
-        identity = engine_identity(self.analysis_client.loaded)
-        now = utc_now()
-        results = []
-        for out in outputs:
-            p = out.prediction
-            results.append((out.key, AnalysisResult(
-                probability=float(p.probability), label=str(getattr(p, "class_name", "") or p.label),
-                threshold=float(p.threshold), model_id=str(p.model_id), model_name=str(p.model_name),
-                demo=bool(p.demo), device=identity["device"], plan=identity["plan"],
-                model_version=identity["model_version"], fingerprint=identity["fingerprint"],
-                analysed_at=now, box=out.box, box_fallback=out.box_fallback)))
-        self.session.persist_results(results)
-        return results
+    def _persist_outputs(self, results: list[tuple[str, ImageResult]]) -> list[tuple[str, ImageResult]]:
+        """Worker thread: save a batch of results to the store; returns them with their row ids."""
+        return self.session.persist_results(results)
 
-    def _on_analysis_partial(self, results: list[tuple[str, AnalysisResult]]) -> None:
+    def _on_analysis_partial(self, results: list[tuple[str, ImageResult]]) -> None:
         self.session.apply_results(results)
-
-    def _on_analysis_problems(self, failures: list[tuple[str, str]]) -> None:
-        self.session.set_failures(failures)
-        for key, reason in failures:
+        failures = [(key, r) for key, r in results if r.status != ANALYSED]
+        for key, result in failures:
             entry = self.session.entries.get(key)
-            self.problems.add_message(str(entry.path) if entry else key, reason, "analysis")
-        self.bottom_tabs.setTabText(0, f"Problems ({self.problems.rowCount()})")
+            self.problems.add_message(str(entry.path) if entry else key, result.reason, result.reason_code)
+        if failures:
+            self.bottom_tabs.setTabText(0, f"Problems ({self.problems.rowCount()})")
 
     def _on_analysis_done(self, count: int, skipped: int) -> None:
         extra = f"; {skipped} not analysable" if skipped else ""
@@ -795,7 +807,7 @@ class MainWindow(QMainWindow):
             self.export(dialog.target_path(), selected=selected, options=dialog.options())
 
     def export(self, path: Path, *, selected: bool, options: Any) -> Any:
-        """Write the CSV report (engineer E's ``report.export_csv``); returns its summary."""
+        """Write the CSV report (:func:`pneumoview.report.export_csv`); returns its summary."""
         from pneumoview.report import export_csv
         keys = self.selected_keys() if selected else None
         try:
@@ -859,7 +871,7 @@ class MainWindow(QMainWindow):
         self._status(f"Model {registry_id} is now active; the next analysis uses it.")
 
     # ------------------------------------------------------------------ closing
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         for job in self._jobs:
             job.cancel()
         self.pool.waitForDone(10000)
@@ -877,4 +889,4 @@ def window_icon() -> QIcon:
     return QIcon(str(icon_path)) if icon_path.is_file() else QIcon()
 
 
-__all__ = ["MainWindow", "model_configured", "active_bundle_path", "engine_identity", "window_icon"]
+__all__ = ["MainWindow", "active_bundle_path", "model_configured", "window_icon"]

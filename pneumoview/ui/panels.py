@@ -6,6 +6,7 @@ requests go out as Qt signals that the main window turns into session calls.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pneumoview.session import DECISIONS, DEMO_MARK, ImageEntry
+from pneumoview.labels import DECISIONS, DEMO_MARK
+from pneumoview.session import ImageEntry
 from pneumoview.ui.viewer import to_qimage
 
 # Looks come from resources/styles/pneumoview.qss through these dynamic properties.
@@ -116,27 +118,47 @@ class DiagnosisPanel(QGroupBox):
             self.details.setText(f"{s.reason}<br><i>PneumoLLM is for frontal (PA/AP) chest radiographs.</i>")
             return
         result = entry.result
-        if result is None:
-            self.headline.setText("Not analysed yet")
-            self.details.setText(f"Failed: {entry.error}" if entry.error else "Use Analysis > Analyse selected.")
+        if result is None or not result.is_analysed:
+            self.headline.setText("Not analysed yet" if result is None else f"Analysis failed: {result.reason_code}")
+            if result is not None:
+                self.details.setText(html.escape(result.reason))
+            else:
+                self.details.setText(f"Failed: {html.escape(entry.error)}" if entry.error
+                                     else "Use Analysis > Analyse selected.")
             return
-        label = result.label_at(self.threshold)
+        prov = result.provenance
+        threshold = prov.threshold if prov.threshold is not None else self.threshold
         demo = f" [{DEMO_MARK}]" if result.demo else ""
         self.headline.setText(f"Probability of pneumoconiosis{demo}")
-        self.probability.setText(f"{result.probability:.3f}  {label}")
+        self.probability.setText(f"{result.probability:.3f}  {result.shown_label}")
         self.probability.show()
         self.demo_mark.setVisible(result.demo)
+        label_text = f"<b>{html.escape(result.label)}</b> at threshold {threshold:.2f}"
+        now = result.label_at(self.threshold)
+        if abs(threshold - self.threshold) > 1e-9 and now != result.label:
+            label_text += (f"<br><span style='color:#a05000'>at the current threshold {self.threshold:.2f} it would be "
+                           f"{html.escape(now)}: analyse again to apply it</span>")
+        box = prov.crop_box
         rows = [
-            ("Label", f"<b>{label}</b> at threshold {self.threshold:.2f}"
-                      + (f" (computed at {result.threshold:.2f})" if abs(result.threshold - self.threshold) > 1e-9 else "")),
-            ("Model", result.model_name),
-            ("Version", result.model_version or result.model_id),
-            ("Bundle fingerprint", f"<code>{result.fingerprint[:16] or 'unknown'}</code>"),
-            ("Device / plan", result.plan or result.device or "unknown"),
-            ("Analysed", result.analysed_at),
+            ("Label", label_text),
+            ("Model", html.escape(prov.bundle_name)),
+            ("Version", html.escape(prov.bundle_id)),
+            ("Bundle fingerprint", f"<code>{prov.model_fingerprint or 'unknown'}</code>"),
+            ("Base weights", "<br>".join(f"{html.escape(k)} <code>{html.escape(v[:24])}</code>"
+                                         for k, v in sorted(prov.base_fingerprints.items())) or "unknown"),
+            ("Operating point", html.escape(prov.operating_point_id) or "threshold from settings"),
+            ("Device / plan", html.escape(prov.plan or prov.device or "unknown")),
+            ("Lung box", " ".join(str(v) for v in box) if box else "unknown"),
+            ("Software", f"PneumoView {html.escape(prov.software_version)}" if prov.software_version else "unknown"),
+            ("Analysed", html.escape(result.analysed_at)),
         ]
-        if result.box_fallback:
+        if prov.crop_fallback:
             rows.append(("Lung box", "<span style='color:#a05000'>not found: whole image used</span>"))
+        if entry.review_status == "needs re-review":
+            rows.append(("Review", ("<span style='color:#a05000'><b>needs re-review</b>: the result changed since "
+                                    "the decision</span>")))
+        if entry.duplicates:
+            rows.append(("Duplicate UID", "<br>".join(html.escape(p) for p in entry.duplicates)))
         self.details.setText("<table>" + "".join(
             f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
 

@@ -13,7 +13,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
-from pneumoview.session import DEMO_MARK, ImageEntry, ReviewSession, Status, image_key
+from pneumoview.labels import DEMO_MARK
+from pneumoview.session import ImageEntry, ReviewSession, Status, file_key
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1      # image key (images only)
 KIND_ROLE = Qt.ItemDataRole.UserRole + 2     # "patient" | "study" | "series" | "image"
@@ -51,14 +52,18 @@ def format_date(yyyymmdd: str) -> str:
 
 
 def score_text(entry: ImageEntry, threshold: float) -> str:
-    """The AI score as shown in the table: probability, label at ``threshold``, DEMO mark."""
+    """The AI score as shown in the table: probability, the label it was given (at its own threshold), DEMO mark.
+    ``threshold`` (the settings' one) is not used to relabel: a decision is bound to the label it judged."""
     if not entry.diagnosable:
         code = entry.suitability.code if entry.suitability is not None else ""
         return f"n/a ({code})" if code else "n/a"
-    if entry.result is None:
+    result = entry.result
+    if result is None:
         return ""
-    text = f"{entry.result.probability:.2f} {entry.result.label_at(threshold)}"
-    return f"{text} [{DEMO_MARK}]" if entry.result.demo else text
+    if not result.is_analysed:
+        return f"- ({result.reason_code})"
+    text = f"{result.probability:.2f} {result.label}"
+    return f"{text} [{DEMO_MARK}]" if result.demo else text
 
 
 class StudyTreeModel(QAbstractItemModel):
@@ -93,7 +98,7 @@ class StudyTreeModel(QAbstractItemModel):
                     se = self._add(s, "series", [label, patient.patient_id, format_date(study.study_date),
                                                  study.accession, series.modality, "", ""])
                     for record in series.images:
-                        key = image_key(record)
+                        key = file_key(record)
                         name = record.path.name
                         if record.instance_number is not None:
                             name = f"#{record.instance_number}  {name}"
@@ -214,7 +219,7 @@ class StudyTreeModel(QAbstractItemModel):
             if entry is not None:
                 if col == COL_SCORE and entry.result is not None and entry.result.demo:
                     return QBrush(QColor(200, 30, 30))
-                if col == COL_STATUS and entry.status in (Status.UNSUPPORTED, Status.FAILED):
+                if col == COL_STATUS and entry.status in (Status.UNSUPPORTED, Status.FAILED, Status.NEEDS_REVIEW):
                     return QBrush(QColor(150, 90, 0))
         if role == Qt.ItemDataRole.FontRole and node.kind in ("patient", "study") and col == COL_NAME:
             font = QFont()
@@ -244,11 +249,13 @@ class StudyTreeModel(QAbstractItemModel):
         # Aggregates for patient / study / series rows.
         entries = [self.session.entries[k] for k in node.image_keys() if k in self.session.entries]
         if col == COL_STATUS:
-            analysed = sum(e.result is not None for e in entries)
+            analysed = sum(e.has_current_result for e in entries)
             reviewed = sum(e.decision is not None for e in entries)
-            return f"{analysed}/{len(entries)} analysed, {reviewed} reviewed"
+            stale = sum(e.status is Status.NEEDS_REVIEW for e in entries)
+            text = f"{analysed}/{len(entries)} analysed, {reviewed} reviewed"
+            return f"{text}, {stale} need re-review" if stale else text
         if col == COL_SCORE:
-            scored = [e.result for e in entries if e.result is not None and e.diagnosable]
+            scored = [e.result for e in entries if e.has_current_result and e.diagnosable]
             if not scored:
                 return ""
             top = max(scored, key=lambda r: r.probability)
@@ -259,7 +266,7 @@ class StudyTreeModel(QAbstractItemModel):
     def _sort_value(self, node: _Node, col: int) -> Any:
         if col == COL_SCORE:
             entries = [self.session.entries[k] for k in node.image_keys() if k in self.session.entries]
-            probs = [e.result.probability for e in entries if e.result is not None and e.diagnosable]
+            probs = [e.result.probability for e in entries if e.has_current_result and e.diagnosable]
             return max(probs) if probs else -1.0
         return self._text(node, col).lower()
 

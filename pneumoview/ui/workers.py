@@ -5,7 +5,7 @@ Each job is a :class:`QRunnable` run by a :class:`QThreadPool`; it reports throu
 Jobs are cancelled cooperatively: :meth:`Job.cancel` sets a flag that the long-running
 functions (``scan(cancel=...)``, ``InferenceEngine.predict(cancel=...)``) poll.
 
-Nothing here imports torch: the model runs in a child process (:mod:`pneumoview.ui.analysis_process`).
+Nothing here imports torch: the model runs in a child process (:mod:`pneumoview.service.analysis`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from pneumoview.errors import CancelledError, PneumoViewError
+from pneumoview.results import ImageResult
+from pneumoview.service.analysis import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -139,56 +140,26 @@ class ScanJob(Job):
         return result
 
 
-@dataclass
-class AnalysisItem:
-    """One image to analyse (its session key and file)."""
-
-    key: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    """The model's answer for one image, as the analysis process reports it."""
-
-    probability: float
-    class_name: str            # plain class at the threshold
-    label: str                 # engine's label (demo results carry the DEMO mark)
-    threshold: float
-    model_id: str
-    model_name: str
-    demo: bool
-
-
-@dataclass
-class AnalysisOutput:
-    """One analysed image as delivered to the GUI (``partial`` carries a list, or what ``persist`` made of it)."""
-
-    key: str
-    prediction: PredictionRecord
-    box: tuple[int, int, int, int] | None
-    box_fallback: bool
-
-
 class AnalysisJob(Job):
-    """Runs an analysis in the child process (:class:`pneumoview.ui.analysis_process.AnalysisClient`).
+    """Runs an analysis in the child process (:class:`pneumoview.service.analysis.AnalysisClient`).
 
-    The child prepares the crops (:func:`pneumoview.preprocess.prepare`) and runs the engine in
-    batches. For each batch: ``persist(outputs)`` runs in this worker thread (saving to the
-    database off the GUI thread) and ``partial`` carries its return value (or the
-    ``list[AnalysisOutput]``); images that could not be prepared go out as
-    ``problems(list[tuple[key, reason]])``; ``progress(done, total, message)``.
+    The child prepares the crops and runs the engine in batches; each ``results`` event carries one
+    :class:`~pneumoview.results.ImageResult` per image (failures included). For each batch:
+    ``persist(list[tuple[key, ImageResult]])`` runs in this worker thread (saving to the database off
+    the GUI thread) and ``partial`` carries its return value (or the list itself);
+    ``progress(done, total, message)``.
     """
 
-    def __init__(self, items: Sequence[AnalysisItem], client: Any, spec: Any, *,
-                 threshold: float, batch_size: int = 8,
-                 persist: Callable[[list[AnalysisOutput]], Any] | None = None) -> None:
+    def __init__(self, items: Sequence[WorkItem], client: Any, spec: Any, *,
+                 threshold: float, batch_size: int = 8, operating_point_id: str = "",
+                 persist: Callable[[list[tuple[str, ImageResult]]], Any] | None = None) -> None:
         super().__init__()
         self.items = list(items)
         self.client = client
         self.spec = spec
         self.threshold = threshold
         self.batch_size = max(1, batch_size)
+        self.operating_point_id = operating_point_id
         self.persist = persist
 
     def cancel(self) -> None:
@@ -203,28 +174,19 @@ class AnalysisJob(Job):
         elif kind == "loaded":
             self.report(0, total, f"Model loaded: {event.get('model_name', '')}")
         elif kind == "results":
-            outputs = [AnalysisOutput(
-                key=r["key"],
-                prediction=PredictionRecord(
-                    probability=float(r["probability"]), class_name=str(r["class_name"]), label=str(r["label"]),
-                    threshold=float(r["threshold"]), model_id=str(r["model_id"]),
-                    model_name=str(r["model_name"]), demo=bool(r["demo"])),
-                box=tuple(r["box"]) if r.get("box") else None, box_fallback=bool(r.get("fallback")))
-                for r in event.get("items", [])]
-            self.emit("partial", self.persist(outputs) if self.persist is not None else outputs)
-        elif kind == "problems":
-            self.emit("problems", [tuple(p) for p in event.get("items", [])])
+            results = [(item.key, item.result) for item in event.get("items", [])]
+            self.emit("partial", self.persist(results) if self.persist is not None else results)
         elif kind == "progress":
             done = int(event.get("done", 0))
             self.report(done, total, f"Analysed {done}/{total}")
 
     def work(self) -> Any:
-        from pneumoview.ui.analysis_process import error_from_event
+        from pneumoview.service.analysis import analyse_request, error_from_event
 
         if self.is_cancelled():
             raise CancelledError("analysis cancelled")
-        request = {"cmd": "analyse", "threshold": self.threshold, "batch_size": self.batch_size,
-                   "items": [{"key": item.key, "path": str(item.path)} for item in self.items]}
+        request = analyse_request(self.spec, self.items, threshold=self.threshold, batch_size=self.batch_size,
+                                  operating_point_id=self.operating_point_id)
         final = self.client.request(self.spec, request, self._on_event)
         if final.get("event") == "cancelled":
             raise CancelledError("analysis cancelled")
@@ -243,7 +205,7 @@ class ValidateJob(Job):
         self.spec = spec
 
     def work(self) -> Any:
-        from pneumoview.ui.analysis_process import error_from_event
+        from pneumoview.service.analysis import error_from_event
 
         loaded: dict[str, Any] = {}
         final = self.client.request(self.spec, {"cmd": "validate"},

@@ -11,9 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from pneumoview.inference.bundle import load_bundle, read_manifest
-from pneumoview.inference.demo import DEMO_LABEL, default_demo_dir, ensure_demo_model
+from pneumoview.inference.demo import default_demo_dir, ensure_demo_model
 from pneumoview.inference.engine import InferenceEngine
 from pneumoview.inference.weights import read_clip_visual, read_llama_decoder
+from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_demo_engine_marks_every_prediction(first):
     preds = engine.predict(crops)
     assert len(preds) == 3
     for pred in preds:
-        assert pred.demo and pred.label.endswith(DEMO_LABEL) and pred.model_name.startswith("DEMO")
+        assert pred.demo and pred.label.startswith(DEMO_LABEL) and pred.model_name.startswith("DEMO")
         assert 0.0 <= pred.probability <= 1.0
 
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from pneumoview.errors import BundleError, CancelledError, FingerprintMismatchError, WeightsError
 from pneumoview.inference.bundle import Manifest, load_bundle, save_bundle
 from pneumoview.inference.demo import ensure_demo_model
-from pneumoview.inference.engine import DEMO_LABEL, InferenceEngine
+from pneumoview.inference.engine import InferenceEngine
+from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -91,7 +92,7 @@ def test_prediction_fields_threshold_and_demo_marking(engine, crops):
         assert pred.threshold == threshold and pred.model_id == engine.manifest.model_id
         assert pred.demo and DEMO_LABEL in pred.label and "DEMO" in pred.model_name
         assert pred.class_name == ("pneumoconiosis" if pred.positive else "normal")
-        assert pred.label == f"{pred.class_name} - {DEMO_LABEL}"
+        assert pred.label == f"{DEMO_LABEL}: {pred.class_name}"
     assert engine.predict([]) == []
 
 

@@ -163,6 +163,11 @@ def test_torch_not_imported_at_window_start_and_smoke_test(tmp_path: Path) -> No
     assert "resources OK" in smoke.stdout
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.slow
 def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_path: Path) -> None:  # noqa: ANN001
     from pneumoview.report import ExportOptions, columns_for, pseudonym
@@ -179,7 +184,8 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     rg1 = window.session.entries[key_of(window, "RG1_UNCR.dcm")]
     assert rg1.status is Status.ANALYSED and rg1.result.demo
     assert 0.0 <= rg1.result.probability <= 1.0
-    assert rg1.result.model_name.startswith("DEMO") and rg1.result.plan
+    assert rg1.result.provenance.bundle_name.startswith("DEMO") and rg1.result.provenance.plan
+    assert rg1.result.provenance.crop_box is not None and rg1.result.provenance.software_version
     # Table: score with the DEMO mark; the CT shows its reason code instead of a score.
     score = window.proxy.mapFromSource(window.tree_model.index_for_key(rg1.key, COL_SCORE)).data()
     assert score.startswith(f"{rg1.result.probability:.2f}") and DEMO_MARK in score
@@ -196,11 +202,14 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
                     and not window.model_input.image.pixmap().isNull(), timeout=60000)
     assert window.model_input.image.pixmap().width() == 224
 
-    # Reviewer decision through the panel's own buttons.
+    # Reviewer decision through the panel's own buttons, bound to the result on screen.
     window.review.buttons["disagree"].click()
     window.review.comment.setPlainText("rib overlap, not nodules")
     window.review.save_button.click()
     assert rg1.decision.decision == "disagree" and rg1.decision.reviewer == "Dr Test"
+    assert rg1.decision.result_id == rg1.result.id is not None
+    # Analyse All again: every image has a current result, so nothing is redone.
+    assert window.analyse_all() is None and "Re-analyse All" in window.status_label.text()
     probability = rg1.result.probability
     record = rg1.record
     window.close()
@@ -214,32 +223,44 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     assert window2.review.buttons["disagree"].isChecked()
     assert window2.review.comment.toPlainText() == "rib overlap, not nodules"
 
-    # Export all: CSV checked column by column.
+    # Export all: the one CSV schema, checked column by column.
     plain = ExportOptions(include_names=True)
     target = tmp_path / "report.csv"
     summary = window2.export(target, selected=False, options=plain)
-    with target.open(encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0].keys()) == [h for _f, h in columns_for(plain)]
+    rows = _read_csv(target)
+    assert tuple(rows[0].keys()) == columns_for(plain)
     assert summary.rows == len(rows) == 3            # two radiographs + the CT's reason
-    row = next(r for r in rows if r["Source path"].endswith("RG1_UNCR.dcm"))
-    assert row["Patient ID"] == record.patient_id
-    assert row["Patient name"] == record.patient_name.replace("^", " ")
-    assert row["Study UID"] == record.study_uid
-    assert row["Accession number"] == record.accession
-    assert row["Study date"] == f"{record.study_date[:4]}-{record.study_date[4:6]}-{record.study_date[6:]}"
-    assert row["View"] == record.view_position
-    assert float(row["Probability of pneumoconiosis"]) == pytest.approx(probability, abs=1e-6)
-    assert float(row["Threshold"]) == 0.5
-    assert row["Label"].startswith(DEMO_MARK)
-    assert row["Model name"].startswith("DEMO")
-    assert row["Reviewer decision"] == "disagree"
-    assert row["Reviewer comment"] == "rib overlap, not nodules"
-    assert row["Reviewer name"] == "Dr Test"
-    assert row["Unsupported reason"] == ""
-    ct_row = next(r for r in rows if r["Source path"].endswith("CT_small.dcm"))
-    assert ct_row["Unsupported reason"].startswith("unsupported-modality")
-    assert ct_row["Probability of pneumoconiosis"] == ""
+    row = next(r for r in rows if r["path"].endswith("RG1_UNCR.dcm"))
+    assert row["patient_id"] == record.patient_id
+    assert row["patient_name"] == record.patient_name.replace("^", " ")
+    assert row["study_uid"] == record.study_uid
+    assert row["accession"] == record.accession
+    assert row["study_date"] == f"{record.study_date[:4]}-{record.study_date[4:6]}-{record.study_date[6:]}"
+    assert row["view_position"] == record.view_position
+    assert float(row["probability"]) == pytest.approx(probability, abs=1e-6)
+    assert float(row["threshold"]) == 0.5
+    assert row["label"].startswith(DEMO_MARK)
+    assert row["model_name"].startswith("DEMO") and row["model_fingerprint"] and row["lung_box"]
+    assert row["decision"] == "disagree" and row["review_status"] == "current"
+    assert row["comment"] == "rib overlap, not nodules"
+    assert row["reviewer"] == "Dr Test"
+    assert row["status"] == "analysed" and row["reason_code"] == ""
+    ct_row = next(r for r in rows if r["path"].endswith("CT_small.dcm"))
+    assert ct_row["status"] == "not-analysed" and ct_row["reason_code"] == "unsupported-modality"
+    assert ct_row["probability"] == ""
+
+    # The same schema and the same numbers from `pneumoview analyze`.
+    from pneumoview.cli import main
+
+    cli_csv = tmp_path / "cli.csv"
+    assert main(["analyze", str(folder), "--demo", "--csv", str(cli_csv), "--include-names", "-q"]) == 1
+    cli_rows = _read_csv(cli_csv)
+    assert tuple(cli_rows[0].keys()) == tuple(rows[0].keys())
+    cli_row = next(r for r in cli_rows if r["path"].endswith("RG1_UNCR.dcm"))
+    assert float(cli_row["probability"]) == pytest.approx(probability, abs=1e-5)
+    for column in ("label", "patient_id", "study_uid", "sop_instance_uid", "content_sha256", "model_fingerprint",
+                   "base_fingerprints", "lung_box", "status", "threshold"):
+        assert cli_row[column] == row[column], column
 
     # Export selected, pseudonymised, through the dialog's options (key created and kept).
     from pneumoview.ui.export_dialog import ExportDialog
@@ -252,16 +273,74 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     assert options.pseudonymise and options.key
     target2 = tmp_path / "pseudo.csv"
     window2.export(target2, selected=True, options=options)
-    with target2.open(encoding="utf-8-sig", newline="") as handle:
-        prow = list(csv.DictReader(handle))
+    prow = _read_csv(target2)
     assert len(prow) == 1
-    assert list(prow[0]) == [h for _f, h in columns_for(options)]
-    assert "Patient name" not in prow[0] and "Source path" not in prow[0] and "Reviewer comment" not in prow[0]
+    assert tuple(prow[0]) == columns_for(options)
+    assert "patient_name" not in prow[0] and "path" not in prow[0] and "comment" not in prow[0]
     key = bytes.fromhex(load_settings().pseudonymise_key)
-    assert prow[0]["Patient ID"] == pseudonym(key, record.patient_id, kind="patient") != record.patient_id
-    assert prow[0]["Study UID"] == pseudonym(key, record.study_uid, kind="study")
-    assert prow[0]["Accession number"] == pseudonym(key, record.accession, kind="accession")
-    assert prow[0]["Label"].startswith(DEMO_MARK) and prow[0]["Reviewer decision"] == "disagree"
+    assert prow[0]["patient_id"] == pseudonym(key, record.patient_id, kind="patient") != record.patient_id
+    assert prow[0]["study_uid"] == pseudonym(key, record.study_uid, kind="study")
+    assert prow[0]["accession"] == pseudonym(key, record.accession, kind="accession")
+    assert prow[0]["label"].startswith(DEMO_MARK) and prow[0]["decision"] == "disagree"
+
+    # A threshold that flips RG1's label, then Re-analyse All: the window asks, saying how many decisions
+    # are at stake, and the old "disagree" turns "needs re-review" (a filter of its own).
+    window2.settings.threshold = min(0.99, probability + 0.01) if probability < 0.98 else 0.01
+    window2.use_demo_model()
+    asked: list[str] = []
+    with qtbot.waitSignal(window2.analysisFinished, timeout=240000):
+        assert window2.reanalyse_all(confirm=lambda text: asked.append(text) or True) is not None
+    assert len(asked) == 1 and "1 reviewer decision(s)" in asked[0]
+    again = window2.session.entries[rg1.key]
+    assert again.status is Status.NEEDS_REVIEW and again.decision.decision == "disagree"
+    window2.status_filter.setCurrentIndex(window2.status_filter.findData(Status.NEEDS_REVIEW))
+    assert visible_image_names(window2) == ["RG1_UNCR.dcm"]
+    window2.status_filter.setCurrentIndex(0)
+    stale = next(r for r in _read_csv(window2.export(tmp_path / "stale.csv", selected=False, options=plain).path)
+                 if r["path"].endswith("RG1_UNCR.dcm"))
+    assert stale["decision"] == "disagree" and stale["review_status"] == "needs re-review"
+    assert window2.reanalyse_prompt()[1] == 0   # the same model is loaded: nothing more at stake, no question
+    window2.select_key(rg1.key)
+    window2.review.save_button.click()           # reviewed again: current
+    assert again.status is Status.REVIEWED
+    window2.analysis_client.close()              # which model runs next is not known until it loads
+    declined: list[str] = []
+    assert window2.reanalyse_all(confirm=lambda text: declined.append(text) and False) is None  # declined: no run
+    assert len(declined) == 1 and again.status is Status.REVIEWED
+
+
+def visible_image_names(window: MainWindow) -> list[str]:
+    names = []
+
+    def walk(parent) -> None:  # noqa: ANN001
+        for row in range(window.proxy.rowCount(parent)):
+            index = window.proxy.index(row, 0, parent)
+            if index.data(KIND_ROLE) == "image":
+                names.append(window.session.entries[index.data(KEY_ROLE)].path.name)
+            walk(index)
+
+    from PySide6.QtCore import QModelIndex
+
+    walk(QModelIndex())
+    return sorted(names)
+
+
+def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(qtbot, home: Path, tmp_path: Path,  # noqa: ANN001
+                                                                          rg1_uncompressed: Path) -> None:
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    (folder / "RG1.dcm").write_bytes(rg1_uncompressed.read_bytes())
+    (folder / "RG1_cut.dcm").write_bytes(rg1_uncompressed.read_bytes()[:2_000_000])  # a failed copy, same UID
+    window = open_window(qtbot, folder)
+    assert sorted(e.path.name for e in window.session.entries.values()) == ["RG1.dcm", "RG1_cut.dcm"]
+    assert visible_image_names(window) == ["RG1.dcm", "RG1_cut.dcm"]     # both in the browser
+    problems = window.problems.problems()
+    conflicts = {Path(p).name: reason for p, reason in problems if "same SOP Instance UID" in reason}
+    assert set(conflicts) == {"RG1.dcm", "RG1_cut.dcm"}
+    assert str(folder / "RG1_cut.dcm") in conflicts["RG1.dcm"] and str(folder / "RG1.dcm") in conflicts["RG1_cut.dcm"]
+    kinds = [window.problems.item(r, 2).text() for r in range(window.problems.rowCount())]
+    assert kinds.count("duplicate-uid") == 2
+    assert window.bottom_tabs.tabText(0) == f"Problems ({len(problems)})"
 
 
 def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa: ANN201

@@ -10,7 +10,8 @@ from pydicom.data import get_testdata_file
 
 from pneumoview.dicom.scan import scan
 from pneumoview.labels import DEMO_MARK
-from pneumoview.session import AnalysisResult, ReviewSession
+from pneumoview.results import Provenance, analysed
+from pneumoview.session import ImageEntry, ReviewSession
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel
 
 
@@ -24,8 +25,16 @@ def _entries(tmp_path: Path, rg1: Path) -> dict[str, object]:
     return {e.path.name: e for e in session.entries.values()}
 
 
-def test_diagnosis_panel_label_follows_the_threshold_and_marks_demo(qtbot, tmp_path: Path,  # noqa: ANN001
-                                                                    rg1_uncompressed: Path) -> None:
+def _result(entry: ImageEntry, p: float, *, demo: bool, name: str, threshold: float = 0.5):  # noqa: ANN202
+    assert entry.identity is not None
+    return analysed(entry.identity, p, class_names=("pneumoconiosis", "normal"), demo=demo,
+                    provenance=Provenance(bundle_id="m1", bundle_name=name, bundle_fingerprint="ab" * 32,
+                                          threshold=threshold, device="cpu", plan="cpu fp32",
+                                          base_fingerprints={"clip": "cd" * 32}))
+
+
+def test_diagnosis_panel_shows_the_judged_label_and_marks_demo(qtbot, tmp_path: Path,  # noqa: ANN001
+                                                               rg1_uncompressed: Path) -> None:
     entries = _entries(tmp_path, rg1_uncompressed)
     rg1, ct = entries["RG1_UNCR.dcm"], entries["CT_small.dcm"]
     panel = DiagnosisPanel()
@@ -33,17 +42,19 @@ def test_diagnosis_panel_label_follows_the_threshold_and_marks_demo(qtbot, tmp_p
     panel.show()
     panel.show_entry(ct)
     assert panel.headline.text() == "Not analysable: unsupported-modality"
-    rg1.result = AnalysisResult(0.62, "pneumoconiosis", 0.5, "m1", "DEMO tiny", True, device="cpu",
-                                plan="cpu fp32", fingerprint="ab" * 32)
+    rg1.result = _result(rg1, 0.62, demo=True, name="DEMO tiny")
     panel.show_entry(rg1)
     assert panel.demo_mark.isVisible() and panel.demo_mark.text() == DEMO_MARK
-    assert panel.probability.text() == "0.620  pneumoconiosis"
-    assert "abababababababab" in panel.details.text() and "cpu fp32" in panel.details.text()
+    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
+    details = panel.details.text()
+    assert "abababababababab" in details and "cpu fp32" in details and "cdcdcdcd" in details
+    # Another threshold in the settings does not relabel the stored result (a decision is bound to
+    # what it judged); the panel says what the new threshold would give.
     panel.threshold = 0.7
     panel.show_entry(rg1)
-    assert panel.probability.text() == "0.620  normal"
-    assert "computed at 0.50" in panel.details.text()
-    rg1.result = AnalysisResult(0.3, "normal", 0.5, "m2", "real model", False)
+    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
+    assert "at the current threshold 0.70 it would be normal" in panel.details.text()
+    rg1.result = _result(rg1, 0.3, demo=False, name="real model")
     panel.show_entry(rg1)
     assert not panel.demo_mark.isVisible() and DEMO_MARK not in panel.headline.text()
 
