@@ -1,0 +1,5 @@
+"""PACS integration, Qt-free: Storage SCP (scp), DIMSE SCU (scu), DICOMweb (web), SR / SC writers (sr, sc).
+
+Every UID PneumoView creates comes from :mod:`pneumoview.pacs.uids`. pynetdicom, highdicom and
+dicomweb-client are imported here only, never by the window's import path.
+"""
