@@ -19,7 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from pneumoview.labels import DEMO_MARK
-from pneumoview.pacs.sr import MANUFACTURER, SR_SERIES_NUMBER, ModelResult, _series_description
+from pneumoview.pacs.sr import MANUFACTURER, SR_SERIES_NUMBER, ModelResult, _series_description, with_identity
 from pneumoview.pacs.uids import derived_uid
 
 #: Side of the written picture in pixels (the 224x224 crop, enlarged so the text stays legible).
@@ -60,6 +60,7 @@ def build_sc(source: Dataset, crop: np.ndarray, result: ModelResult, heatmap: np
     import highdicom as hd
 
     result.check()
+    source = with_identity(source)
     pixels = render_crop(crop, result, heatmap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # highdicom's notes on the source's person-name forms

@@ -71,11 +71,31 @@ class ModelResult:
                 raise ValueError(f"{name} must be a finite number in [0, 1], not {value!r}")
 
 
+#: Type 2 Patient / General Study attributes (PS3.3 C.7.1.1, C.7.2.1) copied into derived objects.
+IDENTITY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                  "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def with_identity(source: Dataset) -> Dataset:
+    """A copy of ``source``'s header where absent Type 2 identity attributes are present but empty.
+
+    Empty means "unknown" (PS3.5 7.4.5): nothing is invented, and highdicom can copy the identity.
+    """
+    import copy
+
+    header = copy.copy(source)
+    for keyword in IDENTITY_TYPE2:
+        if keyword not in header:
+            setattr(header, keyword, None)
+    return header
+
+
 def build_sr(source: Dataset, result: ModelResult) -> Dataset:
     """The Comprehensive SR (TID 1500) for ``result`` on the image whose header is ``source``."""
     import highdicom as hd
 
     result.check()
+    source = with_identity(source)
     name = result.model_name or "PneumoLLM"
     version = result.model_version or "unknown"
     # highdicom writes each *key* of ``parameters`` as one "Algorithm Parameters" TEXT item (DCM 111002),
