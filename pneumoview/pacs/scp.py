@@ -222,7 +222,8 @@ class StorageListener:
         self._emit(ListenerEvent("rejected", reason="association rejected", calling_ae=calling))
 
     def _handle_aborted(self, event) -> None:
-        log.info("association from %s aborted", event.assoc.requestor.ae_title)
+        log.warning("association from %s aborted (protocol error, invalid message, or the caller gave up)",
+                    event.assoc.requestor.ae_title)
 
     # --- quiet period --------------------------------------------------------------------
     def _tick(self) -> None:
