@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import LOOPBACK, small_image
+from pacs_support import LOOPBACK, small_image
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, Verification
 
@@ -209,7 +209,7 @@ CLIENT = textwrap.dedent("""
     from pynetdicom import AE
     from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
     sys.path.insert(0, sys.argv[2])
-    from conftest import small_image
+    from pacs_support import small_image
     ds = small_image(size=1024)  # 2 MiB of pixel data: about 128 P-DATA PDUs of 16 KiB
     ae = AE(ae_title="KILLED")
     ae.add_requested_context(DX)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import dciodvfy_errors, small_image
+from pacs_support import dciodvfy_errors, small_image
 
 from pneumoview.labels import DEMO_MARK
 from pneumoview.pacs.export import write_dicom_results
