@@ -61,6 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unverified-clip", action="store_true",
                         help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write a DICOM SR (TID 1500) and a Secondary Capture of the lung crop per image")
 
 
 def _check_inputs(folders: Iterable[Path], csv_path: Path) -> None:
@@ -211,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             status = UNREADABLE if problem.code == PROBLEM_UNREADABLE else NOT_ANALYSED
             row.update(status=status, reason_code=problem.code, reason=problem.reason)
 
-    _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet)
+    _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet, dicom_out=args.dicom_out)
     rows.sort(key=lambda r: r["path"])
     write_csv(args.csv, rows)
 
@@ -223,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: float, batch_size: int, tqdm: Any,
-             *, quiet: bool) -> None:
+             *, quiet: bool, dicom_out: Path | None = None) -> None:
     """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; per-file failures go in the row."""
     batch: list[tuple[dict[str, Any], Any]] = []
 
@@ -239,6 +241,15 @@ def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: fl
                        threshold=pred.threshold, model_id=pred.model_id, model_name=pred.model_name,
                        demo=pred.demo, lung_box=f"{box.x0} {box.y0} {box.x1} {box.y1}",
                        lung_fallback=box.fallback, notes="; ".join(notes))
+            if dicom_out is not None:  # SR + Secondary Capture (pneumoview.pacs); a source without identity is noted
+                from pneumoview.pacs.export import write_result_files
+
+                _, problem = write_result_files(
+                    model_input.source, dicom_out, probability=pred.probability, threshold=pred.threshold,
+                    label=pred.class_name, class_names=engine.class_names, model_name=pred.model_name,
+                    model_version=pred.model_id, bundle_fingerprint=engine.manifest.weights_sha256, demo=pred.demo,
+                    crop=model_input.crop)
+                row["notes"] = "; ".join(n for n in (row["notes"], problem) if n)
             bar.update(1)
         batch.clear()
 

@@ -76,3 +76,34 @@ def write_dicom_results(
     except OSError as exc:
         raise ExportError(f"cannot write DICOM results: {exc.strerror or exc}", path=folder) from exc
     return written
+
+
+def write_result_files(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    probability: float,
+    threshold: float,
+    label: str,
+    class_names: tuple[str, ...] | list[str] = ("pneumoconiosis", "normal"),
+    model_name: str = "",
+    model_version: str = "",
+    bundle_fingerprint: str = "",
+    demo: bool = False,
+    crop: np.ndarray | None = None,
+    heatmap: np.ndarray | None = None,
+) -> tuple[list[Path], str]:
+    """:func:`write_dicom_results` from plain values, for callers with their own result type.
+
+    Returns ``(paths written, "")``, or ``([], reason)`` when this source cannot get DICOM results
+    (not DICOM, no identity, non-finite values); an unwritable folder still raises ExportError.
+    """
+    result = ModelResult(probability=float(probability), threshold=float(threshold), label=label,
+                         class_names=tuple(class_names), model_name=model_name, model_version=model_version,
+                         bundle_fingerprint=bundle_fingerprint, demo=demo)
+    try:
+        return write_dicom_results(source, out_dir, result, crop=crop, heatmap=heatmap), ""
+    except DicomReadError as exc:
+        return [], f"no DICOM result: {exc.reason}"
+    except ValueError as exc:
+        return [], f"no DICOM result: {exc}"
