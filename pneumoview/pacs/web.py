@@ -88,7 +88,7 @@ class WebClient:
                 continue
             try:
                 answer = self._client.store_instances([dataset])
-                if "00081198" in answer and answer["00081198"].get("Value"):  # Failed SOP Sequence
+                if answer is not None and answer.get("FailedSOPSequence"):  # (0008,1198), PS3.18 10.5.3
                     report.failed.append((str(path), "STOW-RS: instance refused by the server"))
                 else:
                     report.sent.append(path)
