@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -61,3 +62,19 @@ def dciodvfy_errors(path: Path) -> list[str]:
         pytest.skip("dciodvfy not installed (Debian package dicom3tools)")
     done = subprocess.run([binary, str(path)], check=False, capture_output=True, text=True, timeout=60)
     return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
+def upload(orthanc, path: Path) -> str:
+    """Store ``path`` into Orthanc with dcmtk's storescu (pynetdicom where dcmtk is absent); its Orthanc id."""
+    storescu = shutil.which("storescu")
+    if storescu is not None:
+        subprocess.run([storescu, "-aet", "MODALITY", "-aec", orthanc.aet, LOOPBACK, str(orthanc.dicom_port),
+                        str(path)], check=True, capture_output=True, timeout=60)
+    else:
+        from pneumoview.pacs.scu import Client, parse_pacs
+
+        report = Client(parse_pacs(orthanc.pacs), calling_aet="MODALITY").send_files([path])
+        assert report.sent == [path]
+    sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    found = orthanc.rest("/tools/lookup", sop.encode(), method="POST")
+    return next(item["ID"] for item in found if item["Type"] == "Instance")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pacs_support import LOOPBACK, free_port, small_image
+from pacs_support import LOOPBACK, free_port, small_image, upload
 
 from pneumoview.cli import main
 from pneumoview.labels import DEMO_MARK
@@ -26,23 +26,9 @@ from pneumoview.pacs.scu import Client, parse_pacs
 from pneumoview.pacs.sr import read_sr
 
 
-def _upload(orthanc, path: Path) -> str:
-    """Store ``path`` into Orthanc with dcmtk's storescu (pynetdicom where dcmtk is absent); its Orthanc id."""
-    storescu = shutil.which("storescu")
-    if storescu is not None:
-        subprocess.run([storescu, "-aet", "MODALITY", "-aec", orthanc.aet, LOOPBACK, str(orthanc.dicom_port),
-                        str(path)], check=True, capture_output=True, timeout=60)
-    else:
-        report = Client(parse_pacs(orthanc.pacs), calling_aet="MODALITY").send_files([path])
-        assert report.sent == [path]
-    sop = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
-    found = orthanc.rest("/tools/lookup", sop.encode(), method="POST")
-    return next(item["ID"] for item in found if item["Type"] == "Instance")
-
-
 @pytest.fixture(scope="module")
 def rg1_in_orthanc(orthanc, rg1_uncompressed: Path) -> pydicom.Dataset:
-    _upload(orthanc, rg1_uncompressed)
+    upload(orthanc, rg1_uncompressed)
     return pydicom.dcmread(rg1_uncompressed, stop_before_pixels=True)
 
 
@@ -117,7 +103,7 @@ def test_orthanc_and_storescu_send_to_the_listener(orthanc, tmp_path: Path) -> N
     image = small_image(patient_id=f"PV-{uuid.uuid4().hex[:8]}")
     path = tmp_path / "small.dcm"
     image.save_as(path, enforce_file_format=True)
-    orthanc_id = _upload(orthanc, path)
+    orthanc_id = upload(orthanc, path)
 
     listener = StorageListener(ListenerConfig(inbox=tmp_path / "inbox", port=0, quiet_seconds=0.5))
     listener.start()
@@ -145,7 +131,7 @@ def test_c_move_to_our_own_listener(orthanc, tmp_path: Path, capsys) -> None:
     image = small_image()
     path = tmp_path / "small.dcm"
     image.save_as(path, enforce_file_format=True)
-    _upload(orthanc, path)
+    upload(orthanc, path)
     port = free_port()
     orthanc.rest("/modalities/pvmove", {"AET": "PVMOVE", "Host": LOOPBACK, "Port": port}, "PUT")
     code, _, err = _cli(capsys, "pacs", "get", "--pacs", orthanc.pacs, "--aet", "PVMOVE", "--study",
@@ -188,7 +174,7 @@ def test_retrieve_writes_only_inside_the_inbox(orthanc, tmp_path: Path) -> None:
     image = small_image()
     path = tmp_path / "small.dcm"
     image.save_as(path, enforce_file_format=True)
-    _upload(orthanc, path)
+    upload(orthanc, path)
     inbox = Inbox(tmp_path / "box" / "inbox")
     report = Client(parse_pacs(orthanc.pacs)).get_study(image.StudyInstanceUID, inbox)
     assert report.failed == [] and len(report.written) == 1

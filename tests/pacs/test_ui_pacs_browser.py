@@ -1,0 +1,127 @@
+"""The PACS browser dialog and the app's listener (pneumoview/ui/pacs_browser.py) against a real Orthanc.
+
+Lives beside the other PACS tests because it needs their Orthanc fixture (tests/pacs/conftest.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pacs_support import LOOPBACK, free_port, small_image, upload
+from pynetdicom import AE
+from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
+
+from pneumoview.pacs.scu import Client, parse_pacs
+from pneumoview.settings import Settings, save_settings
+from pneumoview.ui.pacs_browser import COLUMNS, ListenerSettingsDialog, PacsBrowserDialog
+
+
+def _seed(orthanc, tmp_path: Path, patient_id: str, study_uid: str | None = None, count: int = 1) -> list:
+    images, paths = [], []
+    study = study_uid
+    for n in range(count):
+        image = small_image(patient_id=patient_id, study_uid=study)
+        study = image.StudyInstanceUID
+        paths.append(tmp_path / f"seed-{n}.dcm")
+        image.save_as(paths[-1], enforce_file_format=True)
+        images.append(image)
+    if count == 1:
+        upload(orthanc, paths[0])  # with dcmtk's storescu where installed
+    else:
+        assert Client(parse_pacs(orthanc.pacs), calling_aet="MODALITY").send_files(paths).sent == paths
+    return images
+
+
+def test_search_then_retrieve_into_the_inbox(qtbot, orthanc, tmp_path: Path) -> None:
+    patient = f"PVUI-{uuid.uuid4().hex[:6]}"
+    (image,) = _seed(orthanc, tmp_path, patient)
+    settings = Settings(pacs_remote=orthanc.pacs, pacs_inbox=str(tmp_path / "inbox"))
+    dialog = PacsBrowserDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.patient_id.setText(patient)
+    with qtbot.waitSignal(dialog.search().signals.finished, timeout=20000):
+        pass
+    assert dialog.table.rowCount() == 1
+    assert dialog.table.item(0, COLUMNS.index("Study UID")).text() == image.StudyInstanceUID
+    assert dialog.table.item(0, COLUMNS.index("Patient ID")).text() == patient
+    dialog.table.selectRow(0)
+    with qtbot.waitSignal(dialog.studyRetrieved, timeout=20000) as arrived:
+        dialog.retrieve_selected()
+    assert arrived.args[0] == (tmp_path / "inbox" / image.StudyInstanceUID).resolve()
+    assert (arrived.args[0] / f"{image.SOPInstanceUID}.dcm").is_file()
+    qtbot.waitUntil(lambda: dialog.search_button.isEnabled(), timeout=5000)
+    assert "Retrieved 1 study" in dialog.status.text()
+
+
+def test_retrieve_can_be_cancelled(qtbot, orthanc, tmp_path: Path) -> None:
+    images = _seed(orthanc, tmp_path, f"PVCANCEL-{uuid.uuid4().hex[:6]}", count=40)
+    settings = Settings(pacs_remote=orthanc.pacs, pacs_inbox=str(tmp_path / "inbox"))
+    dialog = PacsBrowserDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.patient_id.setText(images[0].PatientID)
+    with qtbot.waitSignal(dialog.search().signals.finished, timeout=20000):
+        pass
+    dialog.table.selectRow(0)
+    job = dialog.retrieve_selected()
+    assert job is not None and dialog.cancel_button.isEnabled()
+    with qtbot.waitSignal(job.signals.cancelled, timeout=20000):
+        dialog.cancel()
+    assert dialog.status.text() == "Cancelled." and dialog.search_button.isEnabled()
+    received = list((tmp_path / "inbox").rglob("*.dcm")) if (tmp_path / "inbox").exists() else []
+    assert len(received) < 40
+    assert not [p for p in (tmp_path / "inbox").rglob("*") if p.is_file() and p.suffix != ".dcm"]
+
+
+def test_bad_pacs_text_is_shown_not_raised(qtbot) -> None:
+    dialog = PacsBrowserDialog(Settings(pacs_remote="not a pacs"))
+    qtbot.addWidget(dialog)
+    assert dialog.search() is None
+    assert "HOST:PORT:AET" in dialog.status.text()
+
+
+def test_listener_settings_dialog_round_trip(qtbot, tmp_path: Path) -> None:
+    settings = Settings()
+    dialog = ListenerSettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    assert dialog.interface.text() == "127.0.0.1"  # loopback by default
+    dialog.ae_title.setText("CLINIC1")
+    dialog.port.setValue(4242)
+    dialog.allowed.setText("MOD1, MOD2")
+    dialog.inbox.setText(str(tmp_path / "in"))
+    dialog.on_start.setChecked(True)
+    dialog.apply(settings)
+    settings.validate()
+    assert (settings.pacs_ae_title, settings.pacs_port, settings.pacs_allowed_callers) == ("CLINIC1", 4242,
+                                                                                             ["MOD1", "MOD2"])
+    assert settings.pacs_inbox == str(tmp_path / "in") and settings.pacs_listen_on_start
+
+
+def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_path, monkeypatch) -> None:
+    from pneumoview.ui.main_window import MainWindow
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
+    port = free_port()
+    save_settings(Settings(pacs_port=port, pacs_listen_on_start=True, pacs_inbox=str(tmp_path / "inbox")))
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    assert [a.text() for a in window.menuBar().actions()][-1] == "&PACS"
+    assert window.pacs.listener is not None and window.pacs.listener.config.host == LOOPBACK
+    window.pacs.listener._studies.clear()
+    object.__setattr__(window.pacs.listener.config, "quiet_seconds", 0.3)
+    image = small_image()
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(DX)
+    assoc = ae.associate(LOOPBACK, port, ae_title="PNEUMOVIEW")
+    assert assoc.is_established
+    assert assoc.send_c_store(image).Status == 0
+    assoc.release()
+    qtbot.waitUntil(lambda: any(e.record.sop_instance_uid == image.SOPInstanceUID
+                                for e in window.session.entries.values()), timeout=30000)
+    window.pacs.act_listen.setChecked(False)
+    assert window.pacs.listener is None
+    window.close()
+
+
