@@ -107,3 +107,19 @@ def write_result_files(
         return [], f"no DICOM result: {exc.reason}"
     except ValueError as exc:
         return [], f"no DICOM result: {exc}"
+
+
+def write_decision_file(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], decision: str,
+                        result: ModelResult, reviewer: str = "") -> Path:
+    """The reader's decision SR (:func:`~pneumoview.pacs.sr.build_decision_sr`) written as ``DR-<uid>.dcm``."""
+    from pneumoview.pacs.sr import build_decision_sr
+
+    dataset = build_decision_sr(read_source_header(source), decision, result, reviewer)
+    folder = Path(out_dir)
+    target = folder / f"DR-{dataset.SOPInstanceUID}.dcm"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, encode(dataset))
+    except OSError as exc:
+        raise ExportError(f"cannot write DICOM results: {exc.strerror or exc}", path=folder) from exc
+    return target

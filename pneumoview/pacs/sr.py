@@ -39,6 +39,13 @@ PROBABILITY = Code("P-0001", CODING_SCHEME, "Probability of pneumoconiosis")
 THRESHOLD = Code("P-0002", CODING_SCHEME, "Operating point threshold")
 MODEL_STATE = Code("P-0003", CODING_SCHEME, "Model state")
 DEMO_STATE = Code("P-0004", CODING_SCHEME, DEMO_MARK)
+READER_DECISION = Code("P-0010", CODING_SCHEME, "Reader decision on the AI result")
+#: labels.DECISIONS -> coded values of READER_DECISION.
+DECISION_CODES = {
+    "agree": Code("P-0011", CODING_SCHEME, "Agrees with the AI result"),
+    "disagree": Code("P-0012", CODING_SCHEME, "Disagrees with the AI result"),
+    "uncertain": Code("P-0013", CODING_SCHEME, "Uncertain"),
+}
 NO_UNITS = Code("1", "UCUM", "no units")
 #: Series number of PneumoView's derived series (SR; the Secondary Capture uses the next one).
 SR_SERIES_NUMBER = 9901
@@ -158,6 +165,43 @@ def coding_scheme_item() -> Dataset:
     return item
 
 
+def build_decision_sr(source: Dataset, decision: str, result: ModelResult, reviewer: str = "") -> Dataset:
+    """A reader's decision on the AI result as a TID 1500 SR: person observer ``reviewer`` (PN), a
+    qualitative evaluation "Reader decision" (agree / disagree / uncertain) and the AI finding it was
+    about; the free-text comment is never exported (it may carry identifiers)."""
+    import highdicom as hd
+
+    if decision not in DECISION_CODES:
+        raise ValueError(f"decision must be one of {tuple(DECISION_CODES)}, not {decision!r}")
+    result.check()
+    source = with_identity(source)
+    observer = hd.sr.PersonObserverIdentifyingAttributes(name=(reviewer or "Reader^Unknown").replace(" ", "^")[:64])
+    context = hd.sr.ObservationContext(observer_person_context=hd.sr.ObserverContext(
+        observer_type=codes.cid270.Person, observer_identifying_attributes=observer))
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derived_uid("decision-tracking", source.SOPInstanceUID, result.bundle_fingerprint),
+            identifier="reader decision"),
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(READER_DECISION, DECISION_CODES[decision]),
+            hd.sr.QualitativeEvaluation(PNEUMOCONIOSIS, PRESENT if result.positive else ABSENT),
+        ],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=CHEST_XRAY,
+                                     imaging_measurements=[group])
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[source], content=report[0],
+        series_instance_uid=derived_uid("decision-series", source.StudyInstanceUID),
+        series_number=SR_SERIES_NUMBER + 2,
+        sop_instance_uid=derived_uid("decision", source.SOPInstanceUID, result.bundle_fingerprint, decision, reviewer),
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        series_description=_series_description("reader decision", result.demo),
+    )
+    sr.CodingSchemeIdentificationSequence = [coding_scheme_item()]
+    return sr
+
+
 def _series_description(what: str, demo: bool) -> str:
     text = f"PneumoView {what}"
     return f"{text} - {DEMO_MARK}"[:64] if demo else text
@@ -177,6 +221,9 @@ def read_sr(dataset: Dataset) -> dict[str, object]:
             value = concept.CodeValue if concept is not None else ""
             if item.ValueType == "CODE" and value == PNEUMOCONIOSIS.value:
                 out["finding"] = item.ConceptCodeSequence[0].CodeMeaning
+            elif item.ValueType == "CODE" and value == READER_DECISION.value:
+                code = item.ConceptCodeSequence[0].CodeValue
+                out["decision"] = next(k for k, c in DECISION_CODES.items() if c.value == code)
             elif item.ValueType == "CODE" and value == MODEL_STATE.value:
                 out["demo"] = item.ConceptCodeSequence[0].CodeValue == DEMO_STATE.value
             elif item.ValueType == "NUM" and value in (PROBABILITY.value, THRESHOLD.value):

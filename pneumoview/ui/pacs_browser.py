@@ -92,6 +92,45 @@ class RetrieveJob(Job):
         return folders
 
 
+class SendResultsJob(Job):
+    """Write SR (+ lung-crop SC, + reader-decision SR) for analysed images and C-STORE / STOW-RS them."""
+
+    def __init__(self, client: Any, items: list[tuple[Path, Any, Any]], out_dir: Path, reviewer: str = "") -> None:
+        super().__init__()
+        self._client, self._items, self._out, self._reviewer = client, items, out_dir, reviewer
+
+    def work(self) -> Any:
+        from pneumoview.pacs.export import write_decision_file, write_result_files
+        from pneumoview.pacs.sr import ModelResult
+        from pneumoview.preprocess import prepare
+
+        files: list[Path] = []
+        notes: list[tuple[str, str]] = []
+        for index, (source, result, decision) in enumerate(self._items, 1):
+            if self.is_cancelled():
+                raise CancelledError("sending cancelled")
+            self.report(index - 1, len(self._items), "writing DICOM results")
+            try:
+                crop = prepare(source).crop  # decoding goes through pneumoview's image path
+            except PneumoViewError as exc:
+                crop = None
+                notes.append((source.name, f"no Secondary Capture: {exc.reason}"))
+            values = {"probability": result.probability, "threshold": result.threshold, "label": result.label,
+                      "model_name": result.model_name, "model_version": result.model_id,
+                      "bundle_fingerprint": result.fingerprint, "demo": result.demo}
+            written, problem = write_result_files(source, self._out, crop=crop, **values)
+            if problem:
+                notes.append((source.name, problem))
+            files += written
+            if written and decision is not None:
+                model = ModelResult(label=result.label, **{k: v for k, v in values.items() if k != "label"})
+                files.append(write_decision_file(source, self._out, decision.decision, model, self._reviewer))
+        report = self._client.send_files(files, progress=lambda d, t: self.report(d, t, "sending"))
+        if notes or report.failed:
+            self.emit("problems", notes + report.failed)
+        return report
+
+
 class PacsBrowserDialog(QDialog):
     """Search and retrieve; ``studyRetrieved(Path)`` for each study folder written into the inbox."""
 
@@ -262,8 +301,11 @@ class PacsIntegration(QObject):
     studyArrived = Signal(object)  # Path of a complete study folder (emitted from the listener's thread)
 
     def __init__(self, window: QMainWindow, open_paths: Callable[[list[Path]], Any],
-                 settings: Callable[[], Settings], save: Callable[[], None]) -> None:
+                 settings: Callable[[], Settings], save: Callable[[], None],
+                 selected: Callable[[], list[tuple[Path, Any, Any]]] | None = None) -> None:
         super().__init__(window)
+        self._selected = selected or list
+        self.send_job: Job | None = None
         self.window, self._open_paths, self._settings, self._save = window, open_paths, settings, save
         self.listener: Any = None
         self.browser: PacsBrowserDialog | None = None
@@ -272,6 +314,9 @@ class PacsIntegration(QObject):
         self.act_listen = menu.addAction("&Receive Studies (Listener)")
         self.act_listen.setCheckable(True)
         self.act_settings = menu.addAction("Listener &Settings...")
+        menu.addSeparator()
+        self.act_send = menu.addAction("Send &Results of Selected Images to PACS")
+        self.act_send.triggered.connect(self.send_selected)
         self.act_browse.triggered.connect(self.open_browser)
         self.act_listen.toggled.connect(self.set_listening)
         self.act_settings.triggered.connect(self.open_settings)
@@ -298,6 +343,28 @@ class PacsIntegration(QObject):
             self._pending.clear()
         else:
             QTimer.singleShot(1000, lambda: self.open_study(folder) if self._pending else None)
+
+    def send_selected(self) -> Job | None:
+        """Send the DICOM results of the selected, analysed images to ``settings.pacs_remote``."""
+        s = self._settings()
+        items = [item for item in self._selected() if item[1] is not None]
+        if not s.pacs_remote or not items:
+            why = "Choose a PACS in PACS > Browse PACS first." if not s.pacs_remote else "Select analysed images first."
+            QMessageBox.information(self.window, "Send results", why)
+            return None
+        try:
+            client = make_client(s.pacs_remote, s.pacs_ae_title)
+        except PneumoViewError as exc:
+            QMessageBox.warning(self.window, "Send results", exc.message)
+            return None
+        job = SendResultsJob(client, items, paths.data_dir() / "dicom-results", s.reviewer_name)
+        bar = self.window.statusBar()
+        job.signals.progress.connect(lambda d, t, m: bar.showMessage(f"PACS: {m} {d}/{t}"))
+        job.signals.finished.connect(lambda r: bar.showMessage(f"PACS: sent {len(r.sent)} object(s)"))
+        job.signals.failed.connect(lambda text: QMessageBox.warning(self.window, "Send results", text))
+        job.signals.problems.connect(lambda p: bar.showMessage(f"PACS: {len(p)} problem(s): {p[0][1]}"))
+        self.send_job = start(job)
+        return job
 
     def open_settings(self) -> None:
         dialog = ListenerSettingsDialog(self._settings(), self.window)
@@ -347,7 +414,11 @@ class PacsIntegration(QObject):
 
 def install_pacs(window: Any) -> PacsIntegration:
     """Add the *PACS* menu to PneumoView's main window (uses its ``open_paths``, ``settings``, ``_save_settings``)."""
-    return PacsIntegration(window, window.open_paths, lambda: window.settings, window._save_settings)
+    def selected() -> list[tuple[Path, Any, Any]]:
+        entries = [window.session.entries.get(key) for key in window.selected_keys()]
+        return [(e.path, e.result, e.decision) for e in entries if e is not None]
+
+    return PacsIntegration(window, window.open_paths, lambda: window.settings, window._save_settings, selected)
 
 
 __all__ = [

@@ -103,3 +103,19 @@ def _walk(dataset):
     for item in dataset.get("ContentSequence", []):
         yield item
         yield from _walk(item)
+
+
+@pytest.mark.parametrize("decision", ["agree", "disagree", "uncertain"])
+def test_reader_decision_sr(source_header, tmp_path: Path, decision: str) -> None:
+    from pneumoview.pacs.sr import build_decision_sr
+
+    sr = build_decision_sr(source_header, decision, RESULT, reviewer="Dr Test")
+    values = read_sr(sr)
+    assert values["decision"] == decision and values["finding"] == "Present"
+    assert values["source_uids"] == [source_header.SOPInstanceUID]
+    assert str(sr.PatientID) == str(source_header.PatientID)
+    path = tmp_path / "decision.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    with pytest.raises(ValueError):
+        build_decision_sr(source_header, "maybe", RESULT)

@@ -5,9 +5,11 @@ Lives beside the other PACS tests because it needs their Orthanc fixture (tests/
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
+import pydicom
 from pacs_support import LOOPBACK, free_port, small_image, upload
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
@@ -125,3 +127,40 @@ def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_p
     window.close()
 
 
+
+
+def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, monkeypatch) -> None:
+    from pneumoview.pacs.sr import read_sr
+    from pneumoview.session import AnalysisResult, Decision
+    from pneumoview.ui.main_window import MainWindow
+
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    save_settings(Settings(pacs_remote=orthanc.pacs, reviewer_name="Dr Test"))
+    folder = tmp_path / "study"
+    folder.mkdir()
+    image = small_image(patient_id=f"PVSEND-{uuid.uuid4().hex[:6]}", size=64)
+    image.save_as(folder / "image.dcm", enforce_file_format=True)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        window.open_paths([folder])
+    (key,) = list(window.session.entries)
+    entry = window.session.entries[key]
+    entry.result = AnalysisResult(probability=0.31, label="normal", threshold=0.5, model_id="m-1", model_name="M",
+                                  demo=True, fingerprint="d" * 64)
+    entry.decision = Decision(decision="disagree", comment="", reviewer="Dr Test")
+    monkeypatch.setattr(window, "selected_keys", lambda: [key])
+    job = window.pacs.send_selected()
+    assert job is not None
+    with qtbot.waitSignal(job.signals.finished, timeout=60000) as done:
+        pass
+    assert len(done.args[0].sent) == 3 and done.args[0].failed == []  # result SR, lung-crop SC, decision SR
+    study = next(i["ID"] for i in orthanc.rest("/tools/lookup", image.StudyInstanceUID.encode(), method="POST"))
+    instances = orthanc.rest(f"/studies/{study}/instances")
+    assert len(instances) == 3  # only the results were sent, into the source's study
+    back = [pydicom.dcmread(io.BytesIO(orthanc.rest(f"/instances/{i['ID']}/file"))) for i in instances]
+    srs = [read_sr(ds) for ds in back if ds.Modality == "SR"]
+    assert sorted(v.get("decision", "") for v in srs) == ["", "disagree"]
+    assert all(v["finding"] == "Absent" and v["source_uids"] == [image.SOPInstanceUID] for v in srs)
+    assert all(str(ds.PatientID) == image.PatientID for ds in back)
+    window.close()
