@@ -80,8 +80,9 @@ def build_sc(source: Dataset, crop: np.ndarray, result: ModelResult, heatmap: np
             transfer_syntax_uid="1.2.840.10008.1.2.1",
         )
     orientation = source.get("PatientOrientation")
-    sc.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 else None
-    sc.Laterality = source.get("Laterality") or None  # Type 2C (General Series): the source's, or empty
+    # Type 2 / 2C: the source's values, or present and empty (None) where the source has none
+    sc.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 else None  # type: ignore[assignment]
+    sc.Laterality = source.get("Laterality") or None  # type: ignore[assignment]
     sc.BurnedInAnnotation = "YES"
     sc.SeriesDescription = _series_description("lung crop", result.demo)
     sc.DerivationDescription = f"lung crop seen by {result.model_name or 'the model'}"[:1024]

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pneumoview.atomic import atomic_write_bytes
 from pneumoview.pacs import PacsError
@@ -129,7 +130,7 @@ class StorageListener:
         self.config = config
         self.inbox = Inbox(config.inbox)
         self._on_event = on_event
-        self._server = None
+        self._server: Any = None  # pynetdicom.transport.ThreadedAssociationServer while running
         self._studies: dict[str, _Study] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -150,7 +151,7 @@ class StorageListener:
         ae.maximum_associations = self.config.max_associations
         if self.config.allowed_callers:
             ae.require_calling_aet = [a.strip() for a in self.config.allowed_callers if a.strip()]
-        handlers = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_REJECTED, self._handle_rejected),
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_REJECTED, self._handle_rejected),
                     (evt.EVT_ABORTED, self._handle_aborted)]
         try:
             self._server = ae.start_server((self.config.host, self.config.port), block=False,

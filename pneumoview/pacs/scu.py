@@ -23,6 +23,11 @@ from pneumoview.pacs.scp import DEFAULT_AE_TITLE, Inbox, check_received
 
 log = logging.getLogger("pneumoview.pacs.scu")
 
+#: SOP classes (PS3.4 Annex A / C.6.2): Verification and the Study Root Query/Retrieve models.
+VERIFICATION = "1.2.840.10008.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 #: Storage SOP classes accepted during a C-GET (PS3.4 Annex B; at most 128 contexts per association).
 RETRIEVE_SOP_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image
@@ -116,10 +121,8 @@ class Client:
 
     # --- C-ECHO ----------------------------------------------------------------------------
     def echo(self) -> None:
-        from pynetdicom.sop_class import Verification
-
         ae = self._ae()
-        ae.add_requested_context(Verification)
+        ae.add_requested_context(VERIFICATION)
         assoc = self._associate(ae)
         try:
             status = assoc.send_c_echo()
@@ -133,7 +136,6 @@ class Client:
                      modalities: Sequence[str] = (), limit: int = 500) -> list[StudyMatch]:
         """Studies matching the keys (DICOM wildcards ``*``/``?`` and date ranges ``YYYYMMDD-YYYYMMDD``)."""
         from pydicom.dataset import Dataset
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
@@ -146,11 +148,11 @@ class Client:
         query.ModalitiesInStudy = "\\".join(m.strip().upper() for m in modalities if m.strip())
         query.NumberOfStudyRelatedInstances = ""
         ae = self._ae()
-        ae.add_requested_context(FIND)
+        ae.add_requested_context(STUDY_ROOT_FIND)
         assoc = self._associate(ae)
         matches: list[StudyMatch] = []
         try:
-            for status, identifier in assoc.send_c_find(query, FIND):
+            for status, identifier in assoc.send_c_find(query, STUDY_ROOT_FIND):
                 _check_status(status, "C-FIND", self.pacs)
                 if identifier is not None and status.Status in (0xFF00, 0xFF01):
                     matches.append(_study_match(identifier))
@@ -166,11 +168,10 @@ class Client:
         """C-GET the whole study into ``inbox`` (our AE acts as Storage SCP on the same association)."""
         from pydicom.dataset import Dataset
         from pynetdicom import build_role, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
 
         report = TransferReport()
         ae = self._ae()
-        ae.add_requested_context(GET)
+        ae.add_requested_context(STUDY_ROOT_GET)
         roles = []
         for uid in RETRIEVE_SOP_CLASSES:
             ae.add_requested_context(uid, list(RETRIEVE_TRANSFER_SYNTAXES))
@@ -194,7 +195,7 @@ class Client:
         query.StudyInstanceUID = study_uid
         assoc = self._associate(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
         try:
-            for status, _ in assoc.send_c_get(query, GET):
+            for status, _ in assoc.send_c_get(query, STUDY_ROOT_GET):
                 if cancel is not None and cancel.is_set():
                     assoc.abort()
                     raise CancelledError("retrieval cancelled")
@@ -213,16 +214,15 @@ class Client:
     def move_study(self, study_uid: str, destination_aet: str) -> None:
         """Ask the PACS to C-STORE the study to ``destination_aet`` (e.g. our own listener, known to the PACS)."""
         from pydicom.dataset import Dataset
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = study_uid
         ae = self._ae()
-        ae.add_requested_context(MOVE)
+        ae.add_requested_context(STUDY_ROOT_MOVE)
         assoc = self._associate(ae)
         try:
-            for status, _ in assoc.send_c_move(query, destination_aet, MOVE):
+            for status, _ in assoc.send_c_move(query, destination_aet, STUDY_ROOT_MOVE):
                 _check_status(status, "C-MOVE", self.pacs)
         finally:
             assoc.release()

@@ -105,15 +105,13 @@ def build_sr(source: Dataset, result: ModelResult) -> Dataset:
     source = with_identity(source)
     name = result.model_name or "PneumoLLM"
     version = result.model_version or "unknown"
-    # highdicom writes each *key* of ``parameters`` as one "Algorithm Parameters" TEXT item (DCM 111002),
-    # so each key is a whole "name=value" string.
+    # One "Algorithm Parameters" TEXT item (DCM 111002) per "name=value" string.
     texts = [f"threshold={result.threshold:.6f}"]
     if result.bundle_fingerprint:
         texts.append(f"bundle_sha256={result.bundle_fingerprint}")
     if result.demo:
         texts.append(f"state={DEMO_MARK}")
-    parameters = {text: "" for text in texts}
-    algorithm = hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64], parameters=parameters)
+    algorithm = hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64], parameters=texts)
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derived_uid("device", name, version), name=name[:64], manufacturer_name=MANUFACTURER, model_name=name[:64]
     )
@@ -213,7 +211,8 @@ def read_sr(dataset: Dataset) -> dict[str, object]:
     Returns ``{"finding": "Present"|"Absent", "probability": float, "threshold": float, "demo": bool,
     "algorithm": str, "source_uids": [SOP Instance UIDs]}``.
     """
-    out: dict[str, object] = {"demo": False, "source_uids": []}
+    sources: list[str] = []
+    out: dict[str, object] = {"demo": False, "source_uids": sources}
 
     def walk(items: object) -> None:
         for item in items or []:  # type: ignore[attr-defined]
@@ -232,7 +231,7 @@ def read_sr(dataset: Dataset) -> dict[str, object]:
             elif item.ValueType == "TEXT" and value == "111001":  # DCM "Algorithm Name"
                 out["algorithm"] = item.TextValue
             elif item.ValueType == "IMAGE":
-                out["source_uids"].append(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)  # type: ignore[union-attr]
+                sources.append(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
             walk(item.get("ContentSequence"))
 
     walk(dataset.get("ContentSequence"))

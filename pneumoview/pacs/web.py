@@ -31,7 +31,8 @@ class WebClient:
             raise PacsError(f"DICOMweb URL must start with http:// or https://, not {url!r}")
         self.url = url.rstrip("/")
         self._client = DICOMwebClient(url=self.url)
-        self._client._session.request = _with_timeout(self._client._session.request, timeout)
+        session = self._client._session
+        session.request = _with_timeout(session.request, timeout)  # type: ignore[method-assign]
 
     def find_studies(self, *, patient_id: str = "", patient_name: str = "", date: str = "",
                      modalities: Sequence[str] = (), limit: int = 500) -> list[StudyMatch]:

@@ -197,7 +197,8 @@ class PacsBrowserDialog(QDialog):
 
     def retrieve_selected(self) -> Job | None:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
-        uids = [self.table.item(row, COLUMNS.index("Study UID")).text() for row in rows]
+        items = [self.table.item(row, COLUMNS.index("Study UID")) for row in rows]
+        uids = [item.text() for item in items if item is not None]
         if not uids:
             self.status.setText("Select the studies to retrieve.")
             return None
@@ -220,9 +221,18 @@ class PacsBrowserDialog(QDialog):
     def _run(self, job: Job, on_done: Callable[[Any], None], message: str) -> Job:
         self.job = job
         job.signals.progress.connect(self._on_progress)
-        job.signals.finished.connect(lambda result: (self._set_busy(False), on_done(result)))
-        job.signals.failed.connect(lambda text: (self._set_busy(False), self.status.setText(text)))
-        job.signals.cancelled.connect(lambda: (self._set_busy(False), self.status.setText("Cancelled.")))
+
+        def finished(result: Any) -> None:
+            self._set_busy(False)
+            on_done(result)
+
+        def ended(text: str) -> None:
+            self._set_busy(False)
+            self.status.setText(text)
+
+        job.signals.finished.connect(finished)
+        job.signals.failed.connect(ended)
+        job.signals.cancelled.connect(lambda: ended("Cancelled."))
         self.status.setText(message)
         self.progress.setRange(0, 0)
         self._set_busy(True)
