@@ -180,3 +180,15 @@ def test_retrieve_writes_only_inside_the_inbox(orthanc, tmp_path: Path) -> None:
     assert report.failed == [] and len(report.written) == 1
     files = [p for p in (tmp_path / "box").rglob("*") if p.is_file()]
     assert files == report.written and files[0].is_relative_to(inbox.root)
+
+
+def test_send_reports_unreadable_files_and_sends_the_rest(orthanc, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    image = small_image()
+    image.save_as(folder / "good.dcm", enforce_file_format=True)
+    (folder / "notes.txt").write_text("not DICOM")
+    code, _, err = _cli(capsys, "pacs", "send", str(folder), "--pacs", orthanc.pacs)
+    assert code == 1
+    assert "sent 1 of 2 file(s)" in err and "notes.txt: not a DICOM file" in err
+    assert orthanc.rest("/tools/lookup", image.SOPInstanceUID.encode(), method="POST")
