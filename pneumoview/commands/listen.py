@@ -4,7 +4,8 @@ Images sent to ``AET`` at ``HOST:PORT`` (default loopback 127.0.0.1) land in
 ``DIR/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` (:mod:`pneumoview.pacs.scp`). A study is complete
 when nothing more arrives for ``--quiet`` seconds; with ``--analyse`` it is then analysed by
 ``pneumoview analyze`` in a child process (a crash there cannot stop the listener), writing
-``RESULTS/<StudyInstanceUID>.csv`` and, with ``--dicom-out``, the SR and Secondary Capture.
+``RESULTS/<StudyInstanceUID>.csv`` and, with ``--dicom-out``, the SR and Secondary Capture, which
+``--send-results`` sends on to a PACS (C-STORE or STOW-RS).
 Runs until Ctrl+C or SIGTERM. One line per event on stderr (no patient identifiers).
 """
 
@@ -18,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from pneumoview.errors import ConfigError
+from pneumoview.errors import ConfigError, PneumoViewError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--model", metavar="BUNDLE", help="analyse with this bundle (default: the active model)")
     parser.add_argument("--results", type=Path, metavar="DIR", help="CSV reports of --analyse (default: DIR-results)")
     parser.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write SR + Secondary Capture here")
+    parser.add_argument("--send-results", metavar="HOST:PORT:AET|URL",
+                        help="send the new SR + Secondary Capture of each analysed study there (needs --dicom-out)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate: accept DICOM over TLS only")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)  # tests: stop after this long
@@ -66,6 +69,23 @@ def analyse_command(study_dir: Path, args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _analyse_study(study: Path, args: argparse.Namespace) -> None:
+    """Analyse one complete study in a child process; with --send-results, send the objects it wrote."""
+    before = set(args.dicom_out.glob("*.dcm")) if args.dicom_out and args.dicom_out.is_dir() else set()
+    code = subprocess.call(analyse_command(study, args))
+    print(f"analysed a study: exit status {code}", file=sys.stderr, flush=True)
+    if not args.send_results or not args.dicom_out:
+        return
+    new = sorted(set(args.dicom_out.glob("*.dcm")) - before)
+    from pneumoview.pacs import connect
+
+    try:
+        report = connect(args.send_results, args.aet).send_files(new)
+    except PneumoViewError as exc:  # the PACS is down: say so, keep listening
+        print(f"results not sent: {exc.message}", file=sys.stderr, flush=True)
+        return
+    print(f"sent {len(report.sent)} of {len(new)} result object(s)", file=sys.stderr, flush=True)
+
 def run(args: argparse.Namespace) -> int:
     from pneumoview.pacs.scp import ListenerConfig, ListenerEvent, StorageListener
 
@@ -73,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     config = ListenerConfig(inbox=args.into, ae_title=args.aet, port=args.port, host=args.host,
                             allowed_callers=allowed, quiet_seconds=args.quiet,
                             ssl_context=tls_context(args.tls_cert, args.tls_key))
+    if args.send_results and not args.dicom_out:
+        raise ConfigError("--send-results needs --dicom-out (the folder the results are written to)")
     if args.analyse:
         (args.results or args.into.with_name(args.into.name + "-results")).mkdir(parents=True, exist_ok=True)
     done = threading.Event()
@@ -104,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 lock.wait(timeout=0.2)
                 todo, work[:] = list(work), []
             for study in todo:
-                code = subprocess.call(analyse_command(study, args))
-                print(f"analysed a study: exit status {code}", file=sys.stderr, flush=True)
+                _analyse_study(study, args)
     except KeyboardInterrupt:
         pass
     finally:

@@ -46,13 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace):  # -> scu.Client | web.WebClient
-    if args.dicomweb:
-        from pneumoview.pacs.web import WebClient
+    from pneumoview.pacs import connect
 
-        return WebClient(args.dicomweb, timeout=args.timeout)
-    from pneumoview.pacs.scu import Client, parse_pacs
-
-    return Client(parse_pacs(args.pacs), calling_aet=args.aet, timeout=args.timeout)
+    return connect(args.dicomweb or args.pacs, args.aet, args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from pneumoview import paths
 from pneumoview.errors import CancelledError, PneumoViewError
+from pneumoview.pacs import connect as make_client
 from pneumoview.settings import Settings
 from pneumoview.ui.workers import FunctionJob, Job, start
 
@@ -48,18 +49,6 @@ COLUMNS = ("Patient ID", "Name", "Study date", "Modalities", "Images", "Descript
 def inbox_folder(settings: Settings) -> Path:
     """The managed inbox: ``settings.pacs_inbox`` or ``<data folder>/inbox``."""
     return Path(settings.pacs_inbox) if settings.pacs_inbox else paths.data_dir() / "inbox"
-
-
-def make_client(remote: str, calling_aet: str, timeout: float = 30.0) -> Any:
-    """``HOST:PORT:AET`` -> DIMSE client; ``http(s)://...`` -> DICOMweb client."""
-    remote = remote.strip()
-    if remote.startswith(("http://", "https://")):
-        from pneumoview.pacs.web import WebClient
-
-        return WebClient(remote, timeout=timeout)
-    from pneumoview.pacs.scu import Client, parse_pacs
-
-    return Client(parse_pacs(remote), calling_aet=calling_aet, timeout=timeout)
 
 
 class RetrieveJob(Job):
@@ -437,5 +426,4 @@ __all__ = [
     "PacsIntegration",
     "inbox_folder",
     "install_pacs",
-    "make_client",
 ]

@@ -192,3 +192,38 @@ def test_send_reports_unreadable_files_and_sends_the_rest(orthanc, tmp_path: Pat
     assert code == 1
     assert "sent 1 of 2 file(s)" in err and "notes.txt: not a DICOM file" in err
     assert orthanc.rest("/tools/lookup", image.SOPInstanceUID.encode(), method="POST")
+
+
+@pytest.mark.slow
+def test_listen_analyses_complete_studies_and_sends_results_to_orthanc(orthanc, rg1_uncompressed, tmp_path) -> None:
+    import os
+    import signal
+    import sys
+
+    port = free_port()
+    inbox, results, out = tmp_path / "inbox", tmp_path / "csv", tmp_path / "dicom"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-m", "pneumoview", "listen", "--port", str(port), "--into", str(inbox),
+                              "--quiet", "0.5", "--analyse", "--demo", "--results", str(results), "--dicom-out",
+                              str(out), "--send-results", orthanc.pacs], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stderr is not None and "listening as PNEUMOVIEW" in child.stderr.readline()
+        report = Client(parse_pacs(f"{LOOPBACK}:{port}:PNEUMOVIEW"), calling_aet="MODALITY").send_files(
+            [rg1_uncompressed])
+        assert len(report.sent) == 1
+
+        def sr_in_orthanc() -> bool:
+            srs = list(out.glob("SR-*.dcm")) if out.is_dir() else []
+            uid = srs[0].name[3:-4] if srs else ""
+            return bool(uid) and bool(orthanc.rest("/tools/lookup", uid.encode(), method="POST"))
+
+        assert _wait_for(sr_in_orthanc, seconds=240)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "study complete: 1 image(s)" in err and "sent 2 of 2 result object(s)" in err
+    source = pydicom.dcmread(rg1_uncompressed, stop_before_pixels=True)
+    (row,) = list(csv.DictReader(io.StringIO((results / f"{source.StudyInstanceUID}.csv").read_text("utf-8-sig"))))
+    assert row["status"] == "analysed" and row["demo"] == "yes"
