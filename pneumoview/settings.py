@@ -61,6 +61,7 @@ class Settings:
     pacs_listen_on_start: bool = False
     pacs_inbox: str = ""  # empty: <data folder>/inbox
     pacs_remote: str = ""
+    pacs_send_automatically: bool = False  # send SR + SC of each new result / decision to pacs_remote
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -111,7 +112,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "pseudonymise_key": (str,),
     "recent_folders": (list,),
     "pacs_ae_title": (str,), "pacs_port": (int,), "pacs_interface": (str,), "pacs_allowed_callers": (list,),
-    "pacs_listen_on_start": (bool,), "pacs_inbox": (str,), "pacs_remote": (str,),
+    "pacs_listen_on_start": (bool,), "pacs_inbox": (str,), "pacs_remote": (str,), "pacs_send_automatically": (bool,),
 }
 
 

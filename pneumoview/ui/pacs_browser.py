@@ -301,9 +301,11 @@ class PacsIntegration(QObject):
 
     def __init__(self, window: QMainWindow, open_paths: Callable[[list[Path]], Any],
                  settings: Callable[[], Settings], save: Callable[[], None],
-                 selected: Callable[[], list[tuple[Path, Any, Any]]] | None = None) -> None:
+                 selected: Callable[[], list[tuple[Path, Any, Any]]] | None = None,
+                 items_for: Callable[[list[str]], list[tuple[Path, Any, Any]]] | None = None) -> None:
         super().__init__(window)
         self._selected = selected or list
+        self._items_for = items_for or (lambda keys: [])
         self.send_job: Job | None = None
         self.window, self._open_paths, self._settings, self._save = window, open_paths, settings, save
         self.listener: Any = None
@@ -316,6 +318,16 @@ class PacsIntegration(QObject):
         menu.addSeparator()
         self.act_send = menu.addAction("Send &Results of Selected Images to PACS")
         self.act_send.triggered.connect(self.send_selected)
+        self.act_auto = menu.addAction("Send Results &Automatically")
+        self.act_auto.setCheckable(True)
+        self.act_auto.setChecked(settings().pacs_send_automatically)
+        self.act_auto.toggled.connect(self._set_automatic)
+        self._sent: set[tuple[str, str, str]] = set()  # (key, result time, decision) already sent this session
+        self._changed: set[str] = set()
+        self._auto_timer = QTimer(self)
+        self._auto_timer.setSingleShot(True)
+        self._auto_timer.setInterval(1500)  # collect a whole analysis run before sending
+        self._auto_timer.timeout.connect(self._send_changed)
         self.act_browse.triggered.connect(self.open_browser)
         self.act_listen.toggled.connect(self.set_listening)
         self.act_settings.triggered.connect(self.open_settings)
@@ -343,10 +355,35 @@ class PacsIntegration(QObject):
         else:
             QTimer.singleShot(1000, lambda: self.open_study(folder) if self._pending else None)
 
-    def send_selected(self) -> Job | None:
-        """Send the DICOM results of the selected, analysed images to ``settings.pacs_remote``."""
+    def _set_automatic(self, on: bool) -> None:
+        self._settings().pacs_send_automatically = on
+        self._save()
+
+    def entries_changed(self, keys: list[str]) -> None:
+        """The session's ``entries_changed`` event: with automatic sending on, send new results soon."""
+        if self._settings().pacs_send_automatically and self._settings().pacs_remote:
+            self._changed.update(keys)
+            self._auto_timer.start()
+
+    def _send_changed(self) -> None:
+        if self.send_job is not None and not self.send_job.done.is_set():
+            self._auto_timer.start()  # one sending job at a time
+            return
+        keys, self._changed = sorted(self._changed), set()
+        items = [item for item in self._items_for(keys) if item[1] is not None]
+        fresh = [item for item in items if self._signature(item) not in self._sent]
+        if fresh:
+            self.send_selected(fresh)
+
+    @staticmethod
+    def _signature(item: tuple[Path, Any, Any]) -> tuple[str, str, str]:
+        path, result, decision = item
+        return (str(path), f"{result.analysed_at}{result.probability}", decision.decision if decision else "")
+
+    def send_selected(self, items: list[tuple[Path, Any, Any]] | None = None) -> Job | None:
+        """Send the DICOM results of ``items`` (default: the selected, analysed images) to ``settings.pacs_remote``."""
         s = self._settings()
-        items = [item for item in self._selected() if item[1] is not None]
+        items = [item for item in (items if items is not None else self._selected()) if item[1] is not None]
         if not s.pacs_remote or not items:
             why = "Choose a PACS in PACS > Browse PACS first." if not s.pacs_remote else "Select analysed images first."
             QMessageBox.information(self.window, "Send results", why)
@@ -362,6 +399,7 @@ class PacsIntegration(QObject):
         job.signals.finished.connect(lambda r: bar.showMessage(f"PACS: sent {len(r.sent)} object(s)"))
         job.signals.failed.connect(lambda text: QMessageBox.warning(self.window, "Send results", text))
         job.signals.problems.connect(lambda p: bar.showMessage(f"PACS: {len(p)} problem(s): {p[0][1]}"))
+        self._sent.update(self._signature(item) for item in items)
         self.send_job = start(job)
         return job
 
@@ -413,11 +451,14 @@ class PacsIntegration(QObject):
 
 def install_pacs(window: Any) -> PacsIntegration:
     """Add the *PACS* menu to PneumoView's main window (uses its ``open_paths``, ``settings``, ``_save_settings``)."""
-    def selected() -> list[tuple[Path, Any, Any]]:
-        entries = [window.session.entries.get(key) for key in window.selected_keys()]
+    def items_for(keys: list[str]) -> list[tuple[Path, Any, Any]]:
+        entries = [window.session.entries.get(key) for key in keys]
         return [(e.path, e.result, e.decision) for e in entries if e is not None]
 
-    return PacsIntegration(window, window.open_paths, lambda: window.settings, window._save_settings, selected)
+    pacs = PacsIntegration(window, window.open_paths, lambda: window.settings, window._save_settings,
+                           lambda: items_for(window.selected_keys()), items_for)
+    window.session.entries_changed.connect(pacs.entries_changed)
+    return pacs
 
 
 __all__ = [

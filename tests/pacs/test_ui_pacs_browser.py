@@ -164,3 +164,37 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
     assert all(v["finding"] == "Absent" and v["source_uids"] == [image.SOPInstanceUID] for v in srs)
     assert all(str(ds.PatientID) == image.PatientID for ds in back)
     window.close()
+
+
+def test_new_results_are_sent_automatically_when_asked(qtbot, orthanc, tmp_path, monkeypatch) -> None:
+    from pneumoview.session import AnalysisResult
+    from pneumoview.ui.main_window import MainWindow
+
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    save_settings(Settings(pacs_remote=orthanc.pacs, pacs_send_automatically=True))
+    folder = tmp_path / "study"
+    folder.mkdir()
+    image = small_image(patient_id=f"PVAUTO-{uuid.uuid4().hex[:6]}", size=64)
+    image.save_as(folder / "image.dcm", enforce_file_format=True)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert window.pacs.act_auto.isChecked()
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        window.open_paths([folder])
+    (key,) = list(window.session.entries)
+    result = AnalysisResult(probability=0.8, label="pneumoconiosis", threshold=0.5, model_id="m-2", model_name="M",
+                            demo=True, fingerprint="e" * 64, analysed_at="2024-01-02T03:04:05Z")
+    window.session.set_results([(key, result)])
+
+    def sent() -> bool:
+        found = orthanc.rest("/tools/lookup", image.StudyInstanceUID.encode(), method="POST")
+        return bool(found) and len(orthanc.rest(f"/studies/{found[0]['ID']}/instances")) == 2  # SR + SC
+
+    qtbot.waitUntil(sent, timeout=60000)
+    job = window.pacs.send_job
+    window.session.set_results([(key, result)])  # the same result again: not sent twice
+    qtbot.wait(2500)
+    assert window.pacs.send_job is job
+    window.pacs.act_auto.setChecked(False)
+    assert not window.settings.pacs_send_automatically
+    window.close()
