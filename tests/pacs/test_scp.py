@@ -188,13 +188,26 @@ def test_garbage_on_the_socket_does_not_stop_the_listener(listener) -> None:
     assert len(_files(listener.inbox.root)) == 1
 
 
-def test_survives_100_concurrent_small_stores(tmp_path: Path) -> None:
-    scp = StorageListener(ListenerConfig(inbox=tmp_path / "inbox", port=0, max_associations=100))
+@pytest.mark.parametrize("max_associations", [100, None], ids=["100-associations", "default-limit-with-retries"])
+def test_survives_100_concurrent_small_stores(tmp_path: Path, max_associations: int | None) -> None:
+    config = ListenerConfig(inbox=tmp_path / "inbox", port=0)
+    if max_associations is not None:
+        config = ListenerConfig(inbox=tmp_path / "inbox", port=0, max_associations=max_associations)
+    scp = StorageListener(config)
     scp.start()
     images = [small_image() for _ in range(100)]
+
+    def send(ds) -> int:  # a modality retries when the listener is at its association limit
+        for _ in range(200):
+            status = _store(scp.port, [ds], calling="LOADER")[0]
+            if status != -1 or max_associations is not None:
+                return status
+            time.sleep(0.05)
+        return -1
+
     try:
         with ThreadPoolExecutor(max_workers=100) as pool:
-            statuses = list(pool.map(lambda ds: _store(scp.port, [ds], calling="LOADER")[0], images))
+            statuses = list(pool.map(send, images))
         assert statuses == [0] * 100
         assert _store(scp.port, [small_image()]) == [0]
     finally:
