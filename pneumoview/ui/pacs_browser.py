@@ -317,7 +317,7 @@ class PacsIntegration(QObject):
         self.act_settings = menu.addAction("Listener &Settings...")
         menu.addSeparator()
         self.act_send = menu.addAction("Send &Results of Selected Images to PACS")
-        self.act_send.triggered.connect(self.send_selected)
+        self.act_send.triggered.connect(lambda _checked=False: self.send_selected())
         self.act_auto = menu.addAction("Send Results &Automatically")
         self.act_auto.setCheckable(True)
         self.act_auto.setChecked(settings().pacs_send_automatically)

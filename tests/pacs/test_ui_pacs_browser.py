@@ -13,6 +13,7 @@ import pydicom
 from pacs_support import LOOPBACK, free_port, small_image, upload
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
+from PySide6.QtCore import Qt
 
 from pneumoview.pacs.scu import Client, parse_pacs
 from pneumoview.settings import Settings, save_settings
@@ -42,14 +43,14 @@ def test_search_then_retrieve_into_the_inbox(qtbot, orthanc, tmp_path: Path) -> 
     dialog = PacsBrowserDialog(settings)
     qtbot.addWidget(dialog)
     dialog.patient_id.setText(patient)
-    with qtbot.waitSignal(dialog.search().signals.finished, timeout=20000):
-        pass
-    assert dialog.table.rowCount() == 1
+    qtbot.mouseClick(dialog.search_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.table.rowCount() == 1, timeout=20000)
     assert dialog.table.item(0, COLUMNS.index("Study UID")).text() == image.StudyInstanceUID
     assert dialog.table.item(0, COLUMNS.index("Patient ID")).text() == patient
     dialog.table.selectRow(0)
+    qtbot.waitUntil(dialog.retrieve_button.isEnabled, timeout=5000)
     with qtbot.waitSignal(dialog.studyRetrieved, timeout=20000) as arrived:
-        dialog.retrieve_selected()
+        qtbot.mouseClick(dialog.retrieve_button, Qt.MouseButton.LeftButton)
     assert arrived.args[0] == (tmp_path / "inbox" / image.StudyInstanceUID).resolve()
     assert (arrived.args[0] / f"{image.SOPInstanceUID}.dcm").is_file()
     qtbot.waitUntil(lambda: dialog.search_button.isEnabled(), timeout=5000)
@@ -150,7 +151,8 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
                                   demo=True, fingerprint="d" * 64)
     entry.decision = Decision(decision="disagree", comment="", reviewer="Dr Test")
     monkeypatch.setattr(window, "selected_keys", lambda: [key])
-    job = window.pacs.send_selected()
+    window.pacs.act_send.trigger()  # the menu entry
+    job = window.pacs.send_job
     assert job is not None
     with qtbot.waitSignal(job.signals.finished, timeout=60000) as done:
         pass
