@@ -19,3 +19,13 @@ def test_derived_uid_is_stable_per_parts() -> None:
 def test_is_valid_uid_refuses_hostile_values() -> None:
     for bad in ("../../x", "1.2..3", "1.02.3", "1." + "1" * 70, "", "1.2.3/4", "1.2.3\x00", None, 12):
         assert not is_valid_uid(bad), bad
+
+
+def test_uids_are_created_in_one_place_only() -> None:
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "pneumoview"
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if p.name != "uids.py" and ("generate_uid" in p.read_text(encoding="utf-8")
+                                             or "uuid4().int" in p.read_text(encoding="utf-8"))]
+    assert offenders == []
