@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("pneumoview.commands.scan", "list the DICOM studies in a folder and any unreadable files"),
     "analyze": ("pneumoview.commands.analyze", "analyse a folder with a model bundle and write a CSV report"),
     "models": ("pneumoview.commands.models", "list, activate or roll back trained model bundles"),
+    "listen": ("pneumoview.commands.listen", "receive studies over DICOM (Storage SCP) into an inbox folder"),
+    "pacs": ("pneumoview.commands.pacs", "find, retrieve and send studies and results (DICOM or DICOMweb)"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
 }
 

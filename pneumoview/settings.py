@@ -53,6 +53,15 @@ class Settings:
     pseudonymise_key: str = ""  # hex; generated once by ensure_pseudonymise_key and kept
     recent_folders: list[str] = field(default_factory=list)
     export: ExportOptions = field(default_factory=ExportOptions)
+    # PACS (pneumoview.pacs): our Storage SCP, and the PACS the browser queries ("HOST:PORT:AET" or a DICOMweb URL)
+    pacs_ae_title: str = "PNEUMOVIEW"
+    pacs_port: int = 11112
+    pacs_interface: str = "127.0.0.1"  # loopback: only this machine can send; "0.0.0.0" opens it to the network
+    pacs_allowed_callers: list[str] = field(default_factory=list)  # calling AE titles; empty: any
+    pacs_listen_on_start: bool = False
+    pacs_inbox: str = ""  # empty: <data folder>/inbox
+    pacs_remote: str = ""
+    pacs_send_automatically: bool = False  # send SR + SC of each new result / decision to pacs_remote
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -70,6 +79,8 @@ class Settings:
             raise ConfigError(f"settings: threshold must be a number strictly between 0 and 1, not {self.threshold!r}")
         if self.export.delimiter not in CSV_DELIMITERS:
             raise ConfigError(f"settings: export delimiter must be one of {CSV_DELIMITERS!r}, not {self.export.delimiter!r}")
+        if not 0 <= self.pacs_port <= 65535 or not 0 < len(self.pacs_ae_title.strip()) <= 16:
+            raise ConfigError("settings: PACS port must be within 0-65535 and the AE title 1-16 characters")
         if self.pseudonymise_key:
             try:
                 bytes.fromhex(self.pseudonymise_key)
@@ -100,6 +111,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reviewer_name": (str,),
     "pseudonymise_key": (str,),
     "recent_folders": (list,),
+    "pacs_ae_title": (str,), "pacs_port": (int,), "pacs_interface": (str,), "pacs_allowed_callers": (list,),
+    "pacs_listen_on_start": (bool,), "pacs_inbox": (str,), "pacs_remote": (str,), "pacs_send_automatically": (bool,),
 }
 
 
@@ -130,8 +143,10 @@ def settings_from_dict(data: dict[str, Any], *, source: Path | None = None) -> S
         elif key in _FIELDS:
             if not isinstance(value, _TYPES[key]) or (key == "threshold" and isinstance(value, bool)):
                 raise ConfigError(f"settings: {key} has the wrong type ({type(value).__name__})", path=source)
-            if key == "recent_folders" and not all(isinstance(v, str) for v in value):
-                raise ConfigError("settings: recent_folders must be a list of strings", path=source)
+            if key == "pacs_port" and isinstance(value, bool):
+                raise ConfigError("settings: pacs_port has the wrong type (bool)", path=source)
+            if key in ("recent_folders", "pacs_allowed_callers") and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"settings: {key} must be a list of strings", path=source)
             kwargs[key] = float(value) if key == "threshold" else value
         else:
             extra[key] = value

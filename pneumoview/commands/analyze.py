@@ -83,6 +83,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unverified-clip", action="store_true",
                         help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
+                        help="also write a DICOM SR (TID 1500) and a Secondary Capture of the lung crop per image")
 
 
 # --------------------------------------------------------------------------- checks before any work
@@ -247,8 +249,12 @@ def collect(folders: Sequence[Path], include_pictures: bool) -> tuple[list[_File
 
 
 def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, batch_size: int,
-            progress: Callable[[int], None]) -> None:
-    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result."""
+            progress: Callable[[int], None], *, dicom_out: Path | None = None) -> None:
+    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result.
+
+    With ``dicom_out``, each analysed image also gets its DICOM results (:mod:`pneumoview.pacs.export`);
+    a source that cannot carry them (no DICOM identity) is noted in its row.
+    """
     from pneumoview.service.analysis import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
 
     provenance = engine_provenance(engine, threshold)
@@ -256,8 +262,10 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
 
     def flush() -> None:
         results = predict_results(engine, [(item.identity, mi) for item, mi in batch], provenance)
-        for (item, _mi), result in zip(batch, results, strict=True):
+        for (item, model_input), result in zip(batch, results, strict=True):
             item.result = result
+            if dicom_out is not None and result.is_analysed:
+                _write_dicom(item, model_input, dicom_out)
         progress(len(batch))
         batch.clear()
 
@@ -278,6 +286,17 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
         flush()
 
 
+def _write_dicom(item: _File, model_input: Any, out_dir: Path) -> None:
+    """SR + Secondary Capture for one analysed file; a reason it could not get them goes into its notes."""
+    from pneumoview.pacs.export import write_model_result
+    from pneumoview.pacs.sr import ModelResult
+
+    assert item.result is not None
+    _, problem = write_model_result(item.path, out_dir, ModelResult.of(item.result), crop=model_input.crop)
+    if problem:
+        item.notes = (*item.notes, problem)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -289,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine(args, settings)
     files, todo = collect(args.folders, args.include_pictures)
     with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=args.quiet) as bar:
-        analyse(engine, todo, threshold, args.batch_size, bar.update)
+        analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out)
     duplicates = _duplicates(files)
     order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i].path))
     export_csv(args.csv, [_row(files[i], duplicates.get(i, ())) for i in order], options)

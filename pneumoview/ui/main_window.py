@@ -157,6 +157,8 @@ class MainWindow(QMainWindow):
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())
         self._apply_settings()
+        from pneumoview.ui.pacs_browser import install_pacs
+        self.pacs = install_pacs(self)  # the PACS menu: browser, listener (pneumoview.pacs)
         warm_up = FunctionJob(_warm_up_imports)
         self._jobs.append(warm_up)
         self.pool.start(warm_up)
