@@ -79,7 +79,7 @@ def test_store_find_get_analyse_send_back_and_read_back(orthanc, rg1_in_orthanc,
     values = read_sr(back)
     assert values["probability"] == pytest.approx(float(row["probability"]), abs=1e-6)
     assert values["threshold"] == pytest.approx(float(row["threshold"]))
-    assert values["finding"] == ("Present" if row["positive"] == "yes" else "Absent")
+    assert values["finding"] == ("Present" if float(row["probability"]) >= float(row["threshold"]) else "Absent")
     assert values["demo"] is True and DEMO_MARK in back.SeriesDescription
     assert values["source_uids"] == [source.SOPInstanceUID]
     assert back.PatientID == source.PatientID and back.StudyInstanceUID == source.StudyInstanceUID

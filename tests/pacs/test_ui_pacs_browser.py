@@ -15,6 +15,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
 from PySide6.QtCore import Qt
 
+from pneumoview.results import Provenance, analysed
 from pneumoview.pacs.scu import Client, parse_pacs
 from pneumoview.settings import Settings, save_settings
 from pneumoview.ui.pacs_browser import COLUMNS, ListenerSettingsDialog, PacsBrowserDialog
@@ -128,11 +129,12 @@ def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_p
     window.close()
 
 
+CLASSES = ("pneumoconiosis", "normal")
 
 
 def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, monkeypatch) -> None:
     from pneumoview.pacs.sr import read_sr
-    from pneumoview.session import AnalysisResult, Decision
+    from pneumoview.session import Decision
     from pneumoview.ui.main_window import MainWindow
 
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
@@ -147,8 +149,10 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
         window.open_paths([folder])
     (key,) = list(window.session.entries)
     entry = window.session.entries[key]
-    entry.result = AnalysisResult(probability=0.31, label="normal", threshold=0.5, model_id="m-1", model_name="M",
-                                  demo=True, fingerprint="d" * 64)
+    assert entry.identity is not None
+    entry.result = analysed(entry.identity, 0.31, class_names=CLASSES, demo=True,
+                            provenance=Provenance(bundle_id="m-1", bundle_name="M", bundle_fingerprint="d" * 64,
+                                                  threshold=0.5))
     entry.decision = Decision(decision="disagree", comment="", reviewer="Dr Test")
     monkeypatch.setattr(window, "selected_keys", lambda: [key])
     window.pacs.act_send.trigger()  # the menu entry
@@ -169,7 +173,6 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
 
 
 def test_new_results_are_sent_automatically_when_asked(qtbot, orthanc, tmp_path, monkeypatch) -> None:
-    from pneumoview.session import AnalysisResult
     from pneumoview.ui.main_window import MainWindow
 
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
@@ -184,8 +187,11 @@ def test_new_results_are_sent_automatically_when_asked(qtbot, orthanc, tmp_path,
     with qtbot.waitSignal(window.scanFinished, timeout=60000):
         window.open_paths([folder])
     (key,) = list(window.session.entries)
-    result = AnalysisResult(probability=0.8, label="pneumoconiosis", threshold=0.5, model_id="m-2", model_name="M",
-                            demo=True, fingerprint="e" * 64, analysed_at="2024-01-02T03:04:05Z")
+    identity = window.session.entries[key].identity
+    assert identity is not None
+    result = analysed(identity, 0.8, class_names=CLASSES, demo=True, analysed_at="2024-01-02T03:04:05Z",
+                      provenance=Provenance(bundle_id="m-2", bundle_name="M", bundle_fingerprint="e" * 64,
+                                            threshold=0.5))
     window.session.set_results([(key, result)])
 
     def sent() -> bool:
