@@ -87,3 +87,15 @@ class ExportError(PneumoViewError):
 
 class TrainingDataError(PneumoViewError):
     """Training data are unusable (empty class, too few patients for the folds, ...)."""
+
+
+class ReadingError(PneumoViewError):
+    """A reading workflow step is refused (unknown reader, blinding, arbitration); ``field`` where it applies."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class ReadingValidationError(ReadingError):
+    """An ILO reading is incomplete or an impossible combination; ``field`` names the form field."""
