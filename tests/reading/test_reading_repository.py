@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from reading_support import add_study
+
 from pneumoview.errors import ReadingError, ReadingValidationError, StoreError
 from pneumoview.reading.ilo import Reading, normal_reading
 from pneumoview.reading.repository import ReadingRepository
