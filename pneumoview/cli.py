@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("pneumoview.commands.scan", "list the DICOM studies in a folder and any unreadable files"),
     "analyze": ("pneumoview.commands.analyze", "analyse a folder with a model bundle and write a CSV report"),
     "models": ("pneumoview.commands.models", "list, activate or roll back trained model bundles"),
+    "readings": ("pneumoview.commands.readings", "export ILO readings (CSV, one-page PDF per study)"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
 }
 
