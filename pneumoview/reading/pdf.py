@@ -66,8 +66,10 @@ def _reader_lines(reader: str, when: str, reading: Reading, pseudonymise: bool) 
     out.append(("text", quality))
     if reading.classified:
         shapes = f"{c['primary_shape']}/{c['secondary_shape']}" if c["primary_shape"] else "-"
-        out.append(("text", f"Small opacities {c['small_opacities']}; shape/size {shapes}; zones {c['zones'] or '-'}; "
-                            f"profusion {c['profusion']}; large opacities {c['large_opacities']}"))
+        zones = c["zones"] or "-"
+        parenchyma = (f"Small opacities {c['small_opacities']}; shape/size {shapes}; zones {zones}; "
+                      f"profusion {c['profusion']}; large opacities {c['large_opacities']}")
+        out.append(("text", parenchyma))
         out.append(("text", f"Pleural abnormalities {c['pleural_abnormalities']}"))
         for label, key in (("plaques", "plaques"), ("costophrenic angle obliterated", "costophrenic_obliteration"),
                            ("diffuse thickening", "diffuse_thickening")):
