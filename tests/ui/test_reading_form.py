@@ -15,7 +15,7 @@ ALT, CTRL = Qt.KeyboardModifier.AltModifier, Qt.KeyboardModifier.ControlModifier
 
 
 @pytest.fixture
-def form(qtbot) -> ReadingForm:  # noqa: ANN001 - pytest-qt's QtBot
+def form(qtbot) -> ReadingForm:
     widget = ReadingForm()
     qtbot.addWidget(widget)
     widget.show()
@@ -31,7 +31,7 @@ def _submitted(form: ReadingForm) -> list[Reading]:
     return out
 
 
-def _key(qtbot, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,  # noqa: ANN001
+def _key(qtbot, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
          times: int = 1) -> None:
     for _ in range(times):
         qtbot.keyClick(QApplication.focusWidget(), key, modifier)
@@ -68,7 +68,7 @@ def test_round_trip_of_every_section(form: ReadingForm) -> None:
     assert form.submit() and got == [reading]
 
 
-def test_keyboard_only_read_of_a_normal_film(form: ReadingForm, qtbot) -> None:  # noqa: ANN001
+def test_keyboard_only_read_of_a_normal_film(form: ReadingForm, qtbot) -> None:
     got = _submitted(form)
     form.quality.setFocus()
     _key(qtbot, Qt.Key.Key_N, ALT)
@@ -76,7 +76,7 @@ def test_keyboard_only_read_of_a_normal_film(form: ReadingForm, qtbot) -> None: 
     assert got == [normal_reading()]
 
 
-def test_keyboard_only_read_with_findings(form: ReadingForm, qtbot) -> None:  # noqa: ANN001
+def test_keyboard_only_read_with_findings(form: ReadingForm, qtbot) -> None:
     got = _submitted(form)
     form.comments.setFocus()
     _key(qtbot, Qt.Key.Key_Q, ALT)
