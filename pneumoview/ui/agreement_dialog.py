@@ -82,6 +82,8 @@ class AgreementDialog(QDialog):
         self.profusion.setVerticalHeaderLabels(list(PROFUSION))
         self.profusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.profusion.horizontalHeader().setDefaultSectionSize(44)
+        for table in (self.summary, self.major, self.profusion):
+            table.verticalHeader().setDefaultSectionSize(22)
         layout.addWidget(self.profusion, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
@@ -131,6 +133,9 @@ class AgreementDialog(QDialog):
         for i, (label, values) in enumerate(series):
             ys = [row + (i - 1) * height for row in range(len(names))]
             axes.barh(ys, [v if v is not None else 0.0 for v in values], height=height, label=f"kappa {label}")
+        for row, pair in enumerate(self.pairs):
+            if pair.kappa_major is None:
+                axes.text(0.02, row, "n/a", va="center", fontsize="small")
         axes.set_yticks(range(len(names)), names)
         axes.invert_yaxis()
         axes.set_xlim(-0.2, 1.0)
@@ -138,14 +143,14 @@ class AgreementDialog(QDialog):
         axes.set_xlabel("kappa")
         axes.set_title("Agreement")
         if names:
-            axes.legend(loc="lower right", fontsize="small")
+            self.figure.legend(loc="outside lower center", fontsize="small")
         self.canvas.draw_idle()
 
 
 def _fill(widget: QTableWidget, table: list[list[int]], *, blank: bool = False) -> None:
     for i, row in enumerate(table):
         for j, count in enumerate(row):
-            item = QTableWidgetItem("" if blank or count == 0 and i != j else str(count))
+            item = QTableWidgetItem("" if blank or count == 0 else str(count))
             item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
             if i == j and not blank:
                 item.setBackground(Qt.GlobalColor.lightGray)
