@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPED = {"primary_shape": "q", "secondary_shape": "t", "zones": frozenset({"RU", "LU", "RM"})}
 
 
-def _fill(repo, store) -> None:  # noqa: ANN001 - ReadingRepository, ResultStore
+def _fill(repo, store) -> None:
     from pneumoview.reading.ilo import PROFUSION, PleuralThickening, Reading
     from pneumoview.store import ImageInfo
 

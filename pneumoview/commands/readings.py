@@ -10,7 +10,6 @@ printable one-page PDF per study into DIR (``<study>.pdf``; the study's hash whe
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -29,26 +28,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pneumoview.reading.export import export_readings_csv
-    from pneumoview.reading.pdf import write_study_pdf
+    from pneumoview.reading.pdf import write_study_pdfs
     from pneumoview.reading.repository import ReadingRepository
-    from pneumoview.report import pseudonym
     from pneumoview.settings import ensure_pseudonymise_key, load_settings
     from pneumoview.store import ResultStore
 
     if args.database is not None and not args.database.is_file():
         raise ExportError("no such results database", path=args.database)
     key = ensure_pseudonymise_key(load_settings()) if args.pseudonymise else None
-    if args.pdf is not None and not args.pdf.is_dir():
-        raise ExportError("the PDF folder does not exist", path=args.pdf)
     with ResultStore(args.database) as store:
         repo = ReadingRepository(store)
+        if args.pdf is not None and not args.pdf.is_dir():
+            raise ExportError("the PDF folder does not exist", path=args.pdf)
         summary = export_readings_csv(args.csv, repo, pseudonymise=args.pseudonymise, key=key)
-        pages = 0
-        if args.pdf is not None:
-            for study_uid in sorted(repo.by_study()):
-                name = re.sub(r"[^0-9A-Za-z._-]", "_", pseudonym(key, study_uid, kind="study") if key else study_uid)
-                write_study_pdf(args.pdf / f"{name}.pdf", repo, study_uid, pseudonymise=args.pseudonymise, key=key)
-                pages += 1
+        pages = len(write_study_pdfs(args.pdf, repo, pseudonymise=args.pseudonymise, key=key)) if args.pdf else 0
         store.audit("readings-exported", detail={"rows": summary.rows, "pdf_pages": pages,
                                                  "pseudonymised": bool(args.pseudonymise)})
     print(f"{summary.rows} reading(s) written to {summary.path}" + (f", {pages} PDF page(s) to {args.pdf}" if pages else ""),

@@ -9,6 +9,7 @@ With ``pseudonymise`` the worker is shown by the keyed hash of the patient ID on
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -118,3 +119,21 @@ def write_study_pdf(
     except OSError as exc:
         raise ExportError(f"cannot write the PDF: {exc.strerror or exc}", path=target) from exc
     return target
+
+
+def write_study_pdfs(
+    folder: str | os.PathLike[str], repo: ReadingRepository, *, pseudonymise: bool = False, key: bytes | None = None
+) -> list[Path]:
+    """One page per study that has readings, named ``<Study Instance UID>.pdf`` (its keyed hash
+    when pseudonymised; characters other than letters, digits, ``. _ -`` become ``_``)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ExportError("the PDF folder does not exist", path=root)
+    if pseudonymise and not key:
+        raise ExportError("a pseudonymised report needs a secret key", path=root)
+    written = []
+    for study_uid in sorted(repo.by_study()):
+        name = pseudonym(key, study_uid, kind="study") if pseudonymise and key else study_uid
+        safe = re.sub(r"[^0-9A-Za-z._-]", "_", name)
+        written.append(write_study_pdf(root / f"{safe}.pdf", repo, study_uid, pseudonymise=pseudonymise, key=key))
+    return written

@@ -7,25 +7,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMenu,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from pneumoview.errors import PneumoViewError
-from pneumoview.reading.export import reading_cells
+from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.ui.reading_form import ReadingForm
@@ -151,6 +158,60 @@ class ArbitrationQueueDialog(QDialog):
         self.accept()
 
 
+class ExportReadingsDialog(QDialog):
+    """CSV of every reading (and optionally a PDF page per study), pseudonymised on request."""
+
+    def __init__(self, repo: ReadingRepository, key_provider: Callable[[], bytes],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export readings")
+        self.repo, self.key_provider = repo, key_provider
+        self.summary: ReadingExportSummary | None = None
+        layout = QFormLayout(self)
+        self.csv_path = QLineEdit(objectName="csv_path", placeholderText="readings.csv")
+        self.pdf_dir = QLineEdit(objectName="pdf_dir", placeholderText="(optional) folder for one PDF per study")
+        self.pseudonymise = QCheckBox("Pseudonymise (keyed hashes; no names, no free text)", objectName="pseudonymise")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.csv_path)
+        row.addWidget(browse)
+        layout.addRow("CSV file", row)
+        layout.addRow("PDF folder", self.pdf_dir)
+        layout.addRow(self.pseudonymise)
+        self.error = QLabel(objectName="export_error", wordWrap=True)
+        self.error.setStyleSheet("color: #b00020;")
+        layout.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addRow(buttons)
+
+    def _browse(self) -> None:
+        path, _filter = QFileDialog.getSaveFileName(self, "Export readings", "readings.csv", "CSV (*.csv)")
+        if path:
+            self.csv_path.setText(path)
+
+    def accept(self) -> None:
+        from pneumoview.reading.export import export_readings_csv
+        from pneumoview.reading.pdf import write_study_pdfs
+
+        if not self.csv_path.text().strip():
+            self.error.setText("choose the CSV file to write")
+            return
+        pseudo = self.pseudonymise.isChecked()
+        try:
+            key = self.key_provider() if pseudo else None
+            self.summary = export_readings_csv(Path(self.csv_path.text().strip()), self.repo, pseudonymise=pseudo,
+                                               key=key)
+            if self.pdf_dir.text().strip():
+                write_study_pdfs(Path(self.pdf_dir.text().strip()), self.repo, pseudonymise=pseudo, key=key)
+        except PneumoViewError as exc:
+            self.error.setText(exc.message)
+            return
+        super().accept()
+
+
 # --------------------------------------------------------------------------- the menu, as data
 @dataclass(frozen=True)
 class MenuEntry:
@@ -164,6 +225,7 @@ READING_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("read_selected", "&Read Selected Study (ILO)...", "Ctrl+Shift+L"),
     MenuEntry("arbitration_queue", "&Arbitration Queue..."),
     MenuEntry("agreement", "Reader A&greement..."),
+    MenuEntry("export_readings", "&Export Readings..."),
 )
 
 
@@ -172,9 +234,31 @@ class ReadingMenuController:
     stays the owner of its database and its selection."""
 
     def __init__(self, parent: QWidget, repo: Callable[[], ReadingRepository | None],
-                 study: Callable[[], str | None]) -> None:
+                 study: Callable[[], str | None], key_provider: Callable[[], bytes] | None = None) -> None:
         self.parent, self._repo, self._study = parent, repo, study
+        self.key_provider = key_provider or _settings_key
         self.reader = ""
+
+    @classmethod
+    def install_on(cls, window: QMainWindow) -> ReadingMenuController:
+        """The Reading menu for PneumoView's main window: its ``result_store`` and the study of
+        its ``current_entry()`` (Study Instance UID (0020,000D) of the image on screen)."""
+        def repo() -> ReadingRepository | None:
+            store = getattr(window, "result_store", None)
+            return ReadingRepository(store) if store is not None else None
+
+        def study() -> str | None:
+            entry = window.current_entry()  # type: ignore[attr-defined]
+            return str(getattr(entry.record, "study_uid", "") or "") or None if entry is not None else None
+
+        def key() -> bytes:
+            from pneumoview.settings import ensure_pseudonymise_key
+
+            return ensure_pseudonymise_key(window.settings, window.settings_path)  # type: ignore[attr-defined]
+
+        controller = cls(window, repo, study, key)
+        controller.install(window)
+        return controller
 
     def install(self, window: QMainWindow, title: str = "&Reading") -> QMenu:
         menu = window.menuBar().addMenu(title)
@@ -221,3 +305,14 @@ class ReadingMenuController:
         repo = self._repository()
         if repo is not None:
             AgreementDialog.from_repository(repo, self.parent).exec()
+
+    def export_readings(self) -> None:
+        repo = self._repository()
+        if repo is not None:
+            ExportReadingsDialog(repo, self.key_provider, self.parent).exec()
+
+
+def _settings_key() -> bytes:
+    from pneumoview.settings import ensure_pseudonymise_key, load_settings
+
+    return ensure_pseudonymise_key(load_settings())

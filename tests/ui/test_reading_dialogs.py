@@ -125,3 +125,32 @@ def test_menu_is_a_data_table_installed_on_a_window(qtbot, repo: ReadingReposito
     dialog = controller.read_selected()
     assert dialog is not None and dialog.study_uid == "s1" and dialog.reader == "Ada"
     dialog.close()
+
+
+def test_export_dialog_writes_the_ilo_columns(qtbot, repo: ReadingRepository, tmp_path: Path) -> None:
+    import csv
+
+    from pneumoview.reading.export import COLUMNS
+    from pneumoview.ui.reading_dialogs import ExportReadingsDialog
+
+    repo.sign_in("Ada")
+    repo.submit("s1", "Ada", POSITIVE, ai=repo.ai_suggestion("s1"))
+    dialog = ExportReadingsDialog(repo, lambda: b"k" * 32)
+    qtbot.addWidget(dialog)
+    dialog.accept()
+    assert "choose the CSV" in dialog.error.text()
+    out, pdfs = tmp_path / "readings.csv", tmp_path / "pdf"
+    pdfs.mkdir()
+    dialog.csv_path.setText(str(out))
+    dialog.pdf_dir.setText(str(pdfs))
+    dialog.pseudonymise.setChecked(True)
+    dialog.accept()
+    assert dialog.result() == 1 and dialog.summary is not None and dialog.summary.rows == 1
+    with out.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == tuple(c for c in COLUMNS if c not in ("film_quality_reason", "comments"))
+    row = rows[0]
+    assert (row["reader"], row["profusion"], row["small_opacities"], row["zones"], row["ai_probability"]) == (
+        "Ada", "1/1", "yes", "RU", "0.83")
+    assert row["study_uid"].startswith("S-") and row["patient_id"].startswith("P-")
+    assert [p.suffix for p in pdfs.iterdir()] == [".pdf"]
