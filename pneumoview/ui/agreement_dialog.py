@@ -28,6 +28,7 @@ from pneumoview.reading.agreement import Agreement, all_pairs, format_kappa, rea
 from pneumoview.reading.ilo import PROFUSION
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import AiSuggestion, SubmittedReading
+from pneumoview.ui.reading_form import named
 
 SUMMARY_HEADERS = ("rater A", "rater B", "studies", "agreement", "kappa (major)", "kappa linear", "kappa quadratic")
 
@@ -57,7 +58,7 @@ class AgreementDialog(QDialog):
         layout.addLayout(top, 1)
         left = QVBoxLayout()
         top.addLayout(left, 3)
-        self.summary = QTableWidget(len(self.pairs), len(SUMMARY_HEADERS), objectName="agreement_summary")
+        self.summary = named(QTableWidget(len(self.pairs), len(SUMMARY_HEADERS)), "agreement_summary")
         self.summary.setHorizontalHeaderLabels(list(SUMMARY_HEADERS))
         self.summary.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.summary.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -70,14 +71,14 @@ class AgreementDialog(QDialog):
         left.addWidget(self.summary)
         self.major_title = QLabel()
         left.addWidget(self.major_title)
-        self.major = QTableWidget(objectName="major_table")
+        self.major = named(QTableWidget(), "major_table")
         self.major.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         left.addWidget(self.major)
         self.figure = Figure(figsize=(4.5, 4), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         top.addWidget(self.canvas, 2)
         layout.addWidget(QLabel("<b>Profusion</b> (12-point scale, rows rater A, columns rater B)"))
-        self.profusion = QTableWidget(len(PROFUSION), len(PROFUSION), objectName="profusion_table")
+        self.profusion = named(QTableWidget(len(PROFUSION), len(PROFUSION)), "profusion_table")
         self.profusion.setHorizontalHeaderLabels(list(PROFUSION))
         self.profusion.setVerticalHeaderLabels(list(PROFUSION))
         self.profusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

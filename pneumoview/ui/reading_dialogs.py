@@ -35,7 +35,7 @@ from pneumoview.errors import PneumoViewError
 from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
-from pneumoview.ui.reading_form import ReadingForm
+from pneumoview.ui.reading_form import ReadingForm, named
 
 
 class ReaderSignInDialog(QDialog):
@@ -48,12 +48,12 @@ class ReaderSignInDialog(QDialog):
         self.reader = ""
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Your name (readings are stored under it):"))
-        self.name = QComboBox(objectName="reader_name")
+        self.name = named(QComboBox(), "reader_name")
         self.name.setEditable(True)
         self.name.addItems(repo.readers())
         self.name.setCurrentText(current)
         layout.addWidget(self.name)
-        self.error = QLabel(objectName="sign_in_error", wordWrap=True)
+        self.error = named(QLabel(wordWrap=True), "sign_in_error")
         self.error.setStyleSheet("color: #b00020;")
         layout.addWidget(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -93,10 +93,10 @@ class ReadingDialog(QDialog):
         layout.addWidget(self.form)
         self.ai = repo.ai_suggestion(study_uid)
         self.form.set_ai_suggestion(self.ai)
-        self.others = QPlainTextEdit(objectName="other_readings", readOnly=True)
+        self.others = named(QPlainTextEdit(readOnly=True), "other_readings")
         self.others.setTabChangesFocus(True)
         self.others.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        self.final = QLabel(objectName="final_determination", wordWrap=True)
+        self.final = named(QLabel(wordWrap=True), "final_determination")
         self.form.side_panel.addWidget(QLabel("<b>Other readers</b>"))
         self.form.side_panel.addWidget(self.others)
         self.form.side_panel.addWidget(self.final)
@@ -137,7 +137,7 @@ class ArbitrationQueueDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Arbitration queue")
         layout = QVBoxLayout(self)
-        self.list = QListWidget(objectName="arbitration_list")
+        self.list = named(QListWidget(), "arbitration_list")
         for final in repo.arbitration_queue(reader=reader):
             item = QListWidgetItem(f"{final.study_uid} - read by {', '.join(final.first_readers)}")
             item.setData(Qt.ItemDataRole.UserRole, final.study_uid)
@@ -168,9 +168,9 @@ class ExportReadingsDialog(QDialog):
         self.repo, self.key_provider = repo, key_provider
         self.summary: ReadingExportSummary | None = None
         layout = QFormLayout(self)
-        self.csv_path = QLineEdit(objectName="csv_path", placeholderText="readings.csv")
-        self.pdf_dir = QLineEdit(objectName="pdf_dir", placeholderText="(optional) folder for one PDF per study")
-        self.pseudonymise = QCheckBox("Pseudonymise (keyed hashes; no names, no free text)", objectName="pseudonymise")
+        self.csv_path = named(QLineEdit(placeholderText="readings.csv"), "csv_path")
+        self.pdf_dir = named(QLineEdit(placeholderText="(optional) folder for one PDF per study"), "pdf_dir")
+        self.pseudonymise = named(QCheckBox("Pseudonymise (keyed hashes; no names, no free text)"), "pseudonymise")
         browse = QPushButton("Browse...")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -179,7 +179,7 @@ class ExportReadingsDialog(QDialog):
         layout.addRow("CSV file", row)
         layout.addRow("PDF folder", self.pdf_dir)
         layout.addRow(self.pseudonymise)
-        self.error = QLabel(objectName="export_error", wordWrap=True)
+        self.error = named(QLabel(wordWrap=True), "export_error")
         self.error.setStyleSheet("color: #b00020;")
         layout.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)

@@ -12,6 +12,8 @@ the main fields, fill a normal film, and submit (Ctrl+Enter).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -64,6 +66,15 @@ SHORTCUTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+W = TypeVar("W", bound=QWidget)
+
+
+def named(widget: W, name: str) -> W:
+    """``widget`` with its object name set (tests and style sheets find fields by it)."""
+    widget.setObjectName(name)
+    return widget
+
+
 def _combo(name: str, items: list[tuple[str, object]]) -> QComboBox:
     box = QComboBox()
     box.setObjectName(name)
@@ -93,18 +104,18 @@ class _Pleura(QGroupBox):
                 self.boxes[(kind, site, side)] = box
                 grid.addWidget(box, row, col)
         row = len(sites) + 1
-        self.extent: dict[str, QComboBox] = {}
-        self.width: dict[str, QComboBox] = {}
+        self.extents: dict[str, QComboBox] = {}
+        self.widths: dict[str, QComboBox] = {}
         for col, side in enumerate(SIDES):
-            self.extent[side] = _combo(f"{prefix}_extent_{side}", [("extent -", None)] +
+            self.extents[side] = _combo(f"{prefix}_extent_{side}", [("extent -", None)] +
                                        [(f"extent {e}", e) for e in EXTENTS])
-            self.width[side] = _combo(f"{prefix}_width_{side}", [("width -", None)] + [(f"width {w}", w) for w in WIDTHS])
+            self.widths[side] = _combo(f"{prefix}_width_{side}", [("width -", None)] + [(f"width {w}", w) for w in WIDTHS])
         grid.addWidget(QLabel("chest wall R"), row, 0)
-        grid.addWidget(self.extent["R"], row, 1, 1, 2)
-        grid.addWidget(self.width["R"], row, 3, 1, 2)
+        grid.addWidget(self.extents["R"], row, 1, 1, 2)
+        grid.addWidget(self.widths["R"], row, 3, 1, 2)
         grid.addWidget(QLabel("chest wall L"), row + 1, 0)
-        grid.addWidget(self.extent["L"], row + 1, 1, 1, 2)
-        grid.addWidget(self.width["L"], row + 1, 3, 1, 2)
+        grid.addWidget(self.extents["L"], row + 1, 1, 1, 2)
+        grid.addWidget(self.widths["L"], row + 1, 3, 1, 2)
 
     def value(self) -> PleuralThickening:
         def sides(kind: str, site: str) -> frozenset[str]:
@@ -113,16 +124,16 @@ class _Pleura(QGroupBox):
         return PleuralThickening(
             sites={s: sides("site", s) for s in self.site_names if sides("site", s)},
             calcification={s: sides("calc", s) for s in self.site_names if sides("calc", s)},
-            extent={s: self.extent[s].currentData() for s in SIDES if self.extent[s].currentData() is not None},
-            width={s: self.width[s].currentData() for s in SIDES if self.width[s].currentData() is not None},
+            extent={s: self.extents[s].currentData() for s in SIDES if self.extents[s].currentData() is not None},
+            width={s: self.widths[s].currentData() for s in SIDES if self.widths[s].currentData() is not None},
         )
 
     def set_value(self, value: PleuralThickening) -> None:
         for (kind, site, side), box in self.boxes.items():
             box.setChecked(side in (value.sides(site) if kind == "site" else value.calcified(site)))
         for side in SIDES:
-            self.extent[side].setCurrentIndex(max(0, self.extent[side].findData(value.extent.get(side))))
-            self.width[side].setCurrentIndex(max(0, self.width[side].findData(value.width.get(side))))
+            self.extents[side].setCurrentIndex(max(0, self.extents[side].findData(value.extent.get(side))))
+            self.widths[side].setCurrentIndex(max(0, self.widths[side].findData(value.width.get(side))))
 
     def first(self) -> QWidget:
         return self.boxes[("site", self.site_names[0], "R")]
@@ -148,7 +159,7 @@ class ReadingForm(QWidget):
 
         top = QFormLayout()
         self.quality = _combo("film_quality", [(f"{q} - {t}", q) for q, t in FILM_QUALITY.items()])
-        self.quality_reason = QLineEdit(objectName="film_quality_reason", placeholderText="defect, when not 1")
+        self.quality_reason = named(QLineEdit(placeholderText="defect, when not 1"), "film_quality_reason")
         top.addRow("Quality (Alt+Q)", self.quality)
         top.addRow("Quality reason", self.quality_reason)
         self.profusion = _combo("profusion", [("-", None)] + [(p, p) for p in PROFUSION])
@@ -164,7 +175,8 @@ class ReadingForm(QWidget):
         zones = QGridLayout()
         self.zones: dict[str, QCheckBox] = {}
         for i, zone in enumerate(ZONES):
-            box = QCheckBox(zone, objectName=f"zone_{zone}", toolTip=ZONE_NAMES[zone])
+            box = named(QCheckBox(zone), f"zone_{zone}")
+            box.setToolTip(ZONE_NAMES[zone])
             self.zones[zone] = box
             zones.addWidget(box, i % 3, i // 3)
         top.addRow("Zones (Alt+Z)", zones)
@@ -175,7 +187,7 @@ class ReadingForm(QWidget):
         self.plaques = _Pleura("Pleural plaques (Alt+E)", "plaques", PLAQUE_SITES)
         form_col.addWidget(self.plaques)
         cpa = QHBoxLayout()
-        self.cpa = {s: QCheckBox(s, objectName=f"costophrenic_{s}") for s in SIDES}
+        self.cpa = {s: named(QCheckBox(s), f"costophrenic_{s}") for s in SIDES}
         cpa.addWidget(QLabel("Costophrenic angle obliteration"))
         for box in self.cpa.values():
             cpa.addWidget(box)
@@ -189,24 +201,25 @@ class ReadingForm(QWidget):
         grid.setVerticalSpacing(0)
         self.symbols: dict[str, QCheckBox] = {}
         for i, (code, meaning) in enumerate(SYMBOLS.items()):
-            box = QCheckBox(code, objectName=f"symbol_{code}", toolTip=meaning)
+            box = named(QCheckBox(code), f"symbol_{code}")
+            box.setToolTip(meaning)
             box.setAccessibleName(f"{code}: {meaning}")
             self.symbols[code] = box
             grid.addWidget(box, i // 10, i % 10)
         form_col.addWidget(symbols)
 
-        self.comments = QPlainTextEdit(objectName="comments", placeholderText="Comments (Alt+C)")
+        self.comments = named(QPlainTextEdit(placeholderText="Comments (Alt+C)"), "comments")
         self.comments.setTabChangesFocus(True)  # Tab leaves the box instead of typing a tab
         self.comments.setFixedHeight(56)
         form_col.addWidget(self.comments)
-        self.messages = QLabel(objectName="validation_messages", wordWrap=True)
+        self.messages = named(QLabel(wordWrap=True), "validation_messages")
         self.messages.setStyleSheet("color: #b00020;")
         self.messages.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form_col.addWidget(self.messages)
         buttons = QHBoxLayout()
-        self.normal_button = QPushButton("Normal film (Alt+N)", objectName="normal_button")
+        self.normal_button = named(QPushButton("Normal film (Alt+N)"), "normal_button")
         self.normal_button.clicked.connect(self.fill_normal)
-        self.submit_button = QPushButton("Submit (Ctrl+Enter)", objectName="submit_button")
+        self.submit_button = named(QPushButton("Submit (Ctrl+Enter)"), "submit_button")
         self.submit_button.setDefault(True)
         self.submit_button.clicked.connect(self.submit)
         buttons.addWidget(self.normal_button)
@@ -217,7 +230,7 @@ class ReadingForm(QWidget):
         side = QVBoxLayout()
         outer.addLayout(side, 1)
         side.addWidget(QLabel("<b>AI suggestion</b> (not part of your reading)"))
-        self.ai_label = QLabel(objectName="ai_suggestion", wordWrap=True)
+        self.ai_label = named(QLabel(wordWrap=True), "ai_suggestion")
         self.ai_label.setFrameShape(QLabel.Shape.StyledPanel)
         self.ai_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.ai_label.setFocusPolicy(Qt.FocusPolicy.NoFocus)
