@@ -220,7 +220,8 @@ class ReadingForm(QWidget):
         self.normal_button = named(QPushButton("Normal film (Alt+N)"), "normal_button")
         self.normal_button.clicked.connect(self.fill_normal)
         self.submit_button = named(QPushButton("Submit (Ctrl+Enter)"), "submit_button")
-        self.submit_button.setDefault(True)
+        for button in (self.normal_button, self.submit_button):
+            button.setAutoDefault(False)  # Enter in a field never submits: Ctrl+Enter does
         self.submit_button.clicked.connect(self.submit)
         buttons.addWidget(self.normal_button)
         buttons.addStretch(1)

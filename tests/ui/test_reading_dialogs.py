@@ -154,3 +154,20 @@ def test_export_dialog_writes_the_ilo_columns(qtbot, repo: ReadingRepository, tm
         "Ada", "1/1", "yes", "RU", "0.83")
     assert row["study_uid"].startswith("S-") and row["patient_id"].startswith("P-")
     assert [p.suffix for p in pdfs.iterdir()] == [".pdf"]
+
+
+def test_plain_enter_in_the_dialog_does_not_submit(qtbot, repo: ReadingRepository) -> None:
+    from PySide6.QtCore import Qt
+
+    repo.sign_in("Ada")
+    dialog = ReadingDialog(repo, "s1", "Ada")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.activateWindow()
+    qtbot.waitUntil(dialog.isActiveWindow)
+    dialog.form.fill_normal()
+    qtbot.keyClick(dialog.form.quality_reason, Qt.Key.Key_Return)
+    assert repo.readings_for("s1") == [] and dialog.isVisible()
+    qtbot.keyClick(dialog.form.quality_reason, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert [r.reading for r in repo.readings_for("s1")] == [normal_reading()]
