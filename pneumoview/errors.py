@@ -94,7 +94,12 @@ class ReadingError(PneumoViewError):
 
     def __init__(self, reason: str, *, field: str | None = None) -> None:
         self.field = field
-        super().__init__(f"{field}: {reason}" if field else reason)
+        super().__init__(reason)
+
+    @property
+    def message(self) -> str:
+        base = super().message
+        return f"{self.field}: {base}" if self.field else base
 
 
 class ReadingValidationError(ReadingError):

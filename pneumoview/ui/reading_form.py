@@ -75,6 +75,16 @@ def named(widget: W, name: str) -> W:
     return widget
 
 
+#: How a validation error's ``field`` is named in the form's messages.
+FIELD_LABELS: dict[str, str] = {
+    "film_quality": "Quality", "film_quality_reason": "Quality reason", "profusion": "Profusion",
+    "primary_shape": "Shape/size", "secondary_shape": "Secondary shape/size", "zones": "Zones",
+    "large_opacities": "Large opacities", "plaques": "Pleural plaques",
+    "costophrenic_obliteration": "Costophrenic angle", "diffuse_thickening": "Diffuse pleural thickening",
+    "symbols": "Symbols", "comments": "Comments",
+}
+
+
 def _combo(name: str, items: list[tuple[str, object]]) -> QComboBox:
     box = QComboBox()
     box.setObjectName(name)
@@ -335,7 +345,8 @@ class ReadingForm(QWidget):
     def validate(self) -> list[str]:
         """Show the validator's messages; returns them (empty when the reading is valid)."""
         problems = self.reading().problems()
-        texts = [p.message for p in problems]
+        texts = [f"{FIELD_LABELS.get((p.field or '').split('.')[0], p.field or 'Reading')}: {p.reason}"
+                 for p in problems]
         self.messages.setText("\n".join(texts))
         if problems:
             widget = self.field_widget(problems[0].field)

@@ -48,7 +48,7 @@ def test_errors_are_pneumoview_errors_carrying_the_field() -> None:
         Reading(film_quality=1, profusion="0/0", primary_shape="p", secondary_shape="p").validate()
     assert isinstance(info.value, PneumoViewError)
     assert info.value.field == "primary_shape"
-    assert "0/0" in info.value.reason
+    assert "0/0" in info.value.reason and info.value.message == f"primary_shape: {info.value.reason}"
 
 
 @pytest.mark.parametrize(

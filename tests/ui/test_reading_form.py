@@ -40,7 +40,7 @@ def _key(qtbot, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier
 def test_validation_messages_come_from_the_rules_and_nothing_is_submitted(form: ReadingForm) -> None:
     got = _submitted(form)
     assert form.submit() is False  # no profusion chosen yet
-    assert "profusion" in form.messages.text() and got == []
+    assert form.messages.text().startswith("Profusion: choose a profusion") and got == []
     assert QApplication.focusWidget() is form.profusion
     form.set_reading(Reading(film_quality=1, profusion="0/0"))
     form.primary.setCurrentIndex(form.primary.findData("p"))  # 0/0 with a shape: impossible
