@@ -18,9 +18,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pneumoview.errors import ReadingError
@@ -118,6 +121,19 @@ class FinalRule:
         if not isinstance(large, bool):
             raise ReadingError("large_opacities must be true or false", field="final_rule")
         return cls(agree_on=data.get("agree_on", "binary"), large_opacities=large)
+
+
+def load_final_rule(path: str | os.PathLike[str]) -> FinalRule:
+    """A :class:`FinalRule` from a JSON file such as ``{"agree_on": "major", "large_opacities": true}``."""
+    source = Path(path)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReadingError(f"cannot read the final-determination rule {source.name}: {exc}", field="final_rule") \
+            from exc
+    if not isinstance(data, dict):
+        raise ReadingError(f"{source.name} must hold a JSON object", field="final_rule")
+    return FinalRule.from_json_dict(data)
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,21 @@ def test_pdf_is_one_page_with_the_classification(store: ResultStore, tmp_path: P
     pseudo = write_study_pdf(tmp_path / "p.pdf", repo, "1.2.840.99.1", pseudonymise=True, key=b"k" * 32)
     text = subprocess.run(["pdftotext", str(pseudo), "-"], capture_output=True, text=True, check=True).stdout
     assert "Miner" not in text and "W-0001" not in text and "HYPERLINK" not in text and "Worker P-" in text
+
+
+def test_cli_rule_file_changes_the_final_column(store: ResultStore, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _filled(store)
+    repo.submit("1.2.840.99.2", "Ben", Reading(film_quality=1, profusion="0/1"))  # Ada 0/0, Ben 0/1: both 0
+    out = tmp_path / "r.csv"
+    assert main(["readings", "export", "--csv", str(out), "--database", str(store.path)]) == 0
+    assert {r["final"] for r in _read(out) if r["study_uid"] == "1.2.840.99.2"} == {
+        "final (agreement): category 0, large opacities 0"}
+    rule = tmp_path / "rule.json"
+    rule.write_text('{"agree_on": "major", "large_opacities": false}', encoding="utf-8")
+    assert main(["readings", "export", "--csv", str(out), "--database", str(store.path), "--rule", str(rule)]) == 0
+    assert {r["final"] for r in _read(out) if r["study_uid"] == "1.2.840.99.2"} == {"final (agreement): category 0"}
+    rule.write_text('{"agree_on": "exact"}', encoding="utf-8")
+    capsys.readouterr()
+    assert main(["readings", "export", "--csv", str(out), "--database", str(store.path), "--rule", str(rule)]) == 2
+    assert "agree_on must be" in capsys.readouterr().err
