@@ -10,7 +10,8 @@
   reading then decides. The default rule, usual in pneumoconiosis surveillance programmes, asks for
   agreement on the major category as "0 vs 1/2/3" (profusion below or from 1/0) and on large
   opacities (0/A/B/C); ``agree_on="major"`` asks for the same major category 0/1/2/3.
-  Two radiographs graded unacceptable (quality 4) are final as "unreadable".
+  Two radiographs graded unacceptable (quality 4) are final as "unreadable". A clinic's rule is
+  data: :func:`load_final_rule` reads it from JSON (``pneumoview readings export --rule``).
 * :class:`AiSuggestion`: the model's output as shown beside the form. It is never part of a
   :class:`~pneumoview.reading.ilo.Reading`; a submitted reading only remembers which stored result
   (``result_id``) was on screen.

@@ -35,6 +35,7 @@ from pneumoview.errors import PneumoViewError
 from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
+from pneumoview.reading.rules import FinalRule
 from pneumoview.ui.reading_form import ReadingForm, named
 
 
@@ -236,6 +237,7 @@ class ReadingMenuController:
     def __init__(self, parent: QWidget, repo: Callable[[], ReadingRepository | None],
                  study: Callable[[], str | None], key_provider: Callable[[], bytes] | None = None) -> None:
         self.parent, self._repo, self._study = parent, repo, study
+        self.rule: FinalRule | None = None  # None: the default rule (see pneumoview.reading.rules)
         self.key_provider = key_provider or _settings_key
         self.reader = ""
 
@@ -271,7 +273,10 @@ class ReadingMenuController:
         return menu
 
     def _repository(self) -> ReadingRepository | None:
-        return self._repo()
+        repo = self._repo()
+        if repo is not None and self.rule is not None:
+            repo.rule = self.rule
+        return repo
 
     def sign_in(self) -> bool:
         repo = self._repository()

@@ -166,7 +166,14 @@ class ReadingForm(QWidget):
         outer = QHBoxLayout(self)
         form_col = QVBoxLayout()
         outer.addLayout(form_col, 3)
+        form_col.addLayout(self._build_parenchyma())
+        self._build_pleura(form_col)
+        form_col.addWidget(self._build_symbols())
+        self._build_footer(form_col)
+        outer.addLayout(self._build_side(), 1)
 
+    def _build_parenchyma(self) -> QFormLayout:
+        """Quality (3.1) and parenchymal abnormalities (3.2)."""
         top = QFormLayout()
         self.quality = _combo("film_quality", [(f"{q} - {t}", q) for q, t in FILM_QUALITY.items()])
         self.quality_reason = named(QLineEdit(placeholderText="defect, when not 1"), "film_quality_reason")
@@ -192,8 +199,10 @@ class ReadingForm(QWidget):
         top.addRow("Zones (Alt+Z)", zones)
         self.large = _combo("large_opacities", [(x, x) for x in LARGE_OPACITIES])
         top.addRow("Large opacities (Alt+L)", self.large)
-        form_col.addLayout(top)
+        return top
 
+    def _build_pleura(self, form_col: QVBoxLayout) -> None:
+        """Pleural abnormalities (3.3)."""
         self.plaques = _Pleura("Pleural plaques (Alt+E)", "plaques", PLAQUE_SITES)
         form_col.addWidget(self.plaques)
         cpa = QHBoxLayout()
@@ -206,6 +215,8 @@ class ReadingForm(QWidget):
         self.diffuse = _Pleura("Diffuse pleural thickening", "diffuse", DIFFUSE_SITES)
         form_col.addWidget(self.diffuse)
 
+    def _build_symbols(self) -> QGroupBox:
+        """Symbols (3.4), ten to a row, each with its meaning as tool tip and accessible name."""
         symbols = QGroupBox("Symbols (Alt+Y)")
         grid = QGridLayout(symbols)
         grid.setVerticalSpacing(0)
@@ -216,8 +227,10 @@ class ReadingForm(QWidget):
             box.setAccessibleName(f"{code}: {meaning}")
             self.symbols[code] = box
             grid.addWidget(box, i // 10, i % 10)
-        form_col.addWidget(symbols)
+        return symbols
 
+    def _build_footer(self, form_col: QVBoxLayout) -> None:
+        """Comments (3.5), validation messages, buttons."""
         self.comments = named(QPlainTextEdit(placeholderText="Comments (Alt+C)"), "comments")
         self.comments.setTabChangesFocus(True)  # Tab leaves the box instead of typing a tab
         self.comments.setFixedHeight(56)
@@ -238,8 +251,9 @@ class ReadingForm(QWidget):
         buttons.addWidget(self.submit_button)
         form_col.addLayout(buttons)
 
+    def _build_side(self) -> QVBoxLayout:
+        """The read-only AI suggestion and a slot (``side_panel``) for the dialog's extras."""
         side = QVBoxLayout()
-        outer.addLayout(side, 1)
         side.addWidget(QLabel("<b>AI suggestion</b> (not part of your reading)"))
         self.ai_label = named(QLabel(wordWrap=True), "ai_suggestion")
         self.ai_label.setFrameShape(QLabel.Shape.StyledPanel)
@@ -250,6 +264,7 @@ class ReadingForm(QWidget):
         side.addLayout(self.side_panel)
         side.addStretch(1)
         self.set_ai_suggestion(None)
+        return side
 
     def _install_shortcuts(self) -> None:
         targets = {
