@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from pneumoview.reading.agreement import Agreement, all_pairs, format_kappa, reader_vs_ai
 from pneumoview.reading.ilo import PROFUSION
 from pneumoview.reading.repository import ReadingRepository
-from pneumoview.reading.rules import AiSuggestion, SubmittedReading
+from pneumoview.reading.rules import FINAL, AiSuggestion, SubmittedReading
 from pneumoview.ui.reading_form import named
 
 SUMMARY_HEADERS = ("rater A", "rater B", "studies", "agreement", "kappa (major)", "kappa linear", "kappa quadratic")
@@ -97,8 +97,14 @@ class AgreementDialog(QDialog):
             self.major_title.setText("No two readers (or a reader and the AI) have classified the same study yet.")
 
     @classmethod
-    def from_repository(cls, repo: ReadingRepository, parent: QWidget | None = None) -> AgreementDialog:
-        readings = repo.all_readings()
+    def from_repository(cls, repo: ReadingRepository, parent: QWidget | None = None, *,
+                        reader: str | None = None) -> AgreementDialog:
+        """Blinding holds here too: only studies that are final, or that ``reader`` has read."""
+        readings = [
+            r for study, rs in repo.by_study().items()
+            if repo.final(study).status == FINAL or (reader and any(x.reader == reader for x in rs))
+            for r in rs
+        ]
         ai = {}
         for study in {r.study_uid for r in readings}:
             suggestion = repo.ai_suggestion(study)

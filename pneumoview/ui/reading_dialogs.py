@@ -309,7 +309,7 @@ class ReadingMenuController:
 
         repo = self._repository()
         if repo is not None:
-            AgreementDialog.from_repository(repo, self.parent).exec()
+            AgreementDialog.from_repository(repo, self.parent, reader=self.reader or None).exec()
 
     def export_readings(self) -> None:
         repo = self._repository()

@@ -171,3 +171,21 @@ def test_plain_enter_in_the_dialog_does_not_submit(qtbot, repo: ReadingRepositor
     assert repo.readings_for("s1") == [] and dialog.isVisible()
     qtbot.keyClick(dialog.form.quality_reason, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert [r.reading for r in repo.readings_for("s1")] == [normal_reading()]
+
+
+def test_agreement_dashboard_respects_blinding(qtbot, repo: ReadingRepository) -> None:
+    for name in ("Ada", "Ben", "Cy"):
+        repo.sign_in(name)
+    repo.submit("s1", "Ada", POSITIVE)
+    repo.submit("s1", "Ben", normal_reading())  # s1 waits for arbitration: not final
+    repo.submit("s2", "Ada", normal_reading())
+    repo.submit("s2", "Ben", normal_reading())  # s2 final by agreement
+    def pairs(reader: str | None) -> dict[tuple[str, str], int]:
+        dialog = AgreementDialog.from_repository(repo, reader=reader)
+        qtbot.addWidget(dialog)
+        return {(p.rater_a, p.rater_b): p.n for p in dialog.pairs}
+
+    assert pairs("Cy")[("Ada", "Ben")] == 1  # Cy, the possible arbiter of s1, sees s2 only
+    assert pairs(None)[("Ada", "Ben")] == 1
+    assert pairs("Ada")[("Ada", "Ben")] == 2  # Ada has read both
+
