@@ -36,7 +36,6 @@ from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import FinalRule
-from pneumoview.ui.agreement_dialog import AgreementDialog
 from pneumoview.ui.reading_form import ReadingForm, named
 
 
@@ -306,6 +305,8 @@ class ReadingMenuController:
         dialog.exec()
 
     def agreement(self) -> None:
+        from pneumoview.ui.agreement_dialog import AgreementDialog  # matplotlib: only when asked for
+
         repo = self._repository()
         if repo is not None:
             AgreementDialog.from_repository(repo, self.parent, reader=self.reader or None).exec()
