@@ -238,6 +238,7 @@ class ReadingMenuController:
                  study: Callable[[], str | None], key_provider: Callable[[], bytes] | None = None) -> None:
         self.parent, self._repo, self._study = parent, repo, study
         self.rule: FinalRule | None = None  # None: the default rule (see pneumoview.reading.rules)
+        self.suggested_name = ""  # offered in the sign-in dialog (the app's reviewer name)
         self.key_provider = key_provider or _settings_key
         self.reader = ""
 
@@ -259,6 +260,7 @@ class ReadingMenuController:
             return ensure_pseudonymise_key(window.settings, window.settings_path)  # type: ignore[attr-defined]
 
         controller = cls(window, repo, study, key)
+        controller.suggested_name = str(getattr(getattr(window, "settings", None), "reviewer_name", "") or "")
         controller.install(window)
         return controller
 
@@ -282,7 +284,7 @@ class ReadingMenuController:
         repo = self._repository()
         if repo is None:
             return False
-        dialog = ReaderSignInDialog(repo, self.parent, self.reader)
+        dialog = ReaderSignInDialog(repo, self.parent, self.reader or self.suggested_name)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.reader = dialog.reader
         return bool(self.reader)

@@ -31,6 +31,7 @@ def test_reading_menu_reads_the_selected_study(qtbot, home: Path, rg1_uncompress
     entry = next(iter(window.session.entries.values()))
     window.select_key(entry.key)
     controller = window.reading_menu
+    assert controller.suggested_name == "Dr Test"  # the app's reviewer name is offered at sign-in
     controller.reader = controller._repository().sign_in("Ada")
     dialog = controller.read_selected()
     assert dialog is not None and dialog.study_uid == entry.record.study_uid != ""
