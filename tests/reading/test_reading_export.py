@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,16 @@ from pneumoview.store import ResultStore
 BRIEF_COLUMNS = ("study_uid", "reader", "film_quality", "small_opacities", "primary_shape", "secondary_shape", "zones",
                  "profusion", "large_opacities", "pleural_abnormalities", "symbols", "comments", "ai_probability",
                  "ai_label", "final")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ResultStore]:
+    """A real SQLite results store in a temporary folder (no conftest here: the name would shadow the
+    top-level ``conftest`` that other tests import by name)."""
+    with ResultStore(tmp_path / "results.sqlite3") as s:
+        yield s
+
+
 POSITIVE = Reading(
     film_quality=2, film_quality_reason="scapulae overlap", profusion="2/1", primary_shape="q", secondary_shape="t",
     zones=frozenset({"RU", "LU", "RM"}), large_opacities="A",

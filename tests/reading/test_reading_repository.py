@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,20 @@ from pneumoview.reading.ilo import Reading, normal_reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import ARBITRATION, FINAL
 from pneumoview.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, migrate
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ResultStore]:
+    """A real SQLite results store in a temporary folder (no conftest here: the name would shadow the
+    top-level ``conftest`` that other tests import by name)."""
+    with ResultStore(tmp_path / "results.sqlite3") as s:
+        yield s
+
+
+@pytest.fixture
+def repo(store: ResultStore) -> ReadingRepository:
+    return ReadingRepository(store)
+
 
 POSITIVE = Reading(film_quality=1, profusion="1/1", primary_shape="q", secondary_shape="q",
                    zones=frozenset({"RU", "LU"}))
