@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("pneumoview.commands.models", "list, activate or roll back trained model bundles"),
     "listen": ("pneumoview.commands.listen", "receive studies over DICOM (Storage SCP) into an inbox folder"),
     "pacs": ("pneumoview.commands.pacs", "find, retrieve and send studies and results (DICOM or DICOMweb)"),
+    "readings": ("pneumoview.commands.readings", "export ILO readings (CSV, one-page PDF per study)"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
 }
 

@@ -87,3 +87,20 @@ class ExportError(PneumoViewError):
 
 class TrainingDataError(PneumoViewError):
     """Training data are unusable (empty class, too few patients for the folds, ...)."""
+
+
+class ReadingError(PneumoViewError):
+    """A reading workflow step is refused (unknown reader, blinding, arbitration); ``field`` where it applies."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(reason)
+
+    @property
+    def message(self) -> str:
+        base = super().message
+        return f"{self.field}: {base}" if self.field else base
+
+
+class ReadingValidationError(ReadingError):
+    """An ILO reading is incomplete or an impossible combination; ``field`` names the form field."""

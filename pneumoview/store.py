@@ -128,6 +128,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE results SET status = CASE WHEN unsupported_code != '' THEN 'not-analysed' ELSE 'analysed' END",
         "CREATE INDEX images_by_uid ON images(sop_instance_uid)",
     ),
+    # v3 -> v4: ILO readings per study and reader (queries in pneumoview/reading/repository.py).
+    (
+        "CREATE TABLE readers (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
+        """CREATE TABLE readings (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            study_uid TEXT NOT NULL CHECK (study_uid <> ''),
+            reader TEXT NOT NULL REFERENCES readers(name),
+            reading TEXT NOT NULL,
+            result_id INTEGER REFERENCES results(id) ON DELETE SET NULL,
+            submitted_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX readings_by_study ON readings(study_uid, id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit

@@ -153,6 +153,8 @@ class MainWindow(QMainWindow):
         self.tags.pool = self.view_pool
         self._build_status_bar()
         self._build_actions()
+        from pneumoview.ui.reading_dialogs import ReadingMenuController
+        self.reading_menu = ReadingMenuController.install_on(self)
         self.session.problems_changed.connect(self._on_problems)
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())
