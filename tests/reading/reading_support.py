@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from pneumoview.results import ImageIdentity, Provenance, analysed
 from pneumoview.store import ImageInfo, ResultStore
+
+CLASSES = ("pneumoconiosis", "normal")
 
 
 def add_study(store: ResultStore, study_uid: str, probability: float | None = 0.83, *, n_images: int = 1,
@@ -10,14 +15,15 @@ def add_study(store: ResultStore, study_uid: str, probability: float | None = 0.
     """Images of one study (and a model result for each when ``probability`` is given)."""
     keys = []
     for i in range(n_images):
-        info = ImageInfo(image_key=f"{study_uid}.{i + 1}", path=f"/clinic/{study_uid}/{i + 1}.dcm",
-                         sop_instance_uid=f"{study_uid}.{i + 1}", patient_id=patient_id, patient_name=patient_name,
-                         study_uid=study_uid, study_date="20260314", view_position="PA")
+        uid, path = f"{study_uid}.{i + 1}", f"/clinic/{study_uid}/{i + 1}.dcm"
+        identity = ImageIdentity(uid, hashlib.sha256(path.encode()).hexdigest(), path)
+        info = ImageInfo(image_key=identity.key, path=path, sop_instance_uid=uid, patient_id=patient_id,
+                         patient_name=patient_name, study_uid=study_uid, study_date="20260314", view_position="PA")
         if probability is None:
             store.upsert_images([info])
         else:
-            store.save_result(info.image_key, image=info, probability=probability - 0.1 * i, threshold=0.5,
-                              label="pneumoconiosis" if probability - 0.1 * i >= 0.5 else "normal",
-                              model_name="PneumoLLM", demo=demo)
+            result = analysed(identity, probability - 0.1 * i, class_names=CLASSES, demo=demo,
+                              provenance=Provenance(bundle_name="PneumoLLM", threshold=0.5))
+            store.save(result, info)
         keys.append(info.image_key)
     return keys
