@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumoview.atomic import atomic_dir, clean_stale, write_error_reason
 from pneumoview.errors import BundleError, PneumoViewError
-from pneumoview.inference.engine import DEMO_LABEL
+from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 
 __all__ = ["DEMO_LABEL", "DEMO_MODEL_ID", "DEMO_SEED", "DemoPaths", "default_demo_dir", "ensure_demo_model"]
 
@@ -139,27 +138,24 @@ def _write(paths: DemoPaths) -> None:
 
 
 def ensure_demo_model(directory: str | os.PathLike[str] | None = None) -> DemoPaths:
-    """The demo model's paths, generating it first if absent or incomplete (atomically: a
-    temporary sibling folder renamed into place, so a crash never leaves half a model)."""
+    """The demo model's paths, generating it first if absent or incomplete.
+
+    Built with :func:`pneumoview.atomic.atomic_dir` (a temporary sibling folder renamed into place),
+    so a crash or a full disk never leaves half a model; leftovers of a killed run are removed
+    first. A failed write raises PneumoViewError ``disk full: ...`` / ``cannot write ...``.
+    """
     root = Path(directory) if directory is not None else default_demo_dir()
     paths = DemoPaths.under(root)
     if _is_complete(paths):
         return paths
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_stale(root.parent)
     try:
-        tmp.mkdir()
-        _write(DemoPaths.under(tmp))
-        if root.exists():  # an incomplete earlier attempt: ours to replace
-            shutil.rmtree(root)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not _is_complete(paths):  # not another process finishing first
-                raise
+        with atomic_dir(root, replace=True) as staging:  # an incomplete earlier attempt is ours to replace
+            _write(DemoPaths.under(staging.path))
     except OSError as exc:
-        raise PneumoViewError(f"cannot write the demo model: {exc}", path=root) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if _is_complete(paths):  # another process finished first
+            return paths
+        raise PneumoViewError(f"cannot create the demo model: {write_error_reason(exc, root)}") from exc
+    except BundleError as exc:
+        raise PneumoViewError(f"cannot create the demo model: {exc.reason}") from exc
     return paths
