@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import make_tiny_bundle, replace_tensors
 from safetensors.numpy import save_file
 
 from pneumoview import paths
 from pneumoview.errors import BundleError
-from bundle_support import make_tiny_bundle, replace_tensors
 from pneumoview.registry import ENTRY_FILE, STATE_FILE, ModelRegistry, check_safetensors_header, content_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -183,9 +183,8 @@ def test_persistence_modules_import_without_torch_or_qt() -> None:
 
 @pytest.mark.parametrize("damage", ["wrong-shape", "nan", "inf", "no-sha", "swapped-classes", "nan-mean", "huge-size"])
 def test_add_validates_the_tensors_and_manifest_fully(tmp_path: Path, registry: ModelRegistry, damage: str) -> None:
-    from safetensors.torch import load_file
-
     from bundle_support import edit_manifest
+    from safetensors.torch import load_file
 
     src = make_bundle(tmp_path / "b")
     tensors = load_file(str(src / "weights.safetensors"))
@@ -240,7 +239,8 @@ def test_clean_stale_removes_leftovers_of_dead_runs_only(tmp_path: Path, registr
     import time
 
     registry.add(make_bundle(tmp_path / "a"))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     dead_pid = int(dead.stdout)
     old = time.time() - 2 * 3600
     leftovers = {
@@ -271,7 +271,7 @@ def small_disk(tmp_path: Path):
     mount_point = tmp_path / "small"
     mount_point.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
     yield mount_point
