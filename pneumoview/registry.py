@@ -174,10 +174,10 @@ class ModelRegistry:
 
     def clean_stale(self) -> list[Path]:
         """Remove what interrupted runs left: staging copies (``.<name>.tmp-<pid>-*`` of a dead
-        process, older ``.incoming-*``), half-removed ``.removing-*`` folders and
+        process, older ``.incoming-*`` / ``.import-*``), half-removed ``.removing-*`` folders and
         ``.registry.json.*.tmp`` files. Best effort; returns what was removed."""
         removed = clean_stale(self.root)
-        removed += clean_stale(self.bundles_dir, legacy_patterns=(".incoming-*", ".removing-*"))
+        removed += clean_stale(self.bundles_dir, legacy_patterns=(".incoming-*", ".removing-*", ".import-*"))
         return removed
 
     # -- entries -------------------------------------------------------------

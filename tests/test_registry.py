@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_support import make_tiny_bundle, replace_tensors
+from bundle_support import make_tiny_bundle, replace_tensors, small_filesystem
 from safetensors.numpy import save_file
 
 from pneumoview import paths
@@ -267,16 +268,9 @@ def test_clean_stale_removes_leftovers_of_dead_runs_only(tmp_path: Path, registr
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 40 KiB filesystem (tmpfs), so a full disk is a real ENOSPC; needs root and mount."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_filesystem(tmp_path / "small") as mount_point:
+        yield mount_point
 
 
 def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_folder(tmp_path: Path, small_disk: Path) -> None:

@@ -174,9 +174,32 @@ def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any],
             manifest.weights_sha256 = file_sha256(weights)
             (staging.path / MANIFEST_FILE).write_text(
                 json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise BundleError(write_error_reason(exc, target)) from exc
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not _is_safetensors_error(exc):
+            raise
+        raise BundleError(write_failure_reason(exc, target)) from exc
     return target
+
+
+def _is_safetensors_error(exc: BaseException) -> bool:
+    from safetensors import SafetensorError
+
+    return isinstance(exc, SafetensorError)
+
+
+def write_failure_reason(exc: BaseException, where: str | os.PathLike[str]) -> str:
+    """One line for a failed write of tensors or files: ``disk full: ...`` or ``cannot write ...``.
+
+    safetensors reports write errors as ``SafetensorError("... I/O error: No space left on device
+    (os error 28)")``; the errno is read back from that text.
+    """
+    if isinstance(exc, OSError):
+        return write_error_reason(exc, where)
+    match = re.search(r"os error (\d+)", str(exc))
+    if match:
+        code = int(match.group(1))
+        return write_error_reason(OSError(code, os.strerror(code)), where)
+    return f"cannot write {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
 def read_manifest_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -428,6 +451,17 @@ def bundle_from_reference_checkpoint(checkpoint: str | os.PathLike[str], directo
     return save_bundle(directory, state, manifest)
 
 
+#: Said for a checkpoint that would need more than tensors to be unpickled (possibly code).
+REFUSED_CODE = "this file contains code, PneumoView will not load it"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, without any advice to load it unsafely."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return "unsafe content" if "weights_only" in first or "weights only" in first.lower() else first[:200]
+
+
 def _read_reference(path: str | os.PathLike[str], config: PneumoLLMConfig | None
                     ) -> tuple[dict[str, Any], dict[str, Any], Any, PneumoLLMConfig]:
     import pickle
@@ -441,10 +475,11 @@ def _read_reference(path: str | os.PathLike[str], config: PneumoLLMConfig | None
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"refused to load: the checkpoint holds more than tensors ({first})", path=source) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise BundleError(f"not a readable torch checkpoint: {exc}", path=source) from exc
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise BundleError(REFUSED_CODE, path=source) from None  # torch's advice never reaches a user
+        raise BundleError(f"not a readable torch checkpoint ({_first_line(exc)})", path=source) from None
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        raise BundleError(f"not a readable torch checkpoint ({_first_line(exc)})", path=source) from None
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model"), Mapping):
         raise BundleError("reference checkpoint has no 'model' dict of tensors", path=source)
     args = checkpoint.get("args")

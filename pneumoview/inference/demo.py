@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumoview.atomic import atomic_dir, clean_stale, write_error_reason
+from pneumoview.atomic import atomic_dir, clean_stale
 from pneumoview.errors import BundleError, PneumoViewError
 from pneumoview.labels import DEMO_MARK as DEMO_LABEL
 
@@ -152,10 +152,17 @@ def ensure_demo_model(directory: str | os.PathLike[str] | None = None) -> DemoPa
     try:
         with atomic_dir(root, replace=True) as staging:  # an incomplete earlier attempt is ours to replace
             _write(DemoPaths.under(staging.path))
-    except OSError as exc:
+    except BundleError as exc:  # save_bundle's write errors name the temporary folder: name the target
+        full = exc.reason.startswith("disk full")
+        raise PneumoViewError(f"disk full: no space left to write {root}" if full else exc.reason) from exc
+    except Exception as exc:
+        from safetensors import SafetensorError
+
+        from pneumoview.inference.bundle import write_failure_reason
+
+        if not isinstance(exc, (OSError, SafetensorError)):
+            raise
         if _is_complete(paths):  # another process finished first
             return paths
-        raise PneumoViewError(f"cannot create the demo model: {write_error_reason(exc, root)}") from exc
-    except BundleError as exc:
-        raise PneumoViewError(f"cannot create the demo model: {exc.reason}") from exc
+        raise PneumoViewError(write_failure_reason(exc, root)) from exc
     return paths

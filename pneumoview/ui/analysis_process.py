@@ -44,7 +44,7 @@ from pneumoview.errors import CancelledError, PneumoViewError
 class EngineSpec:
     """Which model to run: the demo model, or a bundle with the base weights (paths as text)."""
 
-    kind: str                      # "demo" | "bundle"
+    kind: str                      # "demo" (bundle: "" = the demo's own) | "bundle"
     bundle: str = ""
     clip_path: str = ""
     llama_path: str = ""
@@ -56,7 +56,9 @@ class EngineSpec:
         return self.kind == "demo"
 
     def describe(self) -> str:
-        return "demo model" if self.demo else f"bundle {self.bundle}"
+        if self.demo:
+            return f"bundle {self.bundle} on the demo base weights" if self.bundle else "demo model"
+        return f"bundle {self.bundle}"
 
 
 def error_from_event(event: dict[str, Any]) -> PneumoViewError:
@@ -112,8 +114,8 @@ class _Child:
             torch.set_num_threads(max(1, int(threads)))
 
         self.engine = None
-        if spec.demo:
-            engine = InferenceEngine.demo()
+        if spec.demo:  # the demo model, or a bundle trained on its base weights
+            engine = InferenceEngine.demo(bundle=spec.bundle or None)
         else:
             engine = InferenceEngine.load(Path(spec.bundle), clip_path=Path(spec.clip_path),
                                           llama_path=Path(spec.llama_path), device=spec.device,

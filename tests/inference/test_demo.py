@@ -76,3 +76,17 @@ def test_existing_model_is_reused_and_an_incomplete_one_regenerated(first, tmp_p
 def test_default_folder_follows_pneumoview_home(monkeypatch, tmp_path):
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path))
     assert default_demo_dir().parent == tmp_path / "cache"
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_demo_generation_on_a_full_or_read_only_disk_is_one_clear_error(tmp_path: Path, read_only: bool) -> None:
+    from bundle_support import small_filesystem
+
+    from pneumoview.errors import PneumoViewError
+
+    with small_filesystem(tmp_path / "disk", size="64k", read_only=read_only) as disk:
+        with pytest.raises(PneumoViewError) as info:
+            ensure_demo_model(disk / "demo-model")
+        assert info.value.reason.startswith("cannot write" if read_only else "disk full: no space left to write")
+        assert str(disk / "demo-model") in info.value.reason
+        assert list(disk.iterdir()) == []  # no partial folder, no temporary folder
