@@ -71,7 +71,15 @@ def _bundle_manifest(bundle: Path) -> dict:
     return read_manifest_data(bundle)
 
 
-def _for_bundle(bundle: Path, settings: Settings, *, registry_id: str | None, manifest: dict) -> ActiveModel:
+def model_for_bundle(bundle: Path, settings: Settings, *, registry_id: str | None = None,
+                     manifest: dict | None = None) -> ActiveModel:
+    """How to run ``bundle``: on the demo base weights when its manifest says ``demo: true``,
+    otherwise on the settings' CLIP / LLaMA (``missing`` says when they are not chosen)."""
+    if manifest is None:
+        try:
+            manifest = _bundle_manifest(bundle)
+        except PneumoViewError as exc:
+            return ActiveModel(BUNDLE, bundle=bundle, name=bundle.name, missing=exc.message)
     name = str(manifest.get("name") or manifest.get("model_id") or bundle.name)
     if manifest.get("demo") is True:
         return ActiveModel(DEMO, bundle=bundle, registry_id=registry_id, name=name)
@@ -83,30 +91,26 @@ def _for_bundle(bundle: Path, settings: Settings, *, registry_id: str | None, ma
                        registry_id=registry_id, name=name, missing=missing)
 
 
-def resolve_active_model(settings: Settings, registry: ModelRegistry | None = None) -> ActiveModel | None:
+def resolve_active_model(settings: Settings, registry: ModelRegistry | None = None, *,
+                         include_demo_choice: bool = True) -> ActiveModel | None:
     """The model the next analysis should use, read afresh; None when there is none at all.
 
-    Order: the demo choice recorded in the registry; else the settings' explicit bundle folder;
-    else the registry's active bundle. An unreadable registry counts as empty (logged).
-    ``registry`` defaults to ``ModelRegistry()`` (the user's registry).
+    Order: the demo choice recorded in the registry (unless ``include_demo_choice`` is False, as
+    in Model Setup); else the settings' explicit bundle folder; else the registry's active bundle.
+    An unreadable registry counts as empty (logged). ``registry`` defaults to ``ModelRegistry()``.
     """
     from pneumoview.registry import ModelRegistry
 
     reg = registry if registry is not None else ModelRegistry()
     try:
-        demo_chosen = reg.demo_chosen()
+        demo_chosen = include_demo_choice and reg.demo_chosen()
     except PneumoViewError as exc:
         log.warning("model registry unreadable: %s", exc.message)
         demo_chosen = False
     if demo_chosen:
         return ActiveModel(DEMO)
     if settings.active_bundle:
-        bundle = Path(settings.active_bundle)
-        try:
-            manifest = _bundle_manifest(bundle)
-        except PneumoViewError as exc:
-            return ActiveModel(BUNDLE, bundle=bundle, name=bundle.name, missing=exc.message)
-        return _for_bundle(bundle, settings, registry_id=None, manifest=manifest)
+        return model_for_bundle(Path(settings.active_bundle), settings)
     try:
         entry = reg.active()
     except PneumoViewError as exc:
@@ -114,4 +118,4 @@ def resolve_active_model(settings: Settings, registry: ModelRegistry | None = No
         return None
     if entry is None:
         return None
-    return _for_bundle(entry.path, settings, registry_id=entry.id, manifest=entry.manifest)
+    return model_for_bundle(entry.path, settings, registry_id=entry.id, manifest=entry.manifest)

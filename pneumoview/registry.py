@@ -39,7 +39,7 @@ from pneumoview.errors import BundleError
 from pneumoview.inference.bundle import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
 
 __all__ = ["ENTRY_FILE", "STATE_FILE", "BundleEntry", "ModelRegistry", "check_safetensors_header", "content_sha256",
-           "validate_bundle"]
+           "format_metrics", "validate_bundle"]
 
 ENTRY_FILE = "registry-entry.json"
 STATE_FILE = "registry.json"
@@ -86,6 +86,17 @@ class BundleEntry:
         """``{"clip": ..., "llama": ...}`` of the base weights it was trained on (empty when unknown)."""
         value = self.manifest.get("base_fingerprints")
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """``accuracy=0.850 auc=0.912`` (floats with 3 decimals, other scalars as they are), by name."""
+    parts = []
+    for name, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            parts.append(f"{name}={value:.3f}")
+        elif isinstance(value, (int, str, bool)):
+            parts.append(f"{name}={value}")
+    return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- validation

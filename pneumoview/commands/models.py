@@ -27,7 +27,7 @@ from typing import Any
 
 from pneumoview.atomic import write_error_reason
 from pneumoview.errors import BundleError
-from pneumoview.registry import BundleEntry, ModelRegistry
+from pneumoview.registry import BundleEntry, ModelRegistry, format_metrics
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -85,16 +85,6 @@ def _entry_dict(entry: BundleEntry, active_id: str | None, *, manifest: bool = F
     if manifest:
         data["manifest"] = entry.manifest
     return data
-
-
-def _format_metrics(metrics: dict[str, Any]) -> str:
-    parts = []
-    for name, value in sorted(metrics.items()):
-        if isinstance(value, float):
-            parts.append(f"{name}={value:.3f}")
-        elif isinstance(value, (int, str, bool)):
-            parts.append(f"{name}={value}")
-    return " ".join(parts)
 
 
 def _override_note() -> str | None:
@@ -159,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         for e in entries:
             mark = "*" if e.id == active_id else " "
             demo = "  [DEMO]" if e.demo else ""
-            metrics = _format_metrics(e.metrics)
+            metrics = format_metrics(e.metrics)
             print(f"{mark} {e.id}  {e.architecture}  added {e.added_at[:19]}{demo}  {metrics}".rstrip(), file=out)
         return 0
     if args.action == "show":
@@ -171,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for key, value in data.items():
                 if key == "metrics":
-                    value = _format_metrics(value) or "-"
+                    value = format_metrics(value) or "-"
                 print(f"{key:>15}: {value}", file=out)
         return 0
     if args.action == "add":
