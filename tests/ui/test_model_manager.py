@@ -40,7 +40,7 @@ def three(tmp_path: Path, registry: ModelRegistry) -> list[str]:
     return ids
 
 
-def open_manager(qtbot, **kwargs) -> ModelManagerDialog:  # noqa: ANN001
+def open_manager(qtbot, **kwargs) -> ModelManagerDialog:
     dialog = ModelManagerDialog(None, confirm=lambda _text: True, **kwargs)
     qtbot.addWidget(dialog)
     dialog.show()
@@ -51,7 +51,7 @@ def active_rows(dialog: ModelManagerDialog) -> list[str]:
     return [row[COL_ID] for row in dialog.row_texts() if row[COL_ACTIVE] == ACTIVE_MARK]
 
 
-def test_lists_bundles_with_date_metrics_demo_tag_and_fingerprints(qtbot, three: list[str]) -> None:  # noqa: ANN001
+def test_lists_bundles_with_date_metrics_demo_tag_and_fingerprints(qtbot, three: list[str]) -> None:
     dialog = open_manager(qtbot)
     rows = dialog.row_texts()
     assert [r[COL_ID] for r in rows] == three
@@ -64,7 +64,7 @@ def test_lists_bundles_with_date_metrics_demo_tag_and_fingerprints(qtbot, three:
     assert not dialog.demo_note.isVisible()
 
 
-def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registry: ModelRegistry,  # noqa: ANN001
+def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registry: ModelRegistry,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     dialog = open_manager(qtbot)
     assert dialog.select_id(three[1])
@@ -89,7 +89,7 @@ def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registr
     assert active_rows(dialog) == [three[1]]
 
 
-def test_errors_show_in_the_dialog(qtbot, three: list[str], registry: ModelRegistry) -> None:  # noqa: ANN001
+def test_errors_show_in_the_dialog(qtbot, three: list[str], registry: ModelRegistry) -> None:
     dialog = open_manager(qtbot)
     dialog.select_id(three[0])
     dialog.remove_selected()                               # the active one: refused, said plainly
@@ -98,7 +98,7 @@ def test_errors_show_in_the_dialog(qtbot, three: list[str], registry: ModelRegis
     assert "no earlier model" in dialog.message.text()
 
 
-def test_the_demo_choice_is_shown_and_activation_leaves_it(qtbot, three: list[str],  # noqa: ANN001
+def test_the_demo_choice_is_shown_and_activation_leaves_it(qtbot, three: list[str],
                                                             registry: ModelRegistry) -> None:
     registry.use_demo()
     dialog = open_manager(qtbot)
@@ -109,7 +109,7 @@ def test_the_demo_choice_is_shown_and_activation_leaves_it(qtbot, three: list[st
     assert not registry.demo_chosen() and not dialog.demo_note.isVisible()
 
 
-def test_reachable_from_the_model_menu(qtbot, three: list[str], tmp_path: Path) -> None:  # noqa: ANN001
+def test_reachable_from_the_model_menu(qtbot, three: list[str], tmp_path: Path) -> None:
     from pneumoview.settings import Settings, save_settings
     from pneumoview.ui.main_window import MainWindow
 

@@ -27,13 +27,13 @@ def base(tmp_path: Path) -> Settings:
     return Settings(clip_path=str(clip), llama_path=str(tmp_path))
 
 
-def open_setup(qtbot, settings: Settings) -> ModelSetupDialog:  # noqa: ANN001
+def open_setup(qtbot, settings: Settings) -> ModelSetupDialog:
     dialog = ModelSetupDialog(settings)
     qtbot.addWidget(dialog)
     return dialog
 
 
-def test_a_bundle_with_non_finite_weights_is_refused_before_loading(qtbot, tmp_path: Path,  # noqa: ANN001
+def test_a_bundle_with_non_finite_weights_is_refused_before_loading(qtbot, tmp_path: Path,
                                                                     base: Settings) -> None:
     from safetensors.torch import load_file
 
@@ -50,7 +50,7 @@ def test_a_bundle_with_non_finite_weights_is_refused_before_loading(qtbot, tmp_p
     assert dialog.result() != dialog.DialogCode.Accepted
 
 
-def test_a_bundle_trained_on_the_demo_base_needs_no_base_weights(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_bundle_trained_on_the_demo_base_needs_no_base_weights(qtbot, tmp_path: Path) -> None:
     registry = ModelRegistry()
     registry.activate(registry.add(make_tiny_bundle(tmp_path / "b", demo=True)).id)
     dialog = open_setup(qtbot, Settings())
@@ -58,7 +58,7 @@ def test_a_bundle_trained_on_the_demo_base_needs_no_base_weights(qtbot, tmp_path
 
 
 @pytest.mark.slow
-def test_import_reference_registers_and_activates(qtbot, tmp_path: Path, base: Settings) -> None:  # noqa: ANN001
+def test_import_reference_registers_and_activates(qtbot, tmp_path: Path, base: Settings) -> None:
     from pneumoview.inference.config import FULL_CONFIG, load_config
 
     checkpoint = save_reference_checkpoint(tmp_path / "checkpoint-best.pth",
@@ -76,12 +76,12 @@ def test_import_reference_registers_and_activates(qtbot, tmp_path: Path, base: S
 
 
 class _Payload:
-    def __reduce__(self):  # noqa: ANN204 - what a malicious pickle carries
+    def __reduce__(self):
         return (os.system, ("true",))
 
 
 @pytest.mark.slow
-def test_import_reference_refuses_code_in_plain_words(qtbot, tmp_path: Path, base: Settings) -> None:  # noqa: ANN001
+def test_import_reference_refuses_code_in_plain_words(qtbot, tmp_path: Path, base: Settings) -> None:
     import torch
 
     from pneumoview.inference.config import TINY_CONFIG, load_config
