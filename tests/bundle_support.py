@@ -119,7 +119,7 @@ def small_filesystem(mount_point: Path, size: str = "40k", *, read_only: bool = 
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def make_demo_trained_bundle(folder: Path, *, model_id: str, seed: int = 7) -> Path:
+def make_demo_trained_bundle(folder: Path, *, model_id: str, seed: int = 7, demo_dir: Path | None = None) -> Path:
     """A bundle as ``train --demo`` writes it: trained tensors on the demo base weights (their
     fingerprints, ``demo: true``), so it runs on the demo model's CLIP / LLaMA files."""
     import torch
@@ -127,7 +127,7 @@ def make_demo_trained_bundle(folder: Path, *, model_id: str, seed: int = 7) -> P
     from pneumoview.inference.bundle import Manifest, load_bundle, save_bundle
     from pneumoview.inference.demo import ensure_demo_model
 
-    demo = ensure_demo_model()
+    demo = ensure_demo_model(demo_dir)
     manifest, tensors = load_bundle(demo.bundle)
     generator = torch.Generator().manual_seed(seed)
     trained = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in tensors.items()}
