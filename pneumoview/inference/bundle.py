@@ -382,14 +382,14 @@ def check_fingerprints(manifest: Manifest, actual: Mapping[str, str], *, path: s
             continue
         got = actual.get(key)
         if got is None:
-            problems.append(f"{key}: no fingerprint given (the bundle expects {expected[:16]}...)")
+            problems.append(f"{key}: no fingerprint given (the bundle expects {expected[:20]}...)")
         elif got != expected:
-            problems.append(f"{key}: the bundle expects {_BASE_NAMES.get(key, key)} weights {expected[:16]}..., "
-                            f"these are {got[:16]}...")
+            problems.append(f"other {_BASE_NAMES.get(key, key)} weights ({key}): the bundle expects "
+                            f"{expected[:20]}..., these are {got[:20]}...")
     if problems:
         name = manifest.name or manifest.model_id
         raise FingerprintMismatchError(
-            f"model {name!r} was trained on other base weights - " + "; ".join(problems)
+            f"model {name!r} does not fit these base weights - " + "; ".join(problems)
             + " (choose the base weights it was trained on)", path=path)
 
 
