@@ -20,6 +20,7 @@ starts (:mod:`pneumoview.active_model`). Leftovers of interrupted runs are remov
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -153,7 +154,7 @@ class ModelRegistry:
                 import msvcrt
 
                 handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
             yield
 
     def _read_state(self) -> dict[str, Any]:
@@ -253,7 +254,7 @@ class ModelRegistry:
         except BundleError:
             return None
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """Ids that were active before, most recent last (what rollback returns to)."""
         return [str(i) for i in self._read_state()["history"]]
 
@@ -348,7 +349,7 @@ class ModelRegistry:
             self._write_state(state)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def compare(self, first_id: str, second_id: str) -> list[tuple[str, Any, Any]]:
+    def compare(self, first_id: str, second_id: str) -> builtins.list[tuple[str, Any, Any]]:
         """(metric, first, second) for every metric either bundle's manifest reports, sorted by name."""
         a, b = self.get(first_id).metrics, self.get(second_id).metrics
         return [(name, a.get(name), b.get(name)) for name in sorted(set(a) | set(b))]

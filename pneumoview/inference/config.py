@@ -172,7 +172,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must not be null")
         non_none = [a for a in options if a is not type(None)]
         return _coerce(value, non_none[0], where)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be an object, not {type(value).__name__}")
         return _dataclass_from_dict(annotation, value, where)

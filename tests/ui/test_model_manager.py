@@ -133,3 +133,20 @@ def test_reachable_from_the_model_menu(qtbot, three: list[str], tmp_path: Path) 
     assert [r[COL_ID] for r in seen[0]] == three
     window.act_rollback.trigger()                          # nothing to roll back to: said plainly, not a crash
     assert window.status_label.text().startswith("Cannot roll back: no earlier model")
+
+
+def test_rollback_from_the_app_clears_an_explicit_bundle_folder(qtbot, three: list[str],
+                                                                registry: ModelRegistry, tmp_path: Path) -> None:
+    from pneumoview.settings import Settings, load_settings, save_settings
+    from pneumoview.ui.main_window import MainWindow, model_configured
+
+    registry.activate(three[1])
+    save_settings(Settings(reviewer_name="Dr Test", clip_path="c", llama_path="l",
+                           active_bundle=str(tmp_path / "explicit")))
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.act_rollback.trigger()
+    assert registry.active_id() == three[0]
+    assert load_settings().active_bundle is None and window.settings.active_bundle is None  # the registry decides
+    assert model_configured(window.settings)
+    assert window.status_label.text() == f"Model {three[0]} is now active; the next analysis uses it."
