@@ -5,27 +5,28 @@ Layout under the root (default ``paths.registry_dir()``: ``<user data>/models``)
     bundles/<id>/manifest.json        the bundle as written by inference.bundle.save_bundle
     bundles/<id>/*.safetensors
     bundles/<id>/registry-entry.json  where it came from, when it was added, content SHA-256
-    registry.json                     {"version": 1, "active": id | null, "history": [ids]}
+    registry.json                     {"version": 1, "active": id | null, "history": [ids], "demo": bool}
 
-``add`` copies a bundle into a new, uniquely named folder (copy to a hidden temporary folder,
-fsync, rename): an existing bundle is never overwritten, so retraining can never replace the
-active model. ``activate`` pushes the previously active id on a history stack; ``rollback`` pops
-it. ``registry.json`` is written atomically under a lock file, so the app, the CLI and a training
-process can use the registry at the same time.
-
-Listing reads ``manifest.json`` as plain JSON and checks the safetensors *headers* without torch;
-loading tensors is the inference engine's job.
+``add`` validates a bundle fully (:func:`pneumoview.inference.bundle.check_bundle`, no torch) and
+copies it into a new, uniquely named folder (:func:`pneumoview.atomic.atomic_dir`): an existing
+bundle is never overwritten, so retraining can never replace the active model. ``activate`` pushes
+the previously active id on a history stack; ``rollback`` pops it. ``demo`` records that the user
+chose the built-in demo model instead (``use_demo``); activating or rolling back clears it.
+``registry.json`` is written atomically under a lock file, so the app, the CLI and a training
+process can use the registry at the same time, and the app reads it afresh whenever an analysis
+starts (:mod:`pneumoview.active_model`). Leftovers of interrupted runs are removed by
+:meth:`ModelRegistry.clean_stale`.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,17 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview import paths
-from pneumoview.atomic import atomic_write_text, fsync_dir
-from pneumoview.hashing import file_sha256
+from pneumoview.atomic import atomic_dir, atomic_write_text, clean_stale, write_error_reason
 from pneumoview.errors import BundleError
+from pneumoview.inference.bundle import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
 
-MANIFEST_FILE = "manifest.json"
+__all__ = ["ENTRY_FILE", "STATE_FILE", "BundleEntry", "ModelRegistry", "check_safetensors_header", "content_sha256",
+           "format_metrics", "validate_bundle"]
+
 ENTRY_FILE = "registry-entry.json"
 STATE_FILE = "registry.json"
 LOCK_FILE = ".lock"
 STATE_VERSION = 1
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,80 +82,30 @@ class BundleEntry:
         """Display name: the manifest's ``name``, else its architecture, else the registry id."""
         return str(self.manifest.get("name") or self.architecture or self.id)
 
+    @property
+    def base_fingerprints(self) -> dict[str, str]:
+        """``{"clip": ..., "llama": ...}`` of the base weights it was trained on (empty when unknown)."""
+        value = self.manifest.get("base_fingerprints")
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """``accuracy=0.850 auc=0.912`` (floats with 3 decimals, other scalars as they are), by name."""
+    parts = []
+    for name, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            parts.append(f"{name}={value:.3f}")
+        elif isinstance(value, (int, str, bool)):
+            parts.append(f"{name}={value}")
+    return " ".join(parts)
+
 
 # --------------------------------------------------------------------------- validation
-def read_manifest(bundle_dir: Path) -> dict[str, Any]:
-    """``manifest.json`` of a bundle folder as a dict; raises BundleError."""
-    path = bundle_dir / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError("not a model bundle: manifest.json is missing", path=bundle_dir) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read manifest.json: {exc}", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"manifest.json is not valid JSON (line {exc.lineno})", path=path) from exc
-    if not isinstance(data, dict):
-        raise BundleError("manifest.json must hold a JSON object", path=path)
-    return data
-
-
-def check_safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse a safetensors file's header (8-byte little-endian length + JSON) and check that the
-    tensors' byte ranges exactly cover the data; returns the header. Raises BundleError."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise BundleError("truncated safetensors file (no header)", path=path)
-            (length,) = struct.unpack("<Q", prefix)
-            if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
-                raise BundleError("corrupt safetensors header length", path=path)
-            header = json.loads(handle.read(length).decode("utf-8"))
-    except OSError as exc:
-        raise BundleError(f"cannot read tensors: {exc.strerror or exc}", path=path) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError("corrupt safetensors header (not JSON)", path=path) from exc
-    if not isinstance(header, dict):
-        raise BundleError("corrupt safetensors header (not an object)", path=path)
-    data_size = size - 8 - length
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_size):
-            raise BundleError(f"tensor {name!r} lies outside the file (truncated?)", path=path)
-        end = max(end, offsets[1])
-    if end != data_size:
-        raise BundleError(f"safetensors data is {data_size} bytes but the tensors cover {end}", path=path)
-    return header
-
-
 def validate_bundle(bundle_dir: Path) -> dict[str, Any]:
-    """Check a bundle folder without torch: manifest.json parses, at least one ``*.safetensors``,
-    every tensor file's header is sound, and the manifest's ``weights_file`` exists with the
-    manifest's ``weights_sha256`` (fields of inference.bundle.Manifest). Returns the manifest."""
-    if not bundle_dir.is_dir():
-        raise BundleError("not a folder", path=bundle_dir)
-    manifest = read_manifest(bundle_dir)
-    tensor_files = sorted(bundle_dir.glob("*.safetensors"))
-    if not tensor_files:
-        raise BundleError("not a model bundle: no .safetensors file", path=bundle_dir)
-    for tensor_file in tensor_files:
-        check_safetensors_header(tensor_file)
-    weights_name = manifest.get("weights_file")
-    if weights_name is not None:
-        if not isinstance(weights_name, str) or Path(weights_name).name != weights_name:
-            raise BundleError(f"manifest names a weights file outside the bundle: {weights_name!r}", path=bundle_dir)
-        weights = bundle_dir / weights_name
-        if not weights.is_file():
-            raise BundleError(f"bundle lacks its weights file {weights_name}", path=bundle_dir)
-        expected = manifest.get("weights_sha256")
-        if expected and file_sha256(weights) != expected:
-            raise BundleError("weights file is corrupt or was changed (SHA-256 differs from the manifest)", path=weights)
-    return manifest
+    """Validate a bundle folder fully (:func:`pneumoview.inference.bundle.check_bundle`, no torch)
+    and return its ``manifest.json`` as plain JSON. Raises BundleError."""
+    check_bundle(bundle_dir)
+    return read_manifest_data(bundle_dir)
 
 
 def content_sha256(bundle_dir: Path) -> str:
@@ -188,8 +140,12 @@ class ModelRegistry:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive lock on ``<root>/.lock`` (POSIX flock; Windows msvcrt) for state changes."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+b") as handle:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / LOCK_FILE, "a+b")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise BundleError(write_error_reason(exc, self.root / LOCK_FILE)) from exc
+        with handle:
             if os.name == "posix":
                 import fcntl
 
@@ -198,7 +154,7 @@ class ModelRegistry:
                 import msvcrt
 
                 handle.seek(0)
-                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
             yield
 
     def _read_state(self) -> dict[str, Any]:
@@ -206,25 +162,39 @@ class ModelRegistry:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"version": STATE_VERSION, "active": None, "history": []}
+            return {"version": STATE_VERSION, "active": None, "history": [], "demo": False}
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"the model registry's state file is unreadable: {exc}", path=path) from exc
         if not (
             isinstance(state, dict)
             and (state.get("active") is None or isinstance(state.get("active"), str))
             and isinstance(state.get("history", []), list)
+            and isinstance(state.get("demo", False), bool)
         ):
             raise BundleError("the model registry's state file is malformed", path=path)
         state.setdefault("history", [])
+        state.setdefault("demo", False)
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        state = {"version": STATE_VERSION, "active": state.get("active"), "history": list(state.get("history", []))}
-        atomic_write_text(self.root / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        state = {"version": STATE_VERSION, "active": state.get("active"), "history": list(state.get("history", [])),
+                 "demo": bool(state.get("demo", False))}
+        try:
+            atomic_write_text(self.root / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        except OSError as exc:
+            raise BundleError(write_error_reason(exc, self.root / STATE_FILE)) from exc
+
+    def clean_stale(self) -> list[Path]:
+        """Remove what interrupted runs left: staging copies (``.<name>.tmp-<pid>-*`` of a dead
+        process, older ``.incoming-*`` / ``.import-*``), half-removed ``.removing-*`` folders and
+        ``.registry.json.*.tmp`` files. Best effort; returns what was removed."""
+        removed = clean_stale(self.root)
+        removed += clean_stale(self.bundles_dir, legacy_patterns=(".incoming-*", ".removing-*", ".import-*"))
+        return removed
 
     # -- entries -------------------------------------------------------------
     def _entry(self, bundle_dir: Path) -> BundleEntry:
-        manifest = read_manifest(bundle_dir)
+        manifest = read_manifest_data(bundle_dir)
         try:
             meta = json.loads((bundle_dir / ENTRY_FILE).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
@@ -270,6 +240,10 @@ class ModelRegistry:
     def active_id(self) -> str | None:
         return self._read_state().get("active")
 
+    def demo_chosen(self) -> bool:
+        """True when the user chose the built-in demo model (until a bundle is activated again)."""
+        return bool(self._read_state().get("demo"))
+
     def active(self) -> BundleEntry | None:
         """The active bundle, or None when none is active (or it was deleted outside PneumoView)."""
         active = self.active_id()
@@ -280,59 +254,56 @@ class ModelRegistry:
         except BundleError:
             return None
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """Ids that were active before, most recent last (what rollback returns to)."""
         return [str(i) for i in self._read_state()["history"]]
 
     # -- changes -------------------------------------------------------------
     def add(self, bundle_dir: str | os.PathLike[str], *, source: str = "", note: str = "") -> BundleEntry:
-        """Copy a bundle folder into a new registry folder; returns its entry (not activated).
+        """Validate a bundle folder fully and copy it into a new registry folder; returns its entry
+        (not activated).
 
         ``source`` says where it came from (e.g. ``"training run 2026-11-27"`` or the path).
-        The copy is verified against the original's content hash before it appears.
+        The copy is verified against the original's content hash before it appears; a failed copy
+        (``disk full: ...``, ``cannot write ...``) raises BundleError and leaves no folder behind.
         """
         src = Path(bundle_dir)
         manifest = validate_bundle(src)
         digest = content_sha256(src)
-        self.bundles_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.bundles_dir / f".incoming-{uuid.uuid4().hex}"
+        added_at = utc_now()
+        stamp = added_at[:19].replace("-", "").replace(":", "").replace("T", "-")
+        base = f"{stamp}-{_slug(str(manifest.get('model_id') or manifest.get('architecture') or ''))}-{digest[:8]}"
         try:
-            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(ENTRY_FILE, ".*"))
-            if content_sha256(tmp) != digest:
-                raise BundleError("the bundle changed while it was being copied; try again", path=src)
-            added_at = utc_now()
-            meta = {"added_at": added_at, "source": source or str(src.resolve()), "note": note, "content_sha256": digest}
-            atomic_write_text(tmp / ENTRY_FILE, json.dumps(meta, indent=2) + "\n")
-            if os.name == "posix":
-                for file in (f for f in tmp.rglob("*") if f.is_file()):
-                    with file.open("rb") as handle:
-                        os.fsync(handle.fileno())
-                fsync_dir(tmp)
-            stamp = added_at[:19].replace("-", "").replace(":", "").replace("T", "-")
-            base = f"{stamp}-{_slug(str(manifest.get('model_id') or manifest.get('architecture') or ''))}-{digest[:8]}"
-            final = self._rename_unique(tmp, base)
+            with atomic_dir(self.bundles_dir / base, unique=True) as staging:
+                shutil.copytree(src, staging.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(ENTRY_FILE, ".*"))
+                if content_sha256(staging.path) != digest:
+                    raise BundleError("the bundle changed while it was being copied; try again", path=src)
+                meta = {"added_at": added_at, "source": source or str(src.resolve()), "note": note,
+                        "content_sha256": digest}
+                (staging.path / ENTRY_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        except shutil.Error as exc:
+            raise BundleError(_copy_error(exc, self.bundles_dir)) from exc
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BundleError(f"cannot copy the bundle into the registry: {exc.strerror or exc}", path=src) from exc
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        fsync_dir(self.bundles_dir)
-        return self._entry(final)
+            raise BundleError(write_error_reason(exc, self.bundles_dir)) from exc
+        assert staging.final is not None
+        return self._entry(staging.final)
 
-    def _rename_unique(self, tmp: Path, base: str) -> Path:
-        for n in range(1, 1000):
-            final = self.bundles_dir / (base if n == 1 else f"{base}-{n}")
-            if final.exists():
-                continue
-            try:
-                os.rename(tmp, final)  # fails if another process created a non-empty folder meanwhile
-            except OSError:
-                if final.exists():
-                    continue
-                raise
-            return final
-        raise BundleError("could not find a free name in the model registry", path=self.bundles_dir)
+    def use_demo(self) -> None:
+        """Record that the built-in demo model is to be used (kept across restarts; the active
+        bundle stays active underneath and is used again after :meth:`activate` or :meth:`leave_demo`)."""
+        with self._locked():
+            state = self._read_state()
+            if not state.get("demo"):
+                state["demo"] = True
+                self._write_state(state)
+
+    def leave_demo(self) -> None:
+        """Stop using the demo model: the active bundle (if any) is used again."""
+        with self._locked():
+            state = self._read_state()
+            if state.get("demo"):
+                state["demo"] = False
+                self._write_state(state)
 
     def activate(self, bundle_id: str) -> BundleEntry:
         """Make ``bundle_id`` the active model; the previous one goes on the rollback history."""
@@ -340,10 +311,11 @@ class ModelRegistry:
         validate_bundle(entry.path)
         with self._locked():
             state = self._read_state()
-            if state.get("active") != bundle_id:
-                if state.get("active"):
+            if state.get("active") != bundle_id or state.get("demo"):
+                if state.get("active") and state.get("active") != bundle_id:
                     state["history"].append(state["active"])
                 state["active"] = bundle_id
+                state["demo"] = False
                 self._write_state(state)
         return entry
 
@@ -356,7 +328,7 @@ class ModelRegistry:
             while history:
                 candidate = history.pop()
                 if candidate != state.get("active") and (self.bundles_dir / candidate).is_dir():
-                    state["active"], state["history"] = candidate, history
+                    state["active"], state["history"], state["demo"] = candidate, history, False
                     self._write_state(state)
                     return self.get(candidate)
             raise BundleError("no earlier model to roll back to", path=self.root)
@@ -369,12 +341,24 @@ class ModelRegistry:
             if state.get("active") == bundle_id:
                 raise BundleError(f"model {bundle_id!r} is active; activate another one before removing it")
             trash = self.bundles_dir / f".removing-{uuid.uuid4().hex}"
-            os.rename(entry.path, trash)  # disappears from listings at once
+            try:
+                os.rename(entry.path, trash)  # disappears from listings at once
+            except OSError as exc:
+                raise BundleError(write_error_reason(exc, entry.path)) from exc
             state["history"] = [i for i in state["history"] if i != bundle_id]
             self._write_state(state)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def compare(self, first_id: str, second_id: str) -> list[tuple[str, Any, Any]]:
+    def compare(self, first_id: str, second_id: str) -> builtins.list[tuple[str, Any, Any]]:
         """(metric, first, second) for every metric either bundle's manifest reports, sorted by name."""
         a, b = self.get(first_id).metrics, self.get(second_id).metrics
         return [(name, a.get(name), b.get(name)) for name in sorted(set(a) | set(b))]
+
+
+def _copy_error(exc: shutil.Error, where: Path) -> str:
+    """One line for a ``shutil.Error`` (a list of (src, dst, why) from copytree): its first reason."""
+    first = exc.args[0][0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else None
+    why = str(first[2]) if first and len(first) == 3 else str(exc)
+    if "No space left" in why or "Disk quota" in why or "File too large" in why:
+        return f"disk full: no space left to write {where}"
+    return f"cannot write {where}: {why}"

@@ -230,3 +230,17 @@ def test_pseudonymise_uses_the_apps_rules(home, rg1_uncompressed, tmp_path):
         assert secret not in text
     assert row["patient_id"] == pseudonym(key, ds.PatientID) and row["status"] == "analysed"
     assert set(column_names()) - set(row) == {"path", "patient_name", "comment", "sop_instance_uid", "series_uid"}
+
+
+def test_without_model_options_analyze_runs_what_the_app_would(home, rg1_uncompressed, tmp_path, capsys):
+    """The demo choice recorded by ``models use-demo`` (or the app) is what ``analyze`` runs without options."""
+    from pneumoview.registry import ModelRegistry
+
+    out = tmp_path / "chosen.csv"
+    assert main(["models", "use-demo"]) == 0
+    try:
+        assert main(["analyze", str(rg1_uncompressed), "--csv", str(out), "-q"]) == 0
+    finally:
+        ModelRegistry().leave_demo()
+    (row,) = read_rows(out)
+    assert row["demo"] == "yes" and row["label"].startswith(DEMO_MARK)

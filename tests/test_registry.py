@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import make_tiny_bundle, replace_tensors, small_filesystem
 from safetensors.numpy import save_file
 
 from pneumoview import paths
@@ -18,24 +20,10 @@ from pneumoview.registry import ENTRY_FILE, STATE_FILE, ModelRegistry, check_saf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_bundle(folder: Path, *, seed: int = 0, model_id: str = "run", metrics: dict | None = None, demo: bool = False) -> Path:
-    """A bundle as inference.bundle writes it (manifest.json + weights.safetensors), built with numpy."""
-    import hashlib
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    save_file({"head.weight": rng.standard_normal((2, 8)).astype(np.float32),
-               "engine.tokens": rng.standard_normal((4, 8)).astype(np.float32)}, str(folder / "weights.safetensors"))
-    manifest = {
-        "architecture": "pneumollm-tiny", "config": {}, "preprocessing": {"image_size": 224},
-        "class_names": ["pneumoconiosis", "normal"], "base_fingerprints": {"clip": "c", "llama": "l"},
-        "training": {"metrics": metrics or {}}, "app_version": "0.1.0", "created": "2026-11-27T21:00:00+00:00",
-        "model_id": model_id, "name": f"tiny {model_id}", "demo": demo, "format_version": 1,
-        "weights_file": "weights.safetensors",
-        "weights_sha256": hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest(),
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return folder
+def make_bundle(folder: Path, *, seed: int = 0, model_id: str = "run", metrics: dict | None = None,
+                demo: bool = False) -> Path:
+    """A real tiny bundle (inference.bundle.save_bundle)."""
+    return make_tiny_bundle(folder, seed=seed, model_id=model_id, metrics=metrics, demo=demo)
 
 
 @pytest.fixture
@@ -82,7 +70,7 @@ def test_activate_and_rollback_keep_a_history(tmp_path: Path, registry: ModelReg
     with pytest.raises(BundleError):
         registry.rollback()
     state = json.loads((registry.root / STATE_FILE).read_text(encoding="utf-8"))
-    assert state == {"version": 1, "active": a.id, "history": []}
+    assert state == {"version": 1, "active": a.id, "history": [], "demo": False}
     # a fresh object on the same folder sees the same state (the app and the CLI share it)
     assert ModelRegistry(registry.root).active().id == a.id
 
@@ -190,5 +178,114 @@ def test_persistence_modules_import_without_torch_or_qt() -> None:
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["wrong-shape", "nan", "inf", "no-sha", "swapped-classes", "nan-mean", "huge-size"])
+def test_add_validates_the_tensors_and_manifest_fully(tmp_path: Path, registry: ModelRegistry, damage: str) -> None:
+    from bundle_support import edit_manifest
+    from safetensors.torch import load_file
+
+    src = make_bundle(tmp_path / "b")
+    tensors = load_file(str(src / "weights.safetensors"))
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    if damage == "wrong-shape":
+        tensors["projection.linear2.weight"] = tensors["projection.linear2.weight"][:, :16].contiguous()
+        replace_tensors(src, tensors)
+        expected = "wrong shapes: projection.linear2.weight"
+    elif damage in ("nan", "inf"):
+        tensors["vision_adapters.3.conv_A.bias"][2] = float(damage)
+        replace_tensors(src, tensors)
+        expected = "NaN or infinite"
+    elif damage == "no-sha":
+        edit_manifest(src, weights_sha256="")
+        expected = "lacks weights_sha256"
+    elif damage == "swapped-classes":
+        edit_manifest(src, class_names=["normal", "pneumoconiosis"])
+        expected = "class_names"
+    elif damage == "nan-mean":
+        edit_manifest(src, preprocessing={**manifest["preprocessing"], "mean": [float("nan"), 0.5, 0.5]})
+        expected = "mean must be 3 finite numbers"
+    else:
+        edit_manifest(src, preprocessing={**manifest["preprocessing"], "image_size": 100000})
+        expected = "image_size must be 224"
+    with pytest.raises(BundleError, match=expected):
+        registry.add(src)
+    assert registry.list() == []
+    assert not registry.bundles_dir.exists() or not any(registry.bundles_dir.iterdir())
+
+
+def test_the_demo_choice_is_kept_until_a_bundle_is_activated(tmp_path: Path, registry: ModelRegistry) -> None:
+    a = registry.add(make_bundle(tmp_path / "a", seed=1, model_id="a"))
+    b = registry.add(make_bundle(tmp_path / "b", seed=2, model_id="b"))
+    registry.activate(a.id)
+    registry.use_demo()
+    again = ModelRegistry(registry.root)  # another process / a restart reads the same file
+    assert again.demo_chosen() and again.active_id() == a.id
+    again.activate(a.id)  # re-activating the active bundle leaves the demo
+    assert not registry.demo_chosen() and registry.history() == []
+    registry.use_demo()
+    registry.activate(b.id)
+    assert not registry.demo_chosen() and registry.active_id() == b.id
+    registry.use_demo()
+    assert registry.rollback().id == a.id and not registry.demo_chosen()
+    registry.use_demo()
+    registry.leave_demo()
+    assert not registry.demo_chosen()
+
+
+def test_clean_stale_removes_leftovers_of_dead_runs_only(tmp_path: Path, registry: ModelRegistry) -> None:
+    import os
+    import time
+
+    registry.add(make_bundle(tmp_path / "a"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)
+    old = time.time() - 2 * 3600
+    leftovers = {
+        registry.bundles_dir / f".20261201-x.tmp-{dead_pid}-0badc0de": True,   # staging of a dead process
+        registry.bundles_dir / ".incoming-0123456789abcdef": True,              # older layout, old
+        registry.bundles_dir / ".removing-0123456789abcdef": True,
+        registry.root / ".registry.json.abc123.tmp": True,                      # atomic_open leftover, old
+        registry.bundles_dir / f".20261201-y.tmp-{os.getpid()}-00c0ffee": False,  # this process: in progress
+        registry.root / ".registry.json.fresh.tmp": False,                      # maybe being written right now
+    }
+    for path in leftovers:
+        if path.name.endswith(".json.abc123.tmp") or path.name.endswith("fresh.tmp"):
+            path.write_text("{}")
+        else:
+            path.mkdir()
+            (path / "weights.safetensors").write_bytes(b"x" * 10)
+        if "fresh" not in path.name and str(os.getpid()) not in path.name:
+            os.utime(path, (old, old))
+    removed = registry.clean_stale()
+    assert sorted(removed) == sorted(p for p, stale in leftovers.items() if stale)
+    assert all(p.exists() != stale for p, stale in leftovers.items())
+    assert len(registry.list()) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_filesystem(tmp_path / "small") as mount_point:
+        yield mount_point
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_folder(tmp_path: Path, small_disk: Path) -> None:
+    registry = ModelRegistry(small_disk / "registry")
+    with pytest.raises(BundleError) as info:
+        registry.add(make_bundle(tmp_path / "a"))
+    assert info.value.reason.startswith("disk full: ")
+    assert registry.list() == [] and list(registry.bundles_dir.iterdir()) == []
+
+
+def test_an_unwritable_registry_is_one_clear_error(tmp_path: Path, small_disk: Path) -> None:
+    (small_disk / "registry").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    registry = ModelRegistry(small_disk / "registry")
+    with pytest.raises(BundleError, match=r"^cannot write .*Read-only file system"):
+        registry.add(make_bundle(tmp_path / "a"))
+    with pytest.raises(BundleError, match=r"^cannot write .*Read-only file system"):
+        registry.use_demo()

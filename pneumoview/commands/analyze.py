@@ -35,6 +35,7 @@ from pneumoview.results import (
 )
 
 if TYPE_CHECKING:
+    from pneumoview.active_model import ActiveModel
     from pneumoview.dicom.scan import ImageRecord
     from pneumoview.inference.engine import InferenceEngine
     from pneumoview.settings import Settings
@@ -119,25 +120,25 @@ def export_options(args: argparse.Namespace, settings: Settings) -> ExportOption
 
 
 # --------------------------------------------------------------------------- model
-def _resolve_model(args: argparse.Namespace, settings: Settings) -> Path:
+def _resolve_model(args: argparse.Namespace, settings: Settings) -> ActiveModel:
+    """``--model`` (a folder or a registered id), else what the app would run next
+    (:func:`pneumoview.active_model.resolve_active_model`: demo choice, settings, registry)."""
+    from pneumoview.active_model import model_for_bundle, resolve_active_model
+
     if args.model:
         candidate = Path(args.model)
-        if candidate.is_dir():
-            return candidate
-        from pneumoview.registry import ModelRegistry
+        if not candidate.is_dir():
+            from pneumoview.registry import ModelRegistry
 
-        try:
-            return ModelRegistry().get(str(args.model)).path
-        except PneumoViewError as exc:
-            raise PneumoViewError(f"no model bundle {args.model!r} (not a folder, not a registered id)") from exc
-    if settings.active_bundle:
-        return Path(settings.active_bundle)
-    from pneumoview.registry import ModelRegistry
-
-    active = ModelRegistry().active()
+            try:
+                candidate = ModelRegistry().get(str(args.model)).path
+            except PneumoViewError as exc:
+                raise PneumoViewError(f"no model bundle {args.model!r} (not a folder, not a registered id)") from exc
+        return model_for_bundle(candidate, settings)
+    active = resolve_active_model(settings)
     if active is None:
         raise ConfigError("no model chosen: pass --model BUNDLE, or --demo to try the demo model")
-    return active.path
+    return active
 
 
 def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine:
@@ -148,15 +149,18 @@ def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine
     precision = args.precision or settings.precision or "auto"
     if args.demo:
         return InferenceEngine.demo(device=device, precision=precision)
-    bundle = _resolve_model(args, settings)
-    clip = args.clip or (Path(settings.clip_path) if settings.clip_path else None)
-    llama = args.llama or (Path(settings.llama_path) if settings.llama_path else None)
+    active = _resolve_model(args, settings)
+    if active.demo:  # the demo model chosen in the app, or a bundle trained on the demo base weights
+        return InferenceEngine.demo(bundle=active.bundle, device=device, precision=precision)
+    assert active.bundle is not None
+    clip = args.clip or (Path(active.clip_path) if active.clip_path else None)
+    llama = args.llama or (Path(active.llama_path) if active.llama_path else None)
 
     def say(message: str) -> None:
         if not args.quiet:
             print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
 
-    return InferenceEngine.load(bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
+    return InferenceEngine.load(active.bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
                                 quantisation=args.quantisation, batch_size=args.batch_size,
                                 allow_unverified_clip=args.allow_unverified_clip, progress=say)
 

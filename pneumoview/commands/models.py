@@ -8,6 +8,8 @@ Examples::
     pneumoview models rollback
     pneumoview models show 20261127-211500-run-3-1a2b3c4d --json
     pneumoview models compare ID_A ID_B
+    pneumoview models import-reference checkpoint-best.pth --name "PneumoLLM (paper)"
+    pneumoview models use-demo
 
 The registry lives in the platformdirs user-data folder (or ``$PNEUMOVIEW_HOME/data/models``);
 ``--root`` points at another one.
@@ -17,10 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from pneumoview.registry import BundleEntry, ModelRegistry
+from pneumoview.atomic import write_error_reason
+from pneumoview.errors import BundleError
+from pneumoview.registry import BundleEntry, ModelRegistry, format_metrics
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +51,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = actions.add_parser("compare", help="compare the training metrics of two bundles")
     p.add_argument("first")
     p.add_argument("second")
+    p = actions.add_parser(
+        "import-reference", help="register the reference implementation's released checkpoint as a bundle",
+        description="Read the reference PneumoLLM checkpoint (torch.save file) safely - tensors only, never "
+                    "code - and register it as a bundle (not activated unless --activate).")
+    p.add_argument("checkpoint")
+    p.add_argument("--name", default="", help="display name (default: from the file name)")
+    p.add_argument("--architecture", default="",
+                   help="architecture config name or JSON file (default: the full ViT-L/14 + LLaMA-7B model)")
+    p.add_argument("--activate", action="store_true", help="make it the active model as well")
+    actions.add_parser("use-demo", help="use the built-in demo model (random weights, not a diagnosis) until "
+                                        "a bundle is activated")
 
 
 def _entry_dict(entry: BundleEntry, active_id: str | None, *, manifest: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": entry.id,
+        "name": entry.name,
         "active": entry.id == active_id,
         "architecture": entry.architecture,
         "model_id": entry.model_id,
@@ -61,20 +80,11 @@ def _entry_dict(entry: BundleEntry, active_id: str | None, *, manifest: bool = F
         "content_sha256": entry.content_sha256,
         "path": str(entry.path),
         "metrics": entry.metrics,
+        "base_fingerprints": entry.base_fingerprints,
     }
     if manifest:
         data["manifest"] = entry.manifest
     return data
-
-
-def _format_metrics(metrics: dict[str, Any]) -> str:
-    parts = []
-    for name, value in sorted(metrics.items()):
-        if isinstance(value, float):
-            parts.append(f"{name}={value:.3f}")
-        elif isinstance(value, (int, str, bool)):
-            parts.append(f"{name}={value}")
-    return " ".join(parts)
 
 
 def _override_note() -> str | None:
@@ -100,8 +110,29 @@ def _activated(text: str, out: Any) -> None:
         print(note, file=sys.stderr)
 
 
+def import_reference(registry: ModelRegistry, checkpoint: str | Path, *, name: str = "",
+                     architecture: str = "") -> BundleEntry:
+    """Turn the reference checkpoint into a bundle (in a temporary folder beside the registry's
+    bundles) and register it; the temporary folder is removed whatever happens."""
+    from pneumoview.inference.bundle import bundle_from_reference_checkpoint
+    from pneumoview.inference.config import load_config
+
+    config = load_config(architecture) if architecture else None
+    try:
+        registry.bundles_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".import-", dir=registry.bundles_dir))
+    except OSError as exc:
+        raise BundleError(write_error_reason(exc, registry.bundles_dir)) from exc
+    try:
+        bundle = bundle_from_reference_checkpoint(checkpoint, work / "bundle", name=name, config=config)
+        return registry.add(bundle, source=f"reference checkpoint {Path(checkpoint).name}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     registry = ModelRegistry(args.root)
+    registry.clean_stale()  # leftovers of interrupted runs
     out = sys.stdout
     if args.action == "list":
         entries = registry.list()
@@ -110,13 +141,15 @@ def run(args: argparse.Namespace) -> int:
             json.dump([_entry_dict(e, active_id) for e in entries], out, indent=2)
             out.write("\n")
             return 0
+        if registry.demo_chosen():
+            print("using the demo model (random weights: not a diagnosis); activate a bundle to leave it", file=out)
         if not entries:
             print(f"no models in {registry.root}", file=out)
             return 0
         for e in entries:
             mark = "*" if e.id == active_id else " "
             demo = "  [DEMO]" if e.demo else ""
-            metrics = _format_metrics(e.metrics)
+            metrics = format_metrics(e.metrics)
             print(f"{mark} {e.id}  {e.architecture}  added {e.added_at[:19]}{demo}  {metrics}".rstrip(), file=out)
         return 0
     if args.action == "show":
@@ -128,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             for key, value in data.items():
                 if key == "metrics":
-                    value = _format_metrics(value) or "-"
+                    value = format_metrics(value) or "-"
                 print(f"{key:>15}: {value}", file=out)
         return 0
     if args.action == "add":
@@ -149,6 +182,17 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "remove":
         registry.remove(args.id)
         print(f"removed {args.id}", file=out)
+        return 0
+    if args.action == "import-reference":
+        entry = import_reference(registry, args.checkpoint, name=args.name, architecture=args.architecture)
+        print(f"imported {entry.id}", file=out)
+        if args.activate:
+            registry.activate(entry.id)
+            _activated(f"active: {entry.id}", out)
+        return 0
+    if args.action == "use-demo":
+        registry.use_demo()
+        print("using the demo model (random weights: not a diagnosis) until a bundle is activated", file=out)
         return 0
     if args.action == "compare":
         rows = registry.compare(args.first, args.second)

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import re
-import shutil
+import struct
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,14 +27,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pneumoview.atomic import atomic_dir, write_error_reason
 from pneumoview.errors import BundleError, ConfigError, FingerprintMismatchError
 from pneumoview.hashing import file_sha256
-from pneumoview.inference.config import FULL_CONFIG, PneumoLLMConfig, config_from_dict, load_config
+from pneumoview.inference.config import (
+    FULL_CONFIG,
+    PneumoLLMConfig,
+    check_preprocessing,
+    config_from_dict,
+    load_config,
+    tensor_fit_problems,
+    trainable_shapes,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
 BASE_WEIGHTS = ("clip", "llama")
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _app_version() -> str:
@@ -119,43 +130,18 @@ class Manifest:
         return cls(**kwargs)
 
 
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
 def _check_tensors(tensors: Mapping[str, Any], config: PneumoLLMConfig, what: str) -> None:
-    from pneumoview.inference.model import expected_trainable_shapes
+    """torch tensors: names and shapes fit ``config`` (:func:`tensor_fit_problems`), floating point, finite."""
+    import torch
 
-    expected = expected_trainable_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    wrong = [f"{k} {tuple(tensors[k].shape)} != {shape}" for k, shape in expected.items()
-             if k in tensors and tuple(tensors[k].shape) != shape]
-    if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong[:3]))
-    not_float = [k for k in expected if k in tensors and not tensors[k].is_floating_point()]
+    problems = tensor_fit_problems({k: tuple(v.shape) for k, v in tensors.items()}, trainable_shapes(config))
+    not_float = [k for k, v in tensors.items() if not v.is_floating_point()]
     if not_float:
-        problems.append(f"not floating point: {', '.join(not_float[:3])}")
+        problems.append(f"not floating point: {', '.join(sorted(not_float)[:3])}")
+    elif not problems:
+        bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
+        if bad:
+            problems.append(f"{len(bad)} hold NaN or infinite values (e.g. {', '.join(bad[:3])})")
     if problems:
         raise BundleError(f"{what} do not fit architecture {config.name!r}: " + "; ".join(problems))
 
@@ -164,9 +150,10 @@ def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any],
                 *, overwrite: bool = False) -> Path:
     """Write ``trainable`` tensors + ``manifest`` as a bundle directory, atomically; returns its path.
 
-    Tensors must be exactly those of ``manifest.config`` (:func:`trainable_state_dict` gives them).
-    An existing bundle is replaced only with ``overwrite=True`` (and then also atomically).
-    ``manifest.weights_sha256`` is set to the written file's digest.
+    Tensors must be exactly those of ``manifest.config`` (:func:`trainable_state_dict` gives them)
+    and finite. An existing bundle is replaced only with ``overwrite=True`` (and then also
+    atomically). ``manifest.weights_sha256`` is set to the written file's digest. A failed write
+    raises BundleError (``disk full: ...`` / ``cannot write ...``) and leaves no partial folder.
     """
     import torch
     from safetensors.torch import save_file
@@ -175,112 +162,235 @@ def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any],
     if target.exists() and not overwrite:
         raise BundleError("a bundle already exists here (not overwritten)", path=target)
     config = manifest.model_config()
-    if manifest.architecture != config.name:
-        raise BundleError(f"manifest architecture {manifest.architecture!r} != config name {config.name!r}")
-    if list(manifest.class_names) != list(config.class_names):
-        raise BundleError(f"manifest class_names {manifest.class_names} != config's {list(config.class_names)}")
+    _check_manifest(manifest, config)
     _check_tensors(trainable, config, "tensors to save")
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in trainable.items()}
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old: Path | None = None
     try:
-        tmp.mkdir()
-        weights = tmp / WEIGHTS_FILE
-        save_file(tensors, str(weights), metadata={"format": "pt", "architecture": config.name,
-                                                   "model_id": manifest.model_id})
-        _fsync(weights)
-        manifest.weights_file = WEIGHTS_FILE
-        manifest.weights_sha256 = file_sha256(weights)
-        manifest_path = tmp / MANIFEST_FILE
-        manifest_path.write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
-        _fsync(manifest_path)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except OSError as exc:
-        if old is not None and not target.exists():
-            os.replace(old, target)  # put the previous bundle back
-            old = None
-        raise BundleError(f"cannot write bundle: {exc}", path=target) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(target, replace=overwrite) as staging:
+            weights = staging.path / WEIGHTS_FILE
+            save_file(tensors, str(weights), metadata={"format": "pt", "architecture": config.name,
+                                                       "model_id": manifest.model_id})
+            manifest.weights_file = WEIGHTS_FILE
+            manifest.weights_sha256 = file_sha256(weights)
+            (staging.path / MANIFEST_FILE).write_text(
+                json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except Exception as exc:
+        if not isinstance(exc, OSError) and not _is_safetensors_error(exc):
+            raise
+        raise BundleError(write_failure_reason(exc, target)) from exc
     return target
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
-    """Only the manifest of a bundle (cheap: for listing models)."""
-    path = Path(directory) / MANIFEST_FILE
+def _is_safetensors_error(exc: BaseException) -> bool:
+    from safetensors import SafetensorError
+
+    return isinstance(exc, SafetensorError)
+
+
+def write_failure_reason(exc: BaseException, where: str | os.PathLike[str]) -> str:
+    """One line for a failed write of tensors or files: ``disk full: ...`` or ``cannot write ...``.
+
+    safetensors reports write errors as ``SafetensorError("... I/O error: No space left on device
+    (os error 28)")``; the errno is read back from that text.
+    """
+    if isinstance(exc, OSError):
+        return write_error_reason(exc, where)
+    match = re.search(r"os error (\d+)", str(exc))
+    if match:
+        code = int(match.group(1))
+        return write_error_reason(OSError(code, os.strerror(code)), where)
+    return f"cannot write {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def read_manifest_data(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """``manifest.json`` of a bundle folder as plain JSON (a dict); raises BundleError.
+
+    The one reader of the file: :func:`read_manifest` and the registry's listing both use it.
+    """
+    root = Path(directory)
+    path = root / MANIFEST_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BundleError("not a model bundle (no manifest.json)", path=Path(directory)) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"unreadable manifest: {exc}", path=path) from exc
+    except FileNotFoundError:
+        raise BundleError("not a model bundle: manifest.json is missing", path=root) from None
+    except NotADirectoryError:
+        raise BundleError("not a model bundle: not a folder", path=root) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read manifest.json: {exc}", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"manifest.json is not valid JSON (line {exc.lineno})", path=path) from exc
+    if not isinstance(data, dict):
+        raise BundleError("manifest.json must hold a JSON object", path=path)
+    return data
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
+    """Only the manifest of a bundle, parsed (cheap: for listing models)."""
+    data = read_manifest_data(directory)
     try:
         return Manifest.from_dict(data)
     except TypeError as exc:
-        raise BundleError(f"malformed manifest: {exc}", path=path) from exc
+        raise BundleError(f"malformed manifest: {exc}", path=Path(directory) / MANIFEST_FILE) from exc
+    except BundleError as exc:
+        raise BundleError(exc.reason, path=Path(directory) / MANIFEST_FILE) from exc
+
+
+def check_safetensors_header(path: Path) -> dict[str, Any]:
+    """Parse a safetensors file's header (8-byte little-endian length + JSON) and check that the
+    tensors' byte ranges exactly cover the data; returns the header. Raises BundleError."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise BundleError("truncated safetensors file (no header)", path=path)
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                raise BundleError("corrupt safetensors header length", path=path)
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as exc:
+        raise BundleError(f"cannot read tensors: {exc.strerror or exc}", path=path) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError("corrupt safetensors header (not JSON)", path=path) from exc
+    if not isinstance(header, dict):
+        raise BundleError("corrupt safetensors header (not an object)", path=path)
+    data_size = size - 8 - length
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_size):
+            raise BundleError(f"tensor {name!r} lies outside the file (truncated?)", path=path)
+        end = max(end, offsets[1])
+    if end != data_size:
+        raise BundleError(f"safetensors data is {data_size} bytes but the tensors cover {end}", path=path)
+    return header
+
+
+def _check_manifest(manifest: Manifest, config: PneumoLLMConfig) -> None:
+    """Architecture name, class order and preprocessing of a manifest against its config."""
+    if manifest.architecture != config.name:
+        raise BundleError(f"manifest architecture {manifest.architecture!r} != config name {config.name!r}")
+    if list(manifest.class_names) != list(config.class_names):
+        raise BundleError(f"manifest class_names {manifest.class_names} must be {list(config.class_names)} "
+                          "(index 0 is the positive class)")
+    try:
+        check_preprocessing(manifest.preprocessing, config)
+    except ConfigError as exc:
+        raise BundleError(f"bad preprocessing values: {exc.reason}") from exc
+
+
+def _weights_path(root: Path, manifest: Manifest) -> Path:
+    name = manifest.weights_file
+    if not name or Path(name).name != name or name in {".", ".."}:
+        raise BundleError(f"manifest names a weights file outside the bundle: {name!r}", path=root)
+    weights = root / name
+    if not weights.is_file():
+        raise BundleError(f"bundle lacks its weights file {name}", path=root)
+    if not _SHA256.fullmatch(manifest.weights_sha256 or ""):
+        raise BundleError("manifest lacks weights_sha256 (the weights cannot be verified)", path=root)
+    if file_sha256(weights) != manifest.weights_sha256:
+        raise BundleError("weights file is corrupt or was changed (SHA-256 differs from the manifest)", path=weights)
+    return weights
+
+
+def check_bundle(directory: str | os.PathLike[str]) -> Manifest:
+    """Validate a bundle folder fully without torch; returns its manifest. Raises BundleError.
+
+    Manifest: parses, its architecture config is valid, ``class_names`` are exactly the
+    architecture's class order, preprocessing values are in range. Weights: the file the manifest
+    names lies inside the bundle, ``weights_sha256`` is present and matches, every
+    ``*.safetensors`` header is sound, the tensors' names and shapes are those of the
+    architecture (:func:`trainable_shapes`), float32, and every value is finite.
+    ``models add``, Model Setup and :func:`load_bundle` all run this.
+    """
+    import numpy as np
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise BundleError("not a model bundle: not a folder", path=root)
+    manifest = read_manifest(root)
+    config = manifest.model_config()
+    try:
+        _check_manifest(manifest, config)
+    except BundleError as exc:
+        raise BundleError(exc.reason, path=root) from exc
+    weights = _weights_path(root, manifest)
+    for tensor_file in sorted(root.glob("*.safetensors")):
+        check_safetensors_header(tensor_file)
+    header = {k: v for k, v in check_safetensors_header(weights).items() if k != "__metadata__"}
+    problems = tensor_fit_problems({k: tuple(v.get("shape", ())) for k, v in header.items()},
+                                   trainable_shapes(config))
+    not_f32 = sorted(k for k, v in header.items() if v.get("dtype") != "F32")
+    if not_f32:
+        problems.append(f"not float32: {', '.join(not_f32[:3])}")
+    if problems:
+        raise BundleError(f"bundle tensors do not fit architecture {config.name!r}: " + "; ".join(problems),
+                          path=weights)
+    try:
+        arrays = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"unreadable weights file: {exc}", path=weights) from exc
+    bad = sorted(k for k, v in arrays.items() if not np.isfinite(v).all())
+    if bad:
+        raise BundleError(f"{len(bad)} bundle tensors hold NaN or infinite values (e.g. {', '.join(bad[:3])})",
+                          path=weights)
+    return manifest
 
 
 def load_bundle(directory: str | os.PathLike[str]) -> tuple[Manifest, dict[str, Any]]:
     """Read a bundle: (manifest, float32 CPU tensors keyed by PneumoLLM names).
 
-    Checks the weights file's SHA-256 against the manifest and the tensors against the manifest's
-    architecture. Raises :class:`BundleError` on anything missing, corrupt or inconsistent.
+    Validates it fully first (:func:`check_bundle`). Raises :class:`BundleError` on anything
+    missing, corrupt, non-finite or inconsistent.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     root = Path(directory)
-    manifest = read_manifest(root)
-    config = manifest.model_config()
-    if manifest.architecture != config.name:
-        raise BundleError(f"manifest architecture {manifest.architecture!r} != config name {config.name!r}",
-                          path=root)
-    weights_name = Path(manifest.weights_file).name  # never follow a path out of the bundle
-    weights = root / weights_name
-    if not weights.is_file():
-        raise BundleError(f"bundle lacks its weights file {weights_name}", path=root)
-    if manifest.weights_sha256 and file_sha256(weights) != manifest.weights_sha256:
-        raise BundleError("weights file is corrupt or was changed (SHA-256 differs from the manifest)",
-                          path=weights)
+    manifest = check_bundle(root)
+    weights = root / manifest.weights_file
     try:
         tensors = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"unreadable weights file: {exc}", path=weights) from exc
     try:
-        _check_tensors(tensors, config, "bundle tensors")
+        _check_tensors(tensors, manifest.model_config(), "bundle tensors")
     except BundleError as exc:
         raise BundleError(exc.reason, path=root) from exc
     return manifest, tensors
 
 
-def check_fingerprints(manifest: Manifest, actual: Mapping[str, str]) -> None:
-    """Refuse base weights other than the ones the bundle was trained on.
+_BASE_NAMES = {"clip": "CLIP", "llama": "LLaMA"}
+
+
+def check_fingerprints(manifest: Manifest, actual: Mapping[str, str], *, path: str | os.PathLike[str] | None = None,
+                       only: tuple[str, ...] | None = None) -> None:
+    """Refuse base weights other than the ones the bundle was trained on (the one fingerprint rule).
 
     ``actual`` maps "clip"/"llama" to fingerprints of the weights offered. Every fingerprint the
-    manifest records must be present and equal; raises :class:`FingerprintMismatchError` naming them.
+    manifest records (of the keys in ``only``, default all) must be present and equal; raises
+    :class:`FingerprintMismatchError` naming them (and ``path``, the weights offered). A bundle
+    that records no fingerprints (an imported reference checkpoint) is not refused.
     """
     problems = []
     for key, expected in sorted(manifest.base_fingerprints.items()):
+        if only is not None and key not in only:
+            continue
         got = actual.get(key)
         if got is None:
-            problems.append(f"{key}: no fingerprint given (bundle expects {expected[:16]}...)")
+            problems.append(f"{key}: no fingerprint given (the bundle expects {expected[:20]}...)")
         elif got != expected:
-            problems.append(f"{key}: bundle expects {expected[:16]}..., offered weights are {got[:16]}...")
+            problems.append(f"other {_BASE_NAMES.get(key, key)} weights ({key}): the bundle expects "
+                            f"{expected[:20]}..., these are {got[:20]}...")
     if problems:
         name = manifest.name or manifest.model_id
         raise FingerprintMismatchError(
-            f"model {name!r} was trained on other base weights - " + "; ".join(problems)
-        )
+            f"model {name!r} does not fit these base weights - " + "; ".join(problems)
+            + " (choose the base weights it was trained on)", path=path)
 
 
 # --- the reference implementation's released checkpoint ---------------------------------------
@@ -301,8 +411,7 @@ def reference_to_pneumoview_name(name: str) -> str:
 
     A leading ``module.`` (a DistributedDataParallel wrapper's prefix) is accepted.
     """
-    if name.startswith("module."):
-        name = name[len("module."):]
+    name = name.removeprefix("module.")
     for pattern, replacement in _REFERENCE_PATTERNS:
         if pattern.match(name):
             return pattern.sub(replacement, name)
@@ -342,6 +451,17 @@ def bundle_from_reference_checkpoint(checkpoint: str | os.PathLike[str], directo
     return save_bundle(directory, state, manifest)
 
 
+#: Said for a checkpoint that would need more than tensors to be unpickled (possibly code).
+REFUSED_CODE = "this file contains code, PneumoView will not load it"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, without any advice to load it unsafely."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return "unsafe content" if "weights_only" in first or "weights only" in first.lower() else first[:200]
+
+
 def _read_reference(path: str | os.PathLike[str], config: PneumoLLMConfig | None
                     ) -> tuple[dict[str, Any], dict[str, Any], Any, PneumoLLMConfig]:
     import pickle
@@ -355,10 +475,11 @@ def _read_reference(path: str | os.PathLike[str], config: PneumoLLMConfig | None
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"refused to load: the checkpoint holds more than tensors ({first})", path=source) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise BundleError(f"not a readable torch checkpoint: {exc}", path=source) from exc
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise BundleError(REFUSED_CODE, path=source) from None  # torch's advice never reaches a user
+        raise BundleError(f"not a readable torch checkpoint ({_first_line(exc)})", path=source) from None
+    except (RuntimeError, OSError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        raise BundleError(f"not a readable torch checkpoint ({_first_line(exc)})", path=source) from None
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("model"), Mapping):
         raise BundleError("reference checkpoint has no 'model' dict of tensors", path=source)
     args = checkpoint.get("args")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = "pneumollm-vitl14-llama7b"
 TINY_CONFIG = "pneumollm-tiny"
 
+#: The class order every PneumoLLM head uses: P(pneumoconiosis) = softmax(logits)[0].
+CLASS_ORDER = ("pneumoconiosis", "normal")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -119,7 +122,7 @@ class PneumoLLMConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     use_engine: bool = True  # False = the paper's "simplified PneumoLLM" (no diagnosis tokens)
     num_classes: int = 2
-    class_names: tuple[str, ...] = ("pneumoconiosis", "normal")
+    class_names: tuple[str, ...] = CLASS_ORDER
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     description: str = ""
 
@@ -169,7 +172,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must not be null")
         non_none = [a for a in options if a is not type(None)]
         return _coerce(value, non_none[0], where)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be an object, not {type(value).__name__}")
         return _dataclass_from_dict(annotation, value, where)
@@ -214,6 +217,84 @@ def _dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 
 
+def trainable_shapes(config: PneumoLLMConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the trainable tensors of ``config`` (adapters, engine, projection, head),
+    computed from the numbers alone (no torch): what a bundle's ``weights.safetensors`` must hold.
+
+    Adapters (1x1 convs, ``adapters.py``): ``conv_A`` [hidden, d, 1] + [hidden], ``conv_D``
+    [d, hidden/groups, 1] + [d], one per block; engine: Linear(W->hidden), Linear(hidden->tokens);
+    projection: Linear(W->hidden), Linear(hidden->D); head: Linear(D->classes) without bias.
+    ``inference.model.expected_trainable_shapes`` builds the modules on meta and must agree (tested).
+    """
+    v, d, a = config.vision, config.decoder, config.adapter
+    shapes: dict[str, tuple[int, ...]] = {}
+    for prefix, dim, layers in (("vision_adapters", v.width, v.layers), ("decoder_adapters", d.hidden_size, d.layers)):
+        for i in range(layers):
+            shapes[f"{prefix}.{i}.conv_A.weight"] = (a.hidden, dim, 1)
+            shapes[f"{prefix}.{i}.conv_A.bias"] = (a.hidden,)
+            shapes[f"{prefix}.{i}.conv_D.weight"] = (dim, a.hidden // a.groups, 1)
+            shapes[f"{prefix}.{i}.conv_D.bias"] = (dim,)
+    if config.use_engine:
+        e = config.engine
+        shapes.update({"engine.linear1.weight": (e.hidden, v.width), "engine.linear1.bias": (e.hidden,),
+                       "engine.linear2.weight": (e.num_tokens, e.hidden), "engine.linear2.bias": (e.num_tokens,)})
+    p = config.projection.hidden
+    shapes.update({"projection.linear1.weight": (p, v.width), "projection.linear1.bias": (p,),
+                   "projection.linear2.weight": (d.hidden_size, p), "projection.linear2.bias": (d.hidden_size,),
+                   "head.fc.weight": (config.num_classes, d.hidden_size)})
+    return shapes
+
+
+def tensor_fit_problems(given: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps tensors named/shaped ``given`` from filling ``expected`` (empty list = they fit).
+
+    The one wording of "N missing (e.g. ...)", "N unexpected (e.g. ...)" and "wrong shapes: ...",
+    used for bundles, reference checkpoints, trained tensors and base weights alike.
+    """
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    wrong = [f"{k} {tuple(given[k])} != {tuple(shape)}" for k, shape in expected.items()
+             if k in given and tuple(given[k]) != tuple(shape)]
+    if wrong:
+        problems.append(f"{len(wrong)} wrong shapes: " + "; ".join(wrong[:3]))
+    return problems
+
+
+#: Bounds of a bundle's preprocessing values (the crop is grey in [0, 1], normalised per channel).
+MAX_MARGIN = 0.5
+MAX_STD = 10.0
+
+
+def check_preprocessing(preprocessing: Mapping[str, Any], config: PneumoLLMConfig) -> None:
+    """Raise :class:`ConfigError` unless a bundle's ``preprocessing`` is usable with ``config``.
+
+    ``image_size``: an integer equal to the vision tower's input size (so a huge value never
+    reaches an allocation); ``mean``: 3 finite numbers in [0, 1]; ``std``: 3 finite numbers in
+    (0, MAX_STD]; ``margin``: null or a finite number in [0, MAX_MARGIN] (fraction of the lung box).
+    """
+    size = preprocessing.get("image_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size != config.vision.image_size:
+        raise ConfigError(f"preprocessing image_size must be {config.vision.image_size} (the vision tower's "
+                          f"input size), not {size!r}")
+    for key, low, high, low_open in (("mean", 0.0, 1.0, False), ("std", 0.0, MAX_STD, True)):
+        values = preprocessing.get(key)
+        ok = isinstance(values, (list, tuple)) and len(values) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and (low < x if low_open else low <= x) and x <= high for x in values)
+        if not ok:
+            bounds = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
+            raise ConfigError(f"preprocessing {key} must be 3 finite numbers in {bounds}, not {values!r}")
+    margin = preprocessing.get("margin")
+    if margin is not None and not (isinstance(margin, (int, float)) and not isinstance(margin, bool)
+                                   and math.isfinite(margin) and 0.0 <= margin <= MAX_MARGIN):
+        raise ConfigError(f"preprocessing margin must be empty or a number in [0, {MAX_MARGIN:g}], not {margin!r}")
+
+
 def validate_config(config: PneumoLLMConfig) -> PneumoLLMConfig:
     """Raise :class:`ConfigError` where the numbers cannot make a working model."""
     v, d, a = config.vision, config.decoder, config.adapter
@@ -241,6 +322,9 @@ def validate_config(config: PneumoLLMConfig) -> PneumoLLMConfig:
         problems.append("adapter.dropout must be in [0, 1)")
     if config.num_classes != len(config.class_names):
         problems.append(f"num_classes {config.num_classes} != {len(config.class_names)} class_names")
+    if tuple(config.class_names) != CLASS_ORDER:
+        problems.append(f"class_names must be {list(CLASS_ORDER)} in this order (index 0 is the positive class), "
+                        f"not {list(config.class_names)}")
     if config.num_tokens > d.max_position_embeddings:
         problems.append("more tokens than decoder.max_position_embeddings")
     p = config.preprocessing

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumoview.atomic import atomic_dir, clean_stale
 from pneumoview.errors import BundleError, PneumoViewError
 from pneumoview.labels import DEMO_MARK
 
@@ -139,27 +138,31 @@ def _write(paths: DemoPaths) -> None:
 
 
 def ensure_demo_model(directory: str | os.PathLike[str] | None = None) -> DemoPaths:
-    """The demo model's paths, generating it first if absent or incomplete (atomically: a
-    temporary sibling folder renamed into place, so a crash never leaves half a model)."""
+    """The demo model's paths, generating it first if absent or incomplete.
+
+    Built with :func:`pneumoview.atomic.atomic_dir` (a temporary sibling folder renamed into place),
+    so a crash or a full disk never leaves half a model; leftovers of a killed run are removed
+    first. A failed write raises PneumoViewError ``disk full: ...`` / ``cannot write ...``.
+    """
     root = Path(directory) if directory is not None else default_demo_dir()
     paths = DemoPaths.under(root)
     if _is_complete(paths):
         return paths
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_stale(root.parent)
     try:
-        tmp.mkdir()
-        _write(DemoPaths.under(tmp))
-        if root.exists():  # an incomplete earlier attempt: ours to replace
-            shutil.rmtree(root)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not _is_complete(paths):  # not another process finishing first
-                raise
-    except OSError as exc:
-        raise PneumoViewError(f"cannot write the demo model: {exc}", path=root) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(root, replace=True) as staging:  # an incomplete earlier attempt is ours to replace
+            _write(DemoPaths.under(staging.path))
+    except BundleError as exc:  # save_bundle's write errors name the temporary folder: name the target
+        full = exc.reason.startswith("disk full")
+        raise PneumoViewError(f"disk full: no space left to write {root}" if full else exc.reason) from exc
+    except Exception as exc:
+        from safetensors import SafetensorError
+
+        from pneumoview.inference.bundle import write_failure_reason
+
+        if not isinstance(exc, (OSError, SafetensorError)):
+            raise
+        if _is_complete(paths):  # another process finished first
+            return paths
+        raise PneumoViewError(write_failure_reason(exc, root)) from exc
     return paths

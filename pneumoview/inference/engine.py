@@ -32,7 +32,6 @@ from pneumoview.errors import (
     BundleError,
     CancelledError,
     ConfigError,
-    FingerprintMismatchError,
     WeightsError,
 )
 from pneumoview.inference import weights as _weights  # sets the offline switches first
@@ -75,17 +74,6 @@ class LoadReport:
     fingerprints: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def _fingerprint_check(manifest: Manifest, key: str, actual: str, path: Path) -> None:
-    expected = manifest.base_fingerprints.get(key)
-    if expected and expected != actual:
-        what = {"clip": "CLIP", "llama": "LLaMA"}.get(key, key)
-        raise FingerprintMismatchError(
-            f"model {manifest.name or manifest.model_id!r} was trained on other {what} weights: the bundle "
-            f"expects {expected[:20]}..., these are {actual[:20]}... (choose the base weights it was trained on)",
-            path=path,
-        )
 
 
 def _check_clip_fits(config: PneumoLLMConfig, shape: dict[str, int], path: Path) -> None:
@@ -208,15 +196,14 @@ class InferenceEngine:
         clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
                                          device=plan.device)
         _check_clip_fits(config, clip.config, clip_path)
-        _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)
+        check_fingerprints(manifest, {"clip": clip.fingerprint}, path=clip_path, only=("clip",))
         report.notes += _check_llama_fits(config, _weights.peek_llama_config(llama_path), llama_path)
         say("reading LLaMA weights")
         llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
                                             device="cpu" if plan.quantisation else plan.device,
                                             progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
-        _fingerprint_check(manifest, "llama", llama.fingerprint, llama_path)
         fingerprints = {"clip": clip.fingerprint, "llama": llama.fingerprint}
-        check_fingerprints(manifest, fingerprints)  # the bundle module's rule, final say
+        check_fingerprints(manifest, fingerprints, path=llama_path)  # every recorded key, the one rule
         if not manifest.base_fingerprints:
             report.notes.append("the bundle records no base-weight fingerprints (imported?): not verified")
         demo = bool(manifest.demo or clip.demo or llama.demo)
@@ -233,16 +220,20 @@ class InferenceEngine:
         return cls(model, manifest, plan, demo=demo, report=report)
 
     @classmethod
-    def demo(cls, directory: str | Path | None = None, *, device: str = "cpu", precision: str = "auto"
-             ) -> InferenceEngine:
-        """The demo model (tiny, random weights, every output marked DEMO), generated on first use."""
+    def demo(cls, directory: str | Path | None = None, *, device: str = "cpu", precision: str = "auto",
+             bundle: str | Path | None = None) -> InferenceEngine:
+        """The demo model (tiny, random weights, every output marked DEMO), generated on first use.
+
+        ``bundle``: another bundle trained on the demo base weights (``train --demo``) to run on
+        them instead of the demo's own; it is validated and fingerprint-checked like any other.
+        """
         from pneumoview.inference.demo import ensure_demo_model
 
         paths = ensure_demo_model(directory)
-        engine = cls.load(paths.bundle, clip_path=paths.clip, llama_path=paths.llama, device=device,
-                          precision=precision, quantisation="none")
-        if not engine.demo:  # ensure_demo_model always writes demo=True; never let that slip
-            raise BundleError("the demo bundle is not marked as a demo", path=paths.bundle)
+        engine = cls.load(bundle if bundle else paths.bundle, clip_path=paths.clip, llama_path=paths.llama,
+                          device=device, precision=precision, quantisation="none")
+        if not engine.demo:  # demo base weights always mark their results; never let that slip
+            raise BundleError("the demo bundle is not marked as a demo", path=bundle or paths.bundle)
         return engine
 
     @classmethod

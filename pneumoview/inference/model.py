@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pneumoview.errors import BundleError, WeightsError
 from pneumoview.inference.adapters import attach_adapters, freeze, make_adapters
-from pneumoview.inference.config import PneumoLLMConfig
+from pneumoview.inference.config import PneumoLLMConfig, tensor_fit_problems
 from pneumoview.inference.heads import ClassifierHead, MultiTokenEngine, VisualProjection
 from pneumoview.inference.towers import (
     build_decoder,
@@ -203,19 +203,10 @@ def _load_backbone(module: nn.Module, state: Mapping[str, Tensor], what: str, st
                    ignored: tuple[str, ...] = ()) -> None:
     expected = module.state_dict()
     given = {k: v for k, v in state.items() if k not in ignored}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise WeightsError(f"{what} weights do not fit the architecture: " + "; ".join(parts))
-    wrong = [f"{k} {tuple(given[k].shape)} != {tuple(expected[k].shape)}"
-             for k in given if k in expected and tuple(given[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        raise WeightsError(f"{what} weights have the wrong shapes ({len(wrong)}): " + "; ".join(wrong[:3]))
+    shapes = {k: tuple(v.shape) for k, v in expected.items() if strict or k in given}
+    problems = tensor_fit_problems({k: tuple(v.shape) for k, v in given.items() if strict or k in expected}, shapes)
+    if problems:
+        raise WeightsError(f"{what} weights do not fit the architecture: " + "; ".join(problems))
     not_float = [k for k, v in given.items() if not v.is_floating_point()]
     if not_float:
         raise WeightsError(f"{what} weights must be floating point: {', '.join(not_float[:3])}")
@@ -288,19 +279,9 @@ def load_trainable_state_dict(model: PneumoLLM, state: Mapping[str, Tensor]) -> 
     Raises :class:`BundleError` when the tensors are for another architecture.
     """
     expected = {k: tuple(v.shape) for k, v in _trainable_tensors(model).items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise BundleError(f"trained tensors do not fit architecture {model.config.name!r}: " + "; ".join(parts))
-    wrong = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in expected.items()
-             if tuple(state[k].shape) != shape]
-    if wrong:
-        raise BundleError(f"trained tensors have the wrong shapes for {model.config.name!r}: " + "; ".join(wrong[:3]))
+    problems = tensor_fit_problems({k: tuple(v.shape) for k, v in state.items()}, expected)
+    if problems:
+        raise BundleError(f"trained tensors do not fit architecture {model.config.name!r}: " + "; ".join(problems))
     targets = _trainable_tensors(model)
     meta = [k for k, t in targets.items() if t.is_meta]
     if meta:

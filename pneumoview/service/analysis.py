@@ -56,7 +56,7 @@ FINAL_EVENTS = ("done", "cancelled", "error")
 class EngineSpec:
     """Which model to run: the demo model, or a bundle with the base weights (paths as text)."""
 
-    kind: str                      # "demo" | "bundle"
+    kind: str                      # "demo" (bundle: "" = the demo's own) | "bundle"
     bundle: str = ""
     clip_path: str = ""
     llama_path: str = ""
@@ -72,7 +72,9 @@ class EngineSpec:
         return self.kind == "demo"
 
     def describe(self) -> str:
-        return "demo model" if self.demo else f"bundle {self.bundle}"
+        if self.demo:
+            return f"bundle {self.bundle} on the demo base weights" if self.bundle else "demo model"
+        return f"bundle {self.bundle}"
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class _Child:
             torch.set_num_threads(max(1, int(threads)))
         self.engine = None
         if spec.demo:
-            engine = InferenceEngine.demo()
+            engine = InferenceEngine.demo(bundle=spec.bundle or None)  # the demo, or a bundle trained on its base
         else:
             engine = InferenceEngine.load(Path(spec.bundle), clip_path=Path(spec.clip_path),
                                           llama_path=Path(spec.llama_path), device=spec.device,

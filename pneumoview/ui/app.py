@@ -103,6 +103,16 @@ def smoke_test() -> int:
     return 1 if problems else 0
 
 
+def clean_interrupted_runs() -> None:
+    """Remove what interrupted runs left in the model registry (staging copies, ``.tmp`` files); best effort."""
+    from pneumoview.registry import ModelRegistry
+
+    try:
+        ModelRegistry().clean_stale()
+    except (PneumoViewError, OSError):
+        pass  # a registry that cannot be read is reported when it is used
+
+
 def _require_display() -> None:
     """On Linux, fail with one clear line instead of Qt's abort when there is no screen to open."""
     if not sys.platform.startswith("linux"):
@@ -123,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke_test:
         return smoke_test()
     _require_display()
+    clean_interrupted_runs()
     app = create_application(style=not args.no_style)
     from pneumoview.ui.main_window import MainWindow
 

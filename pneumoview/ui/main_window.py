@@ -87,10 +87,11 @@ def _prepare_model_input(path: Path) -> Any:
 
 
 def model_configured(settings: Settings) -> bool:
-    """True when base weights and a bundle (explicit, or the registry's active one) are set."""
-    if not (settings.clip_path and settings.llama_path):
-        return False
-    return bool(settings.active_bundle) or active_bundle_path() is not None
+    """True when a model can run now (read afresh): the demo choice, or a bundle (explicit, or the
+    registry's active one) with the base weights it needs (:mod:`pneumoview.active_model`)."""
+    from pneumoview.active_model import resolve_active_model
+    model = resolve_active_model(settings)
+    return model is not None and model.ready
 
 
 def active_bundle_path(settings: Settings | None = None) -> Path | None:
@@ -133,8 +134,11 @@ class MainWindow(QMainWindow):
                                    f"{exc.message}\nResults will not be saved.")
         adapter = ResultStoreAdapter(self.result_store) if self.result_store is not None else None
         self.session = ReviewSession(adapter)
-        self.engine_spec: EngineSpec | None = None
+        self.engine_spec: EngineSpec | None = None      # the last analysis's model (resolved afresh each time)
         self.engine_is_demo = False
+        self._demo_fallback = False       # demo chosen, but the registry could not record it
+        self._pending_analysis: list[str] = []           # keys the "no model" prompt was asked for
+        self._model_missing = ""                          # why the active model cannot run yet
         self.analysis_client = AnalysisClient()
         self._task: Job | None = None
         self._task_started = 0.0
@@ -345,7 +349,9 @@ class MainWindow(QMainWindow):
         self.act_setup = action("Model &Setup...", self.open_setup_dialog)
         self.act_demo = action("Use the &Demo Model (not a diagnosis)", self.use_demo_model)
         self.act_retrain = action("&Retrain on my data...", self.open_retrain_wizard)
-        for act in (self.act_setup, self.act_demo, self.act_retrain):
+        self.act_models = action("Model &Manager...", self.open_model_manager)
+        self.act_rollback = action("Roll &Back to the Previous Model", self.rollback_model)
+        for act in (self.act_setup, self.act_models, self.act_rollback, self.act_demo, self.act_retrain):
             model_menu.addAction(act)
 
         toolbar = self.addToolBar("Main")
@@ -655,18 +661,40 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ analysis
     def use_demo_model(self) -> None:
-        """Switch to the built-in demo model (random weights; every output marked DEMO)."""
+        """Switch to the built-in demo model (random weights; every output marked DEMO), remembered
+        across restarts in the model registry; runs the analysis the "no model" prompt was asked for."""
+        from pneumoview.registry import ModelRegistry
+        try:
+            ModelRegistry().use_demo()
+            self._demo_fallback = False
+        except PneumoViewError as exc:
+            self._demo_fallback = True        # used in this window; not remembered
+            self._error("The demo choice cannot be saved", exc.message)
         self.engine_spec = EngineSpec("demo")
         self.engine_is_demo = True
         self.diagnosis.set_model_installed(True)
         self._status("Demo model selected: its results are marked 'DEMO - not a diagnosis'.")
+        self._run_pending_analysis()
+
+    def _run_pending_analysis(self) -> None:
+        keys, self._pending_analysis = self._pending_analysis, []
+        if keys and (self._demo_fallback or model_configured(self.settings)):
+            self.analyse(keys)
 
     def _spec_for_settings(self) -> EngineSpec | None:
-        if not model_configured(self.settings):
+        """The active model, resolved afresh (registry + settings) whenever an analysis starts."""
+        from pneumoview.active_model import resolve_active_model
+        model = resolve_active_model(self.settings)
+        if (model is None or not model.ready) and self._demo_fallback:
+            return EngineSpec("demo")
+        if model is None or not model.ready:
+            self._model_missing = model.missing if model is not None else ""
             return None
+        if model.demo:
+            return EngineSpec("demo", bundle=str(model.bundle or ""))
         s = self.settings
-        return EngineSpec("bundle", bundle=str(active_bundle_path(s)), clip_path=s.clip_path or "",
-                          llama_path=s.llama_path or "", device=s.device, precision=s.precision)
+        return EngineSpec("bundle", bundle=str(model.bundle), clip_path=model.clip_path, llama_path=model.llama_path,
+                          device=s.device, precision=s.precision)
 
     def analyse_selected(self) -> AnalysisJob | None:
         return self.analyse(self.selected_keys())
@@ -709,11 +737,11 @@ class MainWindow(QMainWindow):
         if not keys:
             self._status("Nothing to analyse: open a folder first.")
             return None
-        if self.engine_spec is None:
-            self.engine_spec = self._spec_for_settings()
+        self.engine_spec = self._spec_for_settings()   # whatever is active now, wherever it was activated
+        self.engine_is_demo = bool(self.engine_spec is not None and self.engine_spec.demo)
         if self.engine_spec is None:
             self.diagnosis.set_model_installed(False)
-            self._offer_model_setup()
+            self._offer_model_setup(keys)
             return None
         if not self._claim_task("analysis"):
             return None
@@ -738,9 +766,13 @@ class MainWindow(QMainWindow):
         self._start_task(job, f"Analysing {len(items)} image(s)...")
         return job
 
-    def _offer_model_setup(self) -> None:
+    def _offer_model_setup(self, keys: Sequence[str] = ()) -> None:
+        self._pending_analysis = list(keys)       # "Use demo model" analyses them at once
+        missing, self._model_missing = self._model_missing, ""
+        first = (f"The active model cannot run yet: {missing}." if missing else
+                 "No PneumoLLM model is installed, so nothing can be analysed yet.")
         box = QMessageBox(QMessageBox.Icon.Information, "No model installed",
-                          "No PneumoLLM model is installed, so nothing can be analysed yet.\n\n"
+                          f"{first}\n\n"
                           "Set up the model (CLIP and LLaMA weights and a trained bundle), or try the "
                           "demo model (random weights: its output is not a diagnosis).", parent=self)
         setup = box.addButton("Set up model...", QMessageBox.ButtonRole.AcceptRole)
@@ -847,12 +879,39 @@ class MainWindow(QMainWindow):
         from pneumoview.ui.setup_dialog import ModelSetupDialog
         dialog = ModelSetupDialog(self.settings, self, client=self.analysis_client)
         dialog.demoRequested.connect(self.use_demo_model)
+        dialog.modelActivated.connect(self._on_model_activated)
         if dialog.exec():
             self.settings = dialog.result_settings()
             self._save_settings()
-            self.engine_spec = self._spec_for_settings()
-            self.engine_is_demo = False
+            self._leave_demo()
             self._apply_settings()
+            self._run_pending_analysis()
+
+    def _leave_demo(self) -> None:
+        """The user set up a real model: stop using the demo choice (here and after a restart)."""
+        from pneumoview.registry import ModelRegistry
+        self._demo_fallback = False
+        try:
+            ModelRegistry().leave_demo()
+        except PneumoViewError as exc:
+            self._error("The model choice cannot be saved", exc.message)
+
+    def open_model_manager(self) -> None:
+        """Model > Model Manager: the registry's bundles; activate / roll back / remove."""
+        from pneumoview.ui.model_manager import ModelManagerDialog
+        dialog = ModelManagerDialog(self)
+        dialog.modelActivated.connect(self._on_model_activated)
+        dialog.exec()
+
+    def rollback_model(self) -> None:
+        """Re-activate the previously active bundle (``pneumoview models rollback``)."""
+        from pneumoview.registry import ModelRegistry
+        try:
+            entry = ModelRegistry().rollback()
+        except PneumoViewError as exc:
+            self._error("Cannot roll back", exc.message)
+            return
+        self._on_model_activated(entry.id)
 
     def open_retrain_wizard(self) -> None:
         try:
@@ -868,9 +927,12 @@ class MainWindow(QMainWindow):
         self._wizard = dialog
 
     def _on_model_activated(self, registry_id: str) -> None:
-        """A retrained bundle became the registry's active model: use it from the next analysis on."""
-        if not self.engine_is_demo:
-            self.engine_spec = None
+        """A bundle became the registry's active model (wizard, model manager, setup, rollback): the
+        next analysis resolves it afresh; an explicit bundle folder in the settings would hide it."""
+        self._demo_fallback = False
+        if self.settings.active_bundle:
+            self.settings.active_bundle = None
+            self._save_settings()
         self._apply_settings()
         self._status(f"Model {registry_id} is now active; the next analysis uses it.")
 

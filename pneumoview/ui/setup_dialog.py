@@ -1,15 +1,21 @@
 """Model setup dialog: paths to the CLIP and LLaMA weights and a bundle, validated with clear messages.
 
-Cheap checks run at once (paths exist, the bundle's manifest and safetensors headers, via
-:func:`pneumoview.registry.validate_bundle`, no torch); "Validate" then loads the model in the
-analysis process (:mod:`pneumoview.ui.analysis_process`, ``InferenceEngine.load``), whose specific
-errors are shown as headings: wrong file or architecture (WeightsError), fingerprint mismatch, not enough
-memory, bad bundle. The demo model is one click away.
+Checks that need no torch run at once: the paths exist and the bundle is valid in full
+(:func:`pneumoview.inference.bundle.check_bundle`: tensor names and shapes against the
+architecture, all finite, ``weights_sha256`` present and matching, class order, preprocessing
+ranges). "Validate" then loads the model in the analysis process
+(:mod:`pneumoview.ui.analysis_process`, ``InferenceEngine.load``), whose specific errors are shown
+as headings: wrong file or architecture (WeightsError), fingerprint mismatch, not enough memory,
+bad bundle. "Import reference checkpoint..." registers the reference implementation's released
+checkpoint in a child process (``pneumoview models import-reference``: torch stays out of the GUI
+process) and activates it. The demo model is one click away.
 """
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -25,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pneumoview.active_model import ActiveModel, resolve_active_model
 from pneumoview.errors import (
     BundleError,
     ConfigError,
@@ -34,9 +42,12 @@ from pneumoview.errors import (
     WeightsError,
 )
 from pneumoview.settings import Settings
-from pneumoview.ui.settings_dialog import add_device_rows, path_row
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
-from pneumoview.ui.workers import ValidateJob
+from pneumoview.ui.settings_dialog import add_device_rows, path_row
+from pneumoview.ui.workers import FunctionJob, ValidateJob
+
+#: The longest an import of the reference checkpoint may take (reading ~a few hundred MB).
+IMPORT_TIMEOUT_S = 600
 
 #: Heading shown above an error's own message, most specific class first.
 ERROR_HEADINGS: tuple[tuple[type[PneumoViewError], str], ...] = (
@@ -54,30 +65,55 @@ def explain(error: PneumoViewError) -> str:
     return f"{heading}.\n{error.message}"
 
 
-def check_paths(clip: str, llama: str, bundle: str | None) -> list[str]:
-    """Problems found without loading anything (empty list = looks right)."""
+def check_paths(clip: str, llama: str, bundle: str | None, *, needs_base: bool = True) -> list[str]:
+    """Problems found without loading anything (empty list = looks right). ``needs_base=False``
+    for a bundle trained on the demo base weights (no CLIP / LLaMA files needed)."""
     problems = []
-    if not clip:
+    if needs_base and not clip:
         problems.append("CLIP weights: choose the ViT-L/14 weights file.")
-    elif not Path(clip).is_file():
+    elif needs_base and not Path(clip).is_file():
         problems.append(f"CLIP weights: no such file: {clip}")
-    if not llama:
+    if needs_base and not llama:
         problems.append("LLaMA weights: choose the LLaMA-7B folder.")
-    elif not Path(llama).exists():
+    elif needs_base and not Path(llama).exists():
         problems.append(f"LLaMA weights: no such folder: {llama}")
     if bundle:
-        from pneumoview.registry import validate_bundle
+        from pneumoview.inference.bundle import check_bundle
         try:
-            validate_bundle(Path(bundle))
+            check_bundle(Path(bundle))
         except PneumoViewError as exc:
             problems.append(explain(exc))
     return problems
+
+
+def pneumoview_command(*args: str) -> list[str]:
+    """``pneumoview ARGS`` as a child process: the frozen app itself, or ``python -m pneumoview``."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "pneumoview", *args]
+
+
+def import_reference_in_child(checkpoint: str, name: str = "") -> str:
+    """Run ``pneumoview models import-reference CHECKPOINT --activate`` in a child process (torch is
+    never imported here); returns the new registry id, or raises BundleError with the child's one line."""
+    args = ["models", "import-reference", checkpoint, "--activate", *(["--name", name] if name else [])]
+    try:
+        done = subprocess.run(pneumoview_command(*args), capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BundleError(f"the import did not finish: {exc}", path=checkpoint) from exc
+    lines = done.stdout.split()
+    if done.returncode == 0 and len(lines) >= 2 and lines[0] == "imported":
+        return lines[1]
+    last = (done.stderr.strip().splitlines() or ["the import failed"])[-1]
+    raise BundleError(last.split(": error: ", 1)[-1])
 
 
 class ModelSetupDialog(QDialog):
     """Set up the real model (or switch to the demo model)."""
 
     demoRequested = Signal()
+    modelActivated = Signal(str)  # registry id of an imported (and activated) bundle
 
     def __init__(self, settings: Settings, parent: QWidget | None = None, *,
                  client: AnalysisClient | None = None) -> None:
@@ -89,6 +125,7 @@ class ModelSetupDialog(QDialog):
         self.client = client or AnalysisClient()
         self.loaded: dict[str, Any] | None = None
         self._job: ValidateJob | None = None
+        self._import_job: FunctionJob | None = None
         layout = QVBoxLayout(self)
         intro = QLabel(
             "PneumoLLM needs the frozen base models, which PneumoView cannot download for you "
@@ -112,12 +149,17 @@ class ModelSetupDialog(QDialog):
         layout.addWidget(self.message)
         buttons = QDialogButtonBox()
         self.validate_button = QPushButton("Validate (loads the model)")
+        self.import_button = QPushButton("Import reference checkpoint...")
+        self.import_button.setToolTip("The reference PneumoLLM implementation's released checkpoint (.pth): "
+                                      "registered as a bundle and activated; files with code are refused.")
         self.demo_button = QPushButton("Use demo model instead")
         buttons.addButton(self.validate_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.import_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(self.demo_button, QDialogButtonBox.ButtonRole.ActionRole)
         self.save_button = buttons.addButton(QDialogButtonBox.StandardButton.Save)
         buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.validate_button.clicked.connect(self.validate)
+        self.import_button.clicked.connect(self.choose_reference_checkpoint)
         self.demo_button.clicked.connect(self._demo)
         buttons.accepted.connect(self._save)
         buttons.rejected.connect(self.reject)
@@ -132,17 +174,18 @@ class ModelSetupDialog(QDialog):
         s.precision = self.precision_combo.currentText()
         return s
 
-    def _bundle(self, s: Settings) -> Path | None:
-        if s.active_bundle:
-            return Path(s.active_bundle)
-        from pneumoview.ui.main_window import active_bundle_path
-        return active_bundle_path(None)
+    def _model(self, s: Settings) -> ActiveModel | None:
+        """The bundle these settings would run (explicit folder, else the registry's active one)."""
+        return resolve_active_model(s, include_demo_choice=False)
 
     def check(self) -> bool:
-        """Cheap checks; shows the problems and returns False if there are any."""
+        """Checks without torch; shows the problems and returns False if there are any."""
         s = self.result_settings()
-        problems = check_paths(s.clip_path or "", s.llama_path or "", s.active_bundle)
-        if not s.active_bundle and self._bundle(s) is None:
+        model = self._model(s)
+        bundle = s.active_bundle or (str(model.bundle) if model is not None and model.bundle else None)
+        problems = check_paths(s.clip_path or "", s.llama_path or "", bundle,
+                               needs_base=not (model is not None and model.demo))
+        if model is None:
             problems.append("Bundle: none given and the model registry has no active bundle.")
         self._show(problems, ok=False)
         return not problems
@@ -159,12 +202,15 @@ class ModelSetupDialog(QDialog):
         if not self.check():
             return
         s = self.result_settings()
-        bundle = self._bundle(s)
-        assert bundle is not None
+        model = self._model(s)
+        assert model is not None and model.bundle is not None
         self.validate_button.setEnabled(False)
         self._show([], ok=False, text="Loading the model to check it (this can take minutes)...")
-        spec = EngineSpec("bundle", bundle=str(bundle), clip_path=s.clip_path or "", llama_path=s.llama_path or "",
-                          device=s.device, precision=s.precision)
+        if model.demo:
+            spec = EngineSpec("demo", bundle=str(model.bundle))
+        else:
+            spec = EngineSpec("bundle", bundle=str(model.bundle), clip_path=s.clip_path or "",
+                              llama_path=s.llama_path or "", device=s.device, precision=s.precision)
         self._job = ValidateJob(self.client, spec)
         self._job.signals.finished.connect(self._validated)
         self._job.signals.failed.connect(lambda msg: self._validated(PneumoViewError(msg)))
@@ -181,7 +227,36 @@ class ModelSetupDialog(QDialog):
         self._show([], ok=True, text=f"The model loads: {result.get('model_name', '')}\n"
                                      f"Plan: {result.get('plan', '')}")
 
-    def done(self, code: int) -> None:  # noqa: D401 - QDialog override
+    # ------------------------------------------------------------------ reference checkpoint
+    def choose_reference_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Reference checkpoint", "",
+                                              "PyTorch checkpoints (*.pth *.pt *.bin);;All files (*)")
+        if path:
+            self.import_reference(path)
+
+    def import_reference(self, checkpoint: str) -> FunctionJob:
+        """Import ``checkpoint`` in a child process (worker thread); the result shows in the dialog."""
+        from PySide6.QtCore import QThreadPool
+        self.import_button.setEnabled(False)
+        self._show([], ok=False, text=f"Importing {Path(checkpoint).name} (reads tensors only)...")
+        job = FunctionJob(import_reference_in_child, checkpoint)
+        job.signals.finished.connect(self._imported)
+        job.signals.failed.connect(lambda msg: self._imported(BundleError(msg)))
+        self._import_job = job
+        QThreadPool.globalInstance().start(job)
+        return job
+
+    def _imported(self, result: Any) -> None:
+        self.import_button.setEnabled(True)
+        if isinstance(result, PneumoViewError):
+            self._show([f"The checkpoint was not imported.\n{result.message}"], ok=False)
+            return
+        self.bundle_edit.clear()  # use the registry's active bundle: the one just imported
+        self._show([], ok=True, text=f"Imported and activated as {result}. It runs on the CLIP / LLaMA "
+                                     "weights above (the reference does not record which ones it was trained on).")
+        self.modelActivated.emit(str(result))
+
+    def done(self, code: int) -> None:
         if self._job is not None and not self._job.done.is_set():
             self.client.cancel()
         if self._own_client:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from pneumoview.inference.bundle import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
     Manifest,
+    check_bundle,
     check_fingerprints,
     load_bundle,
     read_manifest,
@@ -120,25 +124,108 @@ def test_corrupt_or_changed_weights_are_refused(tmp_path: Path, trained: tuple) 
         load_bundle(path)
 
 
+def rewrite_bundle(path: Path, *, tensors: dict | None = None, **manifest_changes: object) -> Path:
+    """Replace a saved bundle's tensors and/or manifest fields, with a matching weights_sha256:
+    a well-formed bundle whose content is wrong (what a buggy trainer or a hand edit produces)."""
+    if tensors is not None:
+        save_file(tensors, str(path / WEIGHTS_FILE))
+    data = json.loads((path / MANIFEST_FILE).read_text())
+    data["weights_sha256"] = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    data.update(manifest_changes)
+    (path / MANIFEST_FILE).write_text(json.dumps(data))
+    return path
+
+
 def test_tensors_for_another_architecture_are_refused(tmp_path: Path, trained: tuple) -> None:
     path = save_bundle(tmp_path / "b", trained[1], make_manifest())
-    # swap in a well-formed file with a wrong shape and clear the recorded digest
     tensors = load_file(str(path / WEIGHTS_FILE))
     tensors["head.fc.weight"] = torch.zeros(3, 64)
-    save_file(tensors, str(path / WEIGHTS_FILE))
-    data = json.loads((path / MANIFEST_FILE).read_text())
-    data["weights_sha256"] = ""
-    (path / MANIFEST_FILE).write_text(json.dumps(data))
+    rewrite_bundle(path, tensors=tensors)  # digest matches: only the shape check can catch it
+    with pytest.raises(BundleError, match="wrong shapes.*head.fc.weight"):
+        check_bundle(path)
     with pytest.raises(BundleError, match="wrong shapes.*head.fc.weight"):
         load_bundle(path)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, trained: tuple, value: float) -> None:
+    path = save_bundle(tmp_path / "b", trained[1], make_manifest())
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    tensors["decoder_adapters.1.conv_D.weight"][0, 0, 0] = value
+    rewrite_bundle(path, tensors=tensors)
+    for check in (check_bundle, load_bundle):
+        with pytest.raises(BundleError, match="NaN or infinite.*decoder_adapters.1.conv_D.weight"):
+            check(path)
+
+
+def test_non_finite_tensors_are_never_saved(tmp_path: Path, trained: tuple) -> None:
+    state = dict(trained[1])
+    state["head.fc.weight"] = state["head.fc.weight"].clone()
+    state["head.fc.weight"][1, 2] = float("nan")
+    with pytest.raises(BundleError, match="NaN or infinite.*head.fc.weight"):
+        save_bundle(tmp_path / "b", state, make_manifest())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_manifest_without_weights_sha256_is_refused(tmp_path: Path, trained: tuple) -> None:
+    path = rewrite_bundle(save_bundle(tmp_path / "b", trained[1], make_manifest()), weights_sha256="")
+    with pytest.raises(BundleError, match="lacks weights_sha256"):
+        load_bundle(path)
+    data = json.loads((path / MANIFEST_FILE).read_text())
+    del data["weights_sha256"]
+    (path / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="lacks weights_sha256"):
+        check_bundle(path)
+
+
+def test_swapped_class_names_are_refused(tmp_path: Path, trained: tuple) -> None:
+    path = rewrite_bundle(save_bundle(tmp_path / "b", trained[1], make_manifest()),
+                          class_names=["normal", "pneumoconiosis"])
+    with pytest.raises(BundleError, match="class_names .* must be \\['pneumoconiosis', 'normal'\\]"):
+        load_bundle(path)
+    # swapped in the embedded architecture config as well: still refused (index 0 is the positive class)
+    data = json.loads((path / MANIFEST_FILE).read_text())
+    data["config"]["class_names"] = ["normal", "pneumoconiosis"]
+    (path / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="class_names must be"):
+        check_bundle(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"image_size": 100000}, "image_size must be 224"),
+    ({"image_size": "224"}, "image_size must be 224"),
+    ({"margin": -0.1}, "margin must be empty or a number in \\[0, 0.5\\]"),
+    ({"margin": float("nan")}, "margin"),
+    ({"mean": [float("nan"), 0.4, 0.4]}, "mean must be 3 finite numbers"),
+    ({"mean": [0.5, 0.5]}, "mean must be 3 finite numbers"),
+    ({"std": [0.2, 0.0, 0.2]}, "std must be 3 finite numbers in \\(0, 10\\]"),
+    ({"std": [0.2, float("inf"), 0.2]}, "std must be"),
+])
+def test_preprocessing_values_are_range_checked(tmp_path: Path, trained: tuple, change: dict, message: str) -> None:
+    path = save_bundle(tmp_path / "b", trained[1], make_manifest())
+    data = json.loads((path / MANIFEST_FILE).read_text())
+    rewrite_bundle(path, preprocessing={**data["preprocessing"], **change})
+    with pytest.raises(BundleError, match=f"bad preprocessing values: preprocessing {message}"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match="preprocessing"):
+        save_bundle(tmp_path / "c", trained[1], make_manifest(preprocessing={**data["preprocessing"], **change}))
+
+
+def test_check_bundle_runs_without_torch(tmp_path: Path, trained: tuple) -> None:
+    """Model Setup runs the full check in the GUI process, which never imports torch."""
+    path = save_bundle(tmp_path / "b", trained[1], make_manifest())
+    code = ("import sys; from pneumoview.inference.bundle import check_bundle; "
+            f"m = check_bundle({str(path)!r}); print(m.architecture, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pneumollm-tiny", "False"]
+
+
 def test_missing_or_malformed_manifest(tmp_path: Path, trained: tuple) -> None:
-    with pytest.raises(BundleError, match="no manifest"):
+    with pytest.raises(BundleError, match="manifest.json is missing"):
         load_bundle(tmp_path)
     path = save_bundle(tmp_path / "b", trained[1], make_manifest())
     (path / MANIFEST_FILE).write_text("{")
-    with pytest.raises(BundleError, match="unreadable manifest"):
+    with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(path)
     (path / MANIFEST_FILE).write_text(json.dumps({"architecture": "x"}))
     with pytest.raises(BundleError, match="lacks"):

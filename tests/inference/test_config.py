@@ -119,3 +119,28 @@ def test_configs_are_immutable() -> None:
     config = load_config(TINY_CONFIG)
     with pytest.raises(AttributeError):
         config.vision.width = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", [TINY_CONFIG, FULL_CONFIG])
+@pytest.mark.parametrize("use_engine", [True, False])
+def test_torch_free_trainable_shapes_agree_with_the_modules(name: str, use_engine: bool) -> None:
+    from pneumoview.inference.config import trainable_shapes
+    from pneumoview.inference.model import expected_trainable_shapes
+
+    config = load_config(name).replace(use_engine=use_engine)
+    assert trainable_shapes(config) == expected_trainable_shapes(config)
+
+
+def test_the_class_order_is_fixed() -> None:
+    data = load_config(TINY_CONFIG).to_dict()
+    data["class_names"] = ["normal", "pneumoconiosis"]
+    with pytest.raises(ConfigError, match="index 0 is the positive class"):
+        config_from_dict(data)
+
+
+def test_tensor_fit_problems_name_each_kind() -> None:
+    from pneumoview.inference.config import tensor_fit_problems
+
+    problems = tensor_fit_problems({"a": (2,), "b": (3,), "x": (1,)}, {"a": (2,), "b": (4,), "c": (1,)})
+    assert problems == ["1 missing (e.g. c)", "1 unexpected (e.g. x)", "1 wrong shapes: b (3,) != (4,)"]
+    assert tensor_fit_problems({"a": (2,)}, {"a": (2,)}) == []

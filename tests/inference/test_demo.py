@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +78,33 @@ def test_existing_model_is_reused_and_an_incomplete_one_regenerated(first, tmp_p
 def test_default_folder_follows_pneumoview_home(monkeypatch, tmp_path):
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path))
     assert default_demo_dir().parent == tmp_path / "cache"
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_demo_generation_on_a_full_or_read_only_disk_is_one_clear_error(tmp_path: Path, read_only: bool) -> None:
+    from bundle_support import small_filesystem
+
+    from pneumoview.errors import PneumoViewError
+
+    with small_filesystem(tmp_path / "disk", size="64k", read_only=read_only) as disk:
+        with pytest.raises(PneumoViewError) as info:
+            ensure_demo_model(disk / "demo-model")
+        assert info.value.reason.startswith("cannot write" if read_only else "disk full: no space left to write")
+        assert str(disk / "demo-model") in info.value.reason
+        assert list(disk.iterdir()) == []  # no partial folder, no temporary folder
+
+
+def test_the_engine_refuses_a_non_finite_bundle_on_the_demo_base(first, tmp_path: Path) -> None:
+    """Engine load runs the full bundle check: NaN weights never reach a prediction."""
+    from bundle_support import make_demo_trained_bundle, replace_tensors
+    from safetensors.torch import load_file
+
+    from pneumoview.errors import BundleError
+    from pneumoview.inference.engine import InferenceEngine
+
+    bundle = make_demo_trained_bundle(tmp_path / "b", model_id="nan-model", demo_dir=first.root)
+    tensors = load_file(str(bundle / "weights.safetensors"))
+    tensors["head.fc.weight"][0, 0] = float("nan")
+    replace_tensors(bundle, tensors)
+    with pytest.raises(BundleError, match="NaN or infinite.*head.fc.weight"):
+        InferenceEngine.demo(first.root, bundle=bundle)

@@ -13,56 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_support import reference_tensors, save_reference_checkpoint
 
 from pneumoview.errors import BundleError
 from pneumoview.inference.bundle import import_reference_checkpoint
-from pneumoview.inference.config import FULL_CONFIG, TINY_CONFIG, PneumoLLMConfig, load_config
+from pneumoview.inference.config import FULL_CONFIG, TINY_CONFIG, load_config
 from pneumoview.inference.model import build_model, load_trainable_state_dict
-
-
-def reference_tensors(config: PneumoLLMConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The reference's ``model`` dict for ``config``: names and shapes as the spec lists them."""
-    g = torch.Generator().manual_seed(seed)
-    h, w, k = config.decoder.hidden_size, config.vision.width, config.adapter.hidden
-    per_group = k // config.adapter.groups
-
-    def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * 0.1
-
-    out: dict[str, torch.Tensor] = {}
-    for i in range(config.decoder.layers):
-        p = f"layers.{i}.adapter_attn"
-        out |= {f"{p}.conv_A.weight": r(k, h, 1), f"{p}.conv_A.bias": r(k),
-                f"{p}.conv_D.weight": r(h, per_group, 1), f"{p}.conv_D.bias": r(h)}
-    for i in range(config.vision.layers):
-        p = f"backbone.visual.transformer.resblocks.{i}.adapter_attn"
-        out |= {f"{p}.conv_A.weight": r(k, w, 1), f"{p}.conv_A.bias": r(k),
-                f"{p}.conv_D.weight": r(w, per_group, 1), f"{p}.conv_D.bias": r(w)}
-    ph = config.projection.hidden
-    out |= {"adapter_proj.conv_A.weight": r(ph, w), "adapter_proj.conv_A.bias": r(ph),
-            "adapter_proj.conv_B.weight": r(h, ph), "adapter_proj.conv_B.bias": r(h),
-            "adapter_output_cls.weight": r(config.num_classes, h)}
-    if config.use_engine:
-        eh, kt = config.engine.hidden, config.engine.num_tokens
-        out |= {"prompt_meta_net.linear1.weight": r(eh, w), "prompt_meta_net.linear1.bias": r(eh),
-                "prompt_meta_net.linear2.weight": r(kt, eh), "prompt_meta_net.linear2.bias": r(kt)}
-    return out
-
-
-def save_reference_checkpoint(path: Path, model_tensors: dict[str, torch.Tensor]) -> Path:
-    args = argparse.Namespace(batch_size=16, accum_iter=2, epochs=100, lr=None, blr=3e-4, weight_decay=0.02,
-                              llama_model_path="./llama", output_dir="./output", seed=0)
-    first = next(iter(model_tensors.values()))
-    checkpoint = {
-        "model": model_tensors,
-        "optimizer": {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(first)}},
-                      "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.95), "weight_decay": 0.02, "params": [0]}]},
-        "epoch": 41,
-        "lr_scheduler": {"last_epoch": 41},
-        "args": args,
-    }
-    torch.save(checkpoint, path)
-    return path
 
 
 def set_directly(model, ref: dict[str, torch.Tensor]) -> None:
@@ -148,8 +104,9 @@ def test_checkpoint_with_other_objects_is_refused_without_unpickling(tmp_path: P
     config = load_config(TINY_CONFIG)
     path = tmp_path / "evil.pth"
     torch.save({"model": reference_tensors(config), "args": argparse.Namespace(), "extra": _Payload()}, path)
-    with pytest.raises(BundleError, match="refused to load"):
+    with pytest.raises(BundleError, match="^this file contains code, PneumoView will not load it") as info:
         import_reference_checkpoint(path, config=config)
+    assert "weights_only" not in info.value.message and info.value.__cause__ is None
 
 
 def test_unknown_names_wrong_shapes_and_non_checkpoints_are_refused(tmp_path: Path) -> None:
