@@ -79,9 +79,9 @@ def test_all_good_exits_0_and_threshold_decides_the_label(home, rg1_uncompressed
 
 
 def test_missing_weights_fail_with_one_line_and_no_csv(home, rg1_uncompressed, tmp_path, capsys):
-    from pneumoview.inference.demo import ensure_demo_model
+    from bundle_support import make_tiny_bundle
 
-    bundle = ensure_demo_model().bundle  # a valid bundle, but no base weights configured
+    bundle = make_tiny_bundle(tmp_path / "bundle")  # a valid bundle, but no base weights configured
     out = tmp_path / "never.csv"
     code = main(["analyze", str(rg1_uncompressed), "--model", str(bundle), "--csv", str(out)])
     err = capsys.readouterr().err.strip()
