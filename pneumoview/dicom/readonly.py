@@ -34,7 +34,9 @@ from pneumoview.errors import NotRegularFileError
 _SMALL_READ = 1 << 16
 
 #: Largest inflated header (everything before Pixel Data) accepted from a deflated file.
-HEADER_INFLATE_CAP = 64 << 20
+HEADER_INFLATE_CAP = 16 << 20
+#: Most top-level elements read from a deflated data set (real headers have a few hundred).
+MAX_TOP_LEVEL_ELEMENTS = 100_000
 #: Largest inflated data set accepted from a deflated file, whatever its header says.
 ABSOLUTE_INFLATE_CAP = 1 << 30
 
@@ -222,8 +224,25 @@ def is_deflated(handle: BinaryIO) -> bool:
         handle.seek(0)
 
 
-def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
-    return tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
+class _AscendingTags:
+    """``stop_when`` of pydicom's ``read_dataset``: top-level tags must ascend (PS3.5 7.1). A
+    deflate bomb is a header followed by inflated zeros, which parse as millions of empty
+    (0000,0000) elements (~1.5 s per MiB); the first tag out of order ends the read instead."""
+
+    def __init__(self, stop_before_pixels: bool) -> None:
+        self.stop_before_pixels = stop_before_pixels
+        self.last = -1
+        self.count = 0
+
+    def __call__(self, tag: int, vr: str | None, length: int) -> bool:
+        if int(tag) <= self.last:
+            raise InflateError(f"deflated data set: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) out of "
+                               "order (corrupt, or padded with junk)")
+        self.last = int(tag)
+        self.count += 1
+        if self.count > MAX_TOP_LEVEL_ELEMENTS:
+            raise InflateError(f"deflated data set: more than {MAX_TOP_LEVEL_ELEMENTS:,} elements (corrupt?)")
+        return self.stop_before_pixels and tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
 
 
 def read_deflated(handle: BinaryIO, *, stop_before_pixels: bool, cap: int) -> FileDataset:
@@ -237,7 +256,7 @@ def read_deflated(handle: BinaryIO, *, stop_before_pixels: bool, cap: int) -> Fi
     name = getattr(handle, "name", "")
     reader = InflatingReader(handle, min(int(cap), ABSOLUTE_INFLATE_CAP), name=str(name))
     try:
-        dataset = read_dataset(reader, False, True, stop_when=_at_pixel_data if stop_before_pixels else None)
+        dataset = read_dataset(reader, False, True, stop_when=_AscendingTags(stop_before_pixels))
     except EOFError:
         if pydicom_config.settings.reading_validation_mode == pydicom_config.RAISE:
             raise

@@ -101,14 +101,26 @@ def _resolve(name: str) -> Callable[..., tuple[dict[str, Any], dict[str, np.ndar
     return fn  # type: ignore[no-any-return]
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """True if ``exc`` is, or was caused by, a MemoryError (decoders wrap it in PixelDecodeError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MemoryError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _error_reply(exc: BaseException) -> dict[str, Any]:
+    if _out_of_memory(exc):
+        return {"ok": False, "error": "DecoderError", "code": DECODER_MEMORY,
+                "reason": "the decoder ran out of memory (memory limit)"}
     if isinstance(exc, PneumoViewError):
         return {"ok": False, "error": type(exc).__name__, "reason": exc.reason,
                 "path": os.fspath(exc.path) if exc.path is not None else None, "tag": exc.tag,
                 "code": getattr(exc, "code", None)}
-    if isinstance(exc, MemoryError):
-        return {"ok": False, "error": "DecoderError", "code": DECODER_MEMORY,
-                "reason": "the decoder ran out of memory (memory limit)"}
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return {"ok": False, "error": "DecoderError", "code": DECODER_ERROR, "reason": f"unexpected decoder error: {text}"}
 
