@@ -25,8 +25,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pneumoview.dicom import sandbox
-from pneumoview.dicom.display import LUT_FUNCTION, DisplayImage, apply_voi_lut_item, apply_window, invert_unit
-from pneumoview.dicom.display import load_display_image_in_process
+from pneumoview.dicom.display import (
+    LUT_FUNCTION,
+    DisplayImage,
+    apply_voi_lut_item,
+    apply_window,
+    invert_unit,
+    load_display_image_in_process,
+)
 from pneumoview.dicom.files import DICOM_MAGIC, DICOM_SUFFIXES, has_dicom_name, has_dicom_preamble
 from pneumoview.dicom.readonly import check_regular_file, open_readonly
 from pneumoview.errors import DicomReadError, PixelDecodeError, UnsupportedImageError

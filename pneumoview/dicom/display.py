@@ -381,7 +381,7 @@ def display_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
 
 def _window(data: object) -> Window:
     if not isinstance(data, dict):
-        raise ValueError("window expected")
+        raise TypeError("window expected")
     index = data.get("lut_index")
     return Window(center=float(data["center"]), width=float(data["width"]), function=str(data["function"]),
                   name=str(data["name"]), lut_index=int(index) if index is not None else None)
@@ -400,7 +400,7 @@ def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarr
         windows = meta["windows"]
         notes = meta["notes"]
         if not isinstance(windows, list) or not isinstance(notes, list):
-            raise ValueError("lists expected")
+            raise TypeError("lists expected")
         return DisplayImage(
             values=values, photometric=str(meta["photometric"]), invert=bool(meta["invert"]),
             windows=[_window(w) for w in windows], default_window=_window(meta["default_window"]),

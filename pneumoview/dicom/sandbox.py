@@ -97,7 +97,7 @@ def _resolve(name: str) -> Callable[..., tuple[dict[str, Any], dict[str, np.ndar
         raise ValueError(f"not a pneumoview task: {name!r}")
     fn = getattr(importlib.import_module(module_name), attr)
     if not callable(fn):
-        raise ValueError(f"not callable: {name!r}")
+        raise TypeError(f"not callable: {name!r}")
     return fn  # type: ignore[no-any-return]
 
 
@@ -151,7 +151,7 @@ def _serve_one(conn: Connection, request: dict[str, Any]) -> None:
             target = str(_SHM_DIR / f"{prefix}-{i}") if prefix else None
             described[name] = _write_array(array, target)
         reply: dict[str, Any] = {"ok": True, "meta": meta, "arrays": described}
-    except BaseException as exc:  # noqa: BLE001 - the worker reports everything, incl. codec panics
+    except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         reply, arrays = _error_reply(exc), {}

@@ -19,12 +19,17 @@ from pathlib import Path
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.multival import MultiValue
 
 from pneumoview.dicom.files import walk_files
-from pneumoview.dicom.readonly import HEADER_INFLATE_CAP, is_deflated, looks_like_bare_dicom, open_readonly
-from pneumoview.dicom.readonly import read_deflated
+from pneumoview.dicom.readonly import (
+    HEADER_INFLATE_CAP,
+    is_deflated,
+    looks_like_bare_dicom,
+    open_readonly,
+    read_deflated,
+)
 from pneumoview.errors import DicomReadError, NotRegularFileError
 
 #: Media Storage Directory Storage (a DICOMDIR index, not an image).

@@ -18,14 +18,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hostile  # noqa: E402
+import hostile
 
-from pneumoview.dicom import sandbox  # noqa: E402
-from pneumoview.dicom.display import apply_voi_lut_item, load_display_image, load_display_image_in_process  # noqa: E402
-from pneumoview.dicom.scan import PROBLEM_NOT_REGULAR, read_record, scan  # noqa: E402
-from pneumoview.errors import DecoderError, DicomReadError, NotRegularFileError, PneumoViewError  # noqa: E402
-from pneumoview.imageio import grey_task, load_grey, load_grey_in_process  # noqa: E402
-from pneumoview.preprocess import prepare, prepare_in_process  # noqa: E402
+from pneumoview.dicom import sandbox
+from pneumoview.dicom.display import apply_voi_lut_item, load_display_image, load_display_image_in_process
+from pneumoview.dicom.scan import PROBLEM_NOT_REGULAR, read_record, scan
+from pneumoview.errors import DecoderError, DicomReadError, NotRegularFileError, PneumoViewError
+from pneumoview.imageio import grey_task, load_grey, load_grey_in_process
+from pneumoview.preprocess import prepare, prepare_in_process
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.timeout(300)]
 
@@ -117,7 +117,7 @@ def test_a_decode_past_the_memory_limit_is_decoder_memory(tmp_path: Path) -> Non
         with pytest.raises(DecoderError) as raised:
             small.run(grey_task, big)
         assert raised.value.code == sandbox.DECODER_MEMORY
-        meta, arrays = small.run(grey_task, Path(get_testdata_file("CT_small.dcm")))
+        _, arrays = small.run(grey_task, Path(get_testdata_file("CT_small.dcm")))
         assert arrays["pixels"].shape == (128, 128)
     finally:
         small.close()

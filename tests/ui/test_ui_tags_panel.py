@@ -13,7 +13,7 @@ from pneumoview.errors import DicomReadError, NotRegularFileError
 from pneumoview.ui.tags_panel import TagsPanel, read_tags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dicom"))
-import hostile  # noqa: E402
+import hostile
 
 
 def test_read_tags_lists_the_header_and_never_the_pixels() -> None:
@@ -38,7 +38,7 @@ def test_read_tags_refuses_fifos_junk_and_deflate_bombs(tmp_path: Path) -> None:
     assert any(row[0] == "(0028,0010)" and row[3] == "128" for row in read_tags(good))
 
 
-def test_panel_shows_an_error_row_for_an_unreadable_file(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+def test_panel_shows_an_error_row_for_an_unreadable_file(qtbot, tmp_path: Path) -> None:
     panel = TagsPanel()
     qtbot.addWidget(panel)
     pipe = tmp_path / "pipe"

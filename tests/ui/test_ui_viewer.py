@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -189,20 +190,20 @@ def test_4k_image_window_level_stays_off_the_full_resolution(qtbot, tmp_path: Pa
     assert v.displayed_image().width() == view.preview.values.shape[1]
 
 
-def test_the_gui_process_never_decodes_pixel_data(qtbot, monkeypatch, rg1_uncompressed: Path) -> None:  # noqa: ANN001
+def test_the_gui_process_never_decodes_pixel_data(qtbot, monkeypatch, rg1_uncompressed: Path) -> None:
     """Every pixel decoder entry point of pydicom (and PneumoView's own) is booby-trapped in this
     process: the viewer, the model crop and load_grey still work, because workers decode."""
     import pydicom.pixels.decoders.base as decoders
     import pydicom.pixels.utils as pixel_utils
 
-    import pneumoview.dicom.pixels as pixels
+    from pneumoview.dicom import pixels
     from pneumoview.imageio import load_grey
     from pneumoview.preprocess import prepare
 
     calls: list[str] = []
 
-    def trap(name: str):  # noqa: ANN202
-        def called(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def trap(name: str) -> Callable[..., None]:
+        def called(*args: object, **kwargs: object) -> None:
             calls.append(name)
             raise AssertionError(f"{name} called in the GUI process")
         return called
@@ -221,8 +222,7 @@ def test_the_gui_process_never_decodes_pixel_data(qtbot, monkeypatch, rg1_uncomp
     assert calls == []
 
 
-def test_hostile_files_give_a_reason_and_the_viewer_stays_up(qtbot, tmp_path: Path,  # noqa: ANN001
-                                                            rg1_uncompressed: Path) -> None:
+def test_hostile_files_give_a_reason_and_the_viewer_stays_up(qtbot, tmp_path: Path, rg1_uncompressed: Path) -> None:
     import os
 
     pipe = tmp_path / "pipe.dcm"
