@@ -23,12 +23,12 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom import config as pydicom_config
-from pydicom.dataset import FileDataset
-from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from typing import TYPE_CHECKING
 
 from pneumoview.errors import NotRegularFileError
+
+if TYPE_CHECKING:  # pydicom is imported lazily: open_regular_fd also serves pneumoview.hashing
+    from pydicom.dataset import FileDataset
 
 #: Reads up to this size go straight through (pydicom's many small tag/length reads).
 _SMALL_READ = 1 << 16
@@ -201,8 +201,9 @@ class InflatingReader(io.RawIOBase):
         return self._pos
 
 
-#: The Transfer Syntax UID of deflated files, as it appears in the File Meta bytes.
-_DEFLATED_BYTES = DeflatedExplicitVRLittleEndian.encode("ascii")
+#: Deflated Explicit VR Little Endian (PS3.5 A.5), as it appears in the File Meta bytes.
+DEFLATED_UID = "1.2.840.10008.1.2.1.99"
+_DEFLATED_BYTES = DEFLATED_UID.encode("ascii")
 
 
 def is_deflated(handle: BinaryIO) -> bool:
@@ -216,10 +217,12 @@ def is_deflated(handle: BinaryIO) -> bool:
     handle.seek(0)
     if _DEFLATED_BYTES not in head or head[128:132] != b"DICM":
         return False
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
     try:
         read_preamble(handle, False)
         meta = _read_file_meta_info(handle)
-        return str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+        return str(meta.get("TransferSyntaxUID", "")) == DEFLATED_UID
     finally:
         handle.seek(0)
 
@@ -251,6 +254,10 @@ def read_deflated(handle: BinaryIO, *, stop_before_pixels: bool, cap: int) -> Fi
     ``cap`` is clipped to :data:`ABSOLUTE_INFLATE_CAP`. Raises InflateError (a ValueError) for a
     corrupt stream or one inflating past the cap, and pydicom's parser errors otherwise.
     """
+    from pydicom import config as pydicom_config
+    from pydicom.dataset import FileDataset
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
     preamble = read_preamble(handle, False)
     file_meta = _read_file_meta_info(handle)
     name = getattr(handle, "name", "")

@@ -24,6 +24,7 @@ from pneumoview.dicom import sandbox
 from pneumoview.dicom.display import apply_voi_lut_item, load_display_image, load_display_image_in_process
 from pneumoview.dicom.scan import PROBLEM_NOT_REGULAR, read_record, scan
 from pneumoview.errors import DecoderError, DicomReadError, NotRegularFileError, PneumoViewError
+from pneumoview.hashing import file_sha256  # noqa: E402
 from pneumoview.imageio import grey_task, load_grey, load_grey_in_process
 from pneumoview.preprocess import prepare, prepare_in_process
 
@@ -186,6 +187,8 @@ def test_regression_fifo_and_devices_are_refused_without_blocking(tmp_path: Path
         load_grey("/dev/zero")
     with pytest.raises(NotRegularFileError):
         read_record("/dev/zero")
+    with pytest.raises(NotRegularFileError):  # the training crop cache hashes every file first
+        file_sha256(pipe)
     result = scan([tmp_path])
     assert [(p.path.name, p.code) for p in result.problems] == [("pipe.dcm", PROBLEM_NOT_REGULAR)]
     assert result.errors
