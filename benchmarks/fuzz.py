@@ -516,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = supervise(args)
     print_table(summary)
-    if args.json:
-        print(json.dumps(summary))
+    if args.json:  # the first 50 failures, without their tracebacks
+        brief = [{k: v for k, v in f.items() if k != "where"} for f in summary["failures"][:50]]
+        print(json.dumps({**summary, "failures": brief}))
     return 0
 
 

@@ -166,6 +166,15 @@ def worker_main(conn: Connection, memory_bytes: int) -> None:
     global _IN_WORKER
     _IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's business
+    # A codec that prints must not write into the caller's stdout (the analysis process speaks
+    # JSON lines there): stdout goes to stderr, stdin is closed off.
+    try:
+        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    except OSError:
+        pass
     _set_limits(memory_bytes)
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)  # pydicom logs each failing decoder plugin
