@@ -26,8 +26,9 @@ from pneumoview.errors import PneumoViewError
 DICOM_MAGIC = b"DICM"
 #: Name suffixes (lower case) of DICOM files; files without a suffix are treated the same way.
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
-#: File names (lower case) never looked at: operating-system clutter and text beside the images.
-SKIPPED_NAMES = frozenset({"thumbs.db", "desktop.ini", "readme", "readme.md", "readme.txt", "license", "license.txt"})
+#: File names (lower case) never looked at: operating-system clutter. (Anything else that is not an
+#: image, a README for instance, is reported by the caller with its reason, not hidden.)
+SKIPPED_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 
 def is_skipped_name(name: str) -> bool:
