@@ -62,7 +62,7 @@ def prepare_in_process(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, 
 def prepare_task(path: Path, *, size: int, margin: float | None) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     """Sandbox task: :func:`prepare_in_process` as JSON + the crop."""
     model_input = prepare_in_process(path, size=size, margin=margin)
-    meta = {"box": dataclasses.asdict(model_input.box), "notes": list(model_input.notes),
+    meta: dict[str, object] = {"box": dataclasses.asdict(model_input.box), "notes": list(model_input.notes),
             "image_shape": list(model_input.image_shape)}
     return meta, {"crop": model_input.crop}
 

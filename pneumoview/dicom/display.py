@@ -19,6 +19,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -379,6 +380,10 @@ def display_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     return meta, {"values": image.values}
 
 
+#: Errors of a malformed worker reply (the worker is not trusted).
+_REPLY_ERRORS: tuple[type[BaseException], ...] = (KeyError, TypeError, ValueError, *DECODER_ERRORS)
+
+
 def _window(data: object) -> Window:
     if not isinstance(data, dict):
         raise TypeError("window expected")
@@ -395,7 +400,7 @@ def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarr
             raise ValueError(f"unexpected values {values.dtype} {values.shape}")
         voi = None
         if meta.get("voi_lut"):
-            voi = read_dataset(DicomBytesIO(base64.b64decode(str(meta["voi_lut"]))), False, True)
+            voi = read_dataset(cast(BinaryIO, DicomBytesIO(base64.b64decode(str(meta["voi_lut"])))), False, True)
             voi.set_original_encoding(False, True)
         windows = meta["windows"]
         notes = meta["notes"]
@@ -408,7 +413,7 @@ def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarr
             number_of_frames=int(meta["number_of_frames"]),  # type: ignore[call-overload]
             stored_bits=int(meta["stored_bits"]),  # type: ignore[call-overload]
         )
-    except (KeyError, TypeError, ValueError, *DECODER_ERRORS) as exc:
+    except _REPLY_ERRORS as exc:
         raise PixelDecodeError(f"unusable reply from the decoder: {type(exc).__name__}", path=source) from exc
 
 

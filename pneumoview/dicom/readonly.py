@@ -21,9 +21,7 @@ import os
 import stat
 import zlib
 from pathlib import Path
-from typing import BinaryIO
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pneumoview.errors import NotRegularFileError
 
@@ -263,7 +261,7 @@ def read_deflated(handle: BinaryIO, *, stop_before_pixels: bool, cap: int) -> Fi
     name = getattr(handle, "name", "")
     reader = InflatingReader(handle, min(int(cap), ABSOLUTE_INFLATE_CAP), name=str(name))
     try:
-        dataset = read_dataset(reader, False, True, stop_when=_AscendingTags(stop_before_pixels))
+        dataset = read_dataset(cast(BinaryIO, reader), False, True, stop_when=_AscendingTags(stop_before_pixels))
     except EOFError:
         if pydicom_config.settings.reading_validation_mode == pydicom_config.RAISE:
             raise

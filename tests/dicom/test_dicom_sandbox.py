@@ -24,7 +24,7 @@ from pneumoview.dicom import sandbox
 from pneumoview.dicom.display import apply_voi_lut_item, load_display_image, load_display_image_in_process
 from pneumoview.dicom.scan import PROBLEM_NOT_REGULAR, read_record, scan
 from pneumoview.errors import DecoderError, DicomReadError, NotRegularFileError, PneumoViewError
-from pneumoview.hashing import file_sha256  # noqa: E402
+from pneumoview.hashing import file_sha256
 from pneumoview.imageio import grey_task, load_grey, load_grey_in_process
 from pneumoview.preprocess import prepare, prepare_in_process
 
