@@ -104,3 +104,22 @@ class ReadingError(PneumoViewError):
 
 class ReadingValidationError(ReadingError):
     """An ILO reading is incomplete or an impossible combination; ``field`` names the form field."""
+
+
+class NotRegularFileError(DicomReadError):
+    """A path names a FIFO, device, socket or folder: never opened (it could block or never end)."""
+
+    code = "not-a-regular-file"
+
+
+class DecoderError(PixelDecodeError):
+    """The sandboxed decoder (:mod:`pneumoview.dicom.sandbox`) failed on one file.
+
+    ``code`` is ``decoder-crashed`` (the worker died, e.g. a codec aborted), ``decoder-timeout``
+    (wall-clock limit), ``decoder-memory`` (memory limit) or ``decoder-error`` (an unexpected
+    exception inside the decoder).
+    """
+
+    def __init__(self, code: str, reason: str, *, path: str | PathLike[str] | None = None) -> None:
+        self.code = code
+        super().__init__(f"{code}: {reason}", path=path)

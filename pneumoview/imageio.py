@@ -7,6 +7,12 @@ display orientation, whatever the source:
   -> MONOCHROME1 / INVERSE inversion -> [0, 1] (the pipeline of :mod:`pneumoview.dicom.display`).
 * PNG/JPEG/TIFF/BMP: EXIF orientation applied -> grey -> divided by the format's maximum
   (255 for 8 bits, 65535 for 16 bits).
+
+The decoding runs in a decoder worker process (:mod:`pneumoview.dicom.sandbox`): a file that
+crashes, hangs or exhausts a codec costs only a per-file
+:class:`~pneumoview.errors.DecoderError`. Only regular files are opened (FIFOs, devices and
+sockets raise :class:`~pneumoview.errors.NotRegularFileError`, code ``not-a-regular-file``).
+Which files are DICOM follows the one rule of :mod:`pneumoview.dicom.files`.
 """
 
 from __future__ import annotations
@@ -18,14 +24,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pneumoview.dicom.display import LUT_FUNCTION, DisplayImage, apply_voi_lut_item, apply_window, invert_unit
-from pneumoview.dicom.display import load_display_image
+from pneumoview.dicom import sandbox
+from pneumoview.dicom.display import (
+    LUT_FUNCTION,
+    DisplayImage,
+    apply_voi_lut_item,
+    apply_window,
+    invert_unit,
+    load_display_image_in_process,
+)
+from pneumoview.dicom.files import DICOM_MAGIC, DICOM_SUFFIXES, has_dicom_name, has_dicom_preamble
+from pneumoview.dicom.readonly import check_regular_file, open_readonly
 from pneumoview.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
 
-#: Bytes 128..131 of a DICOM Part 10 file (PS3.10 7.1).
-DICOM_MAGIC = b"DICM"
-#: Extensions tried as DICOM first even without the "DICM" preamble.
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima", ""})
+__all__ = ["DICOM_MAGIC", "DICOM_SUFFIXES", "GreyImage", "grey_from_display", "is_dicom_file", "load_grey",
+           "load_grey_in_process"]
 
 
 @dataclass
@@ -39,32 +52,50 @@ class GreyImage:
 
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` has the DICOM Part 10 preamble ("DICM" at byte 128). Reads 132 bytes."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == DICOM_MAGIC
+    """True if ``path`` is a regular file with the DICOM Part 10 preamble ("DICM" at byte 128)."""
+    return has_dicom_preamble(path)
+
+
+def check_path(path: Path) -> None:
+    """Raise DicomReadError unless ``path`` exists and is a regular file (NotRegularFileError for
+    FIFOs, devices, sockets and folders); never opens it."""
+    if not path.exists():
+        raise DicomReadError("no such file", path=path)
+    check_regular_file(path)
 
 
 def load_grey(path: str | os.PathLike[str]) -> GreyImage:
-    """Load ``path`` (DICOM or a common image format) as :class:`GreyImage`.
+    """Load ``path`` (DICOM or a common image format) as :class:`GreyImage`, decoded in the sandbox.
 
-    Raises :class:`DicomReadError` / :class:`PixelDecodeError` for unreadable DICOM and
-    :class:`UnsupportedImageError` (code ``"unsupported-file"``) for anything that is neither.
+    Raises :class:`DicomReadError` / :class:`PixelDecodeError` for unreadable DICOM,
+    :class:`~pneumoview.errors.DecoderError` when the decoder crashed, hung or ran out of memory,
+    and :class:`UnsupportedImageError` (code ``"unsupported-file"``) for anything that is neither.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DicomReadError("no such file" if not path.exists() else "not a regular file", path=path)
+    check_path(path)
+    meta, arrays = sandbox.run(grey_task, path)
+    return GreyImage(pixels=arrays["pixels"], source=path, notes=[str(n) for n in meta["notes"]],
+                     is_dicom=bool(meta["is_dicom"]))
+
+
+def grey_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """Sandbox task (runs in a decoder worker): :func:`load_grey_in_process` as JSON + arrays."""
+    grey = load_grey_in_process(path)
+    return {"notes": list(grey.notes), "is_dicom": grey.is_dicom}, {"pixels": grey.pixels}
+
+
+def load_grey_in_process(path: str | os.PathLike[str]) -> GreyImage:
+    """:func:`load_grey` without the sandbox: decodes in the calling process (the worker's side)."""
+    path = Path(path)
+    check_path(path)
     if is_dicom_file(path):
-        return grey_from_display(load_display_image(path))
+        return grey_from_display(load_display_image_in_process(path))
     try:
         return _load_picture(path)
     except UnidentifiedImageError as picture_error:
-        if path.suffix.lower() in DICOM_SUFFIXES:
+        if has_dicom_name(path):
             try:
-                return grey_from_display(load_display_image(path))  # DICOM without preamble
+                return grey_from_display(load_display_image_in_process(path))  # DICOM without preamble
             except DicomReadError:
                 pass  # neither: reported below with both formats named
         raise UnsupportedImageError(
@@ -95,7 +126,7 @@ def grey_from_display(image: DisplayImage) -> GreyImage:
 def _load_picture(path: Path) -> GreyImage:
     notes: list[str] = []
     try:
-        with Image.open(path) as opened:
+        with open_readonly(path) as handle, Image.open(handle) as opened:
             picture = ImageOps.exif_transpose(opened)
             if picture is None:  # pragma: no cover - only for in_place=True
                 picture = opened

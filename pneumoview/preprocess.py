@@ -3,18 +3,22 @@
 Inference and training both call :func:`prepare` (or :func:`prepare_grey` on an image already
 loaded), so the two can never drift apart. The lung localiser is
 :mod:`pneumoview.dicom.lungs`; this module only chains the steps and keeps their notes.
+:func:`prepare` runs the whole chain in a decoder worker process (:mod:`pneumoview.dicom.sandbox`),
+so only the small crop crosses back to the caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pneumoview.dicom import sandbox
 from pneumoview.dicom.lungs import LungBox, crop_to_model, locate_lungs
-from pneumoview.imageio import GreyImage, load_grey
+from pneumoview.imageio import GreyImage, check_path, load_grey_in_process
 
 #: Side of the model's square input (CLIP ViT-L/14 at 224 px).
 MODEL_SIZE = 224
@@ -32,12 +36,35 @@ class ModelInput:
 
 
 def prepare(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
-    """:func:`~pneumoview.imageio.load_grey` -> :func:`locate_lungs` -> :func:`crop_to_model`.
+    """:func:`~pneumoview.imageio.load_grey` -> :func:`locate_lungs` -> :func:`crop_to_model`, sandboxed.
 
     ``margin=None`` uses the localiser's default margin. Raises the PneumoViewError
-    subclasses of :func:`load_grey`.
+    subclasses of :func:`~pneumoview.imageio.load_grey` (DecoderError included).
     """
-    return prepare_grey(load_grey(path), size=size, margin=margin)
+    path = Path(path)
+    check_path(path)
+    meta, arrays = sandbox.run(prepare_task, path, size=int(size), margin=margin)
+    box = meta["box"]
+    shape = meta["image_shape"]
+    return ModelInput(
+        crop=arrays["crop"],
+        box=LungBox(int(box["x0"]), int(box["y0"]), int(box["x1"]), int(box["y1"]), fallback=bool(box["fallback"]),
+                    confidence=float(box["confidence"]), reason=str(box["reason"])),
+        source=path, notes=[str(n) for n in meta["notes"]], image_shape=(int(shape[0]), int(shape[1])),
+    )
+
+
+def prepare_in_process(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
+    """:func:`prepare` in the calling process (the decoder worker's side)."""
+    return prepare_grey(load_grey_in_process(path), size=size, margin=margin)
+
+
+def prepare_task(path: Path, *, size: int, margin: float | None) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """Sandbox task: :func:`prepare_in_process` as JSON + the crop."""
+    model_input = prepare_in_process(path, size=size, margin=margin)
+    meta: dict[str, object] = {"box": dataclasses.asdict(model_input.box), "notes": list(model_input.notes),
+            "image_shape": list(model_input.image_shape)}
+    return meta, {"crop": model_input.crop}
 
 
 def prepare_grey(image: GreyImage, *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:

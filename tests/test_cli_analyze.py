@@ -123,10 +123,8 @@ def test_a_failed_run_leaves_an_existing_report_untouched(home, rg1_uncompressed
     assert out.read_text(encoding="utf-8") == "previous report\n"
 
 
-def test_pictures_only_when_asked(home, tmp_path):
-    from conftest import shared_path
-
-    picture = shared_path("cxr", "images", "16654_1_1.png")
+def test_pictures_only_when_asked(home, tmp_path, shared_data):
+    picture = shared_data / "cxr" / "images" / "16654_1_1.png"
     out = tmp_path / "p.csv"
     assert main(["analyze", str(picture), "--demo", "--csv", str(out), "-q"]) == 1
     (row,) = read_rows(out)

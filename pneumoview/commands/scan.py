@@ -2,7 +2,8 @@
 
 Headers only (no pixel decoding), so it is fast on large folders. ``--json`` prints the same
 as one JSON document; the exit status is 0 when every file was readable, 1 when some were
-not (their path and reason are listed), 2 for a usage error.
+not (their path and reason are listed; FIFOs, devices and sockets are listed as
+``not-a-regular-file`` and never opened), 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from pneumoview.dicom.scan import PROBLEM_UNREADABLE, ImageRecord, ScanResult, scan
+from pneumoview.dicom.scan import ImageRecord, ScanResult, scan
 from pneumoview.dicom.suitability import assess
 from pneumoview.errors import DicomReadError
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1 if any(p.code == PROBLEM_UNREADABLE for p in result.problems) else 0
+    return 1 if result.errors else 0
 
 
 def _image_summary(record: ImageRecord) -> str:

@@ -7,20 +7,29 @@ stored values --:func:`modality_lut`--> modality values (float32; (0028,1052/105
 
 Every function takes and returns NumPy arrays with the dtype stated in its docstring and
 never modifies its input unless it says ``out=``. :func:`load_display_image` runs the part
-that does not depend on the user's window once per image; :func:`render` runs the rest.
+that does not depend on the user's window once per image, in a decoder worker process
+(:mod:`pneumoview.dicom.sandbox`); :func:`render` runs the rest.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
 from pneumoview.dicom.pixels import DECODER_ERRORS, DecodedFrame, decode_first_frame
+from pneumoview.dicom.readonly import check_regular_file
 from pneumoview.errors import PixelDecodeError
 
 #: VOILUTFunction (0028,1056) values this module implements (PS3.3 C.11.2.1.3).
@@ -334,9 +343,78 @@ def _usable_presets(presets: list[Window], voi: Dataset, notes: list[str]) -> li
 
 
 def load_display_image(path: str | os.PathLike[str]) -> DisplayImage:
-    """Decode ``path`` (first frame) and prepare it for display; raises DicomReadError/PixelDecodeError."""
+    """Decode ``path`` (first frame) and prepare it for display, in a decoder worker process
+    (:mod:`pneumoview.dicom.sandbox`); raises DicomReadError / PixelDecodeError / DecoderError."""
+    from pneumoview.dicom import sandbox
+
+    path = Path(path)
+    check_regular_file(path)
+    meta, arrays = sandbox.run(display_task, path)
+    return display_image_from_parts(meta, arrays, source=path)
+
+
+def load_display_image_in_process(path: str | os.PathLike[str]) -> DisplayImage:
+    """:func:`load_display_image` in the calling process (the decoder worker's side)."""
     path = Path(path)
     return display_image_from_frame(decode_first_frame(path), source=path)
+
+
+def display_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """Sandbox task: :func:`load_display_image_in_process` as JSON + arrays (no pickling).
+
+    The VOI LUT Sequence (0028,3010), where used, travels as the bytes of a small Explicit VR
+    Little Endian data set (:func:`_voi_lut_holder`'s content)."""
+    image = load_display_image_in_process(path)
+    voi = None
+    if image.voi_lut is not None:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, correct_ambiguous_vr(copy.deepcopy(image.voi_lut), True))
+        voi = base64.b64encode(buffer.getvalue()).decode("ascii")
+    meta = {
+        "photometric": image.photometric, "invert": image.invert,
+        "windows": [dataclasses.asdict(w) for w in image.windows],
+        "default_window": dataclasses.asdict(image.default_window), "notes": list(image.notes),
+        "voi_lut": voi, "number_of_frames": image.number_of_frames, "stored_bits": image.stored_bits,
+    }
+    return meta, {"values": image.values}
+
+
+#: Errors of a malformed worker reply (the worker is not trusted).
+_REPLY_ERRORS: tuple[type[BaseException], ...] = (KeyError, TypeError, ValueError, *DECODER_ERRORS)
+
+
+def _window(data: object) -> Window:
+    if not isinstance(data, dict):
+        raise TypeError("window expected")
+    index = data.get("lut_index")
+    return Window(center=float(data["center"]), width=float(data["width"]), function=str(data["function"]),
+                  name=str(data["name"]), lut_index=int(index) if index is not None else None)
+
+
+def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarray], *, source: Path) -> DisplayImage:
+    """Rebuild the :class:`DisplayImage` a worker sent (see :func:`display_task`)."""
+    try:
+        values = arrays["values"]
+        if values.dtype != np.float32 or values.ndim != 2:
+            raise ValueError(f"unexpected values {values.dtype} {values.shape}")
+        voi = None
+        if meta.get("voi_lut"):
+            voi = read_dataset(cast(BinaryIO, DicomBytesIO(base64.b64decode(str(meta["voi_lut"])))), False, True)
+            voi.set_original_encoding(False, True)
+        windows = meta["windows"]
+        notes = meta["notes"]
+        if not isinstance(windows, list) or not isinstance(notes, list):
+            raise TypeError("lists expected")
+        return DisplayImage(
+            values=values, photometric=str(meta["photometric"]), invert=bool(meta["invert"]),
+            windows=[_window(w) for w in windows], default_window=_window(meta["default_window"]),
+            notes=[str(n) for n in notes], voi_lut=voi, source=source,
+            number_of_frames=int(meta["number_of_frames"]),  # type: ignore[call-overload]
+            stored_bits=int(meta["stored_bits"]),  # type: ignore[call-overload]
+        )
+    except _REPLY_ERRORS as exc:
+        raise PixelDecodeError(f"unusable reply from the decoder: {type(exc).__name__}", path=source) from exc
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -322,11 +322,20 @@ def _lung_region(prob: np.ndarray, threshold: float) -> _Region:
 # --------------------------------------------------------------------------- public API
 
 
+#: Images with a side shorter than this (pixels) are not searched: the whole image is the box.
+MIN_SEARCH_SIDE = 16
+
+
 def _check_grey(grey: np.ndarray) -> np.ndarray:
     grey = np.asarray(grey)
-    if grey.ndim != 2 or grey.shape[0] < 2 or grey.shape[1] < 2:
+    if grey.ndim != 2 or grey.shape[0] < 1 or grey.shape[1] < 1:
         raise ValueError(f"expected a grey image [H, W], got shape {grey.shape}")
     return grey.astype(np.float32, copy=False)
+
+
+def _whole_image(shape: tuple[int, ...], reason: str) -> LungBox:
+    h, w = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (1, 1)
+    return LungBox(0, 0, max(1, w), max(1, h), fallback=True, confidence=0.0, reason=reason)
 
 
 def lung_mask(grey: np.ndarray) -> np.ndarray:
@@ -351,11 +360,20 @@ def locate_lungs(grey: np.ndarray, *, margin: float = DEFAULT_MARGIN) -> LungBox
 
     ``margin`` widens the box on every side by that fraction of its width/height (clipped to
     the image). Falls back to the whole image with ``fallback=True`` when nothing plausible
-    is found (blank, noise, not a chest radiograph).
+    is found (blank, noise, not a chest radiograph), and never raises on a degenerate image:
+    not 2-D, a side under :data:`MIN_SEARCH_SIDE` pixels (1xN, Nx1, tiny) or non-finite values
+    also give the whole-image fallback, with a ``reason``. ``margin < 0`` is a ValueError.
     """
-    grey = _check_grey(grey)
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
+    grey = np.asarray(grey)
+    if grey.ndim != 2 or grey.size == 0:
+        return _whole_image(grey.shape if grey.ndim >= 2 else (1, 1), f"not a 2-D image (shape {grey.shape})")
+    if min(grey.shape) < MIN_SEARCH_SIDE:
+        return _whole_image(grey.shape, f"image too small to search ({grey.shape[1]}x{grey.shape[0]})")
+    grey = grey.astype(np.float32, copy=False)
+    if not np.isfinite(grey.sum(dtype=np.float64)):
+        return _whole_image(grey.shape, "non-finite pixel values")
     net = load_network()
     return box_from_probability(net.probability(grey), grey.shape, threshold=net.threshold, margin=margin)
 

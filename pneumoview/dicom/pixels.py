@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder, pixel_array
 
-from pneumoview.dicom.readonly import open_readonly
+from pneumoview.dicom.readonly import HEADER_INFLATE_CAP, is_deflated, open_readonly, read_deflated
 from pneumoview.dicom.scan import PARSER_ERRORS, header_read_error, read_header
 from pneumoview.errors import PixelDecodeError, PneumoViewError
 
@@ -133,10 +133,31 @@ def _is_codec_failure(exc: BaseException) -> bool:
     return isinstance(exc, DECODER_ERRORS) or type(exc).__name__ == "PanicException"
 
 
-def _full_dataset(path: Path) -> Dataset:
-    """The whole file (pixel data included); File Meta completed in memory when absent."""
+def inflate_cap(header: Dataset) -> int:
+    """Most bytes a deflated data set may inflate to: its pixels as the header describes them
+    (Rows x Columns x Samples x Bits Allocated x frames) plus room for the header (PS3.5 A.5).
+    :func:`~pneumoview.dicom.readonly.read_deflated` also applies an absolute cap."""
+    try:
+        rows = int(header.get("Rows", 0) or 0)
+        cols = int(header.get("Columns", 0) or 0)
+        spp = int(header.get("SamplesPerPixel", 1) or 1)
+        bits = int(header.get("BitsAllocated", 16) or 16)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except DECODER_ERRORS:
+        return HEADER_INFLATE_CAP
+    pixel_bytes = max(0, rows) * max(0, cols) * max(1, spp) * max(1, (bits + 7) // 8) * max(1, frames)
+    return HEADER_INFLATE_CAP + pixel_bytes
+
+
+def _full_dataset(path: Path, header: Dataset | None = None) -> Dataset:
+    """The whole file (pixel data included); File Meta completed in memory when absent.
+    A deflated file is inflated at most to :func:`inflate_cap` of its ``header``."""
     with open_readonly(path) as handle:
-        dataset = pydicom.dcmread(handle, force=True)
+        if is_deflated(handle):
+            dataset: Dataset = read_deflated(handle, stop_before_pixels=False,
+                                             cap=inflate_cap(header if header is not None else Dataset()))
+        else:
+            dataset = pydicom.dcmread(handle, force=True)
     if "PixelData" not in dataset:
         raise ValueError("the file has no Pixel Data (7FE0,0010)")
     if not dataset.file_meta.get("TransferSyntaxUID"):
@@ -156,8 +177,8 @@ def _first_frame(path: Path, header: Dataset, transfer_syntax: str) -> np.ndarra
     Each allowed plugin is tried in turn; if all fail, one PixelDecodeError lists why."""
     source: Path | Dataset = path
     try:
-        if not transfer_syntax:
-            source = _full_dataset(path)
+        if not transfer_syntax or transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            source = _full_dataset(path, header)  # deflated: never pydicom's unbounded inflate
             transfer_syntax = str(source.file_meta.TransferSyntaxUID)
     except BaseException as exc:
         if not _is_codec_failure(exc):
@@ -173,7 +194,7 @@ def _first_frame(path: Path, header: Dataset, transfer_syntax: str) -> np.ndarra
         try:
             if plugin == "gdcm":
                 if isinstance(source, Path):
-                    source = _full_dataset(path)
+                    source = _full_dataset(path, header)
                 check_jpeg_stream(source)
             # as_rgb (the default) turns YBR_* colour into RGB.
             if isinstance(source, Dataset):
@@ -186,7 +207,7 @@ def _first_frame(path: Path, header: Dataset, transfer_syntax: str) -> np.ndarra
             failures.append((plugin, exc))
     if isinstance(source, Path) and plugins == [""]:
         try:  # the streaming reader needs File Meta and a plain encoding: retry from a full read
-            return pixel_array(_full_dataset(path), index=0)
+            return pixel_array(_full_dataset(path, header), index=0)
         except BaseException as exc:
             if not _is_codec_failure(exc):
                 raise

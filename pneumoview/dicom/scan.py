@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,18 @@ from pathlib import Path
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.multival import MultiValue
 
-from pneumoview.dicom.readonly import looks_like_bare_dicom, open_readonly
-from pneumoview.errors import DicomReadError
+from pneumoview.dicom.files import walk_files
+from pneumoview.dicom.readonly import (
+    HEADER_INFLATE_CAP,
+    is_deflated,
+    looks_like_bare_dicom,
+    open_readonly,
+    read_deflated,
+)
+from pneumoview.errors import DicomReadError, NotRegularFileError
 
 #: Media Storage Directory Storage (a DICOMDIR index, not an image).
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -31,9 +39,11 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 PROBLEM_UNREADABLE = "unreadable"  # not DICOM, truncated, corrupt, or no permission
 PROBLEM_DICOMDIR = "dicomdir"  # a DICOMDIR index: its images are found by walking the folder
 PROBLEM_NO_IMAGE = "no-image"  # valid DICOM without an image (report, presentation state, ...)
+PROBLEM_NOT_REGULAR = NotRegularFileError.code  # a FIFO, device or socket: never opened
+#: Problem codes that are errors (the others are DICOM files that simply hold no image).
+ERROR_CODES = frozenset({PROBLEM_UNREADABLE, PROBLEM_NOT_REGULAR})
 
-#: Exceptions pydicom's parser raises on corrupt headers (found by the fuzz test).
-#: Exceptions pydicom's header parser is known to raise on corrupt input.
+#: Exceptions pydicom's header parser is known to raise on corrupt input (found by the fuzz tests).
 PARSER_ERRORS: tuple[type[BaseException], ...] = (
     InvalidDicomError,
     BytesLengthException,
@@ -48,6 +58,7 @@ PARSER_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
     UnicodeError,
     struct.error,
+    zlib.error,  # deflated data sets (readonly.InflateError, a ValueError, wraps it; kept for safety)
     MemoryError,  # a corrupt length asking for gigabytes
     RecursionError,  # corrupt, deeply nested sequences
 )
@@ -156,42 +167,12 @@ class ScanResult:
     @property
     def errors(self) -> list[ScanProblem]:
         """Problems that are real errors (not DICOMDIRs or image-less DICOM objects)."""
-        return [p for p in self.problems if p.code == PROBLEM_UNREADABLE]
+        return [p for p in self.problems if p.code in ERROR_CODES]
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Every regular file under ``paths`` (files and folders mixed), recursively, sorted per folder.
-
-    Symbolic links to folders are not followed (no cycles); hidden files are kept (DICOM
-    files often have no extension and odd names). A folder that cannot be listed is yielded
-    as itself so that :func:`scan` reports it as a problem rather than skipping it.
-    """
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            yield from _walk(path)
-        else:
-            yield path
-
-
-def _walk(folder: Path) -> Iterator[Path]:
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        yield folder  # reported as unreadable by scan()
-        return
-    subfolders = []
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                subfolders.append(entry.path)
-            elif entry.is_file():
-                yield Path(entry.path)
-        except OSError:
-            yield Path(entry.path)
-    for sub in subfolders:
-        yield from _walk(Path(sub))
+    """Files under ``paths``: :func:`pneumoview.dicom.files.walk_files` (the one walker and its rule)."""
+    return walk_files(paths)
 
 
 #: Specific Character Set (0008,0005) values whose text Python decodes directly.
@@ -309,10 +290,15 @@ class _HeaderFields:
 def read_header(path: Path) -> Dataset:
     """Header of ``path`` (``stop_before_pixels``), opened read-only with bounded reads.
 
+    Only regular files are opened (NotRegularFileError otherwise). A deflated file is inflated
+    lazily up to its Pixel Data, at most :data:`~pneumoview.dicom.readonly.HEADER_INFLATE_CAP`.
+
     Files without the 128-byte preamble are accepted; junk is not (InvalidDicomError).
     Other pydicom parser errors propagate: callers turn them into PneumoViewErrors.
     """
     with open_readonly(path) as handle:
+        if is_deflated(handle):  # inflate only the header, with a cap (PS3.5 A.5)
+            return read_deflated(handle, stop_before_pixels=True, cap=HEADER_INFLATE_CAP)
         try:
             return pydicom.dcmread(handle, stop_before_pixels=True)
         except InvalidDicomError:
@@ -438,6 +424,8 @@ def scan(
             break
         try:
             images.append(read_record(path))
+        except NotRegularFileError as exc:
+            problems.append(ScanProblem(path=path, reason=exc.reason, code=PROBLEM_NOT_REGULAR))
         except DicomReadError as exc:
             code = exc.tag if exc.tag in (PROBLEM_DICOMDIR, PROBLEM_NO_IMAGE) else PROBLEM_UNREADABLE
             problems.append(ScanProblem(path=path, reason=exc.reason, code=code))

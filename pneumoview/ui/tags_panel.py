@@ -16,11 +16,16 @@ MAX_VALUE_CHARS = 200
 def read_tags(path: Path) -> list[tuple[str, str, str, str, list[Any]]]:
     """(tag, name, VR, value, children) rows of the header of ``path`` (``stop_before_pixels``).
 
-    Header reading only (pydicom); pixel data are never read here.
+    Header reading only, through the scan's bounded read-only reader
+    (:func:`pneumoview.dicom.scan.read_header`: regular files only, bounded reads and inflation);
+    pixel data are never read here. Raises DicomReadError for an unreadable header.
     """
-    import pydicom
+    from pneumoview.dicom.scan import PARSER_ERRORS, header_read_error, read_header
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    try:
+        ds = read_header(Path(path))
+    except PARSER_ERRORS as exc:
+        raise header_read_error(exc, Path(path)) from exc
 
     def rows(dataset: Any) -> list[tuple[str, str, str, str, list[Any]]]:
         out = []

@@ -1,8 +1,10 @@
 """The radiograph viewer: 16-bit display through the foundation's pipeline, off the GUI thread.
 
 * Pixels come from :func:`pneumoview.dicom.display.load_display_image` (modality LUT, VOI
-  presets, MONOCHROME1) and are turned into 8 bits by :func:`pneumoview.dicom.display.render`;
-  this module never decodes or windows pixels itself.
+  presets, MONOCHROME1), decoded in a decoder worker process (:mod:`pneumoview.dicom.sandbox`:
+  a file that crashes or hangs a codec shows its reason code, the window stays up), and are
+  turned into 8 bits by :func:`pneumoview.dicom.display.render`; this module (and the GUI
+  process) never decodes or windows pixels itself.
 * Loading runs in a worker (:func:`prepare_view`), which also builds a screen-sized *preview*
   (block mean, at most :data:`PREVIEW_MAX` pixels a side) and the window presets. The viewer
   draws the preview whenever the zoom makes the image no larger than the preview, and renders
@@ -114,7 +116,8 @@ class PreparedView:
 
 
 def prepare_view(path: Path) -> PreparedView:
-    """Load, build the preview and presets (worker thread; raises PneumoViewError subclasses)."""
+    """Load (sandboxed decode), build the preview and presets (worker thread; raises PneumoViewError
+    subclasses, DecoderError with ``decoder-crashed`` / ``decoder-timeout`` / ``decoder-memory`` included)."""
     return view_from_display(_display_module().load_display_image(Path(path)), Path(path))
 
 

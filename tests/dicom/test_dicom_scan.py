@@ -257,3 +257,34 @@ def test_junk_and_bogus_lengths_do_not_allocate_gigabytes(tmp_path: Path) -> Non
         tracemalloc.stop()
     assert {p.path.name for p in result.problems} == {"junk.txt", "bogus_length"}
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_one_walker_rule_hidden_and_clutter_skipped_fifos_reported(tmp_path: Path) -> None:
+    """pneumoview.dicom.files.walk_files is the walker of scan, analyze and training."""
+    from pneumoview.dicom.files import walk_files
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.dcm").write_bytes(b"x")
+    for name in ("a.dcm", "._a.dcm", ".DS_Store", "Thumbs.db", "README.txt", "IM0001"):
+        (tmp_path / name).write_bytes(b"x")
+    os.mkfifo(tmp_path / "sub" / "pipe")
+    names = [p.relative_to(tmp_path).as_posix() for p in walk_files([tmp_path])]
+    assert names == ["IM0001", "README.txt", "a.dcm", "sub/pipe"]
+    assert list(walk_files([tmp_path / "._a.dcm"])) == [tmp_path / "._a.dcm"]  # named directly: kept
+
+
+def test_dicom_file_rule_preamble_or_dicom_name_with_a_plausible_tag(tmp_path: Path) -> None:
+    from pneumoview.dicom.files import is_dicom_file
+
+    raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (tmp_path / "with.png").write_bytes(raw)  # preamble: DICOM whatever the name
+    (tmp_path / "bare.dcm").write_bytes(raw[132:])  # no preamble, DICOM name, (0002,xxxx) first
+    (tmp_path / "IM0001").write_bytes(raw[132:])  # no suffix counts as a DICOM name
+    (tmp_path / "bare.png").write_bytes(raw[132:])  # no preamble and a picture's name
+    (tmp_path / "text.dcm").write_bytes(b"hello world, not DICOM")
+    os.mkfifo(tmp_path / "pipe.dcm")
+    verdicts = {name: is_dicom_file(tmp_path / name)
+                for name in ("with.png", "bare.dcm", "IM0001", "bare.png", "text.dcm", "pipe.dcm")}
+    assert verdicts == {"with.png": True, "bare.dcm": True, "IM0001": True, "bare.png": False,
+                        "text.dcm": False, "pipe.dcm": False}

@@ -205,9 +205,28 @@ def test_box_iou_and_mask_box() -> None:
 
 def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError):
-        locate_lungs(np.zeros((10, 10, 3), np.float32))
+        locate_lungs(np.zeros((64, 64), np.float32), margin=-0.1)
     with pytest.raises(ValueError):
-        lung_mask(np.zeros((1, 100), np.float32))
+        lung_mask(np.zeros((10, 10, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 500), (500, 1), (1, 1), (3, 7), (15, 900), (10, 10, 3), (0, 5)])
+def test_degenerate_shapes_give_the_whole_image_fallback_never_an_error(shape: tuple[int, ...]) -> None:
+    """Regression: a 1-pixel-high image raised ValueError and killed `analyze --include-pictures` and `train`."""
+    grey = np.full(shape, 0.5, np.float32)
+    box = locate_lungs(grey)
+    assert box.fallback and box.reason
+    if grey.ndim == 2 and grey.size:
+        assert (box.x0, box.y0, box.x1, box.y1) == (0, 0, shape[1], shape[0])
+        crop = crop_to_model(grey, box, 224)
+        assert crop.shape == (224, 224) and np.allclose(crop, 0.5)
+
+
+def test_non_finite_pixels_give_the_fallback() -> None:
+    grey = np.full((64, 64), 0.5, np.float32)
+    grey[3, 3] = np.nan
+    box = locate_lungs(grey)
+    assert box.fallback and "non-finite" in box.reason
 
 
 def test_corrupt_or_incomplete_weights_raise_weights_error(tmp_path: Path) -> None:

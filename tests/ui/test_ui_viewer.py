@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,49 @@ def test_4k_image_window_level_stays_off_the_full_resolution(qtbot, tmp_path: Pa
     assert len(v.render_ms) == 5
     assert float(np.median(v.render_ms)) < 60.0       # per drag frame, preview only
     assert v.displayed_image().width() == view.preview.values.shape[1]
+
+
+def test_the_gui_process_never_decodes_pixel_data(qtbot, monkeypatch, rg1_uncompressed: Path) -> None:
+    """Every pixel decoder entry point of pydicom (and PneumoView's own) is booby-trapped in this
+    process: the viewer, the model crop and load_grey still work, because workers decode."""
+    import pydicom.pixels.decoders.base as decoders
+    import pydicom.pixels.utils as pixel_utils
+
+    from pneumoview.dicom import pixels
+    from pneumoview.imageio import load_grey
+    from pneumoview.preprocess import prepare
+
+    calls: list[str] = []
+
+    def trap(name: str) -> Callable[..., None]:
+        def called(*args: object, **kwargs: object) -> None:
+            calls.append(name)
+            raise AssertionError(f"{name} called in the GUI process")
+        return called
+
+    for owner, name in ((decoders.Decoder, "as_array"), (decoders.Decoder, "as_buffer"),
+                        (decoders.Decoder, "iter_array"), (decoders.Decoder, "iter_buffer"),
+                        (pixel_utils, "pixel_array"), (pixels, "pixel_array"), (pixels, "decode_first_frame")):
+        monkeypatch.setattr(owner, name, trap(name))
+    v = ImageViewer(cache=ViewCache(capacity=1))
+    qtbot.addWidget(v)
+    with qtbot.waitSignal(v.imageLoaded, timeout=60000):
+        v.show_path(rg1_uncompressed)
+    assert v.view is not None and v.view.height == 1955
+    assert prepare(rg1_uncompressed).crop.shape == (224, 224)
+    assert load_grey(rg1_uncompressed).pixels.shape == (1955, 1841)
+    assert calls == []
+
+
+def test_hostile_files_give_a_reason_and_the_viewer_stays_up(qtbot, tmp_path: Path, rg1_uncompressed: Path) -> None:
+    import os
+
+    pipe = tmp_path / "pipe.dcm"
+    os.mkfifo(pipe)
+    v = ImageViewer(cache=ViewCache(capacity=1))
+    qtbot.addWidget(v)
+    with qtbot.waitSignal(v.loadFailed, timeout=30000):
+        v.show_path(pipe)
+    assert "not-a-regular-file" in v.message
+    with qtbot.waitSignal(v.imageLoaded, timeout=60000):
+        v.show_path(rg1_uncompressed)
