@@ -72,12 +72,15 @@ EXPAND_ALL_LIMIT = 300      # images; above this the browser opens with patients
 
 
 def _warm_up_imports() -> None:
-    """Worker thread, at start: import the DICOM / preprocessing modules (not torch) before the
-    reviewer's first click needs them, so that first click does not wait on imports."""
+    """Worker thread, at start: import the DICOM / preprocessing modules (not torch) and start one
+    sandboxed decoder process before the reviewer's first click needs them."""
     import pneumoview.dicom.display
     import pneumoview.dicom.scan
     import pneumoview.dicom.suitability
     import pneumoview.preprocess  # noqa: F401
+    from pneumoview.dicom.sandbox import warm_up
+
+    warm_up()
 
 
 def _prepare_model_input(path: Path) -> Any:
