@@ -87,3 +87,34 @@ class ExportError(PneumoViewError):
 
 class TrainingDataError(PneumoViewError):
     """Training data are unusable (empty class, too few patients for the folds, ...)."""
+
+
+class StorageError(PneumoViewError):
+    """A file or folder at the edge (home, cache, output, registry) cannot be written: disk full, read-only,
+    not a folder. ``message`` is one line: ``disk full: PATH`` or ``cannot write PATH: REASON``."""
+
+    @property
+    def message(self) -> str:
+        where = str(self.path) if self.path is not None else "a file"
+        if self.reason == "disk full":
+            return f"disk full: {where}"
+        return f"cannot write {where}: {self.reason}"
+
+
+#: errno values that mean "no space left" (ENOSPC, EDQUOT).
+_DISK_FULL_ERRNOS = frozenset({28, 122})
+
+
+def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -> StorageError:
+    """One clear :class:`StorageError` for an ``OSError`` (or a library error wrapping one) while writing.
+
+    ``disk full`` for ENOSPC/EDQUOT (also when a library such as safetensors only says "No space
+    left" / "StorageFull" in its text), otherwise the OS's reason. ``path`` defaults to the
+    error's own file name.
+    """
+    errno_value = getattr(exc, "errno", None)
+    text = str(exc)
+    where = path if path is not None else getattr(exc, "filename", None)
+    if errno_value in _DISK_FULL_ERRNOS or "No space left" in text or "StorageFull" in text:
+        return StorageError("disk full", path=where)
+    return StorageError(getattr(exc, "strerror", None) or text or type(exc).__name__, path=where)

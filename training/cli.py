@@ -10,6 +10,12 @@ to the terminal as bars, or with ``--json-progress`` as one JSON object per line
 in-app wizard reads these). SIGINT/SIGTERM cancel cleanly: the checkpoint of the last finished
 epoch stays in the work folder and rerunning the same command resumes from it.
 
+Every argument (recipe numbers, folders to write) is checked before any data is read or any model
+loads; a file that cannot be read is listed and left out, never the end of the run; a disk or
+folder problem is one line (``disk full: PATH`` / ``cannot write PATH: REASON``) and leaves no
+partial bundle folder. A non-finite loss stops the run ("training diverged at epoch E step S;
+last good checkpoint kept").
+
 Exit codes: 0 done, 2 error (one line on stderr), 130 cancelled.
 """
 
@@ -26,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pneumoview.errors import CancelledError, ConfigError, PneumoViewError
+from pneumoview.errors import CancelledError, ConfigError, PneumoViewError, storage_error
 
 EXIT_CANCELLED = 130
 
@@ -78,6 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default: user cache folder)")
     data.add_argument("--include-flagged", action="store_true", help="keep images flagged as not a frontal chest")
+    data.add_argument("--allow-outside", action="store_true",
+                      help="accept CSV rows that point outside the CSV's folder (refused by default)")
     data.add_argument("--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop")
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
@@ -216,8 +224,13 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(args.json_progress)
     cancel = CancelFlag()
     cancel.install()
+    from safetensors import SafetensorError
+
     try:
-        return _run(args, progress, cancel)
+        try:
+            return _run(args, progress, cancel)
+        except (OSError, SafetensorError) as exc:  # a disk or folder problem at the edge: one clear line
+            raise storage_error(exc) from exc
     except CancelledError as exc:
         progress({"event": "cancelled", "message": f"cancelled: {exc.reason}"})
         return EXIT_CANCELLED
@@ -229,27 +242,76 @@ def run(args: argparse.Namespace) -> int:
         cancel.restore()
 
 
-def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
-    import torch
+def check_arguments(args: argparse.Namespace) -> Any:
+    """Every cheap check, before any data is read or any model loads; returns the ``TrainConfig``.
 
-    from training.base import build_base_model, resolve_dtype
-    from training.data import CropCache, require_ok, validate
-    from training.estimate import estimate_run
+    Raises ``ConfigError`` for a bad number or option, ``StorageError`` for a folder that cannot be written.
+    """
+    from pneumoview.paths import check_writable_dir
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = _train_config(args)
-    spec = _base_spec(args)
+    _base_spec(args)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {args.threads}")
+    if not args.data.exists():
+        raise ConfigError("the training data folder or CSV does not exist", path=args.data)
+    if args.split_from is not None and not args.split_from.is_dir():
+        raise ConfigError("--split-from needs a bundle folder", path=args.split_from)
     if not args.validate_only and args.out is None:
         raise ConfigError("--out BUNDLE_DIR is required (a new folder for the trained bundle)")
     if args.out is not None and args.out.exists():
         raise ConfigError("the output folder exists already: a training run never overwrites a bundle", path=args.out)
+    from training.crops import default_cache_dir
+
+    check_writable_dir(args.cache_dir or default_cache_dir())
+    if not args.validate_only:
+        check_writable_dir(args.out.parent)
+        check_writable_dir(args.work_dir or args.out.parent)
+        if args.register:
+            from pneumoview.paths import registry_dir
+
+            check_writable_dir(registry_dir())
+    return config
+
+
+def _uses_cpu(config: Any) -> bool:
+    import torch
+
+    return bool(config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
+
+
+def _patient_hasher(config: Any) -> Any:
+    """Keyed patient hashes; the key is created (once) by the main process before the others read it."""
+    from accelerate import PartialState
+
+    from training.privacy import load_patient_key, patient_hasher
+
+    state = PartialState(cpu=_uses_cpu(config))
+    with state.main_process_first():
+        key = load_patient_key()
+    return patient_hasher(key)
+
+
+def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
+    import torch
+
+    from training.base import build_base_model, resolve_dtype
+    from training.crops import CropCache, remove_stale_temp_files
+    from training.datacheck import require_ok, validate
+    from training.estimate import estimate_run
+
+    config = check_arguments(args)
+    spec = _base_spec(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hasher = _patient_hasher(config)
 
     from pneumoview.inference.config import load_config
 
     model_config = load_config(spec.architecture if not spec.demo else _demo_architecture(spec))
     pre = model_config.preprocessing
     cache = CropCache(args.cache_dir, size=pre.image_size, margin=pre.margin)
+    remove_stale_temp_files(cache.directory)  # left by killed runs (hidden, at least an hour old)
     last = [0.0]
 
     def on_validate(done: int, total: int) -> None:
@@ -259,9 +321,11 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
             progress({"event": "validate", "done": done, "total": total})
 
     dataset = validate(args.data, folds=config.folds, cache=cache, include_flagged=args.include_flagged,
-                       progress=on_validate, cancel=cancel)
+                       allow_outside=args.allow_outside, progress=on_validate, cancel=cancel)
     summary = dataset.summary
-    progress({"event": "data_summary", "summary": summary.to_dict(), "text": summary.format_text()})
+    public_summary = summary.public_dict(hasher)
+    # ``text`` names problem files for the user at this machine; ``summary`` (and every file) holds no path or ID.
+    progress({"event": "data_summary", "summary": public_summary, "text": summary.format_text()})
     device = "cuda" if (config.device in {"auto", "cuda"} and torch.cuda.is_available()) else "cpu"
     est = estimate_run(
         model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
@@ -293,7 +357,7 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
         config, dataset, base.model, work_dir,
         run_identity={"data_file_list_sha256": summary.file_list_sha256, "base_fingerprints": base.fingerprints,
                       "architecture": base.config.name, "split_from": split_record},
-        split_record=split_record,
+        split_record=split_record, patient_hasher=hasher,
         on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
         compare_trainable=compare[1] if compare else None,
     )
@@ -304,7 +368,7 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     from training.report import build_model_card, write_bundle
 
     card = build_model_card(
-        result, data_summary=summary.to_dict(), base=spec.describe(), fingerprints=base.fingerprints,
+        result, data_summary=public_summary, base=spec.describe(), fingerprints=base.fingerprints,
         architecture=base.config.name,
         extra={"compared_with": compare[0] if compare else None, "notes": base.notes},
     )
@@ -315,7 +379,7 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
         from pneumoview.registry import ModelRegistry
 
         registry = ModelRegistry()
-        entry = registry.add(bundle, source=f"training run on {args.data}")
+        entry = registry.add(bundle, source=f"training run (data {summary.file_list_sha256[:12]})")
         registry_id = entry.id
         if args.activate:
             registry.activate(entry.id)
@@ -384,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(run(args) or 0)
     except PneumoViewError as exc:
         print(f"training: error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # raised outside run() (e.g. while printing): still one line
+        print(f"training: error: {storage_error(exc).message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("training: cancelled", file=sys.stderr)

@@ -10,10 +10,17 @@ Robustness: after every epoch one checkpoint file (trainable tensors, optimizer,
 RNG states, best-so-far tensors, history) is written atomically in the work folder; each
 finished fold is stored too. A rerun with the same work folder continues where it stopped and,
 on CPU, ends with exactly the tensors of an uninterrupted run. ``cancel()`` is polled every
-batch (the CLI wires SIGINT/SIGTERM to it); cancelling keeps the last epoch's checkpoint.
+batch (the CLI wires SIGINT/SIGTERM to it); cancelling keeps the last epoch's checkpoint. A
+non-finite loss stops the run at once (:class:`TrainingDivergedError`): the checkpoint of the last
+finished epoch, which never saw the bad step, is kept.
 
-Multi-GPU: ``accelerate launch -m training ...`` runs the same code with data parallelism; only
-the main process writes files and prints progress.
+Privacy: patient IDs are written (split record, per-fold results, checkpoints) only as keyed
+hashes (:mod:`training.privacy`); the work folder holds no path and no raw patient ID.
+
+Several processes: ``torchrun --nproc_per_node N -m training ...`` or ``accelerate launch --multi_gpu
+--num_processes N -m training ...`` (gloo on CPU, NCCL on GPUs) run the same code with data
+parallelism; only the main process writes files and prints progress. (``accelerate launch --cpu
+--num_processes N`` starts ONE process: accelerate's simple launcher ignores the count with --cpu.)
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pneumoview.errors import CancelledError, ConfigError
+from pneumoview.errors import CancelledError, ConfigError, PneumoViewError
 from training.checkpoint import (
     load_checkpoint,
     optimizer_from_tensors,
@@ -42,12 +49,18 @@ from training.checkpoint import (
     sub_dict,
     with_prefix,
 )
-from training.data import PreparedDataset
+from training.crops import remove_stale_temp_files
+from training.datacheck import PreparedDataset
 from training.metrics import BinaryMetrics, evaluate, summarise
+from training.privacy import PatientHasher, load_patient_key, patient_hasher
 from training.splits import Fold, folds_from_record, folds_record, patient_kfold
 
 EventFn = Callable[[dict[str, Any]], None]
 CancelFn = Callable[[], bool]
+
+class TrainingDivergedError(PneumoViewError):
+    """The loss became non-finite (NaN/Inf): the run stops; the last finished epoch's checkpoint is kept."""
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A look at whether anything learns: one fold of the 5-fold split, few epochs, no final model.
@@ -82,11 +95,26 @@ class TrainConfig:
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("epochs, batch size and accumulation steps must be at least 1")
+        """Every value checked here, before any data is read or any model loads."""
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a whole number of at least 1, not {value!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or not 2 <= self.folds <= 100:
+            raise ConfigError(f"folds must be a whole number from 2 to 100, not {self.folds!r}")
         if self.run_folds is not None and not 1 <= self.run_folds <= self.folds:
             raise ConfigError(f"run_folds must be between 1 and {self.folds}")
+        for name in ("lr", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be a finite number >= 0, not {value!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), not {self.betas!r}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or not 0 <= value < 2**32):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a whole number from 0 to 2**32 - 1, not {value!r}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -193,7 +221,7 @@ class FoldResult:
     history: list[dict[str, Any]]
     val_scores: list[float] = field(default_factory=list)  # softmax p(pneumoconiosis) at the best epoch
     val_labels: list[int] = field(default_factory=list)
-    val_patients: list[str] = field(default_factory=list)
+    val_patients: list[str] = field(default_factory=list)  # keyed hashes (training.privacy), never raw IDs
     seconds: float = 0.0
 
 
@@ -212,6 +240,7 @@ class RunResult:
     base_dtype: str
     seconds: float
     epochs_per_fold_seconds: list[float]
+    world_size: int = 1  # data-parallel processes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +268,7 @@ class Trainer:
         compare_trainable: dict[str, Tensor] | None = None,
         split_record: dict[str, Any] | None = None,
         accelerator: Any = None,
+        patient_hasher: PatientHasher | None = None,
     ) -> None:
         from accelerate import Accelerator
 
@@ -252,6 +282,7 @@ class Trainer:
         self.split_record = split_record  # e.g. another bundle's manifest["training"]["split"]: same folds
         self._epochs_this_process = 0
         self._epoch_seconds: list[float] = []
+        self.hash_patient = patient_hasher or _default_hasher()
 
         cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
         mp = config.mixed_precision
@@ -268,6 +299,8 @@ class Trainer:
             enable_gradient_checkpointing(model)
         self.preprocessing = model.config.preprocessing
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            remove_stale_temp_files(self.work_dir, older_than=0.0)  # left by a killed run
         self.identity = self._check_identity(run_identity or {})
         init_path = self.work_dir / "init.safetensors"
         if init_path.exists():
@@ -312,13 +345,15 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         folds = self._folds()
-        split = folds_record(folds, seed=int((self.split_record or {}).get("seed", cfg.effective_split_seed)))
+        split = folds_record(folds, seed=int((self.split_record or {}).get("seed", cfg.effective_split_seed)),
+                             hasher=self.hash_patient)
         n_run = cfg.run_folds or cfg.folds
         self._total_epochs = n_run * cfg.epochs + (cfg.epochs if cfg.final_model else 0)
         self._done_epochs = 0
         self._emit({"event": "start", "folds": n_run, "of_folds": cfg.folds, "epochs": cfg.epochs,
                     "final_model": cfg.final_model, "n_images": len(self.data), "device": str(self.accelerator.device),
-                    "mixed_precision": self.mixed_precision, "total_epochs": self._total_epochs})
+                    "mixed_precision": self.mixed_precision, "total_epochs": self._total_epochs,
+                    "world_size": self.accelerator.num_processes})
         results: list[FoldResult] = []
         for fold in folds[:n_run]:
             results.append(self._run_fold(fold.index, fold.train, fold.val, cfg.epochs))
@@ -344,7 +379,7 @@ class Trainer:
             config=cfg, folds=results, summary=summary, split=split, trainable=trainable, trainable_source=source,
             final=final, comparison=comparison, device=str(self.accelerator.device), mixed_precision=self.mixed_precision,
             base_dtype=str(self.raw_model.base_dtype).replace("torch.", ""), seconds=time.perf_counter() - start,
-            epochs_per_fold_seconds=list(self._epoch_seconds),
+            epochs_per_fold_seconds=list(self._epoch_seconds), world_size=self.accelerator.num_processes,
         )
 
     def train_on_all(self, epochs: int) -> FoldResult:
@@ -361,9 +396,10 @@ class Trainer:
     def _folds(self) -> list[Fold]:
         record_path = self.work_dir / "split.json"
         if record_path.exists():
-            return folds_from_record(json.loads(record_path.read_text(encoding="utf-8")), self.data.patients)
+            return folds_from_record(json.loads(record_path.read_text(encoding="utf-8")), self.data.patients,
+                                     self.hash_patient)
         if self.split_record is not None:
-            folds = folds_from_record(self.split_record, self.data.patients)
+            folds = folds_from_record(self.split_record, self.data.patients, self.hash_patient)
             if len(folds) != self.config.folds:
                 raise ConfigError(f"the given split has {len(folds)} folds, not {self.config.folds}")
             seed = int(self.split_record.get("seed", self.config.effective_split_seed))
@@ -373,7 +409,7 @@ class Trainer:
         if self.is_main:
             from pneumoview.atomic import atomic_write_text
 
-            atomic_write_text(record_path, json.dumps(folds_record(folds, seed=seed), indent=1))
+            atomic_write_text(record_path, json.dumps(folds_record(folds, seed=seed, hasher=self.hash_patient), indent=1))
         return folds
 
     def _result_path(self, fold: int) -> Path:
@@ -446,6 +482,7 @@ class Trainer:
                     with self.accelerator.autocast():
                         logits = self.model(pixels)
                     loss = bce_one_hot_loss(logits, labels)
+                    self._stop_if_diverged(loss, fold=fold, epoch=epoch + 1, batch=b + 1)
                     self.accelerator.backward(loss)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -455,6 +492,7 @@ class Trainer:
                 self._emit({"event": "step", "fold": fold, "epoch": epoch + 1, "batch": b + 1,
                             "batches": len(loader), "loss": losses[-1], "lr": lr})
             train_loss = float(np.mean(losses)) if losses else math.nan
+            self._stop_if_weights_diverged(fold=fold, epoch=epoch + 1, batch=len(losses))
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
             if len(val_idx):
                 probs, labels_np, val_loss = self._predict(val_idx)
@@ -483,7 +521,7 @@ class Trainer:
         result = FoldResult(
             fold=fold, best_epoch=best["epoch"], metrics=best["metrics"], history=history,
             val_scores=[float(s) for s in best["scores"]], val_labels=[self.data.samples[i].label for i in val_idx],
-            val_patients=sorted({self.data.samples[i].patient_id for i in val_idx}),
+            val_patients=sorted({self.hash_patient(self.data.samples[i].patient_id) for i in val_idx}),
             seconds=time.perf_counter() - fold_start,
         )
         if self.is_main:
@@ -491,6 +529,32 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self._emit({"event": "fold_done", "fold": fold, "best_epoch": result.best_epoch, "metrics": result.metrics})
         return result
+
+    def _stop_if_diverged(self, loss: Tensor, *, fold: int, epoch: int, batch: int) -> None:
+        """Raise :class:`TrainingDivergedError` when the loss of any process is NaN or infinite.
+
+        The flag is summed over the processes so that all of them stop at the same step.
+        """
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if float(bad.sum()) > 0:
+            where = "final model" if fold < 0 else f"fold {fold + 1}"
+            raise TrainingDivergedError(
+                f"training diverged at epoch {epoch} step {batch}; last good checkpoint kept "
+                f"({where}: the loss is {float(loss.detach()):g}; try a lower --lr)"
+            )
+
+    def _stop_if_weights_diverged(self, *, fold: int, epoch: int, batch: int) -> None:
+        """The last update of an epoch can make the weights non-finite although its loss was finite:
+        refuse to checkpoint such weights."""
+        from pneumoview.inference.model import trainable_state_dict
+
+        if all(bool(torch.isfinite(t).all()) for t in trainable_state_dict(self.raw_model).values()):
+            return
+        where = "final model" if fold < 0 else f"fold {fold + 1}"
+        raise TrainingDivergedError(f"training diverged at epoch {epoch} step {batch}; last good checkpoint kept "
+                                    f"({where}: the weights became non-finite; try a lower --lr)")
 
     def _save_epoch_checkpoint(self, path: Path, fold: int, epoch: int, step: int, history: list, best: dict,
                                inner: torch.optim.Optimizer) -> None:
@@ -537,3 +601,8 @@ class Trainer:
             probs, labels, _ = self._predict(fold.val)
             per_fold.append(evaluate(probs, labels))
         return {"folds": [m.to_dict() for m in per_fold], "summary": summarise(per_fold)}
+
+
+def _default_hasher() -> PatientHasher:
+    """Keyed patient hashes with this installation's pseudonymisation key (created on first use)."""
+    return patient_hasher(load_patient_key())
