@@ -2,7 +2,8 @@
 
     pneumoview train DATA --base-clip ViT-L-14.pt --base-llama llama-7b/ --preset paper --out BUNDLE_DIR
     pneumoview train DATA --demo --preset quick --out /tmp/try            # tiny demo model, no weights
-    accelerate launch -m training DATA ... --out BUNDLE_DIR               # several GPUs
+    accelerate launch --multi_gpu --num_processes 4 -m training DATA ... --out BUNDLE_DIR   # several GPUs
+    torchrun --nproc_per_node 2 -m training DATA ... --device cpu --out BUNDLE_DIR       # 2 CPU processes
 
 DATA is a folder with ``normal/`` and ``pneumoconiosis/`` sub-folders or a CSV (path,label,patient_id).
 The data are checked first (summary printed; refusal for empty/too small classes). Progress goes
