@@ -52,7 +52,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
         tensors: dict[str, Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
-            for key in fh.keys():
+            for key in fh.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 tensors[key] = fh.get_tensor(key)
         state = json.loads(meta["state"])
     except (SafetensorError, OSError, KeyError, ValueError) as exc:

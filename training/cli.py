@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -106,7 +107,9 @@ class _Progress:
             return
         with self._lock:
             if self.json_lines:
-                sys.stdout.write(json.dumps(event, default=_json_default) + "\n")
+                from pneumoview.service.training import encode_event
+
+                sys.stdout.write(encode_event(event) + "\n")  # the wizard's typed protocol, checked here
                 sys.stdout.flush()
                 return
             self._human(event)
@@ -128,7 +131,7 @@ class _Progress:
         elif kind == "epoch":
             self._close()
             val = f" val AUC {100 * event['auc']:.1f} AVG {100 * event['avg']:.1f}" if "auc" in event else ""
-            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}{val} "
+            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss'] or math.nan:.4f}{val} "
                        f"({event['seconds']:.1f} s, ETA {event['eta_s'] / 60:.1f} min)")
         elif kind in {"data_summary"}:
             self._close()
@@ -328,14 +331,19 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     # ``text`` names problem files for the user at this machine; ``summary`` (and every file) holds no path or ID.
     progress({"event": "data_summary", "summary": public_summary, "text": summary.format_text()})
     device = "cuda" if (config.device in {"auto", "cuda"} and torch.cuda.is_available()) else "cpu"
-    est = estimate_run(
-        model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
-        of_folds=config.folds, final_model=config.final_model, device=device, batch_size=config.batch_size,
-        base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(device)).itemsize,
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
-    progress({"event": "estimate", "estimate": est, "device": device, "cuda_available": torch.cuda.is_available(),
-              "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])})
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    estimates = {
+        dev: estimate_run(
+            model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
+            of_folds=config.folds, final_model=config.final_model, device=dev, batch_size=config.batch_size,
+            base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(dev)).itemsize,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
+        for dev in devices
+    }
+    progress({"event": "estimate", "estimate": estimates[device], "estimates": estimates,
+              "machine_memory_gb": _machine_memory_gb(), "device": device,
+              "cuda_available": torch.cuda.is_available(), "devices": devices})
     require_ok(summary)
     if args.validate_only:
         return 0
@@ -396,6 +404,17 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
               "comparison": result.comparison, "compared_with": compare[0] if compare else None,
               "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
     return 0
+
+
+def _machine_memory_gb() -> dict[str, float]:
+    """Total RAM and (when there is one) the first GPU's memory, in GB."""
+    import psutil
+    import torch
+
+    out = {"cpu": round(psutil.virtual_memory().total / 1e9, 2)}
+    if torch.cuda.is_available():
+        out["cuda"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 2)
+    return out
 
 
 def _split_from(bundle: Path, folds: int) -> dict[str, Any]:

@@ -434,7 +434,7 @@ class Trainer:
         batches_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * self.accelerator.num_processes))
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
         total_steps = steps_per_epoch * epochs
-        warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
         ckpt_path = self.work_dir / "checkpoint.safetensors"
         history: list[dict[str, Any]] = []

@@ -143,7 +143,7 @@ def test_sigterm_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path: Path, home: 
     assert {"data_summary", "estimate", "start", "step", "epoch"} <= {e["event"] for e in events}
     assert (tmp_path / "bundle.run" / "checkpoint.safetensors").is_file() and not out.exists()
     seen: list[dict] = []
-    import training.cli as cli
+    from training import cli
 
     original = cli._Progress.__call__
     cli._Progress.__call__ = lambda self, e: seen.append(e)  # type: ignore[method-assign]
