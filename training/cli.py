@@ -297,20 +297,30 @@ def _patient_hasher(config: Any) -> Any:
 
 
 def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
+    """Check the arguments, check the data, estimate, train, write and register the bundle."""
     import torch
-
-    from training.base import build_base_model, resolve_dtype
-    from training.crops import CropCache, remove_stale_temp_files
-    from training.datacheck import require_ok, validate
-    from training.estimate import estimate_run
 
     config = check_arguments(args)
     spec = _base_spec(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     hasher = _patient_hasher(config)
+    dataset, public_summary, model_config = _check_data(args, config, spec, hasher, progress, cancel)
+    device = _estimate(model_config, config, len(dataset), progress)
+    from training.datacheck import require_ok
 
+    require_ok(dataset.summary)
+    if args.validate_only:
+        return 0
+    return _train_and_publish(args, config, spec, dataset, public_summary, device, hasher, progress, cancel)
+
+
+def _check_data(args: argparse.Namespace, config: Any, spec: Any, hasher: Any, progress: _Progress,
+                cancel: CancelFlag) -> tuple[Any, dict[str, Any], Any]:
+    """``(PreparedDataset, its public summary, architecture config)``; reports progress and the summary."""
     from pneumoview.inference.config import load_config
+    from training.crops import CropCache, remove_stale_temp_files
+    from training.datacheck import validate
 
     model_config = load_config(spec.architecture if not spec.demo else _demo_architecture(spec))
     pre = model_config.preprocessing
@@ -326,15 +336,24 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
 
     dataset = validate(args.data, folds=config.folds, cache=cache, include_flagged=args.include_flagged,
                        allow_outside=args.allow_outside, progress=on_validate, cancel=cancel)
-    summary = dataset.summary
-    public_summary = summary.public_dict(hasher)
+    public_summary = dataset.summary.public_dict(hasher)
     # ``text`` names problem files for the user at this machine; ``summary`` (and every file) holds no path or ID.
-    progress({"event": "data_summary", "summary": public_summary, "text": summary.format_text()})
+    progress({"event": "data_summary", "summary": public_summary, "text": dataset.summary.format_text()})
+    return dataset, public_summary, model_config
+
+
+def _estimate(model_config: Any, config: Any, n_images: int, progress: _Progress) -> str:
+    """Report time/memory estimates for every usable device and the machine's memory; returns the device."""
+    import torch
+
+    from training.base import resolve_dtype
+    from training.estimate import estimate_run
+
     device = "cuda" if (config.device in {"auto", "cuda"} and torch.cuda.is_available()) else "cpu"
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     estimates = {
         dev: estimate_run(
-            model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
+            model_config, n_images=max(n_images, 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
             of_folds=config.folds, final_model=config.final_model, device=dev, batch_size=config.batch_size,
             base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(dev)).itemsize,
             gradient_checkpointing=config.gradient_checkpointing,
@@ -344,27 +363,30 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     progress({"event": "estimate", "estimate": estimates[device], "estimates": estimates,
               "machine_memory_gb": _machine_memory_gb(), "device": device,
               "cuda_available": torch.cuda.is_available(), "devices": devices})
-    require_ok(summary)
-    if args.validate_only:
-        return 0
+    return device
+
+
+def _train_and_publish(args: argparse.Namespace, config: Any, spec: Any, dataset: Any, public_summary: dict[str, Any],
+                       device: str, hasher: Any, progress: _Progress, cancel: CancelFlag) -> int:
+    import torch
+
+    from training.base import build_base_model, resolve_dtype
+    from training.loop import Trainer
 
     work_dir = args.work_dir or args.out.with_name(args.out.name + ".run")
     if args.restart and work_dir.exists():
         shutil.rmtree(work_dir)
     torch_device = torch.device(device)
-    base_dtype = resolve_dtype(config.base_dtype, torch_device)
     torch.manual_seed(config.seed)
-    base = build_base_model(spec, device=torch_device, base_dtype=base_dtype, trainable_seed=config.seed)
+    base = build_base_model(spec, device=torch_device, base_dtype=resolve_dtype(config.base_dtype, torch_device),
+                            trainable_seed=config.seed)
     for note in base.notes:
         progress({"event": "message", "message": note})
     compare = _active_to_compare(args, base) if args.compare == "active" else None
-
-    from training.loop import Trainer
-
     split_record = _split_from(args.split_from, config.folds) if args.split_from else None
     trainer = Trainer(
         config, dataset, base.model, work_dir,
-        run_identity={"data_file_list_sha256": summary.file_list_sha256, "base_fingerprints": base.fingerprints,
+        run_identity={"data_file_list_sha256": dataset.summary.file_list_sha256, "base_fingerprints": base.fingerprints,
                       "architecture": base.config.name, "split_from": split_record},
         split_record=split_record, patient_hasher=hasher,
         on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
@@ -373,7 +395,16 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     result = trainer.run()
     if not trainer.is_main:
         return 0
+    _publish(args, config, spec, base, result, public_summary, compare, progress)
+    if not args.keep_work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
 
+
+def _publish(args: argparse.Namespace, config: Any, spec: Any, base: Any, result: Any, public_summary: dict[str, Any],
+             compare: tuple[dict[str, Any], dict[str, Any]] | None, progress: _Progress) -> None:
+    """Write the bundle (model card, figures), register (and activate) it, report ``done``."""
+    from training.metrics import format_summary
     from training.report import build_model_card, write_bundle
 
     card = build_model_card(
@@ -388,22 +419,16 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
         from pneumoview.registry import ModelRegistry
 
         registry = ModelRegistry()
-        entry = registry.add(bundle, source=f"training run (data {summary.file_list_sha256[:12]})")
+        entry = registry.add(bundle, source=f"training run (data {public_summary['file_list_sha256'][:12]})")
         registry_id = entry.id
         if args.activate:
             registry.activate(entry.id)
-    if not args.keep_work_dir:
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-    from training.metrics import format_summary
-
     text = (f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
             f"{format_summary(result.summary)}\nNew bundle: {bundle}"
             + (f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)") if registry_id else ""))
     progress({"event": "done", "bundle": str(bundle), "registry_id": registry_id, "summary": result.summary,
               "comparison": result.comparison, "compared_with": compare[0] if compare else None,
               "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
-    return 0
 
 
 def _machine_memory_gb() -> dict[str, float]:

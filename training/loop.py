@@ -243,6 +243,17 @@ class RunResult:
     world_size: int = 1  # data-parallel processes
 
 
+@dataclass
+class _FoldState:
+    """Where a fold's training stands: optimizer steps, next epoch, history, best epoch so far."""
+
+    step: int = 0
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"avg": -math.inf, "epoch": 0, "metrics": None, "scores": [], "tensors": None})
+
+
 # ---------------------------------------------------------------------------------------------
 # Trainer
 
@@ -420,115 +431,127 @@ class Trainer:
         return sub_dict(tensors, "best")
 
     def _run_fold(self, fold: int, train_idx: Sequence[int], val_idx: Sequence[int], epochs: int) -> FoldResult:
-        from pneumoview.inference.model import load_trainable_state_dict, trainable_state_dict
-
         cfg = self.config
         result_path = self._result_path(fold)
         if result_path.exists():  # finished before a resume
-            _, state = load_checkpoint(result_path)
-            result = FoldResult(**state["result"])
+            _, saved = load_checkpoint(result_path)
             self._done_epochs += epochs
             self._emit({"event": "fold_skipped", "fold": fold, "reason": "already finished (resumed run)"})
-            return result
+            return FoldResult(**saved["result"])
 
         batches_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * self.accelerator.num_processes))
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-        total_steps = steps_per_epoch * epochs
-        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-
-        ckpt_path = self.work_dir / "checkpoint.safetensors"
-        history: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"avg": -math.inf, "epoch": 0, "metrics": None, "scores": [], "tensors": None}
-        step = 0
-        start_epoch = 0
+        schedule = {"total_steps": steps_per_epoch * epochs, "warmup_steps": round(cfg.warmup_epochs * steps_per_epoch)}
         inner = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        if ckpt_path.exists():
-            tensors, state = load_checkpoint(ckpt_path)
-        else:
-            tensors, state = {}, {}
-        if state.get("fold") == fold:
-            load_trainable_state_dict(self.raw_model, sub_dict(tensors, "model"))
-            optimizer_from_tensors(inner, tensors, state["param_groups"])
-            restore_rng(tensors)
-            step, start_epoch, history = state["step"], state["epoch"], state["history"]
-            best = {**state["best"], "tensors": sub_dict(tensors, "best") or None}
-            self._emit({"event": "resumed", "fold": fold, "epoch": start_epoch})
-        else:
-            load_trainable_state_dict(self.raw_model, self.init_state)
-            inner.state.clear()
-            torch.manual_seed(cfg.seed * 1000 + fold + 1)
-        self._done_epochs += start_epoch
+        state = self._restore_fold(fold, inner)
+        self._done_epochs += state.start_epoch
 
         fold_start = time.perf_counter()
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(state.start_epoch, epochs):
             t0 = time.perf_counter()
-            order = epoch_order(list(train_idx), seed=cfg.seed, fold=fold, epoch=epoch)
-            loader = torch.utils.data.DataLoader(
-                CropDataset(self.data, order, self.preprocessing), batch_size=cfg.batch_size, shuffle=False
-            )
-            loader = self.accelerator.prepare_data_loader(loader)
-            self.model.train()
-            losses: list[float] = []
-            lr = cfg.lr
-            for b, (pixels, labels) in enumerate(loader):
-                if self.cancel():
-                    raise CancelledError(f"training cancelled in fold {fold}, epoch {epoch + 1}; the checkpoint of the last finished epoch is kept")
-                # ``step`` counts optimizer steps, so every micro-batch of one step sees the same lr.
-                lr = lr_at(step, total_steps=total_steps, warmup_steps=warmup_steps, lr=cfg.lr,
-                           warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr)
-                for g in inner.param_groups:
-                    g["lr"] = lr
-                with self.accelerator.accumulate(self.model):
-                    with self.accelerator.autocast():
-                        logits = self.model(pixels)
-                    loss = bce_one_hot_loss(logits, labels)
-                    self._stop_if_diverged(loss, fold=fold, epoch=epoch + 1, batch=b + 1)
-                    self.accelerator.backward(loss)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if self.accelerator.sync_gradients:
-                        step += 1
-                losses.append(float(loss.detach()))
-                self._emit({"event": "step", "fold": fold, "epoch": epoch + 1, "batch": b + 1,
-                            "batches": len(loader), "loss": losses[-1], "lr": lr})
+            losses, lr = self._train_epoch(fold, epoch, train_idx, state, schedule, inner)
             train_loss = float(np.mean(losses)) if losses else math.nan
             self._stop_if_weights_diverged(fold=fold, epoch=epoch + 1, batch=len(losses))
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
-            if len(val_idx):
-                probs, labels_np, val_loss = self._predict(val_idx)
-                m = evaluate(probs, labels_np)
-                record.update({"val_loss": val_loss, **{k: v for k, v in m.to_dict().items()}})
-                if m.avg > best["avg"] or best["tensors"] is None:  # ties keep the earlier epoch
-                    best = {"avg": m.avg, "epoch": epoch + 1, "metrics": m.to_dict(),
-                            "scores": probs[:, 0].tolist(), "tensors": trainable_state_dict(self.raw_model)}
-            else:  # final model: the last epoch is the model
-                best = {"avg": math.nan, "epoch": epoch + 1, "metrics": None, "scores": [],
-                        "tensors": trainable_state_dict(self.raw_model)}
-            history.append(record)
-            self._save_epoch_checkpoint(ckpt_path, fold, epoch + 1, step, history, best, inner)
-            seconds = time.perf_counter() - t0
-            self._epoch_seconds.append(seconds)
-            self._done_epochs += 1
-            self._epochs_this_process += 1
-            remaining = self._total_epochs - self._done_epochs
-            eta = float(np.mean(self._epoch_seconds[-5:])) * remaining
-            self._emit({"event": "epoch", "fold": fold, "epoch": epoch + 1, "epochs": epochs, "seconds": seconds,
-                        "eta_s": eta, "done_epochs": self._done_epochs, "total_epochs": self._total_epochs,
-                        **{k: v for k, v in record.items() if k != "epoch"}})
-            if self.stop_after_epochs is not None and self._epochs_this_process >= self.stop_after_epochs:
-                raise CancelledError(f"stopped after {self._epochs_this_process} epoch(s) as asked; rerun to resume")
+            self._validate_epoch(epoch, val_idx, record, state)
+            state.history.append(record)
+            self._save_epoch_checkpoint(self.work_dir / "checkpoint.safetensors", fold, epoch + 1, state.step,
+                                        state.history, state.best, inner)
+            self._epoch_done(fold, epochs, record, time.perf_counter() - t0)
 
         result = FoldResult(
-            fold=fold, best_epoch=best["epoch"], metrics=best["metrics"], history=history,
-            val_scores=[float(s) for s in best["scores"]], val_labels=[self.data.samples[i].label for i in val_idx],
+            fold=fold, best_epoch=state.best["epoch"], metrics=state.best["metrics"], history=state.history,
+            val_scores=[float(s) for s in state.best["scores"]], val_labels=[self.data.samples[i].label for i in val_idx],
             val_patients=sorted({self.hash_patient(self.data.samples[i].patient_id) for i in val_idx}),
             seconds=time.perf_counter() - fold_start,
         )
         if self.is_main:
-            save_checkpoint(result_path, with_prefix(best["tensors"], "best"), {"result": asdict(result)})
+            save_checkpoint(result_path, with_prefix(state.best["tensors"], "best"), {"result": asdict(result)})
         self.accelerator.wait_for_everyone()
         self._emit({"event": "fold_done", "fold": fold, "best_epoch": result.best_epoch, "metrics": result.metrics})
         return result
+
+    def _restore_fold(self, fold: int, inner: torch.optim.Optimizer) -> _FoldState:
+        """The fold's state from the epoch checkpoint when it belongs to this fold (a resume), else a fresh start."""
+        from pneumoview.inference.model import load_trainable_state_dict
+
+        ckpt_path = self.work_dir / "checkpoint.safetensors"
+        tensors, saved = load_checkpoint(ckpt_path) if ckpt_path.exists() else ({}, {})
+        if saved.get("fold") == fold:
+            load_trainable_state_dict(self.raw_model, sub_dict(tensors, "model"))
+            optimizer_from_tensors(inner, tensors, saved["param_groups"])
+            restore_rng(tensors)
+            self._emit({"event": "resumed", "fold": fold, "epoch": saved["epoch"]})
+            return _FoldState(step=saved["step"], start_epoch=saved["epoch"], history=saved["history"],
+                              best={**saved["best"], "tensors": sub_dict(tensors, "best") or None})
+        load_trainable_state_dict(self.raw_model, self.init_state)
+        inner.state.clear()
+        torch.manual_seed(self.config.seed * 1000 + fold + 1)
+        return _FoldState()
+
+    def _train_epoch(self, fold: int, epoch: int, train_idx: Sequence[int], state: _FoldState,
+                     schedule: dict[str, int], inner: torch.optim.Optimizer) -> tuple[list[float], float]:
+        """One pass over the fold's training part; returns the batch losses and the last learning rate."""
+        cfg = self.config
+        order = epoch_order(list(train_idx), seed=cfg.seed, fold=fold, epoch=epoch)
+        loader = torch.utils.data.DataLoader(
+            CropDataset(self.data, order, self.preprocessing), batch_size=cfg.batch_size, shuffle=False
+        )
+        loader = self.accelerator.prepare_data_loader(loader)
+        self.model.train()
+        losses: list[float] = []
+        lr = cfg.lr
+        for b, (pixels, labels) in enumerate(loader):
+            if self.cancel():
+                raise CancelledError(f"training cancelled in fold {fold}, epoch {epoch + 1}; "
+                                     "the checkpoint of the last finished epoch is kept")
+            # ``step`` counts optimizer steps, so every micro-batch of one step sees the same lr.
+            lr = lr_at(state.step, total_steps=schedule["total_steps"], warmup_steps=schedule["warmup_steps"],
+                       lr=cfg.lr, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr)
+            for g in inner.param_groups:
+                g["lr"] = lr
+            with self.accelerator.accumulate(self.model):
+                with self.accelerator.autocast():
+                    logits = self.model(pixels)
+                loss = bce_one_hot_loss(logits, labels)
+                self._stop_if_diverged(loss, fold=fold, epoch=epoch + 1, batch=b + 1)
+                self.accelerator.backward(loss)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.accelerator.sync_gradients:
+                    state.step += 1
+            losses.append(float(loss.detach()))
+            self._emit({"event": "step", "fold": fold, "epoch": epoch + 1, "batch": b + 1,
+                        "batches": len(loader), "loss": losses[-1], "lr": lr})
+        return losses, lr
+
+    def _validate_epoch(self, epoch: int, val_idx: Sequence[int], record: dict[str, Any], state: _FoldState) -> None:
+        """Validation metrics into ``record``; the best epoch (by AVG) into ``state.best``."""
+        from pneumoview.inference.model import trainable_state_dict
+
+        if not len(val_idx):  # final model: the last epoch is the model
+            state.best = {"avg": math.nan, "epoch": epoch + 1, "metrics": None, "scores": [],
+                          "tensors": trainable_state_dict(self.raw_model)}
+            return
+        probs, labels_np, val_loss = self._predict(val_idx)
+        m = evaluate(probs, labels_np)
+        record.update({"val_loss": val_loss, **m.to_dict()})
+        if m.avg > state.best["avg"] or state.best["tensors"] is None:  # ties keep the earlier epoch
+            state.best = {"avg": m.avg, "epoch": epoch + 1, "metrics": m.to_dict(),
+                          "scores": probs[:, 0].tolist(), "tensors": trainable_state_dict(self.raw_model)}
+
+    def _epoch_done(self, fold: int, epochs: int, record: dict[str, Any], seconds: float) -> None:
+        """Timing, ETA and the ``epoch`` event; honours ``stop_after_epochs``."""
+        self._epoch_seconds.append(seconds)
+        self._done_epochs += 1
+        self._epochs_this_process += 1
+        remaining = self._total_epochs - self._done_epochs
+        eta = float(np.mean(self._epoch_seconds[-5:])) * remaining
+        self._emit({"event": "epoch", "fold": fold, "epoch": record["epoch"], "epochs": epochs, "seconds": seconds,
+                    "eta_s": eta, "done_epochs": self._done_epochs, "total_epochs": self._total_epochs,
+                    **{k: v for k, v in record.items() if k != "epoch"}})
+        if self.stop_after_epochs is not None and self._epochs_this_process >= self.stop_after_epochs:
+            raise CancelledError(f"stopped after {self._epochs_this_process} epoch(s) as asked; rerun to resume")
 
     def _stop_if_diverged(self, loss: Tensor, *, fold: int, epoch: int, batch: int) -> None:
         """Raise :class:`TrainingDivergedError` when the loss of any process is NaN or infinite.

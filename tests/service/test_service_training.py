@@ -88,3 +88,12 @@ def test_memory_warning_only_when_the_estimate_exceeds_the_machine() -> None:
     assert memory_warning(None, 16.0, device="cpu") is None and memory_warning(20.0, None, device="cuda") is None
     text = memory_warning(20.0, 16.0, device="cuda")
     assert text is not None and "20.0 GB" in text and "16.0 GB of GPU memory" in text
+
+
+def test_the_protocol_module_imports_neither_qt_nor_torch() -> None:
+    import subprocess
+
+    code = ("import sys, pneumoview.service.training; "
+            "print(sorted(m for m in ('torch', 'PySide6', 'training') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
