@@ -424,8 +424,9 @@ def _publish(args: argparse.Namespace, config: Any, spec: Any, base: Any, result
         if args.activate:
             registry.activate(entry.id)
     text = (f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
-            f"{format_summary(result.summary)}\nNew bundle: {bundle}"
-            + (f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)") if registry_id else ""))
+            f"{format_summary(result.summary)}\nNew bundle: {bundle}")
+    if registry_id:
+        text += f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)")
     progress({"event": "done", "bundle": str(bundle), "registry_id": registry_id, "summary": result.summary,
               "comparison": result.comparison, "compared_with": compare[0] if compare else None,
               "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})

@@ -165,7 +165,9 @@ class CropCache:
     hold no path or patient identifier.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, size: int = 224, margin: float | None = None):
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *, size: int = 224, margin: float | None = None
+    ):
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.size = int(size)
         self.margin = margin
@@ -174,8 +176,13 @@ class CropCache:
 
     def key(self, content_sha256: str) -> str:
         params = json.dumps(
-            {"content": content_sha256, "size": self.size, "margin": self.margin, "pipeline": pipeline_fingerprint(),
-             "format": CACHE_FORMAT},
+            {
+                "content": content_sha256,
+                "size": self.size,
+                "margin": self.margin,
+                "pipeline": pipeline_fingerprint(),
+                "format": CACHE_FORMAT,
+            },
             sort_keys=True,
         )
         return hashlib.sha256(params.encode()).hexdigest()

@@ -87,8 +87,12 @@ class DataSummary:
             "file_list_sha256": self.file_list_sha256,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
-            "errors": [e for e in self.errors if not e.startswith(CONFLICT)] + (
-                [f"{CONFLICT}: {self._n_conflicts()} file(s) listed with different labels"] if self._n_conflicts() else []),
+            "errors": [e for e in self.errors if not e.startswith(CONFLICT)]
+            + (
+                [f"{CONFLICT}: {self._n_conflicts()} file(s) listed with different labels"]
+                if self._n_conflicts()
+                else []
+            ),
             "warnings": list(self.warnings),
             "ok": self.ok,
         }
@@ -103,7 +107,8 @@ class DataSummary:
         ipp = self.images_per_patient
         lines.append(
             f"  {self.n_used} of {self.n_files} files used; {self.n_patients} patients "
-            f"(images per patient: min {ipp.get('min', 0):g}, median {ipp.get('median', 0):g}, max {ipp.get('max', 0):g})"
+            f"(images per patient: min {ipp.get('min', 0):g}, median {ipp.get('median', 0):g}, "
+            f"max {ipp.get('max', 0):g})"
         )
         for title, items in (
             ("unreadable", [f"{p['path']}: {p['reason']}" for p in self.unreadable]),
@@ -160,8 +165,14 @@ class _Checked:
     by_pixels: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _check_samples(samples: Sequence[Sample], cache: CropCache, *, include_flagged: bool,
-                   progress: Callable[[int, int], None] | None, cancel: Callable[[], bool] | None) -> _Checked:
+def _check_samples(
+    samples: Sequence[Sample],
+    cache: CropCache,
+    *,
+    include_flagged: bool,
+    progress: Callable[[int, int], None] | None,
+    cancel: Callable[[], bool] | None,
+) -> _Checked:
     out = _Checked()
     for i, sample in enumerate(samples):
         if cancel is not None and cancel():
@@ -179,8 +190,9 @@ def _check_samples(samples: Sequence[Sample], cache: CropCache, *, include_flagg
         if len(out.by_pixels[prepared.pixel_sha256]) > 1:
             continue  # exact duplicate: the first copy trains, the others are listed
         if prepared.suitability_code is not None:
-            out.not_frontal.append({"path": str(sample.path), "code": prepared.suitability_code,
-                                    "reason": prepared.suitability_reason})
+            out.not_frontal.append(
+                {"path": str(sample.path), "code": prepared.suitability_code, "reason": prepared.suitability_reason}
+            )
             if not include_flagged:
                 continue
         if not prepared.lungs_found:
@@ -211,13 +223,18 @@ def validate(
     samples, problems = discover(source, allow_outside=allow_outside)
     n_files = len(samples) + sum(1 for p in problems if p.kind != UNLABELLED or Path(p.path).is_file())
     checked = _check_samples(samples, cache, include_flagged=include_flagged, progress=progress, cancel=cancel)
-    summary = _summarise(str(source), n_files, checked.kept, checked.images, folds=folds,
-                         min_patients_per_class=min_patients_per_class)
+    summary = _summarise(
+        str(source), n_files, checked.kept, checked.images, folds=folds, min_patients_per_class=min_patients_per_class
+    )
     summary.unreadable = checked.unreadable + [
-        {"path": str(p.path), "reason": p.reason} for p in problems if p.kind == UNREADABLE]
+        {"path": str(p.path), "reason": p.reason} for p in problems if p.kind == UNREADABLE
+    ]
     summary.unlabelled = [{"path": str(p.path), "reason": p.reason} for p in problems if p.kind == UNLABELLED]
-    summary.excluded = [{"path": str(p.path), "kind": p.kind, "reason": p.reason}
-                        for p in problems if p.kind in {OUTSIDE, NOT_REGULAR, CONFLICT}]
+    summary.excluded = [
+        {"path": str(p.path), "kind": p.kind, "reason": p.reason}
+        for p in problems
+        if p.kind in {OUTSIDE, NOT_REGULAR, CONFLICT}
+    ]
     summary.duplicates = [paths for paths in checked.by_pixels.values() if len(paths) > 1]
     summary.not_frontal = checked.not_frontal
     summary.lungs_not_found = checked.lungs_not_found
@@ -232,7 +249,9 @@ def _add_problem_notes(summary: DataSummary, samples: Sequence[Sample]) -> None:
         summary.errors.append(f"{CONFLICT}: {len(conflicts)} file(s) are listed more than once with different labels")
     outside = sum(1 for p in summary.excluded if p["kind"] == OUTSIDE)
     if outside:
-        summary.warnings.append(f"{outside} file(s) outside the CSV's folder are left out (--allow-outside to use them)")
+        summary.warnings.append(
+            f"{outside} file(s) outside the CSV's folder are left out (--allow-outside to use them)"
+        )
     if summary.duplicates:
         label_of = {str(s.path): s.label for s in samples}
         cross = [g for g in summary.duplicates if len({label_of.get(p) for p in g}) > 1]
@@ -280,7 +299,8 @@ def _summarise(
             summary.errors.append(f"class '{name}' has no usable images")
         elif patients_per_class[c] < needed:
             summary.errors.append(
-                f"class '{name}' has only {patients_per_class[c]} patient(s): at least {needed} are needed for {folds} folds"
+                f"class '{name}' has only {patients_per_class[c]} patient(s): "
+                f"at least {needed} are needed for {folds} folds"
             )
     if summary.patients_without_id:
         summary.warnings.append(

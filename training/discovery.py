@@ -33,8 +33,21 @@ CLASS_NAMES: tuple[str, str] = ("pneumoconiosis", "normal")  # index 0 = positiv
 
 #: Label texts (folder names or CSV values, case-insensitive) -> class index.
 LABEL_ALIASES: dict[str, int] = {
-    **{k: 0 for k in ("pneumoconiosis", "sick", "abnormal", "positive", "disease", "diseased", "pneumonia", "1", "yes",
-                      "true")},
+    **{
+        k: 0
+        for k in (
+            "pneumoconiosis",
+            "sick",
+            "abnormal",
+            "positive",
+            "disease",
+            "diseased",
+            "pneumonia",
+            "1",
+            "yes",
+            "true",
+        )
+    },
     **{k: 1 for k in ("normal", "healthy", "health", "negative", "0", "no", "false")},
 }
 
@@ -166,7 +179,9 @@ def _discover_folder(root: Path) -> tuple[list[Sample], list[DataProblem]]:
         label = parse_label(child.name)
         if label is None:
             problems.append(
-                DataProblem(child, UNLABELLED, f"folder name {child.name!r} is not a class (use 'normal' or 'pneumoconiosis')")
+                DataProblem(
+                    child, UNLABELLED, f"folder name {child.name!r} is not a class (use 'normal' or 'pneumoconiosis')"
+                )
             )
             continue
         for path in _walk_files(child):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from training.datacheck import PreparedDataset
 from training.metrics import BinaryMetrics, evaluate, summarise
 from training.privacy import PatientHasher, load_patient_key, patient_hasher
 from training.splits import Fold, folds_from_record, folds_record, patient_kfold
+
+if TYPE_CHECKING:
+    from pneumoview.inference.model import PneumoLLM
 
 EventFn = Callable[[dict[str, Any]], None]
 CancelFn = Callable[[], bool]
@@ -150,7 +153,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     """Trainable parameters: decay on >=2-D weights, none on biases and 1-D (norm) weights."""
     from pneumoview.inference.model import TRAINABLE_MODULES
 
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for prefix in TRAINABLE_MODULES:
         module = getattr(model, prefix, None)
         if module is None:
@@ -168,14 +172,14 @@ def bce_one_hot_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+def enable_gradient_checkpointing(model: PneumoLLM) -> None:
     """Recompute activations of the frozen towers in the backward pass (less memory, ~30 % slower)."""
-    decoder = model.decoder
+    decoder: Any = model.decoder  # a transformers LLaMA model; its method names changed across versions
     if hasattr(decoder, "activation_checkpointing_enable"):  # transformers >= 5
         decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     elif hasattr(decoder, "gradient_checkpointing_enable"):
         decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    visual = model.visual
+    visual: Any = model.visual  # an open_clip VisionTransformer
     if hasattr(visual, "set_grad_checkpointing"):
         visual.set_grad_checkpointing(True)
 
@@ -269,7 +273,7 @@ class Trainer:
         self,
         config: TrainConfig,
         data: PreparedDataset,
-        model: torch.nn.Module,
+        model: PneumoLLM,
         work_dir: str | Path,
         *,
         run_identity: dict[str, Any] | None = None,
@@ -618,6 +622,7 @@ class Trainer:
         """The other (active) bundle's metrics on the same validation folds."""
         from pneumoview.inference.model import load_trainable_state_dict
 
+        assert self.compare_trainable is not None  # run() calls this only when there is a model to compare
         load_trainable_state_dict(self.raw_model, self.compare_trainable)
         per_fold = []
         for fold in folds:

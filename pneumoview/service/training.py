@@ -31,8 +31,22 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 
-EventKind = Literal["validate", "data_summary", "estimate", "start", "step", "epoch", "fold_done", "fold_skipped",
-                    "resumed", "cv_done", "message", "cancelled", "error", "done"]
+EventKind = Literal[
+    "validate",
+    "data_summary",
+    "estimate",
+    "start",
+    "step",
+    "epoch",
+    "fold_done",
+    "fold_skipped",
+    "resumed",
+    "cv_done",
+    "message",
+    "cancelled",
+    "error",
+    "done",
+]
 
 
 class ValidateEvent(TypedDict):
@@ -118,11 +132,27 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "validate": {"done": (int,), "total": (int,)},
     "data_summary": {"summary": (dict,), "text": (str,)},
     "estimate": {"estimate": (dict,), "device": (str,), "devices": (list,)},
-    "start": {"folds": (int,), "of_folds": (int,), "epochs": (int,), "final_model": (bool,), "n_images": (int,),
-              "device": (str,), "total_epochs": (int,), "world_size": (int,)},
+    "start": {
+        "folds": (int,),
+        "of_folds": (int,),
+        "epochs": (int,),
+        "final_model": (bool,),
+        "n_images": (int,),
+        "device": (str,),
+        "total_epochs": (int,),
+        "world_size": (int,),
+    },
     "step": {"fold": (int,), "epoch": (int,), "batch": (int,), "batches": (int,), "loss": (float, int)},
-    "epoch": {"fold": (int,), "epoch": (int,), "epochs": (int,), "seconds": (float, int), "eta_s": (float, int),
-              "done_epochs": (int,), "total_epochs": (int,), "train_loss": (float, int, type(None))},
+    "epoch": {
+        "fold": (int,),
+        "epoch": (int,),
+        "epochs": (int,),
+        "seconds": (float, int),
+        "eta_s": (float, int),
+        "done_epochs": (int,),
+        "total_epochs": (int,),
+        "train_loss": (float, int, type(None)),
+    },
     "fold_done": {"fold": (int,), "best_epoch": (int,)},
     "fold_skipped": {"fold": (int,)},
     "resumed": {"fold": (int,), "epoch": (int,)},
@@ -146,8 +176,10 @@ def check_event(event: Mapping[str, Any]) -> str:
     for key, types in SCHEMA[kind].items():
         value = event.get(key)
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ProtocolError(f"training event {kind!r}: {key!r} must be {'/'.join(t.__name__ for t in types)}, "
-                                f"not {type(value).__name__}")
+            raise ProtocolError(
+                f"training event {kind!r}: {key!r} must be {'/'.join(t.__name__ for t in types)}, "
+                f"not {type(value).__name__}"
+            )
     return str(kind)
 
 
@@ -263,5 +295,7 @@ def memory_warning(estimate_gb: float | None, machine_gb: float | None, *, devic
     if not estimate_gb or not machine_gb or estimate_gb <= machine_gb:
         return None
     where = "GPU memory" if device == "cuda" else "memory (RAM)"
-    return (f"This run needs about {estimate_gb:.1f} GB, more than the {machine_gb:.1f} GB of {where} of this machine: "
-            "it may fail or make the computer unusable. Try gradient checkpointing, another device or a smaller batch.")
+    return (
+        f"This run needs about {estimate_gb:.1f} GB, more than the {machine_gb:.1f} GB of {where} of this machine: "
+        "it may fail or make the computer unusable. Try gradient checkpointing, another device or a smaller batch."
+    )

@@ -168,7 +168,9 @@ class DataPage(QWizardPage):
         row.addWidget(csv_btn)
         clip, llama = wizard.base_paths()
         real_ok = wizard.real_base_available()
-        why = "" if real_ok or not (clip and llama) else " - these are the demo model's weights, not CLIP ViT-L/14 and LLaMA-7B"
+        why = ""
+        if not real_ok and clip and llama:
+            why = " - these are the demo model's weights, not CLIP ViT-L/14 and LLaMA-7B"
         self.base_real = QRadioButton(
             f"Base weights from the settings (CLIP: {clip or 'not set'}; LLaMA: {llama or 'not set'}){why}")
         self.base_demo = QRadioButton("Demo: tiny architecture with demo weights (to try the wizard; NOT a diagnostic model)")

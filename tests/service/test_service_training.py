@@ -32,15 +32,48 @@ def test_json_line_buffer_waits_for_whole_lines_and_keeps_junk_apart() -> None:
 
 
 def test_encode_checks_the_schema_and_writes_non_finite_as_null() -> None:
-    line = encode_event({"event": "epoch", "fold": 0, "epoch": 1, "epochs": 2, "seconds": 0.5, "eta_s": 1.0,
-                         "done_epochs": 1, "total_epochs": 2, "train_loss": np.float32(0.25), "auc": math.nan,
-                         "path": Path("x")})
-    assert json.loads(line) == {"event": "epoch", "fold": 0, "epoch": 1, "epochs": 2, "seconds": 0.5, "eta_s": 1.0,
-                                "done_epochs": 1, "total_epochs": 2, "train_loss": 0.25, "auc": None, "path": "x"}
+    line = encode_event(
+        {
+            "event": "epoch",
+            "fold": 0,
+            "epoch": 1,
+            "epochs": 2,
+            "seconds": 0.5,
+            "eta_s": 1.0,
+            "done_epochs": 1,
+            "total_epochs": 2,
+            "train_loss": np.float32(0.25),
+            "auc": math.nan,
+            "path": Path("x"),
+        }
+    )
+    assert json.loads(line) == {
+        "event": "epoch",
+        "fold": 0,
+        "epoch": 1,
+        "epochs": 2,
+        "seconds": 0.5,
+        "eta_s": 1.0,
+        "done_epochs": 1,
+        "total_epochs": 2,
+        "train_loss": 0.25,
+        "auc": None,
+        "path": "x",
+    }
     assert decode_event(line)["auc"] is None
     with pytest.raises(ProtocolError, match="'world_size' must be int"):
-        encode_event({"event": "start", "folds": 1, "of_folds": 5, "epochs": 3, "final_model": False, "n_images": 4,
-                      "device": "cpu", "total_epochs": 3})
+        encode_event(
+            {
+                "event": "start",
+                "folds": 1,
+                "of_folds": 5,
+                "epochs": 3,
+                "final_model": False,
+                "n_images": 4,
+                "device": "cpu",
+                "total_epochs": 3,
+            }
+        )
     with pytest.raises(ProtocolError, match="unknown training event"):
         decode_event('{"event": "surprise"}')
     with pytest.raises(ProtocolError, match="'done' must be int"):
@@ -93,7 +126,9 @@ def test_memory_warning_only_when_the_estimate_exceeds_the_machine() -> None:
 def test_the_protocol_module_imports_neither_qt_nor_torch() -> None:
     import subprocess
 
-    code = ("import sys, pneumoview.service.training; "
-            "print(sorted(m for m in ('torch', 'PySide6', 'training') if m in sys.modules))")
+    code = (
+        "import sys, pneumoview.service.training; "
+        "print(sorted(m for m in ('torch', 'PySide6', 'training') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -33,8 +33,26 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _argv(csv: Path, cfg: Path, *extra: str) -> list[str]:
-    return [str(csv), "--random-base", "0", "--architecture", str(cfg), "--batch-size", "2", "--grad-accum", "1",
-            "--folds", "2", "--epochs", "1", "--no-final", "--threads", "1", "--no-register", *extra]
+    return [
+        str(csv),
+        "--random-base",
+        "0",
+        "--architecture",
+        str(cfg),
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--no-final",
+        "--threads",
+        "1",
+        "--no-register",
+        *extra,
+    ]
 
 
 def _one_line(err: str) -> str:
@@ -60,8 +78,13 @@ def _one_line(err: str) -> str:
     ],
 )
 def test_bad_arguments_are_refused_before_data_or_model(
-    tmp_path: Path, home: Path, data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture, extra: list[str], message: str,
+    tmp_path: Path,
+    home: Path,
+    data: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    extra: list[str],
+    message: str,
 ) -> None:
     touched: list[str] = []
     monkeypatch.setattr(training.datacheck, "validate", lambda *a, **k: touched.append("data"))
@@ -73,12 +96,19 @@ def test_bad_arguments_are_refused_before_data_or_model(
 
 
 def test_output_in_place_of_a_file_and_home_as_a_file_are_one_line(
-    tmp_path: Path, home: Path, data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    home: Path,
+    data: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
     assert training_main(_argv(*data, "--out", str(blocker / "bundle"))) == 2
-    assert _one_line(capsys.readouterr().err) == f"training: error: cannot write {blocker}: a file is in the way, not a folder"
+    assert (
+        _one_line(capsys.readouterr().err)
+        == f"training: error: cannot write {blocker}: a file is in the way, not a folder"
+    )
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(blocker))
     assert training_main(_argv(*data, "--out", str(tmp_path / "b"))) == 2
     assert "training: error: cannot write" in _one_line(capsys.readouterr().err)
@@ -89,8 +119,9 @@ def test_output_in_place_of_a_file_and_home_as_a_file_are_one_line(
 def _tmpfs(where: Path, options: str) -> Iterator[Path]:
     """A real small (or read-only) file system; needs root's mount, else the test is skipped."""
     where.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
     try:
@@ -101,7 +132,10 @@ def _tmpfs(where: Path, options: str) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_no_partial_folder(
-    tmp_path: Path, home: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    home: Path,
+    data: tuple[Path, Path],
+    capsys: pytest.CaptureFixture,
 ) -> None:
     with _tmpfs(tmp_path / "full", "size=64k") as full:  # the bundle needs ~140 KB
         out = full / "bundle"
@@ -113,7 +147,10 @@ def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_no_partial_
 
 
 def test_a_read_only_output_disk_is_refused_before_training(
-    tmp_path: Path, home: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    home: Path,
+    data: tuple[Path, Path],
+    capsys: pytest.CaptureFixture,
 ) -> None:
     with _tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
         assert training_main(_argv(*data, "--out", str(read_only / "bundle"))) == 2
@@ -122,7 +159,10 @@ def test_a_read_only_output_disk_is_refused_before_training(
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(
-    tmp_path: Path, home: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    home: Path,
+    data: tuple[Path, Path],
+    capsys: pytest.CaptureFixture,
 ) -> None:
     out = tmp_path / "out"
     rc = training_main(_argv(*data, "--epochs", "3", "--lr", "1e6", "--warmup-epochs", "0", "--out", str(out)))
@@ -136,7 +176,9 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_a_finite_checkpoint(
 
 @pytest.mark.slow
 def test_no_patient_id_folder_name_or_path_in_anything_training_leaves(
-    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    home: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     """Recognisable PatientIDs and a patient-named folder: grep every file left (bundle, card, figures,
     registry, settings, cache, work folder of an interrupted run, leftover temp files) and the JSON log."""
@@ -157,9 +199,29 @@ def test_no_patient_id_folder_name_or_path_in_anything_training_leaves(
     csv.write_text("\n".join(patched) + "\n")
     cfg = small_config_file(tmp_path / "tiny64.json")
     cache, out = tmp_path / "cache", tmp_path / "out"
-    argv = [str(csv), "--random-base", "0", "--architecture", str(cfg), "--batch-size", "4", "--grad-accum", "1",
-            "--folds", "2", "--epochs", "2", "--final", "--threads", "1", "--json-progress", "--cache-dir", str(cache),
-            "--out", str(out)]
+    argv = [
+        str(csv),
+        "--random-base",
+        "0",
+        "--architecture",
+        str(cfg),
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--final",
+        "--threads",
+        "1",
+        "--json-progress",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     assert training_main([*argv, "--stop-after-epochs", "1"]) == 130  # interrupted: the work folder stays
     (tmp_path / "out.run" / ".split.json.abc.tmp").write_text("left by a killed run")
     work_files = _grep_files(tmp_path / "out.run", tmp_path / "QXSMITHJOHN")

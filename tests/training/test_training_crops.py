@@ -29,9 +29,19 @@ def test_pipeline_fingerprint_needs_no_py_file_as_in_a_frozen_app(tmp_path: Path
     assert sources
     for source in sources:
         source.unlink()
-    code = "from training.crops import pipeline_fingerprint as f; import pneumoview.imageio as m; print(m.__file__); print(f())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, timeout=120, check=False)
+    code = (
+        "from training.crops import pipeline_fingerprint as f; import pneumoview.imageio as m; "
+        "print(m.__file__); print(f())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     module_file, fingerprint = out.stdout.split()
     assert module_file.endswith(".pyc")  # really imported without its source

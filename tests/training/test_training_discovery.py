@@ -45,7 +45,9 @@ def test_unreadable_csvs_are_one_clear_training_data_error(tmp_path: Path, conte
 
 def test_a_utf8_csv_with_bom_and_semicolons_is_read(tmp_path: Path) -> None:
     _png(tmp_path / "data" / "images" / "café.png")
-    csv_path = _csv(tmp_path / "data" / "labels.csv", "\ufeffpath;label;patient_id\nimages/café.png;normal;P1\n".encode())
+    csv_path = _csv(
+        tmp_path / "data" / "labels.csv", "\ufeffpath;label;patient_id\nimages/café.png;normal;P1\n".encode()
+    )
     samples, problems = discover(csv_path)
     assert [(s.path.name, s.label, s.patient_id) for s in samples] == [("café.png", 1, "P1")]
     assert problems == []
@@ -54,8 +56,10 @@ def test_a_utf8_csv_with_bom_and_semicolons_is_read(tmp_path: Path) -> None:
 def test_paths_outside_the_csv_folder_are_left_out_unless_allowed(tmp_path: Path) -> None:
     inside = _png(tmp_path / "data" / "in.png")
     outside = _png(tmp_path / "elsewhere" / "out.png", 30)
-    csv_path = _csv(tmp_path / "data" / "labels.csv",
-                    f"path,label\nin.png,normal\n../elsewhere/out.png,sick\n/etc/passwd,sick\n{outside},sick\n".encode())
+    csv_path = _csv(
+        tmp_path / "data" / "labels.csv",
+        f"path,label\nin.png,normal\n../elsewhere/out.png,sick\n/etc/passwd,sick\n{outside},sick\n".encode(),
+    )
     samples, problems = discover(csv_path)
     assert [s.path for s in samples] == [inside]
     assert [p.kind for p in problems] == [OUTSIDE, OUTSIDE, OUTSIDE]
@@ -80,8 +84,10 @@ def test_the_same_file_twice_with_conflicting_labels_is_a_conflict_and_same_labe
     _png(tmp_path / "data" / "a.png")
     _png(tmp_path / "data" / "b.png", 20)
     _png(tmp_path / "data" / "c.png", 40)
-    csv_path = _csv(tmp_path / "data" / "labels.csv",
-                    b"path,label,patient_id\na.png,normal,1\n./a.png,sick,1\nb.png,sick,2\nb.png,sick,2\nc.png,normal,3\n")
+    csv_path = _csv(
+        tmp_path / "data" / "labels.csv",
+        b"path,label,patient_id\na.png,normal,1\n./a.png,sick,1\nb.png,sick,2\nb.png,sick,2\nc.png,normal,3\n",
+    )
     samples, problems = discover(csv_path)
     assert sorted(s.path.name for s in samples) == ["b.png", "c.png"]
     assert [(p.kind, p.path.name) for p in problems] == [(CONFLICT, "a.png")]
@@ -92,8 +98,9 @@ def test_fifos_and_devices_are_not_regular_files_and_never_opened(tmp_path: Path
     _png(tmp_path / "data" / "normal" / "a.png")
     _png(tmp_path / "data" / "pneumoconiosis" / "b.png", 20)
     os.mkfifo(tmp_path / "data" / "normal" / "pipe.png")
-    csv_path = _csv(tmp_path / "data" / "labels.csv",
-                    b"path,label\nnormal/a.png,normal\nnormal/pipe.png,normal\n/dev/zero,sick\n")
+    csv_path = _csv(
+        tmp_path / "data" / "labels.csv", b"path,label\nnormal/a.png,normal\nnormal/pipe.png,normal\n/dev/zero,sick\n"
+    )
     samples, problems = discover(tmp_path / "data")
     assert sorted(s.path.name for s in samples) == ["a.png", "b.png"]
     assert [(p.kind, p.path.name) for p in problems if p.kind == NOT_REGULAR] == [(NOT_REGULAR, "pipe.png")]

@@ -38,11 +38,51 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
     cfg = small_config_file(tmp_path / "tiny64.json")
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PNEUMOVIEW_HOME": str(tmp_path / "home"), "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
-    common = [str(csv), "--random-base", "0", "--architecture", str(cfg), "--grad-accum", "1", "--folds", "2",
-              "--epochs", "2", "--no-final", "--threads", "1", "--lr", "2e-3", "--warmup-epochs", "0", "--device", "cpu",
-              "--no-register", "--compare", "none", "--json-progress", "--cache-dir", str(tmp_path / "cache")]
-    two = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training", *common,
-                "--batch-size", "4", "--out", str(tmp_path / "two")], env)
+    common = [
+        str(csv),
+        "--random-base",
+        "0",
+        "--architecture",
+        str(cfg),
+        "--grad-accum",
+        "1",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--no-final",
+        "--threads",
+        "1",
+        "--lr",
+        "2e-3",
+        "--warmup-epochs",
+        "0",
+        "--device",
+        "cpu",
+        "--no-register",
+        "--compare",
+        "none",
+        "--json-progress",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    two = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training",
+            *common,
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env,
+    )
     one = _run([sys.executable, "-m", "training", *common, "--batch-size", "8", "--out", str(tmp_path / "one")], env)
     start_two = [e for e in two if e["event"] == "start"]
     assert len(start_two) == 1 and start_two[0]["world_size"] == 2  # two processes, one reporter (rank 0)

@@ -14,12 +14,27 @@ def test_figures_are_drawn_from_nan_and_missing_metrics(tmp_path: Path) -> None:
     nan = math.nan
     card = {
         "folds": [
-            {"fold": 0, "metrics": {"auc": None, "tp": 1, "fn": None, "fp": 0, "tn": 2},
-             "val_scores": [nan, 0.5, None], "val_labels": [0, 1, 1],
-             "history": [{"epoch": 1, "train_loss": nan, "auc": None}, {"epoch": 2, "train_loss": None}]},
-            {"fold": 1, "metrics": {"auc": nan, "tp": 0, "fn": 0, "fp": 0, "tn": 0},
-             "val_scores": [0.2, 0.9], "val_labels": [1, 1], "history": []},
-            {"fold": 2, "metrics": None, "val_scores": [], "val_labels": [], "history": [{"epoch": 1, "train_loss": 0.7}]},
+            {
+                "fold": 0,
+                "metrics": {"auc": None, "tp": 1, "fn": None, "fp": 0, "tn": 2},
+                "val_scores": [nan, 0.5, None],
+                "val_labels": [0, 1, 1],
+                "history": [{"epoch": 1, "train_loss": nan, "auc": None}, {"epoch": 2, "train_loss": None}],
+            },
+            {
+                "fold": 1,
+                "metrics": {"auc": nan, "tp": 0, "fn": 0, "fp": 0, "tn": 0},
+                "val_scores": [0.2, 0.9],
+                "val_labels": [1, 1],
+                "history": [],
+            },
+            {
+                "fold": 2,
+                "metrics": None,
+                "val_scores": [],
+                "val_labels": [],
+                "history": [{"epoch": 1, "train_loss": 0.7}],
+            },
         ],
         "summary": {"auc": {"mean": nan, "sd": None}},
     }

@@ -118,7 +118,9 @@ def _demo_weights(tmp_path: Path) -> tuple[Path, Path]:
     return clip, llama
 
 
-def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path
+) -> None:
     from pneumoview.settings import Settings
 
     clip, llama = _demo_weights(tmp_path)
@@ -145,7 +147,9 @@ def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(qtbo
     assert wiz2.base_arguments() == ["--base-clip", str(real_clip), "--base-llama", str(real_llama)]
 
 
-def test_a_run_larger_than_the_machine_asks_before_it_starts(qtbot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_larger_than_the_machine_asks_before_it_starts(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path, monkeypatch
+) -> None:
     from PySide6.QtWidgets import QMessageBox
 
     wiz = RetrainWizard(None, registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
