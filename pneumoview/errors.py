@@ -103,6 +103,22 @@ class StorageError(PneumoViewError):
 
 #: errno values that mean "no space left" (ENOSPC, EDQUOT).
 _DISK_FULL_ERRNOS = frozenset({28, 122})
+#: A file system with less free space than this counts as full when an error does not say why.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _nearly_full(path: Path) -> bool:
+    """True when the file system holding ``path`` (or its nearest existing parent) has < 1 MiB free."""
+    import os
+
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        stats = os.statvfs(probe)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES
 
 
 def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -> StorageError:
@@ -116,5 +132,7 @@ def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -
     text = str(exc)
     where = path if path is not None else getattr(exc, "filename", None)
     if errno_value in _DISK_FULL_ERRNOS or "No space left" in text or "StorageFull" in text:
+        return StorageError("disk full", path=where)
+    if errno_value is None and where is not None and _nearly_full(Path(where)):  # e.g. numpy's short write
         return StorageError("disk full", path=where)
     return StorageError(getattr(exc, "strerror", None) or text or type(exc).__name__, path=where)

@@ -33,6 +33,7 @@ from pneumoview.errors import (
     PixelDecodeError,
     TrainingDataError,
     UnsupportedImageError,
+    storage_error,
 )
 from pneumoview.hashing import file_sha256
 
@@ -234,16 +235,21 @@ class CropCache:
             self._remember_error(meta_path, reason, type(exc).__name__)
             raise TrainingDataError(reason, path=path) from exc
         meta["content_sha256"] = content
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(npy, "wb") as fh:
-            np.save(fh, crop.astype(np.float32, copy=False), allow_pickle=False)
-        atomic_write_text(meta_path, json.dumps(meta, sort_keys=True))
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(npy, "wb") as fh:
+                np.save(fh, crop.astype(np.float32, copy=False), allow_pickle=False)
+            atomic_write_text(meta_path, json.dumps(meta, sort_keys=True))
+        except OSError as exc:  # the cache folder, not the image: "disk full: <cache folder>"
+            raise storage_error(exc, self.directory) from exc
         return _prepared_from_meta(npy, meta)
 
-    @staticmethod
-    def _remember_error(meta_path: Path, reason: str, error_type: str) -> None:
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(meta_path, json.dumps({"error": reason, "error_type": error_type}))
+    def _remember_error(self, meta_path: Path, reason: str, error_type: str) -> None:
+        try:
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(meta_path, json.dumps({"error": reason, "error_type": error_type}))
+        except OSError as exc:
+            raise storage_error(exc, self.directory) from exc
 
 
 def _prepared_from_meta(npy: Path, meta: dict[str, Any]) -> PreparedImage:
