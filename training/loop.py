@@ -297,7 +297,7 @@ class Trainer:
         self.split_record = split_record  # e.g. another bundle's manifest["training"]["split"]: same folds
         self._epochs_this_process = 0
         self._epoch_seconds: list[float] = []
-        self.hash_patient = patient_hasher or _default_hasher()
+        self._patient_hasher = patient_hasher  # None: this installation's key, loaded when first needed
 
         cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
         mp = config.mixed_precision
@@ -348,6 +348,12 @@ class Trainer:
 
             atomic_write_text(path, json.dumps(wanted, indent=2, sort_keys=True))
         return wanted
+
+    def hash_patient(self, patient_id: str) -> str:
+        """Keyed hash of a patient ID (what the split record, fold results and model card hold)."""
+        if self._patient_hasher is None:
+            self._patient_hasher = _default_hasher()
+        return self._patient_hasher(patient_id)
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.is_main:
