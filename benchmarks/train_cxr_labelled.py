@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         card = json.loads((out / "model_card.json").read_text())
 
     from training.data import CropCache, validate
+    from training.privacy import load_patient_key, patient_hasher
     from training.splits import folds_from_record
 
     data = validate(args.data, folds=5, cache=CropCache(size=224))
-    folds = folds_from_record(card["split"], data.patients)
+    # The card lists keyed patient hashes: rebuild the split with this installation's key.
+    folds = folds_from_record(card["split"], data.patients, patient_hasher(load_patient_key()))
     labels = np.array(data.labels)
     crops = np.stack([img.load_crop() for img in data.images])
     patches = crops.reshape(-1, 14, 16, 14, 16)

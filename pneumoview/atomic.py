@@ -82,17 +82,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
         handle.write(text)
 
 
-#: errno values that mean "the disk (or the user's quota) is full".
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-def write_error_reason(exc: OSError, path: str | os.PathLike[str] | None = None) -> str:
-    """One line for a failed write: ``"disk full: <path>"`` or ``"cannot write <path>: <why>"``."""
-    where = str(path if path is not None else (exc.filename or ""))
-    if exc.errno in _FULL_ERRNOS:
-        return f"disk full: no space left to write {where}".rstrip()
-    why = exc.strerror or str(exc)
-    return f"cannot write {where}: {why}" if where else f"cannot write: {why}"
+def write_error_reason(exc: BaseException, path: str | os.PathLike[str] | None = None) -> str:
+    """One line for a failed write: ``"disk full: <path>"`` or ``"cannot write <path>: <why>"``
+    (:func:`pneumoview.errors.storage_error`'s wording, the one rule for it)."""
+    from pneumoview.errors import storage_error
+
+    return storage_error(exc, path).message
 
 
 #: Temporary folders made by :func:`atomic_dir` are named ``.<target name>.tmp-<pid>-<random>``.

@@ -5,6 +5,10 @@ Each sub-command lives in its own module that exposes ``configure(parser)`` and
 ``pneumoview --help`` and the GUI start fast. ``train`` lives in the separate
 ``training`` package (which depends on ``pneumoview``, never the reverse) and is
 dispatched here by name only.
+
+Errors end at this edge as ONE line on stderr and exit code 2: a ``PneumoViewError``'s message,
+or for an ``OSError`` that escaped a command (home, cache or output folder) ``disk full: PATH``
+or ``cannot write PATH: REASON``. No traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from pneumoview import __version__
-from pneumoview.errors import PneumoViewError
+from pneumoview.errors import PneumoViewError, storage_error
 
 #: sub-command -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -56,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(module.run(args) or 0)
         except PneumoViewError as exc:
             print(f"pneumoview {argv[0]}: error: {exc.message}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # home, cache or output folder: "disk full: PATH" / "cannot write PATH: REASON"
+            print(f"pneumoview {argv[0]}: error: {storage_error(exc).message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"pneumoview {argv[0]}: cancelled", file=sys.stderr)

@@ -7,6 +7,7 @@ human-readable ``reason`` and, where it applies, the ``path`` of the file and th
 
 from __future__ import annotations
 
+import errno
 from os import PathLike
 from pathlib import Path
 
@@ -123,3 +124,52 @@ class DecoderError(PixelDecodeError):
     def __init__(self, code: str, reason: str, *, path: str | PathLike[str] | None = None) -> None:
         self.code = code
         super().__init__(f"{code}: {reason}", path=path)
+
+
+class StorageError(PneumoViewError):
+    """A file or folder at the edge (home, cache, output, registry) cannot be written: disk full, read-only,
+    not a folder. ``message`` is one line: ``disk full: PATH`` or ``cannot write PATH: REASON``."""
+
+    @property
+    def message(self) -> str:
+        where = str(self.path) if self.path is not None else "a file"
+        if self.reason == "disk full":
+            return f"disk full: {where}"
+        return f"cannot write {where}: {self.reason}"
+
+
+#: errno values that mean "no space left" (ENOSPC, EDQUOT, and EFBIG: a file-size limit of the file system).
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: A file system with less free space than this counts as full when an error does not say why.
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _nearly_full(path: Path) -> bool:
+    """True when the file system holding ``path`` (or its nearest existing parent) has < 1 MiB free."""
+    import os
+
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        stats = os.statvfs(probe)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES
+
+
+def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -> StorageError:
+    """One clear :class:`StorageError` for an ``OSError`` (or a library error wrapping one) while writing.
+
+    ``disk full`` for ENOSPC/EDQUOT (also when a library such as safetensors only says "No space
+    left" / "StorageFull" in its text), otherwise the OS's reason. ``path`` defaults to the
+    error's own file name.
+    """
+    errno_value = getattr(exc, "errno", None)
+    text = str(exc)
+    where = path if path is not None else getattr(exc, "filename", None)
+    if errno_value in _DISK_FULL_ERRNOS or "No space left" in text or "StorageFull" in text:
+        return StorageError("disk full", path=where)
+    if errno_value is None and where is not None and _nearly_full(Path(where)):  # e.g. numpy's short write
+        return StorageError("disk full", path=where)
+    return StorageError(getattr(exc, "strerror", None) or text or type(exc).__name__, path=where)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from platformdirs import user_config_dir, user_data_dir
@@ -39,6 +40,32 @@ def data_dir() -> Path:
     """Folder for the results database and the model registry (not created here)."""
     home = home_override()
     return home / "data" if home else Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def check_writable_dir(folder: str | os.PathLike[str]) -> Path:
+    """Check, without leaving anything behind, that ``folder`` can be created or written.
+
+    Probes the folder itself or, when it does not exist yet, its nearest existing ancestor (so a
+    failed check never leaves an empty folder). Raises :class:`pneumoview.errors.StorageError`
+    (``disk full: ...`` / ``cannot write ...``): a file in place of a folder, a read-only or full
+    disk, missing permissions.
+    """
+    from pneumoview.errors import StorageError, storage_error
+
+    target = Path(folder).expanduser()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StorageError("a file is in the way, not a folder", path=probe)
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".pneumoview-probe-") as handle:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise storage_error(exc, target) from exc
+    return target
 
 
 def settings_path() -> Path:

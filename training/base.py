@@ -44,8 +44,9 @@ class BaseSpec:
         return {
             "kind": kind,
             "architecture": self.architecture,
-            "clip_path": str(self.clip_path) if self.clip_path else None,
-            "llama_path": str(self.llama_path) if self.llama_path else None,
+            # File names only: a full path can name a person or a clinic (bundles are shared).
+            "clip_file": self.clip_path.name if self.clip_path else None,
+            "llama_file": self.llama_path.name if self.llama_path else None,
             "random_seed": self.random_seed,
         }
 

@@ -21,22 +21,30 @@ import torch
 from torch import Tensor
 
 from pneumoview.atomic import fsync_dir
-from pneumoview.errors import BundleError
+from pneumoview.errors import BundleError, storage_error
 
 
 def save_checkpoint(path: str | os.PathLike[str], tensors: Mapping[str, Tensor], state: Mapping[str, Any]) -> None:
-    """Write ``tensors`` + JSON ``state`` to ``path`` atomically (tmp + fsync + ``os.replace``)."""
+    """Write ``tensors`` + JSON ``state`` to ``path`` atomically (tmp + fsync + ``os.replace``).
+
+    Raises ``StorageError`` (``disk full: PATH`` / ``cannot write PATH: ...``) when it cannot be written.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    from safetensors import SafetensorError
+
     try:
         save_file(clean, str(tmp), metadata={"state": json.dumps(state, sort_keys=True)})
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as exc:  # full or read-only disk: one clear line naming the checkpoint
+        tmp.unlink(missing_ok=True)
+        raise storage_error(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -52,7 +60,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
         tensors: dict[str, Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
-            for key in fh.keys():
+            for key in fh.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 tensors[key] = fh.get_tensor(key)
         state = json.loads(meta["state"])
     except (SafetensorError, OSError, KeyError, ValueError) as exc:

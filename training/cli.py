@@ -2,13 +2,20 @@
 
     pneumoview train DATA --base-clip ViT-L-14.pt --base-llama llama-7b/ --preset paper --out BUNDLE_DIR
     pneumoview train DATA --demo --preset quick --out /tmp/try            # tiny demo model, no weights
-    accelerate launch -m training DATA ... --out BUNDLE_DIR               # several GPUs
+    accelerate launch --multi_gpu --num_processes 4 -m training DATA ... --out BUNDLE_DIR   # several GPUs
+    torchrun --nproc_per_node 2 -m training DATA ... --device cpu --out BUNDLE_DIR       # 2 CPU processes
 
 DATA is a folder with ``normal/`` and ``pneumoconiosis/`` sub-folders or a CSV (path,label,patient_id).
 The data are checked first (summary printed; refusal for empty/too small classes). Progress goes
 to the terminal as bars, or with ``--json-progress`` as one JSON object per line on stdout (the
 in-app wizard reads these). SIGINT/SIGTERM cancel cleanly: the checkpoint of the last finished
 epoch stays in the work folder and rerunning the same command resumes from it.
+
+Every argument (recipe numbers, folders to write) is checked before any data is read or any model
+loads; a file that cannot be read is listed and left out, never the end of the run; a disk or
+folder problem is one line (``disk full: PATH`` / ``cannot write PATH: REASON``) and leaves no
+partial bundle folder. A non-finite loss stops the run ("training diverged at epoch E step S;
+last good checkpoint kept").
 
 Exit codes: 0 done, 2 error (one line on stderr), 130 cancelled.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pneumoview.errors import CancelledError, ConfigError, PneumoViewError
+from pneumoview.errors import CancelledError, ConfigError, PneumoViewError, storage_error
 
 EXIT_CANCELLED = 130
 
@@ -78,6 +86,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default: user cache folder)")
     data.add_argument("--include-flagged", action="store_true", help="keep images flagged as not a frontal chest")
+    data.add_argument("--allow-outside", action="store_true",
+                      help="accept CSV rows that point outside the CSV's folder (refused by default)")
     data.add_argument("--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop")
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
@@ -97,7 +107,9 @@ class _Progress:
             return
         with self._lock:
             if self.json_lines:
-                sys.stdout.write(json.dumps(event, default=_json_default) + "\n")
+                from pneumoview.service.training import encode_event
+
+                sys.stdout.write(encode_event(event) + "\n")  # the wizard's typed protocol, checked here
                 sys.stdout.flush()
                 return
             self._human(event)
@@ -119,7 +131,7 @@ class _Progress:
         elif kind == "epoch":
             self._close()
             val = f" val AUC {100 * event['auc']:.1f} AVG {100 * event['avg']:.1f}" if "auc" in event else ""
-            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}{val} "
+            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss'] or math.nan:.4f}{val} "
                        f"({event['seconds']:.1f} s, ETA {event['eta_s'] / 60:.1f} min)")
         elif kind in {"data_summary"}:
             self._close()
@@ -216,8 +228,13 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(args.json_progress)
     cancel = CancelFlag()
     cancel.install()
+    from safetensors import SafetensorError
+
     try:
-        return _run(args, progress, cancel)
+        try:
+            return _run(args, progress, cancel)
+        except (OSError, SafetensorError) as exc:  # a disk or folder problem at the edge: one clear line
+            raise storage_error(exc) from exc
     except CancelledError as exc:
         progress({"event": "cancelled", "message": f"cancelled: {exc.reason}"})
         return EXIT_CANCELLED
@@ -229,27 +246,86 @@ def run(args: argparse.Namespace) -> int:
         cancel.restore()
 
 
-def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
-    import torch
+def check_arguments(args: argparse.Namespace) -> Any:
+    """Every cheap check, before any data is read or any model loads; returns the ``TrainConfig``.
 
-    from training.base import build_base_model, resolve_dtype
-    from training.data import CropCache, require_ok, validate
-    from training.estimate import estimate_run
+    Raises ``ConfigError`` for a bad number or option, ``StorageError`` for a folder that cannot be written.
+    """
+    from pneumoview.paths import check_writable_dir
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = _train_config(args)
-    spec = _base_spec(args)
+    _base_spec(args)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {args.threads}")
+    if not args.data.exists():
+        raise ConfigError("the training data folder or CSV does not exist", path=args.data)
+    if args.split_from is not None and not args.split_from.is_dir():
+        raise ConfigError("--split-from needs a bundle folder", path=args.split_from)
     if not args.validate_only and args.out is None:
         raise ConfigError("--out BUNDLE_DIR is required (a new folder for the trained bundle)")
     if args.out is not None and args.out.exists():
         raise ConfigError("the output folder exists already: a training run never overwrites a bundle", path=args.out)
+    from training.crops import default_cache_dir
 
+    check_writable_dir(args.cache_dir or default_cache_dir())
+    if not args.validate_only:
+        check_writable_dir(args.out.parent)
+        check_writable_dir(args.work_dir or args.out.parent)
+        if args.register:
+            from pneumoview.paths import registry_dir
+
+            check_writable_dir(registry_dir())
+    return config
+
+
+def _uses_cpu(config: Any) -> bool:
+    import torch
+
+    return bool(config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
+
+
+def _patient_hasher(config: Any) -> Any:
+    """Keyed patient hashes; the key is created (once) by the main process before the others read it."""
+    from accelerate import PartialState
+
+    from training.privacy import load_patient_key, patient_hasher
+
+    state = PartialState(cpu=_uses_cpu(config))
+    with state.main_process_first():
+        key = load_patient_key()
+    return patient_hasher(key)
+
+
+def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> int:
+    """Check the arguments, check the data, estimate, train, write and register the bundle."""
+    import torch
+
+    config = check_arguments(args)
+    spec = _base_spec(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hasher = _patient_hasher(config)
+    dataset, public_summary, model_config = _check_data(args, config, spec, hasher, progress, cancel)
+    device = _estimate(model_config, config, len(dataset), progress)
+    from training.datacheck import require_ok
+
+    require_ok(dataset.summary)
+    if args.validate_only:
+        return 0
+    return _train_and_publish(args, config, spec, dataset, public_summary, device, hasher, progress, cancel)
+
+
+def _check_data(args: argparse.Namespace, config: Any, spec: Any, hasher: Any, progress: _Progress,
+                cancel: CancelFlag) -> tuple[Any, dict[str, Any], Any]:
+    """``(PreparedDataset, its public summary, architecture config)``; reports progress and the summary."""
     from pneumoview.inference.config import load_config
+    from training.crops import CropCache, remove_stale_temp_files
+    from training.datacheck import validate
 
     model_config = load_config(spec.architecture if not spec.demo else _demo_architecture(spec))
     pre = model_config.preprocessing
     cache = CropCache(args.cache_dir, size=pre.image_size, margin=pre.margin)
+    remove_stale_temp_files(cache.directory)  # left by killed runs (hidden, at least an hour old)
     last = [0.0]
 
     def on_validate(done: int, total: int) -> None:
@@ -259,52 +335,80 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
             progress({"event": "validate", "done": done, "total": total})
 
     dataset = validate(args.data, folds=config.folds, cache=cache, include_flagged=args.include_flagged,
-                       progress=on_validate, cancel=cancel)
-    summary = dataset.summary
-    progress({"event": "data_summary", "summary": summary.to_dict(), "text": summary.format_text()})
+                       allow_outside=args.allow_outside, progress=on_validate, cancel=cancel)
+    public_summary = dataset.summary.public_dict(hasher)
+    # ``text`` names problem files for the user at this machine; ``summary`` (and every file) holds no path or ID.
+    progress({"event": "data_summary", "summary": public_summary, "text": dataset.summary.format_text()})
+    return dataset, public_summary, model_config
+
+
+def _estimate(model_config: Any, config: Any, n_images: int, progress: _Progress) -> str:
+    """Report time/memory estimates for every usable device and the machine's memory; returns the device."""
+    import torch
+
+    from training.base import resolve_dtype
+    from training.estimate import estimate_run
+
     device = "cuda" if (config.device in {"auto", "cuda"} and torch.cuda.is_available()) else "cpu"
-    est = estimate_run(
-        model_config, n_images=max(len(dataset), 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
-        of_folds=config.folds, final_model=config.final_model, device=device, batch_size=config.batch_size,
-        base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(device)).itemsize,
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
-    progress({"event": "estimate", "estimate": est, "device": device, "cuda_available": torch.cuda.is_available(),
-              "devices": ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])})
-    require_ok(summary)
-    if args.validate_only:
-        return 0
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    estimates = {
+        dev: estimate_run(
+            model_config, n_images=max(n_images, 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
+            of_folds=config.folds, final_model=config.final_model, device=dev, batch_size=config.batch_size,
+            base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(dev)).itemsize,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
+        for dev in devices
+    }
+    progress({"event": "estimate", "estimate": estimates[device], "estimates": estimates,
+              "machine_memory_gb": _machine_memory_gb(), "device": device,
+              "cuda_available": torch.cuda.is_available(), "devices": devices})
+    return device
+
+
+def _train_and_publish(args: argparse.Namespace, config: Any, spec: Any, dataset: Any, public_summary: dict[str, Any],
+                       device: str, hasher: Any, progress: _Progress, cancel: CancelFlag) -> int:
+    import torch
+
+    from training.base import build_base_model, resolve_dtype
+    from training.loop import Trainer
 
     work_dir = args.work_dir or args.out.with_name(args.out.name + ".run")
     if args.restart and work_dir.exists():
         shutil.rmtree(work_dir)
     torch_device = torch.device(device)
-    base_dtype = resolve_dtype(config.base_dtype, torch_device)
     torch.manual_seed(config.seed)
-    base = build_base_model(spec, device=torch_device, base_dtype=base_dtype, trainable_seed=config.seed)
+    base = build_base_model(spec, device=torch_device, base_dtype=resolve_dtype(config.base_dtype, torch_device),
+                            trainable_seed=config.seed)
     for note in base.notes:
         progress({"event": "message", "message": note})
     compare = _active_to_compare(args, base) if args.compare == "active" else None
-
-    from training.loop import Trainer
-
     split_record = _split_from(args.split_from, config.folds) if args.split_from else None
     trainer = Trainer(
         config, dataset, base.model, work_dir,
-        run_identity={"data_file_list_sha256": summary.file_list_sha256, "base_fingerprints": base.fingerprints,
+        run_identity={"data_file_list_sha256": dataset.summary.file_list_sha256, "base_fingerprints": base.fingerprints,
                       "architecture": base.config.name, "split_from": split_record},
-        split_record=split_record,
+        split_record=split_record, patient_hasher=hasher,
         on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
         compare_trainable=compare[1] if compare else None,
     )
     result = trainer.run()
     if not trainer.is_main:
         return 0
+    _publish(args, config, spec, base, result, public_summary, compare, progress)
+    if not args.keep_work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
 
+
+def _publish(args: argparse.Namespace, config: Any, spec: Any, base: Any, result: Any, public_summary: dict[str, Any],
+             compare: tuple[dict[str, Any], dict[str, Any]] | None, progress: _Progress) -> None:
+    """Write the bundle (model card, figures), register (and activate) it, report ``done``."""
+    from training.metrics import format_summary
     from training.report import build_model_card, write_bundle
 
     card = build_model_card(
-        result, data_summary=summary.to_dict(), base=spec.describe(), fingerprints=base.fingerprints,
+        result, data_summary=public_summary, base=spec.describe(), fingerprints=base.fingerprints,
         architecture=base.config.name,
         extra={"compared_with": compare[0] if compare else None, "notes": base.notes},
     )
@@ -315,22 +419,28 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
         from pneumoview.registry import ModelRegistry
 
         registry = ModelRegistry()
-        entry = registry.add(bundle, source=f"training run on {args.data}")
+        entry = registry.add(bundle, source=f"training run (data {public_summary['file_list_sha256'][:12]})")
         registry_id = entry.id
         if args.activate:
             registry.activate(entry.id)
-    if not args.keep_work_dir:
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-    from training.metrics import format_summary
-
     text = (f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
-            f"{format_summary(result.summary)}\nNew bundle: {bundle}"
-            + (f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)") if registry_id else ""))
+            f"{format_summary(result.summary)}\nNew bundle: {bundle}")
+    if registry_id:
+        text += f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)")
     progress({"event": "done", "bundle": str(bundle), "registry_id": registry_id, "summary": result.summary,
               "comparison": result.comparison, "compared_with": compare[0] if compare else None,
               "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
-    return 0
+
+
+def _machine_memory_gb() -> dict[str, float]:
+    """Total RAM and (when there is one) the first GPU's memory, in GB."""
+    import psutil
+    import torch
+
+    out = {"cpu": round(psutil.virtual_memory().total / 1e9, 2)}
+    if torch.cuda.is_available():
+        out["cuda"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 2)
+    return out
 
 
 def _split_from(bundle: Path, folds: int) -> dict[str, Any]:
@@ -384,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(run(args) or 0)
     except PneumoViewError as exc:
         print(f"training: error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # raised outside run() (e.g. while printing): still one line
+        print(f"training: error: {storage_error(exc).message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("training: cancelled", file=sys.stderr)

@@ -11,6 +11,12 @@ A bundle made by training holds, beside ``manifest.json`` and ``weights.safetens
 
 The manifest's ``training`` section repeats the headline numbers (``metrics``: mean of each metric,
 plus ``<metric>_sd``) so the registry can list and compare models without reading the card.
+
+Bundles travel between clinics, so neither file holds a path, a name or a raw patient ID: the data
+summary is :meth:`training.datacheck.DataSummary.public_dict` (counts, reason codes, keyed patient
+hashes), the split lists keyed hashes (:mod:`training.privacy`), base weights are named by file
+name and fingerprint only. Figures carry no text but metrics. Missing or non-finite metrics (a
+degenerate fold) are drawn as "n/a", never a crash.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from pneumoview.errors import BundleError
+from pneumoview.atomic import atomic_dir, clean_stale
+from pneumoview.errors import BundleError, storage_error
 from training.metrics import METRIC_NAMES, roc_curve
 
 MODEL_CARD_FILE = "model_card.json"
@@ -86,7 +92,8 @@ def build_model_card(result: Any, *, data_summary: Mapping[str, Any], base: Mapp
         "base_dtype": result.base_dtype,
         "seconds": result.seconds,
         "library_versions": library_versions(),
-        "platform": {"system": platform.system(), "machine": platform.machine(), "argv": sys.argv[1:]},
+        "platform": {"system": platform.system(), "machine": platform.machine()},
+        "world_size": getattr(result, "world_size", 1),
         "figures": list(FIGURES),
         **(dict(extra) if extra else {}),
     }
@@ -100,28 +107,29 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     written = []
-    folds = [f for f in card["folds"] if f["metrics"] is not None]
+    folds = [f for f in card["folds"] if f.get("metrics")]
 
     fig = Figure(figsize=(5, 5), dpi=100)
     ax = fig.add_subplot()
     for f in folds:
-        pos = np.asarray(f["val_labels"]) == 0
-        fpr, tpr, _ = roc_curve(f["val_scores"], pos)
-        ax.plot(fpr, tpr, label=f"fold {f['fold'] + 1} (AUC {100 * f['metrics']['auc']:.1f})")
+        scores = np.asarray([np.nan if v is None else v for v in f.get("val_scores") or []], dtype=float)
+        pos = np.asarray(f.get("val_labels") or [], dtype=int) == 0
+        if scores.size == 0 or scores.size != pos.size or not np.isfinite(scores).all() or pos.all() or not pos.any():
+            continue  # no curve can be drawn for this fold
+        fpr, tpr, _ = roc_curve(scores, pos)
+        ax.plot(fpr, tpr, label=f"fold {f['fold'] + 1} (AUC {_pct(f['metrics'].get('auc'))})")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
-    auc = card["summary"].get("auc", {})
-    ax.set_title(f"ROC, pneumoconiosis vs normal (AUC {100 * auc.get('mean', float('nan')):.1f} +/- {100 * auc.get('sd', 0):.1f})", fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
+    auc = (card.get("summary") or {}).get("auc") or {}
+    ax.set_title(f"ROC, pneumoconiosis vs normal (AUC {_pct(auc.get('mean'))} +/- {_pct(auc.get('sd'))})", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     written.append(directory / "roc.png")
     fig.savefig(written[-1])
 
-    tp = sum(f["metrics"]["tp"] for f in folds)
-    fn = sum(f["metrics"]["fn"] for f in folds)
-    fp = sum(f["metrics"]["fp"] for f in folds)
-    tn = sum(f["metrics"]["tn"] for f in folds)
+    tp, fn, fp, tn = (sum(int(f["metrics"].get(k) or 0) for f in folds) for k in ("tp", "fn", "fp", "tn"))
     matrix = np.array([[tp, fn], [fp, tn]])
     fig = Figure(figsize=(4, 3.6), dpi=100)
     ax = fig.add_subplot()
@@ -141,19 +149,34 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     ax1, ax2 = fig.subplots(1, 2)
     for f in card["folds"]:
         epochs = [h["epoch"] for h in f["history"]]
-        ax1.plot(epochs, [h["train_loss"] for h in f["history"]], label=f"fold {f['fold'] + 1}")
-        if f["metrics"] is not None:
-            ax2.plot(epochs, [h.get("auc", np.nan) for h in f["history"]], label=f"fold {f['fold'] + 1}")
+        ax1.plot(epochs, [_num(h.get("train_loss")) for h in f["history"]], label=f"fold {f['fold'] + 1}")
+        if f.get("metrics"):
+            ax2.plot(epochs, [_num(h.get("auc")) for h in f["history"]], label=f"fold {f['fold'] + 1}")
     ax1.set_title("training loss", fontsize=9)
     ax1.set_xlabel("epoch")
     ax2.set_title("validation AUC", fontsize=9)
     ax2.set_xlabel("epoch")
     ax2.set_ylim(0, 1)
-    ax1.legend(fontsize=7)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7)
     fig.tight_layout()
     written.append(directory / "curves.png")
     fig.savefig(written[-1])
     return written
+
+
+def _num(value: Any) -> float:
+    """A plottable float: None and non-numbers become NaN (a gap in the line)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _pct(value: Any) -> str:
+    """``12.3`` for 0.123; ``n/a`` for None or a non-finite value."""
+    number = _num(value)
+    return f"{100 * number:.1f}" if np.isfinite(number) else "n/a"
 
 
 def _jsonable(value: Any) -> Any:
@@ -179,6 +202,8 @@ def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, f
     target = Path(out_dir)
     if target.exists():
         raise BundleError("output folder exists; a training run never overwrites a bundle", path=target)
+    if target.parent.is_dir():
+        clean_stale(target.parent)  # half-built folders of killed runs
     card = _jsonable(dict(card))
     training = {
         "metrics": headline_metrics(result.summary),
@@ -193,19 +218,22 @@ def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, f
         "split": result.split,
     }
     manifest = Manifest.create(config, base_fingerprints=fingerprints, training=_jsonable(training), name=name, demo=demo)
-    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from safetensors import SafetensorError
+
     try:
-        save_bundle(staging, result.trainable, manifest)
-        card = {**card, "model_id": manifest.model_id}
-        (staging / MODEL_CARD_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        save_figures(card, staging)
-        os.rename(staging, target)  # fails rather than overwrite if target appeared meanwhile
-    except OSError as exc:
-        raise BundleError(f"cannot write the bundle: {exc}", path=target) from exc
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_dir(target) as staging:  # build then rename: no partial output folder, ever
+            save_bundle(staging.path, result.trainable, manifest)
+            card = {**card, "model_id": manifest.model_id}
+            text = json.dumps(card, indent=1, ensure_ascii=False) + "\n"
+            (staging.path / MODEL_CARD_FILE).write_text(text, encoding="utf-8")
+            save_figures(card, staging.path)
+    except (OSError, SafetensorError) as exc:
+        raise storage_error(exc, target) from exc
+    except BundleError as exc:  # save_bundle wraps write errors: still one clear line, disk full said so
+        cause = exc.__cause__
+        if isinstance(cause, (OSError, SafetensorError)):
+            raise storage_error(cause, target) from exc
+        raise
     return target
 
 

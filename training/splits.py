@@ -6,18 +6,21 @@ scikit-learn is not a dependency): patients are shuffled with the seed, ordered 
 unevenly their images spread over the classes (stable sort), and each patient goes to the
 fold that keeps the per-class proportions most even, ties going to the fold with fewer images.
 
-The result is recorded in the bundle's manifest (seed + validation patients of each fold)
-so the same split can be rebuilt from it (:func:`folds_from_record`).
+The result is recorded in the bundle's manifest (seed + validation patients of each fold, as
+keyed hashes: :mod:`training.privacy`) so the same split can be rebuilt from it on the same
+installation (:func:`folds_from_record`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pneumoview.errors import TrainingDataError
+from training.privacy import ID_SCHEME, ID_SCHEME_KEY, PatientHasher
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,28 @@ def _folds_from_assignment(patients: Sequence[str], fold_of: dict[str, int], n_f
     return folds
 
 
-def folds_record(folds: Sequence[Fold], *, seed: int) -> dict:
-    """JSON-able record of a split for the manifest: seed and validation patients per fold."""
-    return {"seed": seed, "n_folds": len(folds), "val_patients": [list(f.val_patients) for f in folds]}
+def folds_record(folds: Sequence[Fold], *, seed: int, hasher: PatientHasher | None = None) -> dict[str, Any]:
+    """JSON-able record of a split: seed and validation patients per fold (keyed hashes when ``hasher``)."""
+    if hasher is None:
+        return {"seed": seed, "n_folds": len(folds), "val_patients": [list(f.val_patients) for f in folds]}
+    return {"seed": seed, "n_folds": len(folds), ID_SCHEME_KEY: ID_SCHEME,
+            "val_patients": [sorted({hasher(p) for p in f.val_patients}) for f in folds]}
 
 
-def folds_from_record(record: dict, patients: Sequence[str]) -> list[Fold]:
-    """Rebuild the folds of a manifest's split record over (possibly reordered) samples.
+def folds_from_record(record: dict[str, Any], patients: Sequence[str], hasher: PatientHasher | None = None) -> list[Fold]:
+    """Rebuild the folds of a split record over (possibly reordered) samples.
 
-    Raises ``TrainingDataError`` when a patient of the data is not in the record.
+    A record of keyed hashes needs the ``hasher`` of the installation that wrote it. Raises
+    ``TrainingDataError`` when a patient of the data is not in the record.
     """
-    fold_of = {p: f for f, members in enumerate(record["val_patients"]) for p in members}
-    missing = sorted({p for p in patients if p not in fold_of})
+    keyed = record.get(ID_SCHEME_KEY) == ID_SCHEME
+    if keyed and hasher is None:
+        raise TrainingDataError("this split record holds keyed patient hashes; the key is needed to use it")
+    key_of = {p: (hasher(p) if keyed and hasher is not None else p) for p in set(patients)}
+    fold_of_key = {p: f for f, members in enumerate(record["val_patients"]) for p in members}
+    missing = sum(1 for p in key_of.values() if p not in fold_of_key)
     if missing:
-        raise TrainingDataError(f"{len(missing)} patient(s) are not in the recorded split, e.g. {missing[0]!r}")
+        raise TrainingDataError(f"{missing} patient(s) of these data are not in the recorded split "
+                                "(other data, or a split written on another installation)")
+    fold_of = {p: fold_of_key[k] for p, k in key_of.items()}
     return _folds_from_assignment(patients, fold_of, int(record["n_folds"]))

@@ -188,18 +188,9 @@ def _is_safetensors_error(exc: BaseException) -> bool:
 
 
 def write_failure_reason(exc: BaseException, where: str | os.PathLike[str]) -> str:
-    """One line for a failed write of tensors or files: ``disk full: ...`` or ``cannot write ...``.
-
-    safetensors reports write errors as ``SafetensorError("... I/O error: No space left on device
-    (os error 28)")``; the errno is read back from that text.
-    """
-    if isinstance(exc, OSError):
-        return write_error_reason(exc, where)
-    match = re.search(r"os error (\d+)", str(exc))
-    if match:
-        code = int(match.group(1))
-        return write_error_reason(OSError(code, os.strerror(code)), where)
-    return f"cannot write {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    """One line for a failed write of tensors or files (safetensors' ``SafetensorError`` included):
+    :func:`pneumoview.atomic.write_error_reason`."""
+    return write_error_reason(exc, where)
 
 
 def read_manifest_data(directory: str | os.PathLike[str]) -> dict[str, Any]:

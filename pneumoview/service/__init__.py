@@ -1,1 +1,2 @@
-"""Qt-free services that run beside the window: the analysis worker process and its message schema."""
+"""Qt-free protocols between the app and its child processes (typed messages shared by both sides):
+the analysis worker (:mod:`.analysis`) and the training child (:mod:`.training`)."""

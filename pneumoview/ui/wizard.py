@@ -1,10 +1,14 @@
 """Retraining wizard (QWizard): data -> validation summary -> preset and device -> training -> results.
 
 All the work happens in a child process, ``python -m training ... --json-progress`` (the same
-code path as ``pneumoview train``), driven by :class:`TrainingProcess` (a ``QProcess``): a crash
-or an out-of-memory there cannot take the review window down, cancelling is SIGTERM (the child
-keeps its last epoch checkpoint), and GPU memory is handed back when it ends. The child reports
-one JSON object per line on stdout; :class:`JsonLineBuffer` (plain Python) splits them.
+code path as ``pneumoview train``), driven by :class:`TrainingProcess` (a thin ``QProcess``
+wrapper): a crash or an out-of-memory there cannot take the review window down, cancelling is
+SIGTERM (the child keeps its last epoch checkpoint), and GPU memory is handed back when it ends.
+The protocol itself (command line, typed JSON-lines messages, exit codes) is Qt-free and shared
+with the child: :mod:`pneumoview.service.training`.
+
+Demo base weights are never offered as the base of a full-size run, and a run whose memory
+estimate exceeds the chosen device's memory asks before it starts.
 
 This module never imports ``training`` or torch (``pneumoview`` must not depend on ``training``,
 and the GUI process stays light); it reads the new bundle's ``model_card.json`` as plain JSON.
@@ -23,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pneumoview.errors import PneumoViewError
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -34,6 +37,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -47,35 +51,22 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from pneumoview.errors import PneumoViewError
+from pneumoview.service.training import (
+    EXIT_CANCELLED,
+    JsonLineBuffer,
+    child_command,
+    is_demo_weights,
+    memory_warning,
+)
+
 METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
            ("auc", "ROC AUC"), ("avg", "AVG"))
 PRESETS = {"quick": {"epochs": 3, "folds": 5, "run_folds": 1, "final": False},
            "paper": {"epochs": 100, "folds": 5, "run_folds": None, "final": True}}
 
 
-class JsonLineBuffer:
-    """Bytes from a child's stdout -> complete JSON objects (partial lines wait; junk lines kept apart)."""
-
-    def __init__(self) -> None:
-        self._pending = b""
-        self.junk: list[str] = []
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._pending += data
-        *lines, self._pending = self._pending.split(b"\n")
-        events = []
-        for raw in lines:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                self.junk.append(text)
-                continue
-            if isinstance(value, dict):
-                events.append(value)
-        return events
+__all__ = ["JsonLineBuffer", "RetrainWizard", "TrainingProcess"]  # JsonLineBuffer: from pneumoview.service.training
 
 
 class TrainingProcess(QObject):
@@ -98,11 +89,8 @@ class TrainingProcess(QObject):
         self.cancel_requested = False
 
     def command(self, args: Sequence[str]) -> tuple[str, list[str]]:
-        """Program and arguments: ``python -m training`` from an install, ``pneumoview train`` when frozen
-        (a PyInstaller app's executable is PneumoView itself, which dispatches ``train``)."""
-        if getattr(sys, "frozen", False) and self.python == sys.executable:
-            return sys.executable, ["train", *args, "--json-progress"]
-        return self.python, ["-m", "training", *args, "--json-progress"]
+        """Program and arguments (:func:`pneumoview.service.training.child_command`)."""
+        return child_command(args, python=self.python)
 
     def start(self, args: Sequence[str]) -> None:
         self._buffer = JsonLineBuffer()
@@ -179,13 +167,18 @@ class DataPage(QWizardPage):
         row.addWidget(folder_btn)
         row.addWidget(csv_btn)
         clip, llama = wizard.base_paths()
-        self.base_real = QRadioButton(f"Base weights from the settings (CLIP: {clip or 'not set'}; LLaMA: {llama or 'not set'})")
+        real_ok = wizard.real_base_available()
+        why = ""
+        if not real_ok and clip and llama:
+            why = " - these are the demo model's weights, not CLIP ViT-L/14 and LLaMA-7B"
+        self.base_real = QRadioButton(
+            f"Base weights from the settings (CLIP: {clip or 'not set'}; LLaMA: {llama or 'not set'}){why}")
         self.base_demo = QRadioButton("Demo: tiny architecture with demo weights (to try the wizard; NOT a diagnostic model)")
         group = QButtonGroup(self)
         group.addButton(self.base_real)
         group.addButton(self.base_demo)
-        (self.base_real if clip and llama else self.base_demo).setChecked(True)
-        self.base_real.setEnabled(bool(clip and llama))
+        (self.base_real if real_ok else self.base_demo).setChecked(True)
+        self.base_real.setEnabled(real_ok)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         if wizard.base_args is None:
@@ -206,7 +199,7 @@ class DataPage(QWizardPage):
         if file:
             self.path_edit.setText(file)
 
-    def isComplete(self) -> bool:  # noqa: N802 (Qt)
+    def isComplete(self) -> bool:
         text = self.path_edit.text().strip()
         return bool(text) and Path(text).exists()
 
@@ -227,13 +220,15 @@ class SummaryPage(QWizardPage):
         layout.addWidget(self.text, 1)
         self.summary: dict[str, Any] | None = None
         self.estimate: dict[str, Any] | None = None
+        self.estimates: dict[str, dict[str, Any]] = {}  # per device
+        self.machine_memory_gb: dict[str, float] = {}  # per device
         self.devices: list[str] = ["cpu"]
         self.proc = TrainingProcess(self, python=wizard.python)
         self.proc.event.connect(self._on_event)
         self.proc.finished.connect(self._on_finished)
         self._done = False
 
-    def initializePage(self) -> None:  # noqa: N802
+    def initializePage(self) -> None:
         self.summary, self.estimate, self._done = None, None, False
         self.text.setPlainText("Checking the data...")
         self.progress.setRange(0, 0)
@@ -241,7 +236,7 @@ class SummaryPage(QWizardPage):
                          *self.w.extra_args])
         self.completeChanged.emit()
 
-    def cleanupPage(self) -> None:  # noqa: N802 (Back)
+    def cleanupPage(self) -> None:
         self.proc.kill_and_wait()
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -254,6 +249,8 @@ class SummaryPage(QWizardPage):
             self.text.setPlainText(event["text"])
         elif kind == "estimate":
             self.estimate = event["estimate"]
+            self.estimates = dict(event.get("estimates") or {})
+            self.machine_memory_gb = dict(event.get("machine_memory_gb") or {})
             self.devices = list(event.get("devices") or ["cpu"])
         elif kind == "error":
             self.text.appendPlainText(f"\nError: {event.get('message')}")
@@ -273,7 +270,7 @@ class SummaryPage(QWizardPage):
             return 0
         return int(min(self.summary.get("patients_per_class") or [0]))
 
-    def isComplete(self) -> bool:  # noqa: N802
+    def isComplete(self) -> bool:
         return self._done and bool(self.summary and self.summary.get("ok"))
 
 
@@ -296,6 +293,9 @@ class PresetPage(QWizardPage):
         self.checkpointing = QCheckBox("Gradient checkpointing (less GPU memory, ~30 % slower)")
         self.estimate = QLabel()
         self.estimate.setWordWrap(True)
+        self.memory_warning = QLabel()
+        self.memory_warning.setWordWrap(True)
+        self.memory_warning.setStyleSheet("color: #b00020;")
         form = QFormLayout()
         form.addRow("Epochs", self.epochs)
         form.addRow("Folds", self.folds)
@@ -306,12 +306,13 @@ class PresetPage(QWizardPage):
         layout.addLayout(form)
         layout.addWidget(self.checkpointing)
         layout.addWidget(self.estimate)
+        layout.addWidget(self.memory_warning)
         layout.addStretch(1)
         self.quick.toggled.connect(self._apply_preset)
         for signal in (self.epochs.valueChanged, self.folds.valueChanged, self.device.currentIndexChanged):
             signal.connect(self._update_estimate)
 
-    def initializePage(self) -> None:  # noqa: N802
+    def initializePage(self) -> None:
         summary_page = self.w.summary_page
         self.device.clear()
         for dev in summary_page.devices:
@@ -335,8 +336,29 @@ class PresetPage(QWizardPage):
     def final_model(self) -> bool:
         return self.preset() == "paper"
 
+    def chosen_estimate(self) -> dict[str, Any] | None:
+        """The child's estimate for the chosen device (the auto device's when it sent only one)."""
+        page = self.w.summary_page
+        return page.estimates.get(str(self.device.currentData())) or page.estimate
+
+    def memory_warning_text(self) -> str | None:
+        est = self.chosen_estimate()
+        device = str(self.device.currentData() or "cpu")
+        return memory_warning(est.get("memory_gb") if est else None,
+                              self.w.summary_page.machine_memory_gb.get(device), device=device)
+
+    def validatePage(self) -> bool:
+        warning = self.memory_warning_text()
+        if warning is None:
+            return True
+        answer = QMessageBox.question(self, "Not enough memory", warning + "\n\nStart the training anyway?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def _update_estimate(self) -> None:
-        est = self.w.summary_page.estimate
+        est = self.chosen_estimate()
+        self.memory_warning.setText(self.memory_warning_text() or "")
         if not est:
             self.estimate.setText("")
             return
@@ -392,7 +414,7 @@ class TrainPage(QWizardPage):
         self.out_dir: Path | None = None
         self._last_draw = 0.0
 
-    def initializePage(self) -> None:  # noqa: N802
+    def initializePage(self) -> None:
         self.curves, self.result, self.exit_code = {}, None, None
         self.out_dir = self.w.new_bundle_dir()
         self.progress.setRange(0, 0)
@@ -404,7 +426,7 @@ class TrainPage(QWizardPage):
         self._draw(force=True)
         self.completeChanged.emit()
 
-    def cleanupPage(self) -> None:  # noqa: N802
+    def cleanupPage(self) -> None:
         self.proc.kill_and_wait()
 
     def cancel(self) -> None:
@@ -421,13 +443,14 @@ class TrainPage(QWizardPage):
         elif kind == "epoch":
             curve = self.curves.setdefault(int(event["fold"]), {"epoch": [], "loss": [], "auc": []})
             curve["epoch"].append(event["epoch"])
-            curve["loss"].append(event["train_loss"])
+            curve["loss"].append(math.nan if event["train_loss"] is None else event["train_loss"])
             curve["auc"].append(event.get("auc", math.nan))
             self.progress.setRange(0, int(event["total_epochs"]))
             self.progress.setValue(int(event["done_epochs"]))
             fold = "final model" if event["fold"] < 0 else f"fold {event['fold'] + 1}"
             auc = f", validation AUC {_pct(event.get('auc'))}" if "auc" in event else ""
-            self.status.setText(f"{fold}, epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f}{auc}"
+            loss = math.nan if event["train_loss"] is None else event["train_loss"]
+            self.status.setText(f"{fold}, epoch {event['epoch']}/{event['epochs']}: loss {loss:.4f}{auc}"
                                 f" - about {_duration(event['eta_s'])} left")
             self._draw()
         elif kind == "done":
@@ -463,7 +486,7 @@ class TrainPage(QWizardPage):
         if code == 0 and self.result is not None:
             self.progress.setValue(1)
             self.status.setText("Finished. " + self.result.get("text", "").splitlines()[0])
-        elif code == 130 or self.proc.cancel_requested:
+        elif code == EXIT_CANCELLED or self.proc.cancel_requested:
             self.progress.setValue(0)
             self.status.setText("Cancelled. The checkpoint of the last finished epoch is kept; "
                                 "run the wizard again with the same settings to continue.")
@@ -472,7 +495,7 @@ class TrainPage(QWizardPage):
             self.status.setText(f"Training failed (exit code {code}).\n{stderr}")
         self.completeChanged.emit()
 
-    def isComplete(self) -> bool:  # noqa: N802
+    def isComplete(self) -> bool:
         return self.exit_code == 0 and self.result is not None
 
 
@@ -500,7 +523,7 @@ class ResultsPage(QWizardPage):
         layout.addWidget(self.keep)
         self.setFinalPage(True)
 
-    def initializePage(self) -> None:  # noqa: N802
+    def initializePage(self) -> None:
         result = self.w.train_page.result or {}
         new = result.get("summary") or {}
         comparison = result.get("comparison")
@@ -531,7 +554,7 @@ class ResultsPage(QWizardPage):
         self.note.setText(note + f"\nNew bundle: {result.get('bundle', '')}")
         self.activate.setEnabled(bool(result.get("registry_id")))
 
-    def validatePage(self) -> bool:  # noqa: N802 (Finish)
+    def validatePage(self) -> bool:
         result = self.w.train_page.result or {}
         if self.activate.isChecked() and result.get("registry_id"):
             self.w.registry.activate(result["registry_id"])
@@ -593,6 +616,11 @@ class RetrainWizard(QWizard):
     def base_paths(self) -> tuple[str | None, str | None]:
         return getattr(self.settings, "clip_path", None), getattr(self.settings, "llama_path", None)
 
+    def real_base_available(self) -> bool:
+        """Both base paths are set and neither is the demo model's (a full-size run on demo weights cannot work)."""
+        clip, llama = self.base_paths()
+        return bool(clip and llama) and not (is_demo_weights(clip) or is_demo_weights(llama))
+
     def data_path(self) -> str:
         return self.data_page.path_edit.text().strip()
 
@@ -600,6 +628,8 @@ class RetrainWizard(QWizard):
         if self.base_args is not None:
             return list(self.base_args)
         if self.data_page.base_demo.isChecked():
+            return ["--demo"]
+        if not self.real_base_available():  # never demo weights under a full-size architecture
             return ["--demo"]
         clip, llama = self.base_paths()
         return ["--base-clip", str(clip), "--base-llama", str(llama)]
@@ -627,7 +657,7 @@ class RetrainWizard(QWizard):
         except (PneumoViewError, OSError):  # a broken registry must not break the results page
             return None
 
-    def done(self, result: int) -> None:  # noqa: D401 (Qt) - closing always stops a running child
+    def done(self, result: int) -> None:
         self.summary_page.proc.kill_and_wait()
         self.train_page.proc.kill_and_wait()
         super().done(result)

@@ -143,7 +143,7 @@ def test_sigterm_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path: Path, home: 
     assert {"data_summary", "estimate", "start", "step", "epoch"} <= {e["event"] for e in events}
     assert (tmp_path / "bundle.run" / "checkpoint.safetensors").is_file() and not out.exists()
     seen: list[dict] = []
-    import training.cli as cli
+    from training import cli
 
     original = cli._Progress.__call__
     cli._Progress.__call__ = lambda self, e: seen.append(e)  # type: ignore[method-assign]
@@ -184,7 +184,10 @@ def test_a_demo_trained_bundle_predicts_in_the_engine_what_training_measured(tmp
     fold = card["folds"][0]
     with csv.open(newline="") as fh:
         rows = list(csv_module.DictReader(fh))
-    files = [csv.parent / r["path"] for r in rows if r["patient_id"] in set(fold["val_patients"])]
+    from training.privacy import load_patient_key, patient_hasher
+
+    hash_id = patient_hasher(load_patient_key())  # the card lists keyed hashes, never raw IDs
+    files = [csv.parent / r["path"] for r in rows if hash_id(r["patient_id"]) in set(fold["val_patients"])]
     demo = ensure_demo_model()
     engine = InferenceEngine.load(out, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="fp32")
     probabilities = [p.probability for p in engine.predict([prepare(f).crop for f in files])]

@@ -69,3 +69,22 @@ def test_refuses_empty_class_and_too_few_patients() -> None:
         patient_kfold(["a", "b", "c"], [0, 0, 0], 2)
     with pytest.raises(TrainingDataError, match="only 2 patient"):
         patient_kfold(["a", "b", "c", "d", "d"], [0, 0, 1, 1, 1], 3)
+
+
+def test_split_record_holds_keyed_hashes_and_rebuilds_only_with_the_same_key() -> None:
+    from pneumoview.errors import TrainingDataError
+    from training.privacy import patient_hasher
+
+    patients = [f"PID-{i // 2}" for i in range(20)]
+    labels = [(i // 2) % 2 for i in range(20)]
+    folds = patient_kfold(patients, labels, 2, seed=1)
+    hasher = patient_hasher(b"k" * 32)
+    record = folds_record(folds, seed=1, hasher=hasher)
+    flat = [p for members in record["val_patients"] for p in members]
+    assert all(p.startswith("P-") and "PID" not in p for p in flat) and len(flat) == 10
+    rebuilt = folds_from_record(record, patients, hasher)
+    assert [f.val for f in rebuilt] == [f.val for f in folds]
+    with pytest.raises(TrainingDataError, match="key is needed"):
+        folds_from_record(record, patients)
+    with pytest.raises(TrainingDataError, match="not in the recorded split"):
+        folds_from_record(record, patients, patient_hasher(b"other key"))

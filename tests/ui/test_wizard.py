@@ -11,15 +11,7 @@ pytest.importorskip("PySide6")
 from PySide6.QtWidgets import QWizard  # noqa: E402
 
 from pneumoview.registry import ModelRegistry  # noqa: E402
-from pneumoview.ui.wizard import JsonLineBuffer, RetrainWizard  # noqa: E402
-
-
-def test_json_line_buffer_waits_for_whole_lines_and_keeps_junk_apart() -> None:
-    buf = JsonLineBuffer()
-    assert buf.feed(b'{"event": "sta') == []
-    assert buf.feed(b'rt", "n": 1}\nnot json\n{"event": "epoch"}\n{"x"') == [{"event": "start", "n": 1}, {"event": "epoch"}]
-    assert buf.junk == ["not json"]
-    assert buf.feed(b": 2}\n") == [{"x": 2}]
+from pneumoview.ui.wizard import RetrainWizard  # noqa: E402
 
 
 @pytest.fixture()
@@ -110,3 +102,82 @@ def test_training_child_command_from_an_install_and_from_the_frozen_app(qtbot, m
     assert proc.command(["DATA"]) == (sys.executable, ["-m", "training", "DATA", "--json-progress"])
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     assert proc.command(["DATA"]) == (sys.executable, ["train", "DATA", "--json-progress"])
+
+
+def _demo_weights(tmp_path: Path) -> tuple[Path, Path]:
+    """Files marked as the demo model's base weights, exactly as ``inference.demo`` marks them."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    clip = tmp_path / "clip-visual-demo.safetensors"
+    save_file({"visual.x": __import__("numpy").zeros(2, dtype="float32")}, str(clip), metadata={"pneumoview_demo": "1"})
+    llama = tmp_path / "llama-demo"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "pneumoview_demo": True}))
+    return clip, llama
+
+
+def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path
+) -> None:
+    from pneumoview.settings import Settings
+
+    clip, llama = _demo_weights(tmp_path)
+    wiz = RetrainWizard(None, settings=Settings(clip_path=str(clip), llama_path=str(llama)),
+                        registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
+    qtbot.addWidget(wiz)
+    page = wiz.data_page
+    assert not page.base_real.isEnabled() and page.base_demo.isChecked()
+    assert "demo model's weights" in page.base_real.text()
+    page.base_real.setChecked(True)  # even if forced, the child is started with --demo, never the full architecture
+    assert wiz.base_arguments() == ["--demo"]
+    # Real (unmarked) files are offered and preselected.
+    real_clip = tmp_path / "ViT-L-14.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file({"visual.x": __import__("numpy").zeros(2, dtype="float32")}, str(real_clip))
+    real_llama = tmp_path / "llama-7b"
+    real_llama.mkdir()
+    (real_llama / "config.json").write_text('{"model_type": "llama"}')
+    wiz2 = RetrainWizard(None, settings=Settings(clip_path=str(real_clip), llama_path=str(real_llama)),
+                         registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
+    qtbot.addWidget(wiz2)
+    assert wiz2.data_page.base_real.isEnabled() and wiz2.data_page.base_real.isChecked()
+    assert wiz2.base_arguments() == ["--base-clip", str(real_clip), "--base-llama", str(real_llama)]
+
+
+def test_a_run_larger_than_the_machine_asks_before_it_starts(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    wiz = RetrainWizard(None, registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
+    qtbot.addWidget(wiz)
+    summary = wiz.summary_page
+    # What the child sends in its "estimate" message (pneumoview.service.training.EstimateEvent).
+    summary._on_event({"event": "estimate", "device": "cuda", "devices": ["cpu", "cuda"], "cuda_available": True,
+                       "estimate": {"memory_gb": 30.0, "seconds": 60, "seconds_per_epoch": 1.0,
+                                    "trainable_parameters": 10, "notes": "rough"},
+                       "estimates": {"cpu": {"memory_gb": 8.0, "seconds": 600, "seconds_per_epoch": 10.0,
+                                             "trainable_parameters": 10, "notes": "rough"},
+                                     "cuda": {"memory_gb": 30.0, "seconds": 60, "seconds_per_epoch": 1.0,
+                                              "trainable_parameters": 10, "notes": "rough"}},
+                       "machine_memory_gb": {"cpu": 16.0, "cuda": 24.0}})
+    summary.summary = {"ok": True, "patients_per_class": [5, 5]}
+    page = wiz.preset_page
+    page.initializePage()
+    asked: list[str] = []
+
+    def answer(button: QMessageBox.StandardButton):  # type: ignore[no-untyped-def]
+        return lambda *args, **kwargs: asked.append(args[2]) or button
+
+    page.device.setCurrentIndex(page.device.findData("cuda"))
+    assert "30.0 GB" in page.memory_warning.text() and "24.0 GB of GPU memory" in page.memory_warning.text()
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    assert page.validatePage() is False and len(asked) == 1
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    assert page.validatePage() is True
+    page.device.setCurrentIndex(page.device.findData("cpu"))  # 8 GB on a 16 GB machine: no question
+    assert page.memory_warning.text() == ""
+    assert page.validatePage() is True and len(asked) == 2
