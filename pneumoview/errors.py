@@ -140,6 +140,8 @@ class StorageError(PneumoViewError):
 
 #: errno values that mean "no space left" (ENOSPC, EDQUOT, and EFBIG: a file-size limit of the file system).
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: How libraries that lose the errno (safetensors, shutil.copytree) say it.
+_DISK_FULL_WORDS = ("No space left", "StorageFull", "Disk quota", "File too large")
 #: A file system with less free space than this counts as full when an error does not say why.
 _NEARLY_FULL_BYTES = 1 << 20
 
@@ -168,7 +170,7 @@ def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -
     errno_value = getattr(exc, "errno", None)
     text = str(exc)
     where = path if path is not None else getattr(exc, "filename", None)
-    if errno_value in _DISK_FULL_ERRNOS or "No space left" in text or "StorageFull" in text:
+    if errno_value in _DISK_FULL_ERRNOS or any(words in text for words in _DISK_FULL_WORDS):
         return StorageError("disk full", path=where)
     if errno_value is None and where is not None and _nearly_full(Path(where)):  # e.g. numpy's short write
         return StorageError("disk full", path=where)

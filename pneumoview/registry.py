@@ -359,6 +359,4 @@ def _copy_error(exc: shutil.Error, where: Path) -> str:
     """One line for a ``shutil.Error`` (a list of (src, dst, why) from copytree): its first reason."""
     first = exc.args[0][0] if exc.args and isinstance(exc.args[0], list) and exc.args[0] else None
     why = str(first[2]) if first and len(first) == 3 else str(exc)
-    if "No space left" in why or "Disk quota" in why or "File too large" in why:
-        return f"disk full: no space left to write {where}"
-    return f"cannot write {where}: {why}"
+    return write_error_reason(OSError(why), where)

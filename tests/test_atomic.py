@@ -46,9 +46,8 @@ def test_atomic_dir_unique_picks_a_free_name(tmp_path: Path) -> None:
 
 
 def test_write_error_reason_is_one_line() -> None:
-    assert write_error_reason(OSError(errno.ENOSPC, "No space left on device"), "/r/models") == \
-        "disk full: no space left to write /r/models"
-    assert write_error_reason(OSError(errno.EDQUOT, "Disk quota exceeded"), "/r") == "disk full: no space left to write /r"
+    assert write_error_reason(OSError(errno.ENOSPC, "No space left on device"), "/r/models") == "disk full: /r/models"
+    assert write_error_reason(OSError(errno.EDQUOT, "Disk quota exceeded"), "/r") == "disk full: /r"
     assert write_error_reason(PermissionError(errno.EACCES, "Permission denied"), "/r") == \
         "cannot write /r: Permission denied"
 

@@ -222,7 +222,7 @@ def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, f
 
     try:
         with atomic_dir(target) as staging:  # build then rename: no partial output folder, ever
-            save_bundle(staging.path, result.trainable, manifest)
+            save_bundle(staging.path, result.trainable, manifest, overwrite=True)  # into the empty staging folder
             card = {**card, "model_id": manifest.model_id}
             text = json.dumps(card, indent=1, ensure_ascii=False) + "\n"
             (staging.path / MODEL_CARD_FILE).write_text(text, encoding="utf-8")

@@ -154,7 +154,7 @@ def ensure_demo_model(directory: str | os.PathLike[str] | None = None) -> DemoPa
             _write(DemoPaths.under(staging.path))
     except BundleError as exc:  # save_bundle's write errors name the temporary folder: name the target
         full = exc.reason.startswith("disk full")
-        raise PneumoViewError(f"disk full: no space left to write {root}" if full else exc.reason) from exc
+        raise PneumoViewError(f"disk full: {root}" if full else exc.reason) from exc
     except Exception as exc:
         from safetensors import SafetensorError
 

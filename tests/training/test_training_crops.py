@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumoview.errors import TrainingDataError
+from pneumoview.errors import PixelDecodeError, TrainingDataError
 from training import crops
 from training.crops import CropCache, pipeline_fingerprint, remove_stale_temp_files
 from training.datacheck import validate
@@ -67,18 +67,21 @@ def _png(path: Path, array: np.ndarray) -> Path:
 
 
 def test_an_image_the_localiser_cannot_take_is_listed_and_the_rest_trains(tmp_path: Path) -> None:
-    """A 1-pixel-high picture used to raise ValueError out of the lung localiser and end the run."""
+    """An image that cannot be decoded (a truncated PNG) is listed and the others train (a 1-pixel-high
+    picture, which once raised out of the lung localiser, now gets the whole-image fallback)."""
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     for cls in ("normal", "pneumoconiosis"):
         for i in range(2):
             _png(data / cls / f"{i}.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
-    thin = _png(data / "normal" / "thin.png", np.full((1, 300), 128, np.uint8))
+    _png(data / "normal" / "thin.png", np.full((1, 300), 128, np.uint8))  # prepared with the fallback
+    thin = data / "normal" / "truncated.png"
+    thin.write_bytes((data / "normal" / "0.png").read_bytes()[:60])
     cache = CropCache(tmp_path / "cache", size=32)
-    with pytest.raises(TrainingDataError, match="cannot decode the image"):
+    with pytest.raises(PixelDecodeError, match="cannot decode"):  # decoded in the sandbox: its own error class
         cache.prepare(thin)
     dataset = validate(data, folds=2, cache=cache)
-    assert len(dataset) == 4
+    assert len(dataset) == 5
     assert [u["path"] for u in dataset.summary.unreadable] == [str(thin)]
     assert dataset.summary.ok
     # The failure is remembered by content: the rerun does not decode again.
