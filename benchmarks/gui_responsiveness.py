@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     timing: dict[str, float] = {}
 
     def blocking_work() -> None:
-        from pneumoview.service.analysis import engine_provenance, predict_results
+        from pneumoview.service.analysis_worker import engine_provenance, predict_results
 
         t = time.perf_counter()
         try:

@@ -259,7 +259,7 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
     With ``dicom_out``, each analysed image also gets its DICOM results (:mod:`pneumoview.pacs.export`);
     a source that cannot carry them (no DICOM identity) is noted in its row.
     """
-    from pneumoview.service.analysis import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
+    from pneumoview.service.analysis_worker import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
 
     provenance = engine_provenance(engine, threshold)
     batch: list[tuple[_File, Any]] = []

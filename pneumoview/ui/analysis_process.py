@@ -11,11 +11,10 @@ from pneumoview.service.analysis import (
 from pneumoview.service.analysis import (
     EngineSpec,
     error_from_event,
-    serve,
     worker_command,
 )
 
-__all__ = ["AnalysisClient", "EngineSpec", "child_environment", "error_from_event", "serve", "worker_command"]
+__all__ = ["AnalysisClient", "EngineSpec", "child_environment", "error_from_event", "worker_command"]
 
 
 def child_environment() -> dict[str, str]:

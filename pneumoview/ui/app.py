@@ -8,6 +8,7 @@ script runs it on the frozen build.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -127,8 +128,10 @@ def _require_display() -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.analysis_worker:   # the analysis child process: no Qt, JSON lines on stdin/stdout
-        from pneumoview.ui.analysis_process import serve
-        return serve()
+        # A separate process entry, named (like the CLI's sub-commands) so that the GUI process's
+        # import graph never reaches torch: the worker module is only ever imported in the child.
+        worker = importlib.import_module("pneumoview.service.analysis_worker")
+        return int(worker.serve())
     limit_gui_process_threads()
     if args.smoke_test:
         return smoke_test()

@@ -16,10 +16,9 @@ from pneumoview.service.analysis import (
     WorkItem,
     analyse_request,
     decode_event,
-    engine_provenance,
     error_from_event,
-    predict_results,
 )
+from pneumoview.service.analysis_worker import engine_provenance, predict_results
 
 pytestmark = pytest.mark.timeout(300)
 
