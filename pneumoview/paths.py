@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 APP_NAME = "PneumoView"
 #: Environment variable that relocates config + data under one folder.
@@ -39,6 +39,12 @@ def data_dir() -> Path:
     """Folder for the results database and the model registry (not created here)."""
     home = home_override()
     return home / "data" if home else Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Folder for files PneumoView can rebuild (prepared weights, the demo model); not created here."""
+    home = home_override()
+    return home / "cache" if home else Path(user_cache_dir(APP_NAME, appauthor=False))
 
 
 def settings_path() -> Path:

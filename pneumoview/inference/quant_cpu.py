@@ -14,7 +14,8 @@ Kernels (both PyTorch's own CPU kernels; measured on a 4096x11008 layer, 10 toke
   ``torch._weight_int8pack_mm`` 12 ms vs 6.9 ms, so neither is used. Activations are quantised per
   call (per tensor, ``reduce_range``): each image's 10 tokens are run separately so that a crop's
   result never depends on the other crops in its batch.
-* ``int4``: 4-bit asymmetric groups of 128 along the input dimension, packed by
+* ``int4``: 4-bit asymmetric groups of 128 (64, 32 where 128 does not divide the input size; int8
+  where none does or the output size is not a multiple of 16) along the input dimension, packed by
   ``torch._convert_weight_to_int4pack_for_cpu`` and run by ``torch._weight_int4pack_mm_for_cpu``
   (bf16 activations; about as fast as bf16 at batch 1).
 """
@@ -35,6 +36,8 @@ SCALE_SUFFIX = "_qscale"
 LINEAR_NAMES = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                 "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
 INT4_GROUP = 128
+#: Group sizes the CPU int4 kernel takes, largest first; a layer whose input size none divides stays int8.
+INT4_GROUPS = (128, 64, 32)
 CPU_MODES = ("int8", "int4")
 
 
@@ -133,11 +136,12 @@ def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tens
     """For the LLaMA reader: (name, stored tensor) -> prepared entries. Linear weights become
     ``name`` (int8 / packed uint8) + ``name + SCALE_SUFFIX``; everything else is cast to ``dtype``."""
     check_cpu_mode(mode)
-    quantise = quantise_int8 if mode == "int8" else quantise_int4
 
     def transform(name: str, tensor: Tensor) -> dict[str, Tensor]:
         if is_linear_weight(name):
-            q, scale = quantise(tensor)
+            group = next((g for g in INT4_GROUPS if tensor.shape[1] % g == 0), None) if tensor.shape[0] % 16 == 0 \
+                else None  # the int4 packing needs 16 | output size
+            q, scale = quantise_int4(tensor, group) if mode == "int4" and group else quantise_int8(tensor)
             return {name: q, name + SCALE_SUFFIX: scale}
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
@@ -160,10 +164,11 @@ def install_quantised_linears(decoder: nn.Module, state: dict[str, Tensor], mode
                 q, scale = state.pop(key), state.pop(key + SCALE_SUFFIX)
             except KeyError as exc:
                 raise ConfigError(f"{mode} weights lack {exc.args[0]}: prepared for another plan?") from exc
-            want = (child.out_features, child.in_features if mode == "int8" else child.in_features // 2)
-            if tuple(q.shape) != want:
+            int8 = q.dtype == torch.int8  # int4 plans keep int8 where the input size fits no int4 group
+            want = (child.out_features, child.in_features if int8 else child.in_features // 2)
+            if tuple(q.shape) != want or (not int8 and child.in_features % scale.shape[0]):
                 raise ConfigError(f"{key}: quantised shape {tuple(q.shape)} does not fit {want}")
-            layer = CpuInt8Linear(q, scale) if mode == "int8" else CpuInt4Linear(q, scale)
+            layer = CpuInt8Linear(q, scale) if int8 else CpuInt4Linear(q, scale, child.in_features // scale.shape[0])
             setattr(parent, child_name, layer)
             del q, scale
             replaced += 1

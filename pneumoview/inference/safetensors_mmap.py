@@ -109,3 +109,33 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[st
     """All tensors (memory-mapped) and the metadata of one safetensors file."""
     _header, metadata, _start = read_header(path)
     return dict(iter_tensors(path)), metadata
+
+
+def save(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+         ) -> None:
+    """Write a standard safetensors file tensor by tensor (no second copy of the data in memory,
+    unlike ``safetensors.torch.save_file``, which builds every tensor's bytes first)."""
+    names = sorted(tensors)
+    header: dict[str, object] = {}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        code = next((k for k, v in DTYPES.items() if v == t.dtype), None)
+        if code is None:
+            raise ValueError(f"{name}: dtype {t.dtype} cannot be written to safetensors")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in names:
+            t = tensors[name].detach().cpu().contiguous()
+            if t.numel():
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        f.flush()
+        os.fsync(f.fileno())
