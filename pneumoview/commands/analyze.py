@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.errors import ConfigError, ExportError, PneumoViewError
+from pneumoview.precision import Precision, Quantisation, choices
 from pneumoview.report import guard_formula
 
 #: CSV columns, in order.
@@ -49,9 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
     parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), help="default: from settings (auto)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: from settings")
-    parser.add_argument("--quantisation", choices=("auto", "none", "int8", "nf4"), default="auto",
-                        help="LLaMA 8-/4-bit on small GPUs (bitsandbytes, CUDA); default auto")
+    parser.add_argument("--precision", choices=choices(Precision), help="default: from settings")
+    parser.add_argument("--quantisation", choices=choices(Quantisation),
+                        help="LLaMA linears in 8/4 bit: int8 / int4 on the CPU, int8 / nf4 on a GPU (bitsandbytes); "
+                        "auto: only when memory is short; default: from settings")
     parser.add_argument("--threshold", type=float, help="probability at or above which the label is "
                         "pneumoconiosis (default: from settings, 0.5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -106,10 +108,12 @@ def load_engine(args: argparse.Namespace):  # -> InferenceEngine
     settings = load_settings()
     device = args.device or settings.device or "auto"
     precision = args.precision or settings.precision or "auto"
+    quantisation = args.quantisation or settings.quantisation or "auto"
     from pneumoview.inference.engine import InferenceEngine
 
     if args.demo:
-        return InferenceEngine.demo(device=device, precision=precision)
+        return InferenceEngine.demo(device=device, precision=precision,
+                                    quantisation="none" if quantisation == "auto" else quantisation)
     bundle = _resolve_model(args, settings)
     clip = args.clip or (Path(settings.clip_path) if settings.clip_path else None)
     llama = args.llama or (Path(settings.llama_path) if settings.llama_path else None)
@@ -118,7 +122,7 @@ def load_engine(args: argparse.Namespace):  # -> InferenceEngine
             print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
 
     return InferenceEngine.load(bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
-                                quantisation=args.quantisation, batch_size=args.batch_size,
+                                quantisation=quantisation, batch_size=args.batch_size,
                                 allow_unverified_clip=args.allow_unverified_clip, progress=say)
 
 

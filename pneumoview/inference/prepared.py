@@ -12,7 +12,8 @@ the LLaMA folder. Changing the weights or the plan gives another key; an entry w
 fingerprints differ from those the bundle expects is not used. The base fingerprints are stored in
 the entry's metadata (computed from the original files when it was written), so the bundle check
 still runs on a warm start. A corrupt or unreadable entry is deleted and rebuilt; nothing in it is
-ever unpickled (safetensors only). One entry is kept per pair of base weights (the newest plan).
+ever unpickled (safetensors only). One entry is kept per pair of base weights (the newest plan),
+and at most :data:`MAX_ENTRIES` in all.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pneumoview.errors import WeightsError
 CACHE_FORMAT = 1
 META_KEY = "pneumoview_prepared"
 VISUAL, DECODER = "visual.", "decoder."
+#: Entries kept in all (oldest dropped first): a full-size int8 entry is ~7 GB, a bf16 one ~14 GB.
+MAX_ENTRIES = 3
 
 
 def cache_dir() -> Path:
@@ -124,4 +127,7 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
     for other in path.parent.glob(f"{pair}-*.safetensors"):
         if other != path:
             other.unlink(missing_ok=True)
+    others = sorted((p for p in path.parent.glob("*.safetensors") if p != path), key=lambda p: p.stat().st_mtime)
+    for old in others[:max(0, len(others) + 1 - MAX_ENTRIES)]:
+        old.unlink(missing_ok=True)
     return path
