@@ -63,6 +63,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unverified-clip", action="store_true",
                         help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--distributed", action="store_true", help="split the files across the processes of "
+                        "`accelerate launch` / `torchrun`; rank 0 writes the one CSV (pneumoview/commands/distributed.py)")
 
 
 def _check_inputs(folders: Iterable[Path], csv_path: Path) -> None:
@@ -107,6 +109,9 @@ def load_engine(args: argparse.Namespace):  # -> InferenceEngine
 
     settings = load_settings()
     device = args.device or settings.device or "auto"
+    from pneumoview.commands.distributed import device_for_rank
+
+    device = device_for_rank(args, device)  # one GPU per process under accelerate launch / torchrun
     precision = args.precision or settings.precision or "auto"
     quantisation = args.quantisation or settings.quantisation or "auto"
     from pneumoview.inference.engine import InferenceEngine
@@ -215,7 +220,13 @@ def run(args: argparse.Namespace) -> int:
             status = UNREADABLE if problem.code == PROBLEM_UNREADABLE else NOT_ANALYSED
             row.update(status=status, reason_code=problem.code, reason=problem.reason)
 
-    _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet)
+    from pneumoview.commands import distributed
+
+    if not distributed.requested(args):
+        _analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet)
+    elif not distributed.analyse(engine, todo, threshold, args.batch_size, tqdm, quiet=args.quiet,
+                                 analyse_share=_analyse):
+        return 0  # rank 0 writes the CSV and reports
     rows.sort(key=lambda r: r["path"])
     write_csv(args.csv, rows)
 
@@ -261,3 +272,9 @@ def _analyse(engine: Any, todo: list[tuple[dict[str, Any], Path]], threshold: fl
             if len(batch) >= batch_size:
                 flush()
         flush()
+
+
+if __name__ == "__main__":  # `accelerate launch -m pneumoview.commands.analyze ...`
+    from pneumoview.cli import main
+
+    sys.exit(main(["analyze", *sys.argv[1:]]))
