@@ -248,8 +248,6 @@ class InferenceEngine:
         one at a time in their final dtype, and a CPU-quantised plan quantises each decoder linear as
         it is drawn (the full bf16 decoder never exists). Marked demo: its outputs mean nothing.
         """
-        import zlib
-
         from pneumoview.inference.bundle import Manifest
         from pneumoview.inference.model import build_model
 
@@ -262,13 +260,7 @@ class InferenceEngine:
         on = "cpu" if plan.quantisation else plan.device
 
         def draw(name: str, like: torch.Tensor, dtype: torch.dtype, device: str) -> torch.Tensor:
-            out = torch.empty(like.shape, dtype=dtype, device=device)
-            if like.ndim == 1 and name.endswith("weight"):  # norms
-                return out.fill_(1.0)
-            if name.endswith("bias"):
-                return out.zero_()
-            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-            return out.normal_(0.0, 0.02, generator=generator)
+            return cls.random_tensor(name, like, dtype, device, seed=seed)
 
         with torch.no_grad():
             visual = {k: draw(k, v, plan.vision_dtype, plan.device) for k, v in shapes.visual.state_dict().items()}
@@ -278,10 +270,27 @@ class InferenceEngine:
                 decoder.update(transform(k, tensor) if transform else {k: tensor})
                 del tensor
         del shapes
-        model = _assemble(config, plan, visual, decoder, None)
+        with torch.random.fork_rng(devices=[]):  # fresh trainables from the seed too: every plan gets the same
+            torch.manual_seed(seed)
+            model = _assemble(config, plan, visual, decoder, None)
         manifest = Manifest.create(config, base_fingerprints={}, name=f"random {config.name} (benchmark only)",
                                    demo=True, model_id=f"random-{config.name}")
         return cls(model, manifest, plan, demo=True)
+
+    @staticmethod
+    def random_tensor(name: str, like: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu", *,
+                      seed: int = 0) -> torch.Tensor:
+        """The random base tensor ``name`` of :meth:`random`: norms 1, biases 0, else N(0, 0.02) from a
+        generator seeded by ``seed`` and the name (the same tensor whatever the plan or the order)."""
+        import zlib
+
+        out = torch.empty(like.shape, dtype=dtype, device=device)
+        if like.ndim == 1 and name.endswith("weight"):  # norms
+            return out.fill_(1.0)
+        if name.endswith("bias"):
+            return out.zero_()
+        generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        return out.normal_(0.0, 0.02, generator=generator)
 
     # --- prediction ------------------------------------------------------------------------
     def _stack(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
