@@ -227,7 +227,7 @@ def child_load(size: str, folder: Path, quantisation: str) -> dict:
 
 
 def run_child(kind: str, size: str, nice: bool, extra: list[str] | None = None) -> dict:
-    repeats = {"tiny": (20, 10), "full": (3, 2)}[size]
+    repeats = {"tiny": (20, 10), "full": (2, 1)}[size]
     cmd = [sys.executable, __file__, "--child", kind, "--size", size,
            "--repeats1", str(repeats[0]), "--repeats8", str(repeats[1]), *(extra or [])]
     if nice:
