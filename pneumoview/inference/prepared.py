@@ -24,10 +24,14 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pneumoview.errors import WeightsError
+
+if TYPE_CHECKING:
+    from pneumoview.inference.plans import Plan
 
 CACHE_FORMAT = 1
 META_KEY = "pneumoview_prepared"
@@ -57,14 +61,13 @@ def _pair_id(clip_path: Path, llama_path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def plan_key(plan: object) -> dict[str, object]:
+def plan_key(plan: Plan) -> dict[str, object]:
     """The parts of a :class:`~pneumoview.inference.plans.Plan` the prepared tensors depend on."""
-    device = torch.device(plan.device)  # type: ignore[attr-defined]
-    return {"device": device.type, "vision": str(plan.vision_dtype),  # type: ignore[attr-defined]
-            "decoder": str(plan.decoder_dtype), "quantisation": plan.quantisation}  # type: ignore[attr-defined]
+    return {"device": plan.device_type, "vision": str(plan.vision_dtype), "decoder": str(plan.decoder_dtype),
+            "quantisation": plan.quantisation}
 
 
-def cache_key(clip_path: Path, llama_path: Path, plan: object) -> str:
+def cache_key(clip_path: Path, llama_path: Path, plan: Plan) -> str:
     text = json.dumps({"format": CACHE_FORMAT, "plan": plan_key(plan), "torch": torch.__version__.split("+")[0],
                        "clip": _identity(clip_path), "llama": _identity(llama_path)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -79,7 +82,7 @@ class Prepared:
     info: dict[str, object] = field(default_factory=dict)  # fingerprints, formats, notes, demo flags, configs
 
 
-def entry_path(clip_path: Path, llama_path: Path, plan: object, directory: Path | None = None) -> Path:
+def entry_path(clip_path: Path, llama_path: Path, plan: Plan, directory: Path | None = None) -> Path:
     folder = directory or cache_dir()
     return folder / f"{_pair_id(clip_path, llama_path)}-{cache_key(clip_path, llama_path, plan)[:32]}.safetensors"
 

@@ -110,6 +110,8 @@ class CpuInt4Linear(nn.Module):
         self.out_features = int(packed.shape[0])
         self.in_features = int(scales_and_zeros.shape[0]) * group
         self.group = group
+        self.packed: Tensor
+        self.scales_and_zeros: Tensor
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16), persistent=False)
 

@@ -136,6 +136,6 @@ def save(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadat
         for name in names:
             t = tensors[name].detach().cpu().contiguous()
             if t.numel():
-                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
         f.flush()
         os.fsync(f.fileno())
