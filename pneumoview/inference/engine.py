@@ -393,57 +393,64 @@ def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, 
     """
     from pneumoview.inference import prepared
 
-    cpu_quant = plan.quantisation if plan.device_type == "cpu" else None
     entry = prepared.entry_path(clip_path, llama_path, plan) if cache and plan.device_type == "cpu" else None
     hit = prepared.load_entry(entry) if entry is not None else None
     if hit is not None:
         say("mapping prepared weights")
         info = hit.info
         _check_clip_fits(config, dict(info["clip_shape"]), clip_path)  # type: ignore[call-overload]
-        _fingerprint_check(manifest, "clip", str(info["clip_fingerprint"]), clip_path)
         report.notes += _check_llama_fits(config, dict(info["llama_config"]), llama_path)  # type: ignore[call-overload]
-        _fingerprint_check(manifest, "llama", str(info["llama_fingerprint"]), llama_path)
         fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
         report.clip_format, report.llama_format = str(info["clip_format"]), str(info["llama_format"])
         report.notes += [str(n) for n in info.get("notes", [])] + ["prepared weights mapped from the cache"]
-        demo = bool(info.get("demo"))
-        visual_state, decoder_state = hit.visual, hit.decoder
+        visual_state, decoder_state, demo = hit.visual, hit.decoder, bool(info.get("demo"))
     else:
-        say("reading CLIP weights")
-        # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
-        # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
-        clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
-                                         device=plan.device)
-        _check_clip_fits(config, clip.config, clip_path)
-        _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)
-        llama_config = _weights.peek_llama_config(llama_path)
-        report.notes += _check_llama_fits(config, llama_config, llama_path)
-        say("reading LLaMA weights")
-        transform = None
-        if cpu_quant:
-            from pneumoview.inference.quant_cpu import state_transform
-
-            transform = state_transform(cpu_quant, plan.decoder_dtype)
-        llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
-                                            device="cpu" if plan.quantisation else plan.device, transform=transform,
-                                            progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
-        _fingerprint_check(manifest, "llama", llama.fingerprint, llama_path)
-        fingerprints = {"clip": clip.fingerprint, "llama": llama.fingerprint}
-        demo = bool(clip.demo or llama.demo)
-        report.notes += clip.notes + llama.notes
-        report.clip_format, report.llama_format = clip.source_format, llama.source_format
-        visual_state, decoder_state = clip.state, llama.state
-        if entry is not None and _needs_conversion(plan, clip, llama):
+        visual_state, decoder_state, demo, info = _read_weight_files(
+            config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip, say=say,
+            report=report)
+        fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
+        if entry is not None and info.pop("converted"):
             say("saving prepared weights for the next start")
-            info = {"clip_fingerprint": clip.fingerprint, "llama_fingerprint": llama.fingerprint,
-                    "clip_shape": clip.config, "llama_config": llama_config, "clip_format": clip.source_format,
-                    "llama_format": llama.source_format, "notes": clip.notes + llama.notes, "demo": demo}
             if prepared.save_entry(entry, prepared.Prepared(visual_state, decoder_state, info)) is None:
                 report.notes.append("the prepared-weights cache could not be written (next start converts again)")
-        del clip, llama
+    _fingerprint_check(manifest, "clip", fingerprints["clip"], clip_path)
+    _fingerprint_check(manifest, "llama", fingerprints["llama"], llama_path)
     check_fingerprints(manifest, fingerprints)  # the bundle module's rule, final say
     report.fingerprints = fingerprints
     return visual_state, decoder_state, demo
+
+
+def _read_weight_files(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, clip_path: Path, llama_path: Path,
+                       *, allow_unverified_clip: bool, say: Callable[[str], None], report: LoadReport
+                       ) -> tuple[dict, dict, bool, dict[str, object]]:
+    """Read both base weights from their files into the plan's dtypes (CPU int8 / int4: quantised per
+    tensor as read). Returns (vision state, decoder state, demo, what the cache records about them)."""
+    say("reading CLIP weights")
+    # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
+    # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
+    clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
+                                     device=plan.device)
+    _check_clip_fits(config, clip.config, clip_path)
+    _fingerprint_check(manifest, "clip", clip.fingerprint, clip_path)  # before the long LLaMA read
+    llama_config = _weights.peek_llama_config(llama_path)
+    report.notes += _check_llama_fits(config, llama_config, llama_path)
+    say("reading LLaMA weights")
+    transform = None
+    if plan.quantisation and plan.device_type == "cpu":
+        from pneumoview.inference.quant_cpu import state_transform
+
+        transform = state_transform(plan.quantisation, plan.decoder_dtype)
+    llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
+                                        device="cpu" if plan.quantisation else plan.device, transform=transform,
+                                        progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
+    demo = bool(clip.demo or llama.demo)
+    report.notes += clip.notes + llama.notes
+    report.clip_format, report.llama_format = clip.source_format, llama.source_format
+    info: dict[str, object] = {
+        "clip_fingerprint": clip.fingerprint, "llama_fingerprint": llama.fingerprint, "clip_shape": clip.config,
+        "llama_config": llama_config, "clip_format": clip.source_format, "llama_format": llama.source_format,
+        "notes": clip.notes + llama.notes, "demo": demo, "converted": _needs_conversion(plan, clip, llama)}
+    return clip.state, llama.state, demo, info
 
 
 def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_state: dict,
