@@ -458,7 +458,9 @@ def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_s
     """Meta build -> base weights assigned (no copy) -> quantise (CUDA) -> device -> trained tensors.
 
     CPU int8 / int4 plans get ``decoder_state`` already quantised (:mod:`pneumoview.inference.quant_cpu`):
-    its linear layers are swapped for the quantised ones first (entries popped as they are packed).
+    its linear layers are swapped for the quantised ones first, popping their entries from
+    ``decoder_state`` itself (callers must not keep another reference to them) so that each int8
+    tensor is freed as its packed copy is made.
     ``trained`` None: fresh trainables (random engines).
     """
     from pneumoview.inference.model import build_model, load_base_weights, load_trainable_state_dict, materialize
@@ -467,8 +469,7 @@ def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_s
     if plan.quantisation and plan.device_type == "cpu":
         from pneumoview.inference.quant_cpu import install_quantised_linears
 
-        decoder_state = dict(decoder_state)
-        install_quantised_linears(model.decoder, decoder_state, plan.quantisation)
+        install_quantised_linears(model.decoder, decoder_state, plan.quantisation)  # pops: int8 freed as packed
     load_base_weights(model, visual_state, decoder_state)
     if plan.quantisation and plan.device_type != "cpu":
         quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
