@@ -73,6 +73,7 @@ def test_transform_quantises_linear_weights_only_and_install_checks_shapes():
 @pytest.mark.slow
 def test_int8_tiny_model_gives_the_bf16_labels_on_cxr_labelled(tmp_path, monkeypatch):
     from conftest import shared_path
+
     from pneumoview.inference.demo import ensure_demo_model
     from pneumoview.inference.engine import InferenceEngine
 

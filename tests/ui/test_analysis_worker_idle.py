@@ -22,7 +22,7 @@ def test_idle_model_is_released_and_a_waiting_request_still_arrives(tmp_path, mo
     waits: list[float | None] = []
     real_get = child.requests.get
 
-    def get(timeout: float | None = None):  # noqa: ANN202 - queue.Queue.get's shape
+    def get(timeout: float | None = None):
         waits.append(timeout)
         return real_get(timeout=0.05 if timeout else None)  # one idle minute, shortened for the test
 

@@ -16,11 +16,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
 
 
-def items(combo) -> list[str]:  # noqa: ANN001
+def items(combo) -> list[str]:
     return [combo.itemText(i) for i in range(combo.count())]
 
 
-def test_pickers_offer_the_vocabulary_and_every_value_is_saved_valid(qtbot) -> None:  # noqa: ANN001
+def test_pickers_offer_the_vocabulary_and_every_value_is_saved_valid(qtbot) -> None:
     dialog = SettingsDialog(Settings(quantisation="int8", model_idle_minutes=5))
     qtbot.addWidget(dialog)
     assert items(dialog.precision_combo) == choices(Precision)
@@ -37,7 +37,7 @@ def test_pickers_offer_the_vocabulary_and_every_value_is_saved_valid(qtbot) -> N
     assert dialog.result_settings().model_idle_minutes == 0 and dialog.idle_spin.text() == "never"
 
 
-def test_apples_gpu_is_offered_only_what_runs_there(qtbot) -> None:  # noqa: ANN001
+def test_apples_gpu_is_offered_only_what_runs_there(qtbot) -> None:
     dialog = SettingsDialog(Settings(quantisation="int4"))
     qtbot.addWidget(dialog)
     dialog.device_combo.setCurrentText("mps")
