@@ -11,6 +11,15 @@ What is measured (random weights, the real ``InferenceEngine.predict`` path incl
   at batch 1 (median of several) and at batch 8 (time of a batch / 8), peak RSS.
 * **mixed** -- the same with the ViT forced to fp32 (the plan for CPUs without bf16
   instructions), to show the choice on this machine.
+* **int8** / **int4** -- the plan with the LLaMA decoder's linear layers in 8 / 4 bit on the CPU
+  (:mod:`pneumoview.inference.quant_cpu`), built from the *same* random weights (each tensor is
+  drawn from its own seeded generator), so their probabilities on 32 crops are compared with the
+  bf16 plan's: max and median |delta p|.
+* **cold / warm load** (``--load``) -- real-format random weights are written once to a folder
+  (CLIP safetensors, a sharded Hugging Face LLaMA folder in bf16, a bundle), then
+  ``InferenceEngine.load`` runs in a fresh process twice per plan: cold (empty prepared-weights
+  cache) and warm (the cache written by the cold run; the OS page cache is whatever it is).
+  Time to "ready" and peak RSS.
 * **baseline** -- the same model naively: everything fp32, one image at a time. At full size an
   fp32 model needs ~27 GB, more than a 24 GB machine has, so the baseline is built with only 8 of
   the 32 decoder layers and its time extrapolated: ViT time + (rest of the forward) x 32/8 (the
@@ -27,6 +36,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,8 +67,13 @@ def _time(fn, repeats: int) -> list[float]:
     return out
 
 
+QUANTISED = ("int8", "int4")
+AGREEMENT_CROPS = 32
+
+
 def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -> dict:
-    """The engine's CPU plan (auto precision); ``variant="mixed"`` forces the ViT-fp32 mix."""
+    """The engine's CPU plan (auto precision); ``variant="mixed"`` forces the ViT-fp32 mix;
+    ``"int8"`` / ``"int4"`` quantise the decoder's linear layers."""
     import torch
 
     from pneumoview.inference.config import load_config
@@ -66,7 +81,8 @@ def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -
     from pneumoview.inference.plans import choose_plan
 
     config = load_config(CONFIGS[size])
-    plan = choose_plan(config, device="cpu", precision="auto", quantisation="none", batch_size=8,
+    plan = choose_plan(config, device="cpu", precision="auto", batch_size=8,
+                       quantisation=variant if variant in QUANTISED else "none",
                        cpu_bf16=False if variant == "mixed" else None)
     start = time.perf_counter()
     engine = InferenceEngine.random(config, plan)
@@ -76,7 +92,9 @@ def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -
     t1 = _time(lambda: engine.predict(one, batch_size=1), repeats1)
     engine.predict(eight, batch_size=8)  # warm-up: new shapes build new oneDNN kernels on first use
     t8 = _time(lambda: engine.predict(eight, batch_size=8), repeats8)
+    probs = [p.probability for p in engine.predict(_crops(AGREEMENT_CROPS, seed=2), batch_size=8)]
     return {
+        "probabilities": probs,
         "what": variant, "size": size, "plan": plan.describe(), "threads": torch.get_num_threads(),
         "build_s": build_s, "batch1_s": statistics.median(t1), "batch1_all": t1,
         "batch8_s_per_study": statistics.median(t8) / 8, "batch8_all": t8, "peak_rss_gb": _peak_rss_gb(),
@@ -126,15 +144,97 @@ def child_baseline(size: str, repeats1: int) -> dict:
     return result
 
 
-def run_child(kind: str, size: str, nice: bool) -> dict:
-    repeats = {"tiny": (20, 10), "full": (3, 3)}[size]
+def write_weights(size: str, folder: Path) -> dict:
+    """Random base weights in real formats (CLIP safetensors, sharded bf16 HF LLaMA folder) + a bundle."""
+    import torch
+
+    from pneumoview.inference import safetensors_mmap
+    from pneumoview.inference.bundle import Manifest, save_bundle
+    from pneumoview.inference.config import load_config
+    from pneumoview.inference.engine import InferenceEngine
+    from pneumoview.inference.fingerprints import _combine_digests, _tensor_digest
+    from pneumoview.inference.model import build_model
+
+    config = load_config(CONFIGS[size])
+    draw = InferenceEngine.random_tensor
+    shapes = build_model(config, device="meta")
+    folder.mkdir(parents=True, exist_ok=True)
+    visual = {k: draw(k, v, torch.bfloat16, "cpu") for k, v in shapes.visual.state_dict().items()}
+    safetensors_mmap.save(folder / "clip.safetensors", {f"visual.{k}": v for k, v in visual.items()})
+    clip_fp = _combine_digests({k: _tensor_digest(k, v) for k, v in visual.items()})
+    del visual
+    llama = folder / "llama"
+    llama.mkdir(exist_ok=True)
+    d = config.decoder
+    (llama / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d.hidden_size,
+        "intermediate_size": d.intermediate_size, "num_hidden_layers": d.layers, "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads, "rms_norm_eps": d.rms_norm_eps, "rope_theta": d.rope_theta,
+        "max_position_embeddings": d.max_position_embeddings, "vocab_size": 1, "torch_dtype": "bfloat16"}))
+    decoder_shapes = shapes.decoder.state_dict()
+    per_shard, digests, weight_map = 4, {}, {}
+    names = list(decoder_shapes)
+    groups: dict[str, list[str]] = {}
+    for k in names:
+        layer = int(k.split(".")[1]) // per_shard if k.startswith("layers.") else -1
+        groups.setdefault(f"model-{layer + 1:05d}.safetensors", []).append(k)
+    for file, keys in groups.items():
+        part = {k: draw(k, decoder_shapes[k], torch.bfloat16, "cpu") for k in keys}
+        digests.update({k: _tensor_digest(k, v) for k, v in part.items()})
+        safetensors_mmap.save(llama / file, {f"model.{k}": v for k, v in part.items()})
+        weight_map.update({f"model.{k}": file for k in keys})
+        del part
+    (llama / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    trained = _fresh_trainables(config)
+    manifest = Manifest.create(config, base_fingerprints={"clip": clip_fp, "llama": _combine_digests(digests)},
+                               name=f"random {config.name} (benchmark only)", demo=True)
+    save_bundle(folder / "bundle", trained, manifest)
+    return {"folder": str(folder)}
+
+
+def _fresh_trainables(config) -> dict:
+    """Trainable tensors of a fresh model without allocating its backbones."""
+    from pneumoview.inference.model import build_trainable_modules
+
+    state = {}
+    for prefix, module in build_trainable_modules(config).items():
+        if module is not None:
+            state.update({f"{prefix}.{k}": v.detach().float().contiguous() for k, v in module.state_dict().items()})
+    return state
+
+
+def child_load(size: str, folder: Path, quantisation: str) -> dict:
+    """``InferenceEngine.load`` of the written weights in this fresh process: seconds to ready, peak RSS."""
+    import torch
+
+    start = time.perf_counter()
+    import open_clip.model  # noqa: F401  (what the app's worker imports while idle: counted apart)
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    from pneumoview.inference.engine import InferenceEngine
+
+    imports = time.perf_counter() - start
+    start = time.perf_counter()
+    engine = InferenceEngine.load(folder / "bundle", clip_path=folder / "clip.safetensors", llama_path=folder / "llama",
+                                  device="cpu", precision="auto", quantisation=quantisation, batch_size=1)
+    ready = time.perf_counter() - start
+    one = _crops(1)
+    t = _time(lambda: engine.predict(one, batch_size=1), 2)
+    return {"what": f"load-{quantisation}", "size": size, "plan": engine.plan.describe(), "ready_s": ready,
+            "imports_s": imports,
+            "cached": "prepared weights mapped from the cache" in engine.report.notes, "batch1_s": min(t),
+            "peak_rss_gb": _peak_rss_gb(), "threads": torch.get_num_threads()}
+
+
+def run_child(kind: str, size: str, nice: bool, extra: list[str] | None = None) -> dict:
+    repeats = {"tiny": (20, 10), "full": (2, 1)}[size]
     cmd = [sys.executable, __file__, "--child", kind, "--size", size,
-           "--repeats1", str(repeats[0]), "--repeats8", str(repeats[1])]
+           "--repeats1", str(repeats[0]), "--repeats8", str(repeats[1]), *(extra or [])]
     if nice:
         cmd = ["nice", "-n", "10", *cmd]
     print(f"[{time.strftime('%H:%M:%S')}] {kind} {size} ...", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{kind} {size} failed:\n{out.stderr[-4000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -157,8 +257,27 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
+def agreement(results: list[dict]) -> list[str]:
+    """max / median |delta p| of each quantised plan vs the bf16 plan on the same random weights."""
+    import numpy as np
+
+    lines = []
+    for size in ("tiny", "full"):
+        ref = next((r for r in results if r["size"] == size and r["what"] == "plan"), None)
+        for r in results:
+            if ref and r["size"] == size and r["what"] in QUANTISED:
+                delta = np.abs(np.array(r["probabilities"]) - np.array(ref["probabilities"]))
+                r["delta_p_max"], r["delta_p_median"] = float(delta.max()), float(np.median(delta))
+                lines.append(f"{size}: {r['what']} vs bf16 plan over {delta.size} crops: max |delta p| "
+                             f"{delta.max():.2e}, median {np.median(delta):.2e}; batch 1 "
+                             f"{r['batch1_s']:.3f} s vs {ref['batch1_s']:.3f} s")
+    return lines
+
+
 def report(results: list[dict]) -> str:
     lines = [f"machine: {machine()}", ""]
+    loads = [r for r in results if r["what"].startswith("load-")]
+    results = [r for r in results if not r["what"].startswith("load-")]
     lines.append(f"{'size':5} {'what':9} {'s/study b1':>11} {'s/study b8':>11} {'peak RSS GB':>12} {'build s':>8}  plan")
     for r in results:
         flag = " (extrapolated)" if r.get("extrapolated") else ""
@@ -179,6 +298,12 @@ def report(results: list[dict]) -> str:
                 lines.append(f"  target {key} <= {limit}: {plan[key]:.2f} {'PASS' if ok else 'FAIL'}")
         if base and base.get("note"):
             lines.append(f"  baseline note: {base['note']}")
+    lines += agreement(results)
+    for r in loads:
+        lines.append(f"{r['size']}: {r['what']} {'warm' if r['cached'] else 'cold'}: ready {r['ready_s']:.1f} s "
+                     f"(+ imports {r['imports_s']:.1f} s), "
+                     f"peak RSS {r['peak_rss_gb']:.2f} GB, then batch 1 {r['batch1_s']:.2f} s  {r['plan']} "
+                     f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]")
     return "\n".join(lines)
 
 
@@ -189,22 +314,42 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all three)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no-nice", action="store_true", help="do not lower the children's priority")
-    parser.add_argument("--child", choices=("plan", "mixed", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--load", type=Path, metavar="DIR", help="also measure cold/warm InferenceEngine.load "
+                        "(weights written to DIR once; the prepared-weights cache goes under DIR/home)")
+    parser.add_argument("--load-plans", default="int8,none", help="quantisations for --load (default int8,none)")
+    parser.add_argument("--child", choices=("plan", "mixed", "baseline", *QUANTISED, "write", "load"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--quantisation", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--repeats1", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--repeats8", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        if args.child in ("plan", "mixed"):
+        if args.child in ("plan", "mixed", *QUANTISED):
             result = child_plan(args.size, args.repeats1, args.repeats8, args.child)
+        elif args.child == "write":
+            result = write_weights(args.size, args.load)
+        elif args.child == "load":
+            result = child_load(args.size, args.load, args.quantisation)
         else:
             result = child_baseline(args.size, args.repeats1)
         print(json.dumps(result))
         return 0
     sizes = ("tiny", "full") if args.size == "both" else (args.size,)
-    kinds = tuple(args.only.split(",")) if args.only else ("baseline", "mixed", "plan")
-    if not set(kinds) <= {"baseline", "mixed", "plan"}:
-        parser.error("--only takes baseline, mixed and/or plan")
+    kinds = tuple(args.only.split(",")) if args.only else ("baseline", "mixed", "plan", *QUANTISED)
+    if not set(kinds) <= {"baseline", "mixed", "plan", *QUANTISED}:
+        parser.error("--only takes baseline, mixed, plan, int8 and/or int4")
     results = [run_child(kind, size, nice=not args.no_nice) for size in sizes for kind in kinds]
+    if args.load:
+        os.environ["PNEUMOVIEW_HOME"] = str(args.load / "home")  # the children's prepared-weights cache
+        for size in sizes:
+            target = args.load / size
+            if not (target / "bundle" / "manifest.json").is_file():
+                run_child("write", size, nice=not args.no_nice, extra=["--load", str(target)])
+            for quantisation in args.load_plans.split(","):
+                shutil.rmtree(args.load / "home" / "cache" / "prepared-weights", ignore_errors=True)  # cold first
+                for _ in ("cold", "warm"):
+                    results.append(run_child("load", size, nice=not args.no_nice,
+                                             extra=["--load", str(target), "--quantisation", quantisation]))
     text = report(results)
     print(text)
     if args.json:

@@ -8,12 +8,15 @@ baseline measured in the same run.
 Checks (each a function registered in ``CHECKS``; other scripts may register more, e.g. training):
 
 * ``bf16``      -- the engine's GPU plan: both towers bf16, SDPA attention.
-* ``nf4``       -- LLaMA decoder linears 4-bit NF4 through bitsandbytes (vision bf16).
-* ``int8``      -- LLaMA decoder linears 8-bit through bitsandbytes (not run by default).
+* ``int8``      -- LLaMA decoder linears 8-bit: bitsandbytes LLM.int8 on CUDA, PyTorch's x86 int8
+  linear on the CPU (:mod:`pneumoview.inference.quant_cpu`).
+* ``nf4``       -- LLaMA decoder linears 4-bit NF4 through bitsandbytes (vision bf16; CUDA only).
 * ``reference`` -- the reference implementation's style: fp16, eager attention, batch 1.
+* ``train_bf16_gc`` -- one training run's step memory and epoch time (``benchmarks/gpu_train_check.py``).
 
-For each: build seconds, batch-1 latency (median), images/s at batch 64, peak GPU memory
-(``torch.cuda.max_memory_allocated`` from before the build, so weights included).
+For each: build seconds, batch-1 latency (median), images/s at batch 1 and at each ``--batch``
+(default 32 and 128), peak GPU memory (``torch.cuda.max_memory_allocated`` from before the build,
+so weights included; on the CPU the process's peak RSS). All of it goes into one JSON (``--json``).
 Targets: >= 1,000 images/s, batch-1 <= 15 ms, peak <= 16 GB in bf16, <= 6 GB with a 4-bit decoder.
 
 The GPU machine has torch, transformers and accelerate but not open_clip (nor pydicom, which
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TARGETS = {"images_per_s_b64": 1000.0, "batch1_ms": 15.0, "peak_gb_bf16": 16.0, "peak_gb_nf4": 6.0}
 CHECKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
-DEFAULT_CHECKS = ("bf16", "nf4", "reference")
+DEFAULT_CHECKS = ("bf16", "int8", "nf4", "reference", "train_bf16_gc")
 
 
 def register(name: str) -> Callable:
@@ -110,9 +113,9 @@ def measure(args: argparse.Namespace, *, precision: str, quantisation: str, attn
     from pneumoview.inference.plans import choose_plan
 
     config = _config(args, attn)
-    batch = batch or args.batch
+    batches = [batch] if batch else _batches(args)
     plan = choose_plan(config, device=args.device, precision=precision, quantisation=quantisation,
-                       batch_size=batch)
+                       batch_size=max(batches))
     _reset_peak(plan.device)
     start = time.perf_counter()
     engine = InferenceEngine.random(config, plan)
@@ -133,22 +136,25 @@ def measure(args: argparse.Namespace, *, precision: str, quantisation: str, attn
     result = {"plan": plan.describe(), "attn": config.decoder.attn_implementation, "build_s": round(build_s, 2),
               "batch1_ms": statistics.median(lat) * 1e3, "batch1_ms_min": min(lat) * 1e3,
               "weights_gb": weights_gb}
-    if batch > 1:
-        many = _crops(batch)
+    result["images_per_s_b1"] = 1e3 / result["batch1_ms"]
+    for size in (b for b in batches if b > 1):
+        many = _crops(size)
         engine.probabilities(many)
         _sync(plan.device)
         t = time.perf_counter()
         for _ in range(args.iters):
             engine.probabilities(many)
         elapsed = time.perf_counter() - t
-        result[f"images_per_s_b{batch}"] = batch * args.iters / elapsed
-    else:
-        result["images_per_s_b1"] = 1e3 / result["batch1_ms"]
+        result[f"images_per_s_b{size}"] = size * args.iters / elapsed
     result["peak_gb"] = _peak_gb(plan.device)
     result["torch"] = torch.__version__
     del engine
     _reset_peak(plan.device)
     return result
+
+
+def _batches(args: argparse.Namespace) -> list[int]:
+    return [int(b) for b in str(args.batch).split(",") if b.strip()]
 
 
 def _needs_cuda_bnb(args: argparse.Namespace) -> str | None:
@@ -180,8 +186,8 @@ def check_nf4(args: argparse.Namespace) -> dict:
 
 @register("int8")
 def check_int8(args: argparse.Namespace) -> dict:
-    """LLaMA linears in 8-bit (bitsandbytes LLM.int8), vision bf16."""
-    reason = _needs_cuda_bnb(args)
+    """LLaMA linears in 8-bit (bitsandbytes LLM.int8 on CUDA, x86 int8 on the CPU), vision bf16."""
+    reason = _needs_cuda_bnb(args) if args.device.startswith("cuda") else None
     return {"skipped": reason} if reason else measure(args, precision="bf16", quantisation="int8")
 
 
@@ -195,8 +201,8 @@ def check_reference(args: argparse.Namespace) -> dict:
 
 
 # Training checks (benchmarks/gpu_train_check.py): full size, random weights, batch 16, 504 synthetic
-# images, seconds/epoch and peak memory; not in DEFAULT_CHECKS: --only train_bf16,train_bf16_gc,train_nf4
-from benchmarks.gpu_train_check import checks as _training_checks  # noqa: E402
+# images, seconds/epoch and peak memory; train_bf16_gc runs by default, the others with --only
+from benchmarks.gpu_train_check import checks as _training_checks
 
 CHECKS.update(_training_checks())
 
@@ -216,10 +222,12 @@ def machine(device: str) -> str:
 def verdicts(results: dict[str, dict], tiny: bool) -> list[str]:
     lines = []
     bf16, nf4, ref = results.get("bf16", {}), results.get("nf4", {}), results.get("reference", {})
+    big = max((int(k.rsplit("_b", 1)[1]) for k in bf16 if k.startswith("images_per_s_b")), default=1)
     if tiny:
         lines.append("tiny model: targets apply to the full size only")
     checks = [
-        ("bf16 images/s at batch 64 >= 1000", bf16.get("images_per_s_b64"), lambda v: v >= TARGETS["images_per_s_b64"]),
+        (f"bf16 images/s at batch {big} >= 1000", bf16.get(f"images_per_s_b{big}"),
+         lambda v: v >= TARGETS["images_per_s_b64"]),
         ("bf16 batch-1 latency <= 15 ms", bf16.get("batch1_ms"), lambda v: v <= TARGETS["batch1_ms"]),
         ("bf16 peak memory <= 16 GB", bf16.get("peak_gb"), lambda v: v <= TARGETS["peak_gb_bf16"]),
         ("nf4 peak memory <= 6 GB", nf4.get("peak_gb"), lambda v: v <= TARGETS["peak_gb_nf4"]),
@@ -229,9 +237,9 @@ def verdicts(results: dict[str, dict], tiny: bool) -> list[str]:
             lines.append(f"  {text}: {value:.2f} {'PASS' if ok(value) else 'FAIL'}{' (tiny)' if tiny else ''}")
     if ref.get("batch1_ms") and bf16.get("batch1_ms"):
         lines.append(f"  batch-1 speed-up over the reference style: x{ref['batch1_ms'] / bf16['batch1_ms']:.2f}")
-    if ref.get("images_per_s_b1") and bf16.get("images_per_s_b64"):
-        lines.append(f"  throughput over the reference style (batch 64 vs 1): "
-                     f"x{bf16['images_per_s_b64'] / ref['images_per_s_b1']:.1f}")
+    if ref.get("images_per_s_b1") and bf16.get(f"images_per_s_b{big}"):
+        lines.append(f"  throughput over the reference style (batch {big} vs 1): "
+                     f"x{bf16[f'images_per_s_b{big}'] / ref['images_per_s_b1']:.1f}")
     return lines
 
 
@@ -241,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default: {','.join(DEFAULT_CHECKS)})")
     parser.add_argument("--tiny", action="store_true", help="tiny architecture (smoke test)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--batch", type=int, default=64, help="throughput batch size (default 64)")
+    parser.add_argument("--batch", default="32,128", help="throughput batch sizes, comma-separated (default 32,128; "
+                        "batch 1 is always measured)")
     parser.add_argument("--repeats", type=int, default=20, help="batch-1 repetitions (default 20)")
     parser.add_argument("--iters", type=int, default=10, help="throughput iterations (default 10)")
     parser.add_argument("--warmup", type=int, default=3)

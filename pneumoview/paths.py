@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from platformdirs import user_config_dir, user_data_dir
+from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 APP_NAME = "PneumoView"
 #: Environment variable that relocates config + data under one folder.
@@ -66,6 +66,12 @@ def check_writable_dir(folder: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise storage_error(exc, target) from exc
     return target
+
+
+def cache_dir() -> Path:
+    """Folder for files PneumoView can rebuild (prepared weights, the demo model); not created here."""
+    home = home_override()
+    return home / "cache" if home else Path(user_cache_dir(APP_NAME, appauthor=False))
 
 
 def settings_path() -> Path:

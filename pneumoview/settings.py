@@ -19,11 +19,14 @@ from typing import Any
 from pneumoview import paths
 from pneumoview.atomic import atomic_write_text
 from pneumoview.errors import ConfigError
+from pneumoview.precision import Precision, Quantisation, choices, legacy_precision
 
 SETTINGS_VERSION = 1
-#: Values the device / precision fields may take ("auto" lets the engine plan it).
+#: Values the device / precision / quantisation fields may take ("auto" lets the engine plan it):
+#: the one vocabulary of :mod:`pneumoview.precision`.
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
+PRECISIONS = tuple(choices(Precision))
+QUANTISATIONS = tuple(choices(Quantisation))
 CSV_DELIMITERS = (",", ";", "\t")
 MAX_RECENT_FOLDERS = 10
 
@@ -48,6 +51,8 @@ class Settings:
     active_bundle: str | None = None  # explicit bundle folder; None = the model registry's active bundle
     device: str = "auto"
     precision: str = "auto"
+    quantisation: str = "auto"  # LLaMA linears: auto (8-bit when memory is short), none, int8, int4, nf4
+    model_idle_minutes: int = 30  # the analysis worker releases a loaded model after this idle time; 0 = never
     threshold: float = 0.5  # probability of pneumoconiosis at or above which the label is positive
     reviewer_name: str = ""
     pseudonymise_key: str = ""  # hex; generated once by ensure_pseudonymise_key and kept
@@ -70,6 +75,12 @@ class Settings:
             raise ConfigError(f"settings: device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"settings: precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.quantisation not in QUANTISATIONS:
+            raise ConfigError(
+                f"settings: quantisation must be one of {', '.join(QUANTISATIONS)}, not {self.quantisation!r}")
+        if isinstance(self.model_idle_minutes, bool) or not isinstance(self.model_idle_minutes, int) \
+                or self.model_idle_minutes < 0:
+            raise ConfigError("settings: model_idle_minutes must be a whole number of minutes, 0 or more")
         if (
             isinstance(self.threshold, bool)
             or not isinstance(self.threshold, (int, float))
@@ -107,6 +118,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "active_bundle": (str, type(None)),
     "device": (str,),
     "precision": (str,),
+    "quantisation": (str,),
+    "model_idle_minutes": (int,),
     "threshold": (int, float),
     "reviewer_name": (str,),
     "pseudonymise_key": (str,),
@@ -150,6 +163,10 @@ def settings_from_dict(data: dict[str, Any], *, source: Path | None = None) -> S
             kwargs[key] = float(value) if key == "threshold" else value
         else:
             extra[key] = value
+    if isinstance(kwargs.get("precision"), str):  # older files offered int8 / nf4 as a precision
+        kwargs["precision"], moved = legacy_precision(kwargs["precision"])
+        if moved and "quantisation" not in kwargs:
+            kwargs["quantisation"] = moved
     settings = Settings(**kwargs, extra=extra)
     try:
         settings.validate()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pneumoview.errors import ConfigError, PneumoViewError
 from pneumoview.labels import DEMO_MARK
+from pneumoview.precision import Precision, Quantisation, choices
 from pneumoview.report import ExportOptions, ReportRow, check_target, export_csv
 from pneumoview.results import (
     ANALYSED,
@@ -70,9 +71,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
     parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), help="default: from settings (auto)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: from settings")
-    parser.add_argument("--quantisation", choices=("auto", "none", "int8", "nf4"), default="auto",
-                        help="LLaMA 8-/4-bit on small GPUs (bitsandbytes, CUDA); default auto")
+    parser.add_argument("--precision", choices=choices(Precision), help="default: from settings")
+    parser.add_argument("--quantisation", choices=choices(Quantisation),
+                        help="LLaMA linears in 8/4 bit: int8 / int4 on the CPU, int8 / nf4 on a GPU (bitsandbytes); "
+                        "auto: only when memory is short; default: from settings")
     parser.add_argument("--threshold", type=float, help="probability at or above which the label is "
                         "pneumoconiosis, within [0, 1] (default: from settings, 0.5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -86,6 +88,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument("--dicom-out", type=Path, metavar="DIR",
                         help="also write a DICOM SR (TID 1500) and a Secondary Capture of the lung crop per image")
+    parser.add_argument("--distributed", action="store_true", help="split the files across the processes of "
+                        "`accelerate launch` / `torchrun`; rank 0 writes the one CSV (pneumoview/commands/distributed.py)")
 
 
 # --------------------------------------------------------------------------- checks before any work
@@ -143,15 +147,19 @@ def _resolve_model(args: argparse.Namespace, settings: Settings) -> ActiveModel:
 
 def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine:
     """The engine the arguments (and settings) ask for; PneumoViewError with the reason otherwise."""
+    from pneumoview.commands.distributed import device_for_rank
     from pneumoview.inference.engine import InferenceEngine
 
-    device = args.device or settings.device or "auto"
+    device = device_for_rank(args, args.device or settings.device or "auto")  # one GPU per launched process
     precision = args.precision or settings.precision or "auto"
+    quantisation = args.quantisation or settings.quantisation or "auto"
+    demo_quantisation = "none" if quantisation == "auto" else quantisation  # the tiny model needs no saving
     if args.demo:
-        return InferenceEngine.demo(device=device, precision=precision)
+        return InferenceEngine.demo(device=device, precision=precision, quantisation=demo_quantisation)
     active = _resolve_model(args, settings)
     if active.demo:  # the demo model chosen in the app, or a bundle trained on the demo base weights
-        return InferenceEngine.demo(bundle=active.bundle, device=device, precision=precision)
+        return InferenceEngine.demo(bundle=active.bundle, device=device, precision=precision,
+                                    quantisation=demo_quantisation)
     assert active.bundle is not None
     clip = args.clip or (Path(active.clip_path) if active.clip_path else None)
     llama = args.llama or (Path(active.llama_path) if active.llama_path else None)
@@ -161,7 +169,7 @@ def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine
             print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
 
     return InferenceEngine.load(active.bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
-                                quantisation=args.quantisation, batch_size=args.batch_size,
+                                quantisation=quantisation, batch_size=args.batch_size,
                                 allow_unverified_clip=args.allow_unverified_clip, progress=say)
 
 
@@ -311,8 +319,14 @@ def run(args: argparse.Namespace) -> int:
     options = export_options(args, settings)
     engine = load_engine(args, settings)
     files, todo = collect(args.folders, args.include_pictures)
+    from pneumoview.commands import distributed
+
     with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=args.quiet) as bar:
-        analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out)
+        if not distributed.requested(args):
+            analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out)
+        elif not distributed.analyse(engine, todo, threshold, args.batch_size, bar.update, analyse_share=analyse,
+                                     dicom_out=args.dicom_out):
+            return EXIT_OK  # rank 0 writes the CSV and reports
     duplicates = _duplicates(files)
     order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i].path))
     export_csv(args.csv, [_row(files[i], duplicates.get(i, ())) for i in order], options)
@@ -322,3 +336,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"analysed {counts[ANALYSED]} image(s), {counts[NOT_ANALYSED]} not analysed, {counts[FAILED]} failed, "
           f"{counts[UNREADABLE]} unreadable -> {args.csv}{demo}", file=sys.stderr)
     return EXIT_SOME_NOT_ANALYSED if counts[FAILED] or counts[UNREADABLE] else EXIT_OK
+
+
+if __name__ == "__main__":  # `accelerate launch -m pneumoview.commands.analyze ...`
+    from pneumoview.cli import main
+
+    sys.exit(main(["analyze", *sys.argv[1:]]))

@@ -34,7 +34,7 @@ from pneumoview.errors import (
     ConfigError,
     WeightsError,
 )
-from pneumoview.inference import weights as _weights  # sets the offline switches first
+from pneumoview.inference import weights as _weights
 from pneumoview.inference.bundle import Manifest, check_fingerprints, load_bundle
 from pneumoview.inference.config import PneumoLLMConfig
 from pneumoview.inference.plans import Plan, choose_plan, quantise_decoder_linears
@@ -161,10 +161,13 @@ class InferenceEngine:
         batch_size: int = 8,
         allow_unverified_clip: bool = False,
         progress: Callable[[str], None] | None = None,
+        prepared_cache: bool = True,
     ) -> InferenceEngine:
         """Load ``bundle`` onto the base weights at ``clip_path`` / ``llama_path``.
 
         ``progress(message)`` is called at each step (and per LLaMA shard / layer), for a status line.
+        ``prepared_cache``: on the CPU, map converted / quantised base weights from the user cache
+        folder when they are there, and write them there when not (:mod:`pneumoview.inference.prepared`).
 
         Raises :class:`BundleError` (bundle missing/corrupt), :class:`WeightsError` (base weights
         missing, unreadable, of another architecture), :class:`FingerprintMismatchError` (other
@@ -190,48 +193,37 @@ class InferenceEngine:
                            batch_size=batch_size)
         report = LoadReport(plan=plan)
 
-        say("reading CLIP weights")
-        # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
-        # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
-        clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
-                                         device=plan.device)
-        _check_clip_fits(config, clip.config, clip_path)
-        check_fingerprints(manifest, {"clip": clip.fingerprint}, path=clip_path, only=("clip",))
-        report.notes += _check_llama_fits(config, _weights.peek_llama_config(llama_path), llama_path)
-        say("reading LLaMA weights")
-        llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
-                                            device="cpu" if plan.quantisation else plan.device,
-                                            progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
-        fingerprints = {"clip": clip.fingerprint, "llama": llama.fingerprint}
-        check_fingerprints(manifest, fingerprints, path=llama_path)  # every recorded key, the one rule
+        visual_state, decoder_state, base_demo = _read_base_weights(
+            config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip, say=say,
+            report=report, cache=prepared_cache)
         if not manifest.base_fingerprints:
             report.notes.append("the bundle records no base-weight fingerprints (imported?): not verified")
-        demo = bool(manifest.demo or clip.demo or llama.demo)
+        demo = bool(manifest.demo or base_demo)
         if demo and not manifest.demo:
             report.notes.append("base weights are the random demo weights: every result is marked DEMO")
-        report.notes += clip.notes + llama.notes
-        report.clip_format, report.llama_format = clip.source_format, llama.source_format
-        report.fingerprints = fingerprints
 
         say(f"assembling the model ({plan.describe()})")
-        model = _assemble(config, plan, clip.state, llama.state, trained)
-        del clip, llama, trained
+        model = _assemble(config, plan, visual_state, decoder_state, trained)
+        del visual_state, decoder_state, trained
         report.seconds = time.perf_counter() - start
         return cls(model, manifest, plan, demo=demo, report=report)
 
     @classmethod
     def demo(cls, directory: str | Path | None = None, *, device: str = "cpu", precision: str = "auto",
-             bundle: str | Path | None = None) -> InferenceEngine:
+             bundle: str | Path | None = None, quantisation: str = "none", prepared_cache: bool = True
+             ) -> InferenceEngine:
         """The demo model (tiny, random weights, every output marked DEMO), generated on first use.
 
         ``bundle``: another bundle trained on the demo base weights (``train --demo``) to run on
         them instead of the demo's own; it is validated and fingerprint-checked like any other.
+        ``quantisation`` defaults to none (the tiny model needs no memory saving); any value of the
+        vocabulary works, so the app's settings apply to the demo model as to a real one.
         """
         from pneumoview.inference.demo import ensure_demo_model
 
         paths = ensure_demo_model(directory)
         engine = cls.load(bundle if bundle else paths.bundle, clip_path=paths.clip, llama_path=paths.llama,
-                          device=device, precision=precision, quantisation="none")
+                          device=device, precision=precision, quantisation=quantisation, prepared_cache=prepared_cache)
         if not engine.demo:  # demo base weights always mark their results; never let that slip
             raise BundleError("the demo bundle is not marked as a demo", path=bundle or paths.bundle)
         return engine
@@ -240,35 +232,54 @@ class InferenceEngine:
     def random(cls, config: PneumoLLMConfig, plan: Plan, *, seed: int = 0) -> InferenceEngine:
         """An engine with *random* base weights in the plan's dtypes (benchmarks, memory checks).
 
-        Built on meta and allocated directly in the final dtypes (never an fp32 copy of the
-        decoder); quantised plans generate the decoder on the CPU and quantise it layer by layer
-        onto the GPU. Marked demo: its outputs mean nothing.
+        Each base tensor is drawn from its own generator (seeded by ``seed`` and its name), so every
+        plan of one config gets the same weights (bf16 and int8 can be compared); tensors are made
+        one at a time in their final dtype, and a CPU-quantised plan quantises each decoder linear as
+        it is drawn (the full bf16 decoder never exists). Marked demo: its outputs mean nothing.
         """
         from pneumoview.inference.bundle import Manifest
-        from pneumoview.inference.model import build_model, materialize
+        from pneumoview.inference.model import build_model
 
-        model = build_model(config, device="meta")
-        model.visual.to(plan.vision_dtype)  # on meta: no memory
-        model.decoder.to(plan.decoder_dtype)
-        generator_device = "cpu" if plan.quantisation else plan.device
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's random stream is untouched
+        shapes = build_model(config, device="meta")
+        transform = None
+        if plan.quantisation and plan.device_type == "cpu":
+            from pneumoview.inference.quant_cpu import state_transform
+
+            transform = state_transform(plan.quantisation, plan.decoder_dtype)
+        on = "cpu" if plan.quantisation else plan.device
+
+        def draw(name: str, like: torch.Tensor, dtype: torch.dtype, device: str) -> torch.Tensor:
+            return cls.random_tensor(name, like, dtype, device, seed=seed)
+
+        with torch.no_grad():
+            visual = {k: draw(k, v, plan.vision_dtype, plan.device) for k, v in shapes.visual.state_dict().items()}
+            decoder: dict[str, torch.Tensor] = {}
+            for k, v in shapes.decoder.state_dict().items():
+                tensor = draw(k, v, plan.decoder_dtype, on)
+                decoder.update(transform(k, tensor) if transform else {k: tensor})
+                del tensor
+        del shapes
+        with torch.random.fork_rng(devices=[]):  # fresh trainables from the seed too: every plan gets the same
             torch.manual_seed(seed)
-            for module, device in ((model.visual, plan.device), (model.decoder, generator_device)):
-                module.to_empty(device=device)
-                for name, param in module.named_parameters():
-                    if param.ndim == 1 and name.endswith("weight"):  # norms
-                        param.fill_(1.0)
-                    elif name.endswith("bias"):
-                        param.zero_()
-                    else:
-                        param.normal_(0.0, 0.02)
-        if plan.quantisation:
-            quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
-                                     compute_dtype=plan.decoder_dtype)
-        materialize(model, plan.device)  # fresh trainables, rotary rebuilt, dtypes kept
+            model = _assemble(config, plan, visual, decoder, None)
         manifest = Manifest.create(config, base_fingerprints={}, name=f"random {config.name} (benchmark only)",
                                    demo=True, model_id=f"random-{config.name}")
         return cls(model, manifest, plan, demo=True)
+
+    @staticmethod
+    def random_tensor(name: str, like: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu", *,
+                      seed: int = 0) -> torch.Tensor:
+        """The random base tensor ``name`` of :meth:`random`: norms 1, biases 0, else N(0, 0.02) from a
+        generator seeded by ``seed`` and the name (the same tensor whatever the plan or the order)."""
+        import zlib
+
+        out = torch.empty(like.shape, dtype=dtype, device=device)
+        if like.ndim == 1 and name.endswith("weight"):  # norms
+            return out.fill_(1.0)
+        if name.endswith("bias"):
+            return out.zero_()
+        generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        return out.normal_(0.0, 0.02, generator=generator)
 
     # --- prediction ------------------------------------------------------------------------
     def _stack(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -353,17 +364,106 @@ class InferenceEngine:
                           model_name=self.model_name, demo=self.demo, positive=positive, class_name=class_name)
 
 
+def _needs_conversion(plan: Plan, clip: _weights.LoadedWeights, llama: _weights.LoadedWeights) -> bool:
+    """True when the plan's tensors differ from the files' (cast, quantised, or not safetensors)."""
+    stored_as_used = (clip.source_format == "safetensors" and clip.source_dtype == plan.vision_dtype
+                      and llama.source_format == "hf-folder" and llama.source_dtype == plan.decoder_dtype
+                      and any(Path(llama.path).glob("*.safetensors")))
+    return bool(plan.quantisation) or not stored_as_used
+
+
+def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, clip_path: Path, llama_path: Path,
+                       *, allow_unverified_clip: bool, say: Callable[[str], None], report: LoadReport,
+                       cache: bool) -> tuple[dict, dict, bool]:
+    """(vision state, decoder state, demo) as the plan uses them, checked against the bundle.
+
+    CPU plans whose tensors are converted (cast, quantised) come from the prepared-weights cache
+    (:mod:`pneumoview.inference.prepared`) when it has them, else are read and written there.
+    """
+    from pneumoview.inference import prepared
+
+    entry = prepared.entry_path(clip_path, llama_path, plan) if cache and plan.device_type == "cpu" else None
+    hit = prepared.load_entry(entry) if entry is not None else None
+    if hit is not None:
+        say("mapping prepared weights")
+        info = hit.info
+        _check_clip_fits(config, dict(info["clip_shape"]), clip_path)  # type: ignore[call-overload]
+        report.notes += _check_llama_fits(config, dict(info["llama_config"]), llama_path)  # type: ignore[call-overload]
+        fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
+        report.clip_format, report.llama_format = str(info["clip_format"]), str(info["llama_format"])
+        report.notes += [str(n) for n in info.get("notes", [])] + ["prepared weights mapped from the cache"]
+        visual_state, decoder_state, demo = hit.visual, hit.decoder, bool(info.get("demo"))
+    else:
+        visual_state, decoder_state, demo, info = _read_weight_files(
+            config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip, say=say,
+            report=report)
+        fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
+        if entry is not None and info.pop("converted"):
+            say("saving prepared weights for the next start")
+            if prepared.save_entry(entry, prepared.Prepared(visual_state, decoder_state, info)) is None:
+                report.notes.append("the prepared-weights cache could not be written (next start converts again)")
+    check_fingerprints(manifest, {"clip": fingerprints["clip"]}, path=clip_path, only=("clip",))
+    check_fingerprints(manifest, fingerprints, path=llama_path)  # every recorded key, the one rule
+    report.fingerprints = fingerprints
+    return visual_state, decoder_state, demo
+
+
+def _read_weight_files(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, clip_path: Path, llama_path: Path,
+                       *, allow_unverified_clip: bool, say: Callable[[str], None], report: LoadReport
+                       ) -> tuple[dict, dict, bool, dict[str, object]]:
+    """Read both base weights from their files into the plan's dtypes (CPU int8 / int4: quantised per
+    tensor as read). Returns (vision state, decoder state, demo, what the cache records about them)."""
+    say("reading CLIP weights")
+    # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
+    # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
+    clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
+                                     device=plan.device)
+    _check_clip_fits(config, clip.config, clip_path)
+    check_fingerprints(manifest, {"clip": clip.fingerprint}, path=clip_path, only=("clip",))  # before the LLaMA read
+    llama_config = _weights.peek_llama_config(llama_path)
+    report.notes += _check_llama_fits(config, llama_config, llama_path)
+    say("reading LLaMA weights")
+    transform = None
+    if plan.quantisation and plan.device_type == "cpu":
+        from pneumoview.inference.quant_cpu import state_transform
+
+        transform = state_transform(plan.quantisation, plan.decoder_dtype)
+    llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
+                                        device="cpu" if plan.quantisation else plan.device, transform=transform,
+                                        progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
+    demo = bool(clip.demo or llama.demo)
+    report.notes += clip.notes + llama.notes
+    report.clip_format, report.llama_format = clip.source_format, llama.source_format
+    info: dict[str, object] = {
+        "clip_fingerprint": clip.fingerprint, "llama_fingerprint": llama.fingerprint, "clip_shape": clip.config,
+        "llama_config": llama_config, "clip_format": clip.source_format, "llama_format": llama.source_format,
+        "notes": clip.notes + llama.notes, "demo": demo, "converted": _needs_conversion(plan, clip, llama)}
+    return clip.state, llama.state, demo, info
+
+
 def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_state: dict,
-              trained: dict) -> torch.nn.Module:
-    """Meta build -> base weights assigned (no copy) -> quantise (CUDA) -> device -> trained tensors."""
+              trained: dict | None) -> torch.nn.Module:
+    """Meta build -> base weights assigned (no copy) -> quantise (CUDA) -> device -> trained tensors.
+
+    CPU int8 / int4 plans get ``decoder_state`` already quantised (:mod:`pneumoview.inference.quant_cpu`):
+    its linear layers are swapped for the quantised ones first, popping their entries from
+    ``decoder_state`` itself (callers must not keep another reference to them) so that each int8
+    tensor is freed as its packed copy is made.
+    ``trained`` None: fresh trainables (random engines).
+    """
     from pneumoview.inference.model import build_model, load_base_weights, load_trainable_state_dict, materialize
 
     model = build_model(config, device="meta")
+    if plan.quantisation and plan.device_type == "cpu":
+        from pneumoview.inference.quant_cpu import install_quantised_linears
+
+        install_quantised_linears(model.decoder, decoder_state, plan.quantisation)  # pops: int8 freed as packed
     load_base_weights(model, visual_state, decoder_state)
-    if plan.quantisation:
+    if plan.quantisation and plan.device_type != "cpu":
         quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
                                  compute_dtype=plan.decoder_dtype)
     materialize(model, plan.device)  # dtypes kept as loaded (vision / decoder may differ); rotary rebuilt
-    load_trainable_state_dict(model, trained)
+    if trained is not None:
+        load_trainable_state_dict(model, trained)
     model.eval()
     return model

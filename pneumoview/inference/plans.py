@@ -12,7 +12,9 @@ the memory free on the device (``torch.cuda.mem_get_info`` on CUDA, ``psutil`` o
 * CPU: the decoder in bf16 (half the memory of fp32 and, being memory-bound, faster). The ViT
   in bf16 too where the CPU has bf16 instructions (AVX512-BF16 / AMX: measured 1.8-2.5x faster
   than fp32 on this project's AMD EPYC dev box), else in fp32 -- the fastest mix measured on a
-  CPU without them (emulated bf16 is slower than fp32 for the compute-bound ViT).
+  CPU without them (emulated bf16 is slower than fp32 for the compute-bound ViT). When the host's
+  free memory is short, the decoder's linear layers in ``int8`` (then ``int4``), quantised while
+  they load (:mod:`pneumoview.inference.quant_cpu`); both can also be asked for.
 * MPS (Apple): fp16 (bf16 support on MPS depends on the macOS version).
 """
 
@@ -28,15 +30,19 @@ from torch import nn
 
 from pneumoview.errors import ConfigError, InsufficientMemoryError
 from pneumoview.inference.config import PneumoLLMConfig
+from pneumoview.precision import Precision, Quantisation, choices
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-QUANTISATIONS = ("auto", "none", "int8", "nf4")
+#: The precision vocabulary (:mod:`pneumoview.precision`), as plain strings.
+PRECISIONS = tuple(choices(Precision))
+QUANTISATIONS = tuple(choices(Quantisation))
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 #: Bytes per decoder linear-layer weight, quantised: int8 (+ one fp32 scale per row, ~0), NF4
-#: (4 bits + one absmax per 64-value block, itself 8-bit with nested quantisation: ~0.53 bytes).
-_QUANT_BYTES = {"int8": 1.0, "nf4": 0.53}
+#: (4 bits + one absmax per 64-value block, itself 8-bit with nested quantisation: ~0.53 bytes),
+#: CPU int4 (4 bits + a bf16 scale and zero per 128 values: ~0.53 bytes).
+_QUANT_BYTES = {"int8": 1.0, "nf4": 0.53, "int4": 0.53}
+_QUANT_WORDS = {"int8": "8-bit", "nf4": "4-bit NF4", "int4": "4-bit"}
 GIB = 1024**3
 
 
@@ -47,7 +53,7 @@ class Plan:
     device: str  # "cuda", "cuda:1", "cpu", "mps"
     vision_dtype: torch.dtype
     decoder_dtype: torch.dtype  # the compute dtype when quantised
-    quantisation: str | None  # None, "int8" or "nf4" (decoder linear layers only)
+    quantisation: str | None  # None, "int8", "nf4" (CUDA) or "int4" (CPU): decoder linear layers only
     estimated_bytes: int  # weights + activations for ``batch_size``
     available_bytes: int | None  # free device memory measured by the pre-flight (None = unknown)
     batch_size: int
@@ -61,7 +67,7 @@ class Plan:
         """One line for logs, the CLI and the settings dialog."""
         decoder = _NAMES[self.decoder_dtype]
         if self.quantisation:
-            decoder = f"{'8-bit' if self.quantisation == 'int8' else '4-bit NF4'} ({decoder} compute)"
+            decoder = f"{_QUANT_WORDS[self.quantisation]} ({decoder} compute)"
         free = f" of {self.available_bytes / GIB:.1f} GB free" if self.available_bytes else ""
         return (
             f"{self.device}: CLIP {_NAMES[self.vision_dtype]}, LLaMA {decoder}; "
@@ -184,58 +190,53 @@ def resolve_device(device: str, *, cuda: bool | None = None, mps: bool | None = 
     return device
 
 
-def choose_plan(
-    config: PneumoLLMConfig,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    quantisation: str = "auto",
-    batch_size: int = 8,
-    free_bytes: int | None = None,
-    cuda: bool | None = None,
-    mps: bool | None = None,
-    cuda_bf16: bool | None = None,
-    bnb: bool | None = None,
-    cpu_bf16: bool | None = None,
-) -> Plan:
-    """Pick and justify a plan. Probes are measured unless given (``free_bytes``, ``cuda``, ...).
-
-    Raises :class:`ConfigError` for impossible requests (CUDA absent, 4-bit on CPU, bitsandbytes
-    missing) and :class:`InsufficientMemoryError` when even the smallest allowed plan does not fit.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if quantisation not in QUANTISATIONS:
-        raise ConfigError(f"quantisation must be one of {', '.join(QUANTISATIONS)}, not {quantisation!r}")
-    if batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
-    dev = resolve_device(device, cuda=cuda, mps=mps)
+def _host_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: str, batch_size: int,
+               free_bytes: int | None, cpu_bf16: bool | None) -> Plan:
+    """CPU / MPS: dtypes by instruction set; on the CPU, int8 / int4 decoder linears when asked or short of RAM."""
     kind = torch.device(dev).type
+    if kind == "cpu":
+        if precision == "auto" and (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
+            vision = decoder = torch.bfloat16
+            why = "CPU with bf16 instructions (AVX512-BF16/AMX): both towers bf16"
+        elif precision == "auto":
+            vision, decoder = torch.float32, torch.bfloat16
+            why = "CPU without bf16 instructions: ViT fp32 + decoder bf16, the fastest mix measured there"
+        else:
+            vision = decoder = _DTYPES[precision]
+            why = f"CPU, {precision} as asked"
+    else:  # mps
+        if quantisation not in ("auto", "none"):
+            raise ConfigError(f"{quantisation} is not available on Apple's GPU: use --device cpu or quantisation none")
+        vision = decoder = torch.float16 if precision == "auto" else _DTYPES[precision]
+        why = f"Apple GPU, {_NAMES[vision]}"
+    free = host_available_bytes() if free_bytes is None else free_bytes
 
-    if kind != "cuda":
-        if quantisation in ("int8", "nf4"):
-            raise ConfigError(f"{quantisation} quantisation needs a CUDA GPU (bitsandbytes); this plan is on {dev}")
-        if kind == "cpu":
-            if precision == "auto" and (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
-                vision = decoder = torch.bfloat16
-                why = "CPU with bf16 instructions (AVX512-BF16/AMX): both towers bf16"
-            elif precision == "auto":
-                vision, decoder = torch.float32, torch.bfloat16
-                why = "CPU without bf16 instructions: ViT fp32 + decoder bf16, the fastest mix measured there"
-            else:
-                vision = decoder = _DTYPES[precision]
-                why = f"CPU, {precision} as asked"
-        else:  # mps
-            vision = decoder = torch.float16 if precision == "auto" else _DTYPES[precision]
-            why = f"Apple GPU, {_NAMES[vision]}"
-        need = estimate_bytes(config, vision_dtype=vision, decoder_dtype=decoder, quantisation=None,
+    def need(quant: str | None) -> int:
+        return estimate_bytes(config, vision_dtype=vision, decoder_dtype=decoder, quantisation=quant,
                               batch_size=batch_size)
-        free = host_available_bytes() if free_bytes is None else free_bytes
-        if need > free:
-            why += f" (warning: needs ~{need / GIB:.1f} GB, only {free / GIB:.1f} GB of RAM free: expect swapping)"
-        return Plan(dev, vision, decoder, None, need, free, batch_size, why)
 
-    # CUDA
+    quant: str | None = None
+    if kind == "cpu" and quantisation in ("int8", "int4", "nf4"):
+        quant = "int4" if quantisation == "nf4" else quantisation
+        why += f"; LLaMA linears {_QUANT_WORDS[quant]} as asked" + (
+            " (NF4 needs a CUDA GPU: the CPU's 4-bit kernel instead)" if quantisation == "nf4" else "")
+    elif kind == "cpu" and quantisation == "auto" and need(None) > free:
+        quant = "int8" if need("int8") <= free else "int4"
+        why += (f"; only {free / GIB:.1f} GB of RAM free (bf16 needs ~{need(None) / GIB:.1f} GB): "
+                f"LLaMA linears {_QUANT_WORDS[quant]}")
+    if quant is not None:
+        from pneumoview.inference.quant_cpu import check_cpu_mode
+
+        check_cpu_mode(quant)
+    estimate = need(quant)
+    if estimate > free:
+        why += f" (warning: needs ~{estimate / GIB:.1f} GB, only {free / GIB:.1f} GB of RAM free: expect swapping)"
+    return Plan(dev, vision, decoder, quant, estimate, free, batch_size, why)
+
+
+def _cuda_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: str, batch_size: int,
+               free_bytes: int | None, cuda_bf16: bool | None, bnb: bool | None) -> Plan:
+    """CUDA: bf16 (fp16 without bf16) towers; 8-bit then NF4 LLaMA linears (bitsandbytes) when short."""
     bf16_ok = (torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16) if precision in ("auto", "bf16") \
         else False
     if precision == "auto":
@@ -244,6 +245,8 @@ def choose_plan(
         dtype = _DTYPES[precision]
         if precision == "bf16" and not bf16_ok:
             raise ConfigError("this GPU has no bf16 support: use --precision fp16 or auto")
+    if quantisation == "int4":
+        quantisation = "nf4"  # the GPU's 4-bit kernel
     free = cuda_free_bytes(dev) if free_bytes is None else free_bytes
     bnb = bitsandbytes_available() if bnb is None else bnb
     options: list[str | None]
@@ -276,6 +279,43 @@ def choose_plan(
         f"not enough GPU memory: {free / GIB:.1f} GB free, needs {' / '.join(tried) or 'more'}{hint}; "
         "close other GPU programs, lower the batch size, or use --device cpu"
     )
+
+
+def choose_plan(
+    config: PneumoLLMConfig,
+    *,
+    device: str = "auto",
+    precision: str | Precision = "auto",
+    quantisation: str | Quantisation = "auto",
+    batch_size: int = 8,
+    free_bytes: int | None = None,
+    cuda: bool | None = None,
+    mps: bool | None = None,
+    cuda_bf16: bool | None = None,
+    bnb: bool | None = None,
+    cpu_bf16: bool | None = None,
+) -> Plan:
+    """Pick and justify a plan. Probes are measured unless given (``free_bytes``, ``cuda``, ...).
+
+    ``precision`` / ``quantisation``: values of :class:`pneumoview.precision.Precision` /
+    :class:`~pneumoview.precision.Quantisation` (or their strings). ``int4`` and ``nf4`` both mean
+    "4-bit": the CPU's int4 kernel on the CPU, bitsandbytes NF4 on CUDA.
+
+    Raises :class:`ConfigError` for impossible requests (CUDA absent, bitsandbytes missing for a
+    quantised GPU plan) and :class:`InsufficientMemoryError` when even the smallest allowed GPU
+    plan does not fit.
+    """
+    try:
+        precision = Precision.parse(precision).value
+        quantisation = Quantisation.parse(quantisation).value
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    dev = resolve_device(device, cuda=cuda, mps=mps)
+    if torch.device(dev).type != "cuda":
+        return _host_plan(config, dev, precision, quantisation, batch_size, free_bytes, cpu_bf16)
+    return _cuda_plan(config, dev, precision, quantisation, batch_size, free_bytes, cuda_bf16, bnb)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class EngineSpec:
     llama_path: str = ""
     device: str = "auto"
     precision: str = "auto"
+    quantisation: str = ""         # "" = the settings' quantisation (pneumoview.precision.Quantisation)
 
     def __post_init__(self) -> None:
         if self.kind not in ("demo", "bundle"):
@@ -241,6 +242,12 @@ class AnalysisClient:
                 on_event(event)
                 last = event
             return last
+
+    def prewarm(self) -> None:
+        """Start the child now (it imports the model libraries while idle), so the first analysis
+        only waits for the weights."""
+        with self._lock:
+            self._ensure()
 
     def cancel(self) -> None:
         if self.running:

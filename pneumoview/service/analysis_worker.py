@@ -115,12 +115,14 @@ class _Child:
         if threads:
             torch.set_num_threads(max(1, int(threads)))
         self.engine = None
-        if spec.demo:
-            engine = InferenceEngine.demo(bundle=spec.bundle or None)  # the demo, or a bundle trained on its base
+        quantisation = spec.quantisation or _settings_value("quantisation", "auto")
+        if spec.demo:  # the demo, or a bundle trained on its base weights
+            engine = InferenceEngine.demo(bundle=spec.bundle or None,
+                                          quantisation="none" if quantisation == "auto" else quantisation)
         else:
             engine = InferenceEngine.load(Path(spec.bundle), clip_path=Path(spec.clip_path),
                                           llama_path=Path(spec.llama_path), device=spec.device,
-                                          precision=spec.precision)
+                                          precision=spec.precision, quantisation=quantisation)
         self.engine, self.spec = engine, spec
         manifest, plan = engine.manifest, engine.plan
         loaded = LoadedModel(
@@ -157,10 +159,24 @@ class _Child:
             self.send("progress", done=done, total=total)
         self.send("done", count=done)
 
+    def next_request(self) -> dict[str, Any] | None:
+        """The next request; a loaded model is released after the settings' idle minutes without one."""
+        minutes = _settings_value("model_idle_minutes", 30) if self.engine is not None else 0
+        try:
+            return self.requests.get(timeout=float(minutes) * 60 if minutes else None)
+        except queue.Empty:
+            self.engine = self.spec = None  # released; the next request loads it again
+            import gc
+
+            gc.collect()
+            print(f"analysis worker: model released after {minutes} idle minutes", file=sys.stderr, flush=True)
+            return self.next_request()
+
     def serve(self) -> int:
         threading.Thread(target=self.read_stdin, name="stdin-reader", daemon=True).start()
+        threading.Thread(target=_prewarm_imports, name="prewarm", daemon=True).start()
         while True:
-            request = self.requests.get()
+            request = self.next_request()
             if request is None or request.get("cmd") == "quit":
                 return 0
             try:
@@ -182,6 +198,28 @@ class _Child:
                 import traceback
                 traceback.print_exc()
                 self.send("error", type="PneumoViewError", reason=f"{type(exc).__name__}: {exc}")
+
+
+def _settings_value(name: str, default: Any) -> Any:
+    """One field of the user's settings (the default when they cannot be read)."""
+    from pneumoview.settings import load_settings
+
+    try:
+        return getattr(load_settings(), name)
+    except PneumoViewError:
+        return default
+
+
+def _prewarm_imports() -> None:
+    """Import torch, open_clip and transformers' LLaMA while the worker waits for its first request:
+    these imports, not the weights, are most of a small model's load time (~5-10 s on 2 cores)."""
+    try:
+        import open_clip.model  # noqa: F401
+        import transformers.models.llama.modeling_llama  # noqa: F401
+
+        import pneumoview.inference.engine  # noqa: F401
+    except ImportError:
+        pass  # the request that needs them reports it
 
 
 def lower_priority() -> None:

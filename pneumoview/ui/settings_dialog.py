@@ -1,7 +1,9 @@
-"""Settings dialog: weight paths, active bundle, device/precision, threshold, reviewer, export defaults.
+"""Settings dialog: weight paths, active bundle, device/precision/quantisation, model idle release, threshold,
+reviewer, export defaults.
 
-Edits a copy of :class:`pneumoview.settings.Settings`; the main window saves it (engineer E's
-``save_settings``, atomic JSON) when the dialog is accepted.
+Edits a copy of :class:`pneumoview.settings.Settings`; the main window saves it
+(:func:`pneumoview.settings.save_settings`, atomic JSON) when the dialog is accepted. Every
+precision / quantisation offered comes from :mod:`pneumoview.precision` and builds a plan.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from pneumoview.errors import ConfigError, PneumoViewError
-from pneumoview.settings import CSV_DELIMITERS, DEVICES, PRECISIONS, Settings
+from pneumoview.precision import Quantisation
+from pneumoview.settings import CSV_DELIMITERS, DEVICES, PRECISIONS, QUANTISATIONS, Settings
 
 REGISTRY_CHOICE = "(the model registry's active bundle)"
 
@@ -43,6 +47,37 @@ def add_device_rows(form: QFormLayout, settings: Settings) -> tuple[QComboBox, Q
     form.addRow("Device", device_combo)
     form.addRow("Precision", precision_combo)
     return device_combo, precision_combo
+
+
+def quantisations_for(device: str) -> list[str]:
+    """Quantisations that work on ``device`` (all of them on the CPU and CUDA; none on Apple's GPU)."""
+    if device == "mps":
+        return [Quantisation.AUTO.value, Quantisation.NONE.value]
+    return list(QUANTISATIONS)
+
+
+def add_memory_rows(form: QFormLayout, settings: Settings, device_combo: QComboBox) -> tuple[QComboBox, QSpinBox]:
+    """LLaMA quantisation picker (follows the device picker) and the idle minutes before the model is released."""
+    quant_combo = QComboBox()
+    quant_combo.setToolTip("auto: 8-bit only when memory is short; int8 / int4: smaller and, on the CPU, faster, "
+                           "with slightly different probabilities; nf4: 4-bit on a GPU (bitsandbytes)")
+
+    def refill(device: str) -> None:
+        current = quant_combo.currentText() or settings.quantisation
+        quant_combo.clear()
+        quant_combo.addItems(quantisations_for(device))
+        quant_combo.setCurrentText(current if current in quantisations_for(device) else Quantisation.AUTO.value)
+
+    refill(device_combo.currentText())
+    device_combo.currentTextChanged.connect(refill)
+    idle_spin = QSpinBox()
+    idle_spin.setRange(0, 24 * 60)
+    idle_spin.setSuffix(" min")
+    idle_spin.setSpecialValueText("never")
+    idle_spin.setValue(settings.model_idle_minutes)
+    form.addRow("LLaMA quantisation", quant_combo)
+    form.addRow("Release the model after idle", idle_spin)
+    return quant_combo, idle_spin
 
 
 def path_row(edit: QLineEdit, parent: QWidget, *, folder: bool, caption: str) -> QHBoxLayout:
@@ -95,6 +130,7 @@ class SettingsDialog(QDialog):
             self.bundle_combo.setCurrentIndex(index)
         form.addRow("Active bundle", self.bundle_combo)
         self.device_combo, self.precision_combo = add_device_rows(form, settings)
+        self.quantisation_combo, self.idle_spin = add_memory_rows(form, settings, self.device_combo)
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.01)
@@ -153,6 +189,8 @@ class SettingsDialog(QDialog):
         s.active_bundle = data if data else (None if text in ("", REGISTRY_CHOICE) else text)
         s.device = self.device_combo.currentText()
         s.precision = self.precision_combo.currentText()
+        s.quantisation = self.quantisation_combo.currentText()
+        s.model_idle_minutes = int(self.idle_spin.value())
         s.threshold = round(float(self.threshold_spin.value()), 4)
         s.reviewer_name = self.reviewer_edit.text().strip()
         s.export.pseudonymise = self.pseudonymise_check.isChecked()

@@ -75,12 +75,20 @@ def test_cpu_plan_and_impossible_requests(full):
     fast = choose_plan(full, device="cpu", cuda=False, free_bytes=64 * GB, cpu_bf16=True)
     assert fast.vision_dtype == fast.decoder_dtype == torch.bfloat16 and "AVX512-BF16" in fast.reason
     assert "warning" not in cpu.reason
+    # Short of RAM: 8-bit LLaMA linears (then 4-bit), chosen automatically; below that it warns.
     tight = choose_plan(full, device="cpu", cuda=False, free_bytes=8 * GB)
-    assert "warning" in tight.reason  # it still runs (swap), but says so
+    assert tight.quantisation == "int8" and "8.0 GB of RAM free" in tight.reason and "warning" not in tight.reason
+    assert choose_plan(full, device="cpu", cuda=False, free_bytes=5 * GB).quantisation == "int4"
+    assert "warning" in choose_plan(full, device="cpu", cuda=False, free_bytes=2 * GB).reason  # runs, says so
+    assert choose_plan(full, device="cpu", quantisation="none", cuda=False, free_bytes=8 * GB).quantisation is None
+    asked = choose_plan(full, device="cpu", quantisation="int8", cuda=False, free_bytes=64 * GB)
+    assert asked.quantisation == "int8" and "as asked" in asked.reason and "8-bit" in asked.describe()
     assert choose_plan(full, device="cpu", precision="fp32", cuda=False, free_bytes=64 * GB).decoder_dtype == \
         torch.float32
-    with pytest.raises(ConfigError, match="CUDA"):
-        choose_plan(full, device="cpu", quantisation="nf4", cuda=False, free_bytes=64 * GB)
+    nf4 = choose_plan(full, device="cpu", quantisation="nf4", cuda=False, free_bytes=64 * GB)
+    assert nf4.quantisation == "int4" and "NF4 needs a CUDA GPU" in nf4.reason  # 4-bit, the CPU's kernel
+    with pytest.raises(ConfigError, match="Apple"):
+        choose_plan(full, device="mps", quantisation="int8", mps=True, free_bytes=64 * GB)
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         choose_plan(full, device="cuda", cuda=False)
     with pytest.raises(ConfigError, match="device"):

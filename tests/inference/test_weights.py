@@ -435,3 +435,14 @@ def test_sha256_file_is_the_real_digest_and_notices_changes(tmp_path):
     assert W.sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
     path.write_bytes(b"b" * 1001)  # another size (and time): hashed again, not remembered
     assert W.sha256_file(path) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+def test_the_offline_switches_are_set_in_one_place_only():
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE: set by pneumoview/inference/__init__.py, nowhere else."""
+    package = Path(W.__file__).resolve().parents[1]
+    setters = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if 'environ["HF_HUB_OFFLINE"]' in p.read_text(encoding="utf-8"))
+    assert setters == ["inference/__init__.py"]
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"

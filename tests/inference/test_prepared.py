@@ -1,0 +1,123 @@
+"""Prepared-weights cache: hit, invalidation (weights, plan, bundle fingerprints), corrupt entries
+rebuilt, safetensors only; on tiny real-format weights (the demo model's files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pneumoview.errors import FingerprintMismatchError, WeightsError
+from pneumoview.inference import prepared, safetensors_mmap
+from pneumoview.inference.engine import InferenceEngine
+
+CACHED = "prepared weights mapped from the cache"
+
+
+@pytest.fixture(scope="module")
+def demo_source(tmp_path_factory):
+    from pneumoview.inference.demo import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("prepared") / "demo")
+
+
+@pytest.fixture()
+def demo(demo_source, tmp_path, monkeypatch):
+    """A private copy of the demo model's files and a private cache folder for each test."""
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    root = tmp_path / "demo"
+    shutil.copytree(demo_source.root, root)
+    from pneumoview.inference.demo import DemoPaths
+
+    return DemoPaths.under(root)
+
+
+def load(paths, **kw):
+    kw = {"device": "cpu", "precision": "bf16", "quantisation": "int8"} | kw
+    return InferenceEngine.load(paths.bundle, clip_path=paths.clip, llama_path=paths.llama, **kw)
+
+
+CROPS = np.random.default_rng(3).random((3, 224, 224), dtype=np.float32)
+
+
+def entries():
+    folder = prepared.cache_dir()
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def test_second_load_maps_the_cache_and_gives_the_same_probabilities(demo):
+    cold = load(demo)
+    assert CACHED not in cold.report.notes and len(entries()) == 1
+    warm = load(demo)
+    assert CACHED in warm.report.notes
+    assert warm.report.fingerprints == cold.report.fingerprints and warm.demo
+    assert np.array_equal(warm.probabilities(CROPS), cold.probabilities(CROPS))
+    assert warm.report.clip_format == "safetensors" and warm.report.llama_format == "hf-folder"
+
+
+def test_plan_change_and_weight_change_invalidate(demo):
+    load(demo)
+    first = entries()
+    other_plan = load(demo, quantisation="int4")
+    assert CACHED not in other_plan.report.notes and entries() != first and len(entries()) == 1
+    # Rewriting the LLaMA file (same content, new modification time) is another key: rebuilt.
+    shard = demo.llama / "model.safetensors"
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    assert CACHED not in load(demo, quantisation="int4").report.notes
+    assert CACHED in load(demo, quantisation="int4").report.notes
+
+
+def test_a_bundle_expecting_other_fingerprints_is_refused_even_from_the_cache(demo):
+    load(demo)
+    manifest_path = demo.bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["base_fingerprints"]["llama"] = "pvfp1:" + "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(FingerprintMismatchError):
+        load(demo)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "pickle"])
+def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, monkeypatch):
+    cold = load(demo)
+    (entry,) = entries()
+    if damage == "truncate":
+        data = entry.read_bytes()
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        entry.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    else:
+        entry.write_bytes(pickle.dumps({"visual.x": torch.zeros(1)}))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on a cache entry"))
+    again = load(demo)
+    assert CACHED not in again.report.notes
+    assert np.array_equal(again.probabilities(CROPS), cold.probabilities(CROPS))
+    assert CACHED in load(demo).report.notes  # rewritten
+
+
+def test_writer_output_is_standard_safetensors_and_the_reader_checks_every_entry(tmp_path):
+    from safetensors import safe_open
+
+    tensors = {"a": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "b": torch.tensor([1, -2], dtype=torch.int8),
+               "empty": torch.zeros(0, 4)}
+    path = tmp_path / "x.safetensors"
+    safetensors_mmap.save(path, tensors, {"k": "v"})
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"k": "v"}
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+    back, meta = safetensors_mmap.load(path)
+    assert meta == {"k": "v"} and all(torch.equal(back[k], v) for k, v in tensors.items())
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(WeightsError, match="does not fit the file"):
+        safetensors_mmap.load(path)
+
+
+def test_plans_using_the_files_as_stored_write_nothing(demo):
+    load(demo, quantisation="none", precision="fp32")  # stored fp32 safetensors, used as stored
+    assert entries() == []
