@@ -63,16 +63,17 @@ class Plan:
     def device_type(self) -> str:
         return torch.device(self.device).type
 
-    def describe(self) -> str:
-        """One line for logs, the CLI and the settings dialog."""
+    def summary(self) -> str:
+        """What computes the result: device and dtypes, the same on every run of this plan (provenance)."""
         decoder = _NAMES[self.decoder_dtype]
         if self.quantisation:
             decoder = f"{_QUANT_WORDS[self.quantisation]} ({decoder} compute)"
+        return f"{self.device}: CLIP {_NAMES[self.vision_dtype]}, LLaMA {decoder}"
+
+    def describe(self) -> str:
+        """One line for logs, the CLI and the settings dialog: :meth:`summary`, memory and why."""
         free = f" of {self.available_bytes / GIB:.1f} GB free" if self.available_bytes else ""
-        return (
-            f"{self.device}: CLIP {_NAMES[self.vision_dtype]}, LLaMA {decoder}; "
-            f"needs ~{self.estimated_bytes / GIB:.1f} GB{free} - {self.reason}"
-        )
+        return f"{self.summary()}; needs ~{self.estimated_bytes / GIB:.1f} GB{free} - {self.reason}"
 
     def to_dict(self) -> dict[str, object]:
         d = dataclasses.asdict(self)

@@ -38,7 +38,7 @@ def engine_provenance(engine: InferenceEngine, threshold: float, *, operating_po
         base_fingerprints={str(k): str(v) for k, v in (manifest.base_fingerprints or {}).items()},
         operating_point_id=operating_point_id, threshold=float(threshold), software_version=__version__,
         preprocessing=json.loads(json.dumps(dict(manifest.preprocessing))),
-        device=str(plan.device), plan=plan.describe() if hasattr(plan, "describe") else str(plan))
+        device=str(plan.device), plan=plan.summary() if hasattr(plan, "summary") else str(plan))
 
 
 def predict_results(engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity, ModelInput]],

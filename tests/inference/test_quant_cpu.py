@@ -71,13 +71,11 @@ def test_transform_quantises_linear_weights_only_and_install_checks_shapes():
 
 
 @pytest.mark.slow
-def test_int8_tiny_model_gives_the_bf16_labels_on_cxr_labelled(tmp_path, monkeypatch):
-    from conftest import shared_path
-
+def test_int8_tiny_model_gives_the_bf16_labels_on_cxr_labelled(tmp_path, monkeypatch, shared_data):
     from pneumoview.inference.demo import ensure_demo_model
     from pneumoview.inference.engine import InferenceEngine
 
-    folder = shared_path("cxr-labelled")
+    folder = shared_data / "cxr-labelled"
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path))
     demo = ensure_demo_model(tmp_path / "demo")
     with open(folder / "labels.csv", newline="", encoding="utf-8") as f:
