@@ -24,6 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("pneumoview.commands.analyze", "analyse a folder with a model bundle and write a CSV report"),
     "models": ("pneumoview.commands.models", "list, activate or roll back trained model bundles"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
+    # calibrate reads labelled data with training's discovery: dispatched to training by name, like train
+    "calibrate": ("training.calibrate", "choose the score threshold (operating point) on labelled local data"),
+    "audit": ("pneumoview.commands.audit", "verify or export the hash-chained audit log"),
 }
 
 

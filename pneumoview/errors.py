@@ -87,3 +87,15 @@ class ExportError(PneumoViewError):
 
 class TrainingDataError(PneumoViewError):
     """Training data are unusable (empty class, too few patients for the folds, ...)."""
+
+
+class CalibrationError(PneumoViewError):
+    """Scores and labels cannot give an operating point (one class only, non-finite score, bad target)."""
+
+
+class AuditChainError(StoreError):
+    """The hash-chained audit log was edited or shortened; ``entry_id`` is the first bad entry."""
+
+    def __init__(self, reason: str, *, entry_id: int | None = None, path: str | PathLike[str] | None = None) -> None:
+        self.entry_id = entry_id
+        super().__init__(reason, path=path)
