@@ -302,7 +302,7 @@ def draw_roc(figure: Any, result: Calibration, *, title: str = "") -> None:
     fpr, tpr = roc_points(result.table)
     ax = figure.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", label="chance")
-    ax.step(fpr, tpr, where="post", color="C0",
+    ax.plot(fpr, tpr, color="C0",
             label=f"ROC, AUC {result.auc:.3f} (95% CI {result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f})")
     c = result.chosen
     x, yv = 1.0 - c.specificity, c.sensitivity
@@ -314,7 +314,7 @@ def draw_roc(figure: Any, result: Calibration, *, title: str = "") -> None:
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
-    ax.set_title(title or f"n = {result.n} ({result.n_positive} positive)")
+    ax.set_title(title or f"n = {result.n} ({result.n_positive} positive)", fontsize="small")
     ax.legend(loc="lower right", fontsize="small")
 
 

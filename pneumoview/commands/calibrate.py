@@ -89,8 +89,8 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
 
         atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
         if args.plot is not None:
-            title = f"{'DEMO - not a diagnosis: ' if demo else ''}{manifest.name or manifest.model_id}"
-            save_roc_plot(result, args.plot, title=title[:80])
+            name = (manifest.name or manifest.model_id)[:60]
+            save_roc_plot(result, args.plot, title=f"DEMO - not a diagnosis\n{name}" if demo else name)
     except OSError as exc:
         raise ExportError(f"cannot write the output: {exc.strerror or exc}", path=args.json) from exc
     if not args.quiet:
