@@ -32,10 +32,10 @@ GENESIS = "0" * 64
 #: Triggers that make the table append-only (created by the store's migration).
 GUARD_TRIGGERS = ("audit_events_no_update", "audit_events_no_delete")
 GUARD_STATEMENTS = (
-    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
-    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
-    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
-    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
+    ("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+     "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"),
+    ("CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+     "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"),
 )
 #: Event kinds written by PneumoView (others may be added; the chain does not depend on them).
 MODEL_ACTIVATED = "model-activated"

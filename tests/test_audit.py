@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_each_entry_links_to_the_previous_hash(db) -> None:
         entries, sequence, guards = store.audit_chain()
     assert [e.id for e in entries] == [1, 2, 3, 4, 5] and sequence == 5
     assert entries[0].prev_hash == audit.GENESIS
-    for before, after in zip(entries, entries[1:]):
+    for before, after in itertools.pairwise(entries):
         assert after.prev_hash == before.entry_hash
     e = entries[2]
     assert e.entry_hash == audit.entry_hash(e.id, e.at, e.kind, e.image_key, e.actor, e.detail, e.prev_hash)

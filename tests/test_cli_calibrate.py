@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
+
 from pneumoview.cli import main
 
 
