@@ -113,7 +113,7 @@ def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
     if tokens.shape[0] != 1:  # sequence-first (L, N, D) transformer
         tokens = tokens.transpose(0, 1)
     relevance = torch.relu(tokens[0, 1:].sum(dim=-1)).cpu().numpy()
-    side = int(round(relevance.size ** 0.5))
+    side = round(relevance.size ** 0.5)
     if side * side != relevance.size:
         raise ValueError(f"{relevance.size} patch tokens do not form a square grid")
     if not np.isfinite(relevance).all():
