@@ -81,6 +81,9 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
         "demo": bool(demo),
         "data_summary": data.summary,
         "operating_point_id": None,
+        # the scores themselves (no identifiers), so the app's calibration dialog can re-choose
+        "scores": [float(v) for v in data.scores],
+        "positive": [bool(v) for v in data.positive],
     }
     if args.save:
         out["operating_point_id"] = save_point(args, result, manifest, data.summary).id

@@ -10,6 +10,8 @@ attribution target is the logit margin ``logit[pneumoconiosis] - logit[normal]``
 gradient x activation for each token [B, 1 + h*w, W]; summed over the width, ReLU, the class token
 dropped, it is an ``h x w`` patch grid (14 x 14 for ViT-B/16-size tiny, 16 x 16 for ViT-L/14),
 upsampled bilinearly to the crop and scaled to [0, 1]. One forward and one backward pass.
+Only :func:`compute_heatmap` needs torch (imported there): the window maps, decodes and overlays
+maps with numpy.
 
 :meth:`Heatmap.on_image` maps the crop's map back into the full image through the lung box
 (the crop is the box stretched to a square), zero outside it.
@@ -20,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import base64
+
 import numpy as np
-import torch
 
 HEATMAP_LABEL = "Model attention (where the score came from) - not a lesion finding"
 METHOD = "gradient x activation of the ViT patch tokens entering the last source block (captum)"
@@ -55,10 +58,37 @@ class Heatmap:
 
 
 def resize_bilinear(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float [h, w] map to ``shape`` (pixel centres aligned)."""
-    src = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    out = torch.nn.functional.interpolate(src, size=shape, mode="bilinear", align_corners=False)
-    return out[0, 0].numpy()
+    """Bilinear resize of a float [h, w] map to ``shape`` with half-pixel centres (as
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``); numpy only, so
+    the window can map a heatmap without torch."""
+    src = np.asarray(image, dtype=np.float32)
+    h, w = src.shape
+    out_h, out_w = int(shape[0]), int(shape[1])
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(pos).astype(np.intp)
+        return low, np.minimum(low + 1, n_in - 1), (pos - low).astype(np.float32)
+
+    y0, y1, wy = axis(h, out_h)
+    x0, x1, wx = axis(w, out_w)
+    top = src[y0][:, x0] * (1 - wx) + src[y0][:, x1] * wx
+    bottom = src[y1][:, x0] * (1 - wx) + src[y1][:, x1] * wx
+    return (top * (1 - wy)[:, None] + bottom * wy[:, None]).astype(np.float32)
+
+
+def encode_map(crop_map: np.ndarray) -> str:
+    """[S, S] in [0, 1] -> base64 of uint8 levels (the analysis worker's ``heatmap`` event)."""
+    levels = np.round(np.clip(crop_map, 0, 1) * 255).astype(np.uint8)
+    return base64.b64encode(levels.tobytes()).decode("ascii")
+
+
+def decode_map(text: str, size: int) -> np.ndarray:
+    """Inverse of :func:`encode_map` for a ``size`` x ``size`` map (float32 in [0, 1])."""
+    levels = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    if levels.size != size * size:
+        raise ValueError(f"heatmap has {levels.size} values, not {size}x{size}")
+    return levels.reshape(size, size).astype(np.float32) / 255.0
 
 
 def overlay_rgb(grey: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
@@ -74,22 +104,22 @@ def overlay_rgb(grey: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> n
     return np.round(rgb * 255).astype(np.uint8)
 
 
-class _Margin(torch.nn.Module):
-    """logits [B, 2] -> [B, 1]: logit(pneumoconiosis) - logit(normal)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        logits = self.model(pixels).float()
-        return (logits[:, 0] - logits[:, 1]).unsqueeze(1)
-
-
 def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
     """The attention map of ``engine`` (an :class:`~pneumoview.inference.engine.InferenceEngine`)
     for one grey crop float32 [S, S] in [0, 1]. Deterministic (dropout off, no sampling)."""
+    import torch
     from captum.attr import LayerGradientXActivation
+
+    class _Margin(torch.nn.Module):
+        """logits [B, 2] -> [B, 1]: logit(pneumoconiosis) - logit(normal)."""
+
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            logits = self.model(pixels).float()
+            return (logits[:, 0] - logits[:, 1]).unsqueeze(1)
 
     model = engine.model
     blocks = model.visual.transformer.resblocks

@@ -13,12 +13,15 @@ answers with JSON lines on stdout (anything else the libraries print goes to std
 requests
     ``{"cmd": "analyse", "engine": EngineSpec, "threshold": 0.5, "batch_size": 8,
     "items": [{"key": ..., "path": ...}, ...]}``; ``{"cmd": "validate", "engine": EngineSpec}``;
-    ``{"cmd": "cancel"}`` (stops the running analysis after the current batch); ``{"cmd": "quit"}``.
+    ``{"cmd": "cancel"}`` (stops the running analysis after the current batch); ``{"cmd": "quit"}``;
+    ``{"cmd": "heatmap", "engine": EngineSpec, "key": ..., "path": ...}`` (one image's attention map,
+    :mod:`pneumoview.inference.heatmap`).
 events
     ``loading``; ``loaded`` (model name / id / version / fingerprint / plan / device);
     ``results`` (one batch: key, probability, class_name, label, threshold, model_id, model_name,
     demo, lung box); ``problems`` (``[[key, reason], ...]``: images that could not be prepared);
-    ``progress`` (done, total); ``done`` (count); ``cancelled``; ``error`` (type, reason, path).
+    ``progress`` (done, total); ``done`` (count); ``cancelled``; ``error`` (type, reason, path);
+    ``heatmap`` (key, size, crop_map as base64 uint8 levels, box, image_shape, probability, label, method).
 
 :class:`AnalysisClient` is the parent's side (used from a worker thread of the GUI).
 """
@@ -161,6 +164,20 @@ class _Child:
             self.send("progress", done=done, total=total)
         self.send("done", count=done)
 
+    def heatmap(self, request: dict[str, Any]) -> None:
+        """One image's model-attention map (never a lesion finding), then ``done``."""
+        from pneumoview.inference.heatmap import compute_heatmap, encode_map
+
+        engine = self.load(EngineSpec(**request["engine"]))
+        model_input = engine.prepare(Path(request["path"]))
+        heat = compute_heatmap(engine, model_input.crop)
+        box = model_input.box
+        self.send("heatmap", key=request["key"], size=int(heat.crop_map.shape[0]), crop_map=encode_map(heat.crop_map),
+                  box=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)], fallback=bool(box.fallback),
+                  image_shape=list(model_input.image_shape), probability=heat.probability, label=heat.label,
+                  method=heat.method, demo=bool(engine.demo))
+        self.send("done", count=1)
+
     def serve(self) -> int:
         threading.Thread(target=self.read_stdin, name="stdin-reader", daemon=True).start()
         while True:
@@ -173,6 +190,8 @@ class _Child:
                     self.send("done", count=0)
                 elif request.get("cmd") == "analyse":
                     self.analyse(request)
+                elif request.get("cmd") == "heatmap":
+                    self.heatmap(request)
                 else:
                     self.send("error", type="PneumoViewError", reason=f"unknown request {request.get('cmd')!r}")
             except CancelledError:

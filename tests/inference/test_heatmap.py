@@ -91,3 +91,23 @@ def test_overlay() -> None:
     assert (hot[..., 0] == 255).all() and (hot[..., 2] == 0).all()
     with pytest.raises(ValueError):
         overlay_rgb(grey, np.zeros((4, 4)))
+
+
+def test_resize_matches_torch_and_encoding_round_trips(heat) -> None:
+    grid = heat.patch_relevance
+    from pneumoview.inference.heatmap import decode_map, encode_map, resize_bilinear
+
+    ours = resize_bilinear(grid, (224, 200))
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(grid)[None, None], size=(224, 200), mode="bilinear",
+                                             align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    back = decode_map(encode_map(heat.crop_map), 224)
+    assert np.abs(back - heat.crop_map).max() <= 0.5 / 255 + 1e-6
+
+
+def test_the_window_can_import_the_map_helpers_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, pneumoview.inference.heatmap; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -1,0 +1,265 @@
+"""Operating-point dialogs: the calibration table + ROC plot, and the "no operating point" question.
+
+:class:`CalibrationDialog` shows what :mod:`pneumoview.calibration` computes from the scores of a
+labelled local set (the JSON that ``pneumoview calibrate`` writes): a row per candidate threshold
+with sensitivity / specificity and their Wilson intervals, the ROC curve with the AUC's bootstrap
+interval, and the chosen point's referrals per 100 workers, PPV and NPV at the stated prevalence.
+The threshold is saved as an operating point of the bundle the scores came from, and only when
+that is the bundle in use (same weights fingerprint).
+
+:func:`operating_point_box` asks, when a bundle has no operating point yet, whether to calibrate
+or to confirm the default threshold: switching model never silently reuses another bundle's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pneumoview.calibration import Calibration, calibrate
+from pneumoview.errors import PneumoViewError
+from pneumoview.operating_points import OperatingPoint, OperatingPointStore
+
+COLUMNS = ("Threshold", "Sensitivity (95% CI)", "Specificity (95% CI)", "TP", "FP", "TN", "FN")
+
+
+def _ci(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:.3f} ({ci[0]:.3f}-{ci[1]:.3f})"
+
+
+class CalibrationDialog(QDialog):
+    """Choose a threshold on scored labelled data and save it for the bundle in use."""
+
+    def __init__(self, parent: QWidget | None = None, *, bundle_fingerprint: str = "", bundle_id: str = "",
+                 who: str = "", points: OperatingPointStore | None = None,
+                 on_saved: Callable[[OperatingPoint], None] | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Calibrate the operating point")
+        self.bundle_fingerprint, self.bundle_id, self.who = bundle_fingerprint, bundle_id, who
+        self.points = points or OperatingPointStore()
+        self.on_saved = on_saved
+        self.scores: np.ndarray | None = None
+        self.positive: np.ndarray | None = None
+        self.data_fingerprint = ""
+        self.summary: dict[str, Any] = {}
+        self.demo = False
+        self.result: Calibration | None = None
+        self.saved_point: OperatingPoint | None = None
+        self._build()
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        self.load_button = QPushButton("Load scores (pneumoview calibrate --json)...")
+        self.load_button.clicked.connect(self._choose_json)
+        self.target_combo = QComboBox()
+        self.target_combo.addItems(["sensitivity", "specificity"])
+        self.target_spin = QDoubleSpinBox(decimals=3, minimum=0.01, maximum=1.0, singleStep=0.01, value=0.9)
+        self.prevalence_spin = QDoubleSpinBox(decimals=3, minimum=0.001, maximum=0.999, singleStep=0.01, value=0.05)
+        for widget in (self.target_combo, self.target_spin, self.prevalence_spin):
+            signal = widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged
+            signal.connect(self.recompute)
+        top.addWidget(self.load_button)
+        for text, widget in (("Target", self.target_combo), ("at least", self.target_spin),
+                             ("Prevalence", self.prevalence_spin)):
+            top.addWidget(QLabel(text))
+            top.addWidget(widget)
+        layout.addLayout(top)
+        self.figures_label = QLabel("Load the scores of a labelled local set to begin.")
+        self.figures_label.setWordWrap(True)
+        self.figures_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.figures_label)
+        splitter = QSplitter()
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.figure = Figure(figsize=(4.5, 4.0))
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.canvas)
+        layout.addWidget(splitter, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.save_button = buttons.addButton("Save as this model's operating point",
+                                             QDialogButtonBox.ButtonRole.ActionRole)
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self.save)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(1000, 620)
+
+    # -- data ------------------------------------------------------------------------------
+    def _choose_json(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Calibration scores", "", "JSON (*.json)")
+        if name:
+            try:
+                self.load_json(Path(name))
+            except PneumoViewError as exc:
+                QMessageBox.warning(self, "Cannot use this file", exc.message)
+
+    def load_json(self, path: Path) -> None:
+        """Scores written by ``pneumoview calibrate --json``; PneumoViewError when unusable."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            scores, positive = data["scores"], data["positive"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PneumoViewError(f"not a calibration file of pneumoview calibrate ({exc})", path=path) from exc
+        self.set_data(scores, positive, summary=dict(data.get("data_summary") or {}),
+                      data_fingerprint=str(data.get("bundle_fingerprint", "")), demo=bool(data.get("demo")))
+
+    def set_data(self, scores: Any, positive: Any, *, summary: dict[str, Any] | None = None,
+                 data_fingerprint: str = "", demo: bool = False) -> None:
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.positive = np.asarray(positive, dtype=bool)
+        self.summary, self.data_fingerprint, self.demo = dict(summary or {}), data_fingerprint, demo
+        self.recompute()
+
+    # -- figures ---------------------------------------------------------------------------
+    def recompute(self) -> None:
+        if self.scores is None or self.positive is None:
+            return
+        target = self.target_combo.currentText()
+        value = float(self.target_spin.value())
+        try:
+            self.result = calibrate(self.scores, self.positive, prevalence=float(self.prevalence_spin.value()),
+                                    **{f"target_{target}": value})
+        except PneumoViewError as exc:
+            self.result = None
+            self.figures_label.setText(f"Cannot calibrate: {exc.message}")
+            self.save_button.setEnabled(False)
+            return
+        self._show(self.result)
+
+    def _show(self, r: Calibration) -> None:
+        c, p = r.chosen, r.at_prevalence
+        ppv = "n/a" if p.ppv is None else f"{p.ppv:.3f}"
+        npv = "n/a" if p.npv is None else f"{p.npv:.3f}"
+        matches = bool(self.bundle_fingerprint) and self.data_fingerprint == self.bundle_fingerprint
+        note = "" if matches else ("<br><b>These scores come from another model than the one in use: "
+                                   "they cannot set its operating point.</b>")
+        demo = "<b>DEMO - not a diagnosis:</b> " if self.demo else ""
+        self.figures_label.setText(
+            f"{demo}n = {r.n} ({r.n_positive} pneumoconiosis, {r.n_negative} normal); "
+            f"AUC {r.auc:.3f} (95% CI {r.auc_ci[0]:.3f}-{r.auc_ci[1]:.3f}).<br>"
+            f"<b>Threshold {c.threshold:.4f}</b>: sensitivity {_ci(c.sensitivity, c.sensitivity_ci)}, "
+            f"specificity {_ci(c.specificity, c.specificity_ci)}.<br>"
+            f"At prevalence {p.prevalence:.1%}: {p.referrals_per_100:.1f} referrals per 100 workers, "
+            f"PPV {ppv}, NPV {npv}.{note}")
+        self.table.setRowCount(len(r.table))
+        chosen_row = 0
+        for i, row in enumerate(r.table):
+            cells = (f"{row.threshold:.4f}", _ci(row.sensitivity, row.sensitivity_ci),
+                     _ci(row.specificity, row.specificity_ci), str(row.tp), str(row.fp), str(row.tn), str(row.fn))
+            for j, text in enumerate(cells):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+            if row is c:
+                chosen_row = i
+        self.table.selectRow(chosen_row)
+        self.figure.clear()
+        from pneumoview.calibration import draw_roc
+
+        draw_roc(self.figure, r, title="DEMO - not a diagnosis" if self.demo else "")
+        self.canvas.draw_idle()
+        self.save_button.setEnabled(matches and 0.0 < c.threshold < 1.0)
+
+    def save(self) -> OperatingPoint | None:
+        """Save the chosen threshold for the bundle in use (refused for another bundle's scores)."""
+        if self.result is None or self.data_fingerprint != self.bundle_fingerprint or not self.bundle_fingerprint:
+            return None
+        try:
+            point = self.points.save(OperatingPoint.new(
+                bundle_fingerprint=self.bundle_fingerprint, bundle_id=self.bundle_id,
+                threshold=self.result.threshold, created_by=self.who, data_summary=self.summary,
+                figures=self.result.figures()))
+        except PneumoViewError as exc:
+            QMessageBox.warning(self, "Operating point not saved", exc.message)
+            return None
+        self.saved_point = point
+        if self.on_saved is not None:
+            self.on_saved(point)
+        self.save_button.setEnabled(False)
+        self.figures_label.setText(self.figures_label.text() + f"<br>Saved as operating point {point.id[:8]}.")
+        return point
+
+
+# --------------------------------------------------------------------------- no operating point yet
+CALIBRATE, CONFIRM, CANCEL = "calibrate", "confirm", "cancel"
+
+
+def operating_point_box(parent: QWidget | None, *, bundle_id: str, default: float) -> tuple[QMessageBox, dict[Any, str]]:
+    """The question asked when a bundle has no operating point; the dict maps buttons to choices."""
+    box = QMessageBox(QMessageBox.Icon.Question, "No operating point for this model",
+                      f"Model {bundle_id or '(unnamed)'} has no operating point on this computer.\n\n"
+                      "A threshold belongs to one model: WHO's guidance for chest X-ray CAD asks each site "
+                      "to calibrate it on its own population. Calibrate now (pneumoview calibrate on "
+                      f"labelled local images), or confirm the default threshold {default:.2f} for this model "
+                      "(recorded as not calibrated).", parent=parent)
+    calibrate_button = box.addButton("Calibrate...", QMessageBox.ButtonRole.ActionRole)
+    confirm_button = box.addButton(f"Use {default:.2f} for this model", QMessageBox.ButtonRole.AcceptRole)
+    cancel_button = box.addButton(QMessageBox.StandardButton.Cancel)
+    return box, {calibrate_button: CALIBRATE, confirm_button: CONFIRM, cancel_button: CANCEL}
+
+
+def ask_operating_point(parent: QWidget | None, *, bundle_id: str, default: float) -> str:
+    box, choices = operating_point_box(parent, bundle_id=bundle_id, default=default)
+    box.exec()
+    return choices.get(box.clickedButton(), CANCEL)
+
+
+def bundle_identity(bundle_dir: str | Path) -> tuple[str, str]:
+    """(weights fingerprint, model id) from a bundle's manifest.json (no torch)."""
+    from pneumoview.registry import read_manifest
+
+    manifest = read_manifest(Path(bundle_dir))
+    return str(manifest.get("weights_sha256", "")), str(manifest.get("model_id", ""))
+
+
+def threshold_for_bundle(parent: QWidget | None, bundle_dir: str | Path, *, default: float, who: str,
+                         points: OperatingPointStore | None = None,
+                         audit: Callable[[str, dict[str, Any]], None] | None = None,
+                         ask: Callable[..., str] = ask_operating_point,
+                         open_calibration: Callable[[str, str], None] | None = None) -> float | None:
+    """The threshold to analyse with: the bundle's operating point, else the user's answer.
+
+    Returns None when the user chose to calibrate first or cancelled (the analysis does not start).
+    """
+    points = points or OperatingPointStore()
+    fingerprint, model_id = bundle_identity(bundle_dir)
+    answer = points.threshold_for(fingerprint)
+    if answer.threshold is not None:
+        return answer.threshold
+    choice = ask(parent, bundle_id=model_id, default=default)
+    if choice == CONFIRM:
+        point = points.confirm_default(bundle_fingerprint=fingerprint, bundle_id=model_id, threshold=default,
+                                       created_by=who)
+        if audit is not None:
+            audit("operating-point-changed", {"operating_point_id": point.id, "bundle_fingerprint": fingerprint,
+                                              "bundle_id": model_id, "threshold": default, "kind": point.kind})
+        return default
+    if choice == CALIBRATE and open_calibration is not None:
+        open_calibration(fingerprint, model_id)
+    return None
