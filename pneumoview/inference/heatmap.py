@@ -19,10 +19,9 @@ maps with numpy.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
-
-import base64
 
 import numpy as np
 

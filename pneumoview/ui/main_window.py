@@ -45,6 +45,8 @@ from pneumoview import paths
 from pneumoview.errors import PneumoViewError, StoreError
 from pneumoview.session import AnalysisResult, ImageEntry, ResultStoreAdapter, ReviewSession, Status, utc_now
 from pneumoview.settings import Settings, load_settings, save_settings
+from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
+from pneumoview.ui.calibration_actions import CalibrationActions
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel, entry_summary
 from pneumoview.ui.problems_panel import ProblemsPanel
 from pneumoview.ui.study_model import (
@@ -59,7 +61,6 @@ from pneumoview.ui.study_model import (
 )
 from pneumoview.ui.tags_panel import TagsPanel
 from pneumoview.ui.viewer import ImageViewer
-from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 from pneumoview.ui.workers import AnalysisItem, AnalysisJob, FunctionJob, Job, ScanJob
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,9 @@ def engine_identity(loaded: dict[str, Any] | None) -> dict[str, str]:
 def _warm_up_imports() -> None:
     """Worker thread, at start: import the DICOM / preprocessing modules (not torch) before the
     reviewer's first click needs them, so that first click does not wait on imports."""
-    import pneumoview.dicom.display  # noqa: F401
-    import pneumoview.dicom.scan  # noqa: F401
-    import pneumoview.dicom.suitability  # noqa: F401
+    import pneumoview.dicom.display
+    import pneumoview.dicom.scan
+    import pneumoview.dicom.suitability
     import pneumoview.preprocess  # noqa: F401
 
 
@@ -114,7 +115,7 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
     return entry.path if entry is not None else None
 
 
-class MainWindow(QMainWindow):
+class MainWindow(CalibrationActions, QMainWindow):
     """PneumoView's main window. ``settings_path`` / ``database_path`` default to E's paths."""
 
     analysisFinished = Signal(int)       # images analysed
@@ -344,12 +345,18 @@ class MainWindow(QMainWindow):
         self.act_cancel = action("&Cancel", self.cancel_task, "Esc")
         for act in (self.act_analyse_selected, self.act_analyse_all, self.act_cancel):
             analysis_menu.addAction(act)
+        analysis_menu.addSeparator()
+        self.act_heatmap = action("Model Attention &Heatmap (not a finding)", self.show_heatmap, "Ctrl+H")
+        self.act_monitoring = action("&Monitoring...", self.open_monitoring_dialog)
+        analysis_menu.addAction(self.act_heatmap)
+        analysis_menu.addAction(self.act_monitoring)
 
         model_menu = menu.addMenu("&Model")
         self.act_setup = action("Model &Setup...", self.open_setup_dialog)
         self.act_demo = action("Use the &Demo Model (not a diagnosis)", self.use_demo_model)
         self.act_retrain = action("&Retrain on my data...", self.open_retrain_wizard)
-        for act in (self.act_setup, self.act_demo, self.act_retrain):
+        self.act_calibrate = action("&Calibrate Operating Point...", self.open_calibration_dialog)
+        for act in (self.act_setup, self.act_demo, self.act_retrain, self.act_calibrate):
             model_menu.addAction(act)
 
         toolbar = self.addToolBar("Main")
@@ -393,17 +400,17 @@ class MainWindow(QMainWindow):
         self.status_label.setText(text)
 
     # ------------------------------------------------------------------ opening
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event: Any) -> None:  # noqa: N802
+    def dragMoveEvent(self, event: Any) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         files = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         if files:
             event.acceptProposedAction()
@@ -691,6 +698,9 @@ class MainWindow(QMainWindow):
             return None
         if not self._claim_task("analysis"):
             return None
+        threshold = self.analysis_threshold()  # this bundle's operating point, or the user's answer
+        if threshold is None:
+            return None
         self.session.record_unsupported(keys)
         todo = self.session.analysable(keys)
         skipped = len(keys) - len(todo)
@@ -698,7 +708,7 @@ class MainWindow(QMainWindow):
             self._status(f"None of the {len(keys)} image(s) can be analysed (see the Status column).")
             return None
         items = [AnalysisItem(k, self.session.entries[k].path) for k in todo]
-        job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=self.settings.threshold,
+        job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=threshold,
                           persist=self._persist_outputs)
         job.signals.progress.connect(self._on_progress)
         job.signals.partial.connect(self._on_analysis_partial)
@@ -837,6 +847,8 @@ class MainWindow(QMainWindow):
             self.engine_spec = self._spec_for_settings()
             self.engine_is_demo = False
             self._apply_settings()
+            self.audit_event("model-activated", {"bundle": str(self.engine_spec.bundle) if self.engine_spec else "",
+                                                 "source": "model setup"})
 
     def open_retrain_wizard(self) -> None:
         try:
@@ -856,10 +868,11 @@ class MainWindow(QMainWindow):
         if not self.engine_is_demo:
             self.engine_spec = None
         self._apply_settings()
+        self.audit_event("model-activated", {"registry_id": registry_id, "source": "retraining wizard"})
         self._status(f"Model {registry_id} is now active; the next analysis uses it.")
 
     # ------------------------------------------------------------------ closing
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         for job in self._jobs:
             job.cancel()
         self.pool.waitForDone(10000)
@@ -877,4 +890,4 @@ def window_icon() -> QIcon:
     return QIcon(str(icon_path)) if icon_path.is_file() else QIcon()
 
 
-__all__ = ["MainWindow", "model_configured", "active_bundle_path", "engine_identity", "window_icon"]
+__all__ = ["MainWindow", "active_bundle_path", "engine_identity", "model_configured", "window_icon"]

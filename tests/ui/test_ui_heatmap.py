@@ -13,7 +13,7 @@ from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 
 @pytest.mark.slow
 def test_child_computes_a_heatmap_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             rg1_uncompressed: Path, qtbot) -> None:  # noqa: ANN001
+                                             rg1_uncompressed: Path, qtbot) -> None:
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     client = AnalysisClient()
     try:
