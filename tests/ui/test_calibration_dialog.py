@@ -121,3 +121,28 @@ def test_monitoring_dialog_shows_the_warning(qtbot, tmp_path) -> None:
     empty = MonitoringDialog(weekly([]))
     qtbot.addWidget(empty)
     assert "No analysed images" in empty.warning_label.text()
+
+
+def test_main_window_uses_the_bundles_operating_point(qtbot, tmp_path, bundle, monkeypatch) -> None:  # noqa: ANN001
+    from pneumoview.ui.analysis_process import EngineSpec
+    from pneumoview.ui.main_window import MainWindow
+
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.engine_spec = EngineSpec("demo")
+    assert window.analysis_threshold() == window.settings.threshold  # the demo model has no operating point
+    OperatingPointStore().confirm_default(bundle_fingerprint=FP, bundle_id="model-x", threshold=0.37)
+    window.engine_spec = EngineSpec("bundle", bundle=str(bundle))
+    assert window.analysis_threshold() == 0.37
+    menus = {a.text() for a in window.menuBar().actions()}
+    assert "&Model" in menus and window.act_calibrate.text().startswith("&Calibrate")
+    dialog = window.open_calibration_dialog()
+    qtbot.addWidget(dialog)
+    assert dialog.bundle_fingerprint == FP and dialog.bundle_id == "model-x"
+    monitoring = window.open_monitoring_dialog()
+    qtbot.addWidget(monitoring)
+    assert "No analysed images" in monitoring.warning_label.text()
+    window.audit_event("model-activated", {"bundle": "x"})
+    assert window.result_store.audit_events(kind="model-activated")[0].detail == {"bundle": "x"}
+    assert window.result_store.verify_audit().ok
