@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from pneumoview.dicom.lungs import LungBox, mask_box
+from pneumoview.dicom.lungs import LungBox, lung_mask, mask_box
 from pneumoview.dicom.suitability import LATERAL_VIEWS
 
 EXPOSURE_BRIGHT = "exposure-clipped-bright"
@@ -248,3 +248,26 @@ def quality_codes(
 ) -> list[str]:
     """The reason codes of :func:`assess`, for the CSV's quality column (empty list: passed, no caution)."""
     return list(assess(crop, box, image_shape, header=header, mask=mask, thresholds=thresholds).codes)
+
+
+def assess_grey(
+    grey: np.ndarray,
+    crop: np.ndarray,
+    box: LungBox,
+    *,
+    header: HeaderFacts | None = None,
+    thresholds: QualityThresholds | None = None,
+) -> QualityReport:
+    """:func:`assess` for a grey image [H, W] in [0, 1] (the localiser's mask is computed here)."""
+    mask = None if box.fallback else lung_mask(grey)
+    return assess(crop, box, grey.shape, header=header, mask=mask, thresholds=thresholds)
+
+
+def badge_text(report: QualityReport) -> str:
+    """One line for the window: below the gate, cautions, or passed."""
+    if report.below_gate:
+        failing = [c for c in report.codes if c in FAILING]
+        return f"Image quality: BELOW THE GATE ({', '.join(failing)})"
+    if report.codes:
+        return f"Image quality: caution ({', '.join(report.codes)})"
+    return "Image quality: passed"

@@ -28,6 +28,33 @@ def _heatmap_work(client: Any, spec: Any, key: str, path: Path) -> tuple[dict[st
     return heat, grey.pixels, prepare_grey(grey).crop
 
 
+def prepare_with_quality(path: Path) -> Any:
+    """Worker thread: the model's input (:func:`pneumoview.preprocess.prepare_grey`) with the
+    image-quality gate's verdict appended to its notes (the badge the window shows)."""
+    from pneumoview.dicom import quality
+    from pneumoview.imageio import is_dicom_file, load_grey
+    from pneumoview.preprocess import prepare_grey
+    from pneumoview.settings import load_settings
+
+    grey = load_grey(path)
+    model_input = prepare_grey(grey)
+    header = None
+    if is_dicom_file(path):
+        from pneumoview.dicom.scan import read_record
+
+        try:
+            header = quality.HeaderFacts.from_record(read_record(path))
+        except PneumoViewError:
+            header = None
+    try:
+        thresholds = quality.thresholds_from(load_settings(strict=False).quality)
+    except ValueError:
+        thresholds = quality.QualityThresholds()
+    report = quality.assess_grey(grey.pixels, model_input.crop, model_input.box, header=header, thresholds=thresholds)
+    model_input.notes.append(quality.badge_text(report))
+    return model_input
+
+
 class CalibrationActions:
     """Menu actions: calibrate, monitoring, heatmap; and the threshold an analysis runs at."""
 

@@ -92,8 +92,8 @@ def _warm_up_imports() -> None:
 
 def _prepare_model_input(path: Path) -> Any:
     """Worker thread: the crop the model sees (imports the preprocessing on first use, off the GUI thread)."""
-    from pneumoview.preprocess import prepare
-    return prepare(path)
+    from pneumoview.ui.calibration_actions import prepare_with_quality  # + the image-quality badge
+    return prepare_with_quality(path)
 
 
 def model_configured(settings: Settings) -> bool:

@@ -132,3 +132,4 @@ def test_gate_thresholds_are_settings(tmp_path) -> None:
                 {"monitor_baseline_weeks": 0}):
         with pytest.raises(ConfigError):
             settings_from_dict(bad)
+
