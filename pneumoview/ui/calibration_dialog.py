@@ -67,7 +67,7 @@ class CalibrationDialog(QDialog):
         self.data_fingerprint = ""
         self.summary: dict[str, Any] = {}
         self.demo = False
-        self.result: Calibration | None = None
+        self.calibration: Calibration | None = None
         self.saved_point: OperatingPoint | None = None
         self._build()
 
@@ -145,14 +145,16 @@ class CalibrationDialog(QDialog):
         target = self.target_combo.currentText()
         value = float(self.target_spin.value())
         try:
-            self.result = calibrate(self.scores, self.positive, prevalence=float(self.prevalence_spin.value()),
-                                    **{f"target_{target}": value})
+            self.calibration = calibrate(
+                self.scores, self.positive, prevalence=float(self.prevalence_spin.value()),
+                target_sensitivity=value if target == "sensitivity" else None,
+                target_specificity=value if target == "specificity" else None)
         except PneumoViewError as exc:
-            self.result = None
+            self.calibration = None
             self.figures_label.setText(f"Cannot calibrate: {exc.message}")
             self.save_button.setEnabled(False)
             return
-        self._show(self.result)
+        self._show(self.calibration)
 
     def _show(self, r: Calibration) -> None:
         c, p = r.chosen, r.at_prevalence
@@ -188,13 +190,13 @@ class CalibrationDialog(QDialog):
 
     def save(self) -> OperatingPoint | None:
         """Save the chosen threshold for the bundle in use (refused for another bundle's scores)."""
-        if self.result is None or self.data_fingerprint != self.bundle_fingerprint or not self.bundle_fingerprint:
+        if self.calibration is None or self.data_fingerprint != self.bundle_fingerprint or not self.bundle_fingerprint:
             return None
         try:
             point = self.points.save(OperatingPoint.new(
                 bundle_fingerprint=self.bundle_fingerprint, bundle_id=self.bundle_id,
-                threshold=self.result.threshold, created_by=self.who, data_summary=self.summary,
-                figures=self.result.figures()))
+                threshold=self.calibration.threshold, created_by=self.who, data_summary=self.summary,
+                figures=self.calibration.figures()))
         except PneumoViewError as exc:
             QMessageBox.warning(self, "Operating point not saved", exc.message)
             return None

@@ -44,7 +44,7 @@ def test_dialog_table_plot_and_save(qtbot, tmp_path) -> None:
     assert dialog.figure.axes and dialog.save_button.isEnabled()
     dialog.target_combo.setCurrentText("specificity")
     dialog.target_spin.setValue(1.0)
-    assert dialog.result.threshold == 0.8
+    assert dialog.calibration.threshold == 0.8
     dialog.save_button.click()
     assert saved and saved[0].threshold == 0.8 and saved[0].created_by == "Dr A"
     assert store.threshold_for(FP).threshold == 0.8
