@@ -102,7 +102,7 @@ class CalibrationActions:
         return str(loaded.get("fingerprint", "")), str(loaded.get("model_id", ""))
 
     def open_calibration_dialog(self, fingerprint: str | None = None, model_id: str | None = None) -> Any:
-        from pneumoview.ui.calibration_dialog import CalibrationDialog
+        from pneumoview.ui.calibration_dialog import CalibrationDialog, calibrate_command_for
 
         if fingerprint is None:
             try:
@@ -110,9 +110,10 @@ class CalibrationActions:
             except PneumoViewError as exc:
                 self._error("Calibrate", exc.message)  # type: ignore[attr-defined]
                 return None
+        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
         dialog = CalibrationDialog(
             self, bundle_fingerprint=fingerprint or "", bundle_id=model_id or "",  # type: ignore[arg-type]
-            who=self.settings.reviewer_name,
+            who=self.settings.reviewer_name, calibrate_command=None if spec is None else calibrate_command_for(spec),
             on_saved=lambda p: self.audit_event("operating-point-changed", {
                 "operating_point_id": p.id, "bundle_fingerprint": p.bundle_fingerprint, "bundle_id": p.bundle_id,
                 "threshold": p.threshold, "kind": p.kind}))

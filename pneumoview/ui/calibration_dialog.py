@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QProcess, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -52,12 +52,22 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
 
 
 class CalibrationDialog(QDialog):
-    """Choose a threshold on scored labelled data and save it for the bundle in use."""
+    """Choose a threshold on scored labelled data and save it for the bundle in use.
+
+    ``calibrate_command(data, out_json)`` (from the window: the model in use) gives the
+    ``pneumoview calibrate`` command line that scores a labelled folder in a child process.
+    """
+
+    scoringFinished = Signal(bool, str)  # ok, message
 
     def __init__(self, parent: QWidget | None = None, *, bundle_fingerprint: str = "", bundle_id: str = "",
                  who: str = "", points: OperatingPointStore | None = None,
-                 on_saved: Callable[[OperatingPoint], None] | None = None) -> None:
+                 on_saved: Callable[[OperatingPoint], None] | None = None,
+                 calibrate_command: Callable[[Path, Path], list[str]] | None = None) -> None:
         super().__init__(parent)
+        self.calibrate_command = calibrate_command
+        self.process: QProcess | None = None
+        self._scratch: Any = None
         self.setWindowTitle("Calibrate the operating point")
         self.bundle_fingerprint, self.bundle_id, self.who = bundle_fingerprint, bundle_id, who
         self.points = points or OperatingPointStore()
@@ -84,6 +94,11 @@ class CalibrationDialog(QDialog):
             signal = widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged
             signal.connect(self.recompute)
         top.addWidget(self.load_button)
+        self.score_button = QPushButton("Score a labelled folder...")
+        self.score_button.setToolTip("A folder with normal/ and pneumoconiosis/ sub-folders (the training data format)")
+        self.score_button.setEnabled(self.calibrate_command is not None)
+        self.score_button.clicked.connect(self._choose_folder)
+        top.addWidget(self.score_button)
         for text, widget in (("Target", self.target_combo), ("at least", self.target_spin),
                              ("Prevalence", self.prevalence_spin)):
             top.addWidget(QLabel(text))
@@ -120,6 +135,46 @@ class CalibrationDialog(QDialog):
                 self.load_json(Path(name))
             except PneumoViewError as exc:
                 QMessageBox.warning(self, "Cannot use this file", exc.message)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Labelled images (normal/ and pneumoconiosis/)")
+        if folder:
+            self.run_scoring(Path(folder))
+
+    def run_scoring(self, data: Path) -> None:
+        """Score ``data`` with the model in use in a child ``pneumoview calibrate``; the figures
+        appear when it ends (``scoringFinished``)."""
+        import tempfile
+
+        if self.calibrate_command is None or (self.process is not None
+                                              and self.process.state() != QProcess.ProcessState.NotRunning):
+            return
+        self._scratch = tempfile.TemporaryDirectory(prefix="pneumoview-calibrate-")
+        out = Path(self._scratch.name) / "scores.json"
+        command = self.calibrate_command(data, out)
+        process = QProcess(self)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        process.finished.connect(lambda code, _status: self._scored(process, code, out))
+        self.process = process
+        self.score_button.setEnabled(False)
+        self.figures_label.setText(f"Scoring the images of {data.name} with the model in use...")
+        process.start(command[0], command[1:])
+
+    def _scored(self, process: QProcess, code: int, out: Path) -> None:
+        self.score_button.setEnabled(True)
+        errors = bytes(process.readAllStandardError().data()).decode("utf-8", "replace").strip().splitlines()
+        message = next((line for line in reversed(errors) if line.startswith("pneumoview calibrate")), "")
+        if code == 0 and out.is_file():
+            try:
+                self.load_json(out)
+            except PneumoViewError as exc:
+                code, message = 2, exc.message
+        if code != 0:
+            self.figures_label.setText(f"Scoring failed: {message or f'exit code {code}'}")
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+        self.scoringFinished.emit(code == 0, message)
 
     def load_json(self, path: Path) -> None:
         """Scores written by ``pneumoview calibrate --json``; PneumoViewError when unusable."""
@@ -230,6 +285,26 @@ def ask_operating_point(parent: QWidget | None, *, bundle_id: str, default: floa
     box, choices = operating_point_box(parent, bundle_id=bundle_id, default=default)
     box.exec()
     return choices.get(box.clickedButton(), CANCEL)
+
+
+def calibrate_command_for(spec: Any) -> Callable[[Path, Path], list[str]]:
+    """The ``pneumoview calibrate`` command line for the window's engine spec (frozen app or checkout)."""
+    import sys
+
+    def command(data: Path, out: Path) -> list[str]:
+        base = [sys.executable, "calibrate"] if getattr(sys, "frozen", False) else [
+            sys.executable, "-m", "pneumoview", "calibrate"]
+        args = [str(data), "--target-sensitivity", "0.9", "--json", str(out), "-q"]
+        if spec.demo:
+            return base + args + ["--demo"]
+        args += ["--model", spec.bundle, "--clip", spec.clip_path, "--llama", spec.llama_path, "--device", spec.device]
+        if spec.precision in ("int8", "nf4"):
+            args += ["--quantisation", spec.precision]
+        elif spec.precision in ("auto", "bf16", "fp16", "fp32"):
+            args += ["--precision", spec.precision]
+        return base + args
+
+    return command
 
 
 def bundle_identity(bundle_dir: str | Path) -> tuple[str, str]:

@@ -123,7 +123,7 @@ def test_monitoring_dialog_shows_the_warning(qtbot, tmp_path) -> None:
     assert "No analysed images" in empty.warning_label.text()
 
 
-def test_main_window_uses_the_bundles_operating_point(qtbot, tmp_path, bundle, monkeypatch) -> None:  # noqa: ANN001
+def test_main_window_uses_the_bundles_operating_point(qtbot, tmp_path, bundle, monkeypatch) -> None:
     from pneumoview.ui.analysis_process import EngineSpec
     from pneumoview.ui.main_window import MainWindow
 
@@ -146,3 +146,29 @@ def test_main_window_uses_the_bundles_operating_point(qtbot, tmp_path, bundle, m
     window.audit_event("model-activated", {"bundle": "x"})
     assert window.result_store.audit_events(kind="model-activated")[0].detail == {"bundle": "x"}
     assert window.result_store.verify_audit().ok
+
+
+@pytest.mark.slow
+def test_dialog_scores_a_labelled_folder_in_a_child_process(qtbot, tmp_path, monkeypatch) -> None:
+    """The real ``pneumoview calibrate`` child with the demo model on a folder of real labelled images."""
+    from conftest import shared_path
+
+    from pneumoview.ui.analysis_process import EngineSpec
+    from pneumoview.ui.calibration_dialog import calibrate_command_for
+
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    source = shared_path("cxr-labelled")
+    data = tmp_path / "labelled"
+    rows = [line.split(",")[:2] for line in (source / "labels.csv").read_text().splitlines()[1:]]
+    for name, label in rows[:6] + rows[-6:]:  # 6 abnormal, 6 normal, as class folders (symlinks)
+        folder = data / ("pneumoconiosis" if label == "abnormal" else "normal")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / Path(name).name).symlink_to(source / name)
+    dialog = CalibrationDialog(bundle_fingerprint="", calibrate_command=calibrate_command_for(EngineSpec("demo")))
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.scoringFinished, timeout=240000) as finished:
+        dialog.run_scoring(data)
+    assert finished.args[0] is True, finished.args
+    assert dialog.calibration is not None and dialog.calibration.n == 12 and dialog.demo
+    assert dialog.table.rowCount() >= 2 and "DEMO" in dialog.figures_label.text()
+    assert not dialog.save_button.isEnabled()  # the demo's scores are not for the (empty) bundle in use
