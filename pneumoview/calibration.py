@@ -5,7 +5,8 @@ computer-aided detection of chest radiographs on the local population (WHO opera
 on tuberculosis, module 2, 2021, and its CAD calibration toolkit):
 
 * the ROC curve and its AUC with a 95 % bootstrap confidence interval (stratified by class: each
-  replicate keeps the numbers of positives and negatives, percentile interval, fixed seed);
+  replicate keeps the numbers of positives and negatives, percentile interval, fixed seed; with
+  patient IDs, whole patients are resampled);
 * sensitivity and specificity with Wilson score 95 % intervals at *every* candidate threshold
   (each distinct score; an image is flagged when its score >= threshold);
 * the threshold that reaches a target sensitivity (the highest such threshold, i.e. the best
@@ -99,22 +100,56 @@ def bootstrap_auc_ci(
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
     level: float = 0.95,
+    groups: Sequence[str] | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC; positives and negatives are resampled separately
-    (stratified), so every replicate has both classes. Deterministic for a given ``seed``."""
+    """Percentile bootstrap interval of the AUC, deterministic for a given ``seed``.
+
+    Without ``groups``, positives and negatives are resampled separately (stratified), so every
+    replicate has both classes. With ``groups`` (e.g. patient IDs: several images of one worker
+    are not independent), whole groups are resampled, stratified by whether a group holds any
+    positive image; a replicate with one class only is drawn again.
+    """
     s, y = _inputs(scores, positive)
     if n_bootstrap < 10:
         raise CalibrationError(f"at least 10 bootstrap replicates are needed, not {n_bootstrap}")
     rng = np.random.default_rng(seed)
-    pos, neg = s[y], s[~y]
-    labels = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
     values = np.empty(n_bootstrap)
-    for i in range(n_bootstrap):
-        sample = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        values[i] = _auc(sample, labels)
+    if groups is None:
+        pos, neg = s[y], s[~y]
+        labels = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+        for i in range(n_bootstrap):
+            values[i] = _auc(np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)]), labels)
+    else:
+        values = _cluster_bootstrap(s, y, groups, n_bootstrap, rng)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return (float(low), float(high))
+
+
+def _cluster_bootstrap(s: np.ndarray, y: np.ndarray, groups: Sequence[str], n_bootstrap: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    keys = np.asarray([str(g) for g in groups])
+    if keys.shape != s.shape:
+        raise CalibrationError(f"{keys.size} group labels for {s.size} scores")
+    _, index = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(index == g) for g in range(index.max() + 1)]
+    with_pos = [m for m in members if y[m].any()]
+    without = [m for m in members if not y[m].any()]
+    if not with_pos or not without:
+        raise CalibrationError("the groups must include some with and some without pneumoconiosis")
+    values = np.empty(n_bootstrap)
+    for i in range(n_bootstrap):
+        for _attempt in range(100):
+            picked = [with_pos[j] for j in rng.integers(0, len(with_pos), len(with_pos))] + \
+                     [without[j] for j in rng.integers(0, len(without), len(without))]
+            rows = np.concatenate(picked)
+            if y[rows].all() or not y[rows].any():
+                continue
+            values[i] = _auc(s[rows], y[rows])
+            break
+        else:  # pragma: no cover - needs a pathological grouping
+            raise CalibrationError("cannot draw bootstrap samples with both classes from these groups")
+    return values
 
 
 # --------------------------------------------------------------------------- the table
@@ -272,8 +307,11 @@ def calibrate(
     prevalence: float | None = None,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
+    groups: Sequence[str] | None = None,
 ) -> Calibration:
-    """The operating point for exactly one target (sensitivity or specificity) and its figures."""
+    """The operating point for exactly one target (sensitivity or specificity) and its figures.
+
+    ``groups`` (patient IDs) makes the AUC's bootstrap resample patients, not images."""
     if (target_sensitivity is None) == (target_specificity is None):
         raise CalibrationError("give exactly one target: a sensitivity or a specificity")
     s, y = _inputs(scores, positive)
@@ -288,7 +326,7 @@ def calibrate(
     prev = float(prevalence) if prevalence is not None else n_pos / y.size
     return Calibration(
         n=int(y.size), n_positive=n_pos, n_negative=int(y.size - n_pos),
-        auc=_auc(s, y), auc_ci=bootstrap_auc_ci(s, y, n_bootstrap=n_bootstrap, seed=seed),
+        auc=_auc(s, y), auc_ci=bootstrap_auc_ci(s, y, n_bootstrap=n_bootstrap, seed=seed, groups=groups),
         target=target, target_value=value, chosen=chosen,
         at_prevalence=at_prevalence(chosen.sensitivity, chosen.specificity, prev, stated=stated),
         table=table, bootstrap=n_bootstrap, seed=seed,

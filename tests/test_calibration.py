@@ -147,3 +147,24 @@ def test_plot_is_a_png(tmp_path) -> None:
     out = tmp_path / "roc.png"
     save_roc_plot(calibrate(SCORES, POSITIVE, target_sensitivity=0.8, n_bootstrap=50), out, title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_patient_bootstrap_resamples_whole_patients() -> None:
+    # Each patient has two identical images: image-level resampling treats them as independent and
+    # gives a narrower interval than resampling patients.
+    rng = np.random.default_rng(1)
+    positive = np.repeat(np.arange(40) < 20, 2)
+    scores = np.repeat(rng.normal(size=40), 2) + positive * 0.8
+    patients = np.repeat([f"p{i}" for i in range(40)], 2)
+    by_image = bootstrap_auc_ci(scores, positive, n_bootstrap=400, seed=2)
+    by_patient = bootstrap_auc_ci(scores, positive, n_bootstrap=400, seed=2, groups=patients)
+    assert by_patient == bootstrap_auc_ci(scores, positive, n_bootstrap=400, seed=2, groups=patients)
+    assert by_patient[0] < auc(scores, positive) < by_patient[1]
+    # Duplicated images are not new evidence: the by-patient interval is the one of 40 single
+    # images, about sqrt(2) wider than the by-image one.
+    single = bootstrap_auc_ci(scores[::2], positive[::2], n_bootstrap=400, seed=2)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(by_patient) > 1.2 * width(by_image)
+    assert width(by_patient) == pytest.approx(width(single), rel=0.25)
+    with pytest.raises(CalibrationError, match="group labels"):
+        bootstrap_auc_ci(scores, positive, groups=patients[:5])

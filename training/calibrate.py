@@ -59,7 +59,7 @@ def score_data(source: Path, engine, *, batch_size: int = 8, quiet: bool = True)
         "n_negative": int((~pos).sum()), "n_patients": len({s.patient_id for s in used}),
         "skipped_unreadable": skipped, "unlabelled": len(problems), "file_list_sha256": listing.hexdigest(),
     }
-    return ScoredData(np.asarray(scores, dtype=np.float64), pos, summary)
+    return ScoredData(np.asarray(scores, dtype=np.float64), pos, summary, groups=[s.patient_id for s in used])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ class ScoredData:
     scores: np.ndarray  # P(pneumoconiosis), float64 [n]
     positive: np.ndarray  # bool [n], True = pneumoconiosis
     summary: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] | None = None  # patient IDs for the bootstrap (kept in memory, never written)
 
 
 def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: bool) -> dict[str, Any]:
@@ -73,7 +74,8 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
 
     result = calibrate(data.scores, data.positive, target_sensitivity=args.target_sensitivity,
                        target_specificity=args.target_specificity, prevalence=args.prevalence,
-                       n_bootstrap=args.bootstrap, seed=args.seed)
+                       n_bootstrap=args.bootstrap, seed=args.seed,
+                       groups=data.groups if data.groups and len(set(data.groups)) < len(data.groups) else None)
     out: dict[str, Any] = {
         **result.to_dict(),
         "bundle_fingerprint": manifest.weights_sha256,
