@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("pneumoview.commands.models", "list, activate or roll back trained model bundles"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
     # calibrate reads labelled data with training's discovery: dispatched to training by name, like train
-    "calibrate": ("training.calibrate", "choose the score threshold (operating point) on labelled local data"),
+    "calibrate": ("training.calibrate", "choose the operating point (threshold) on labelled data"),
     "audit": ("pneumoview.commands.audit", "verify or export the hash-chained audit log"),
 }
 

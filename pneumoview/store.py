@@ -796,6 +796,8 @@ class ResultStore:
         """Every audit entry oldest first, the table's AUTOINCREMENT counter and the guard triggers
         present, read in one transaction (for :func:`pneumoview.audit.verify` and the export)."""
         conn = self._connection()
+        if getattr(self._local, "batch_depth", 0):  # already inside this thread's transaction
+            return audit_chain.read_chain(conn)
         with self._write_lock:
             try:
                 conn.execute("BEGIN")

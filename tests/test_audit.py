@@ -147,3 +147,12 @@ def test_export_csv(db, tmp_path, capsys) -> None:
 def test_missing_database_is_one_line(tmp_path, capsys) -> None:
     assert main(["audit", "--db", str(tmp_path / "none.sqlite3"), "verify"]) == 2
     assert "no results database" in capsys.readouterr().err
+
+
+def test_chain_inside_a_batch(db) -> None:
+    with ResultStore(db) as store, store.batch():
+        store.audit(audit.EXPORT, detail={"n": 1})
+        entries, sequence, _ = store.audit_chain()
+        assert entries[-1].id == sequence == 6
+    with ResultStore(db) as store:
+        assert store.verify_audit().ok
