@@ -238,6 +238,11 @@ class AtPrevalence:
     npv: float | None  # None when everybody would be flagged
     stated: bool  # False: the calibration sample's own prevalence was used
 
+    @property
+    def referred_per_case_found(self) -> float | None:
+        """Workers referred for confirmation per true case found (1 / PPV; WHO's "number needed to test")."""
+        return None if not self.ppv else 1.0 / self.ppv
+
 
 def at_prevalence(sensitivity: float, specificity: float, prevalence: float, *, stated: bool = True) -> AtPrevalence:
     """Referrals per 100 = 100 (Se p + (1 - Sp)(1 - p)); PPV = Se p / that; NPV = Sp (1 - p) / (1 - that)."""
@@ -285,6 +290,7 @@ class Calibration:
             "target": self.target, "target_value": self.target_value,
             "prevalence": p.prevalence, "prevalence_stated": p.stated,
             "referrals_per_100": p.referrals_per_100, "ppv": p.ppv, "npv": p.npv,
+            "referred_per_case_found": p.referred_per_case_found,
             "bootstrap": self.bootstrap, "seed": self.seed,
         }
 

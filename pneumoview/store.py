@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pneumoview import audit as audit_chain
+from pneumoview import audit as auditlog
 from pneumoview import paths
 from pneumoview.errors import StoreError
 from pneumoview.labels import DECISIONS
@@ -108,8 +108,8 @@ MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], object], ...], ...]
     (
         "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE audit_events ADD COLUMN entry_hash TEXT NOT NULL DEFAULT ''",
-        audit_chain.seal_existing,
-        *audit_chain.GUARD_STATEMENTS,
+        auditlog.seal_existing,
+        *auditlog.GUARD_STATEMENTS,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -308,7 +308,7 @@ def migrate(conn: sqlite3.Connection, db_path: Path | None = None, *, target: in
                 statement(conn) if callable(statement) else conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {int(target)}")
         if current > 0 and target >= AUDIT_CHAIN_VERSION:
-            audit_chain.append(conn, utc_now(), "schema-migrated", None, "", {"from": current, "to": target})
+            auditlog.append(conn, utc_now(), "schema-migrated", None, "", {"from": current, "to": target})
         elif current > 0 and target >= 2:
             conn.execute(
                 "INSERT INTO audit_events (at, kind, image_key, actor, detail) VALUES (?, ?, NULL, '', ?)",
@@ -468,7 +468,7 @@ class ResultStore:
     @staticmethod
     def _audit(conn: sqlite3.Connection, kind: str, image_key: str | None, actor: str, detail: dict[str, Any]) -> None:
         """Append a hash-chained audit entry inside the caller's write transaction."""
-        audit_chain.append(conn, utc_now(), kind, image_key, actor, detail)
+        auditlog.append(conn, utc_now(), kind, image_key, actor, detail)
 
     def upsert_images(self, images: Iterable[ImageInfo | Any]) -> int:
         """Record images (e.g. after a scan) without results; returns how many were written."""
@@ -792,25 +792,25 @@ class ResultStore:
             for r in rows
         ]
 
-    def audit_chain(self) -> tuple[list[audit_chain.ChainEntry], int, set[str]]:
+    def audit_chain(self) -> tuple[list[auditlog.ChainEntry], int, set[str]]:
         """Every audit entry oldest first, the table's AUTOINCREMENT counter and the guard triggers
         present, read in one transaction (for :func:`pneumoview.audit.verify` and the export)."""
         conn = self._connection()
         if getattr(self._local, "batch_depth", 0):  # already inside this thread's transaction
-            return audit_chain.read_chain(conn)
+            return auditlog.read_chain(conn)
         with self._write_lock:
             try:
                 conn.execute("BEGIN")
                 try:
-                    return audit_chain.read_chain(conn)
+                    return auditlog.read_chain(conn)
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the audit log: {exc}", path=self.path) from exc
 
-    def verify_audit(self) -> audit_chain.Verification:
+    def verify_audit(self) -> auditlog.Verification:
         """Check the whole audit chain (see :mod:`pneumoview.audit`)."""
-        return audit_chain.verify(*self.audit_chain())
+        return auditlog.verify(*self.audit_chain())
 
     def integrity_check(self) -> str:
         """``"ok"`` when SQLite finds the file consistent (PRAGMA integrity_check)."""

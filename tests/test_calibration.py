@@ -91,6 +91,7 @@ def test_prevalence_figures_by_hand() -> None:
     assert p.referrals_per_100 == pytest.approx(26.0)
     assert p.ppv == pytest.approx(0.08 / 0.26)
     assert p.npv == pytest.approx(0.72 / 0.74)
+    assert p.referred_per_case_found == pytest.approx(0.26 / 0.08)  # 3.25 referred per case found
     assert at_prevalence(0.0, 1.0, 0.1).ppv is None  # nobody flagged
     for bad in (0.0, 1.0, math.nan):
         with pytest.raises(CalibrationError):

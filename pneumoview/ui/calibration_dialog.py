@@ -225,7 +225,9 @@ class CalibrationDialog(QDialog):
             f"<b>Threshold {c.threshold:.4f}</b>: sensitivity {_ci(c.sensitivity, c.sensitivity_ci)}, "
             f"specificity {_ci(c.specificity, c.specificity_ci)}.<br>"
             f"At prevalence {p.prevalence:.1%}: {p.referrals_per_100:.1f} referrals per 100 workers, "
-            f"PPV {ppv}, NPV {npv}.{note}")
+            f"PPV {ppv}, NPV {npv}"
+            + (f", {p.referred_per_case_found:.1f} referred per case found" if p.referred_per_case_found else "")
+            + f".{note}")
         self.table.setRowCount(len(r.table))
         chosen_row = 0
         for i, row in enumerate(r.table):
