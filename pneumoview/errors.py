@@ -175,3 +175,15 @@ def storage_error(exc: BaseException, path: str | PathLike[str] | None = None) -
     if errno_value is None and where is not None and _nearly_full(Path(where)):  # e.g. numpy's short write
         return StorageError("disk full", path=where)
     return StorageError(getattr(exc, "strerror", None) or text or type(exc).__name__, path=where)
+
+
+class CalibrationError(PneumoViewError):
+    """Scores and labels cannot give an operating point (one class only, non-finite score, bad target)."""
+
+
+class AuditChainError(StoreError):
+    """The hash-chained audit log was edited or shortened; ``entry_id`` is the first bad entry."""
+
+    def __init__(self, reason: str, *, entry_id: int | None = None, path: str | PathLike[str] | None = None) -> None:
+        self.entry_id = entry_id
+        super().__init__(reason, path=path)

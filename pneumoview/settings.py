@@ -67,6 +67,13 @@ class Settings:
     pacs_inbox: str = ""  # empty: <data folder>/inbox
     pacs_remote: str = ""
     pacs_send_automatically: bool = False  # send SR + SC of each new result / decision to pacs_remote
+    # image-quality gate: overrides of pneumoview.dicom.quality.QualityThresholds by name
+    quality: dict[str, float] = field(default_factory=dict)
+    # monitoring: warn when a week's flagged fraction leaves expected +- band (expected None:
+    # the flagged fraction of the first monitor_baseline_weeks weeks)
+    monitor_band: float = 0.10
+    monitor_expected_flagged: float | None = None
+    monitor_baseline_weeks: int = 4
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -92,11 +99,28 @@ class Settings:
             raise ConfigError(f"settings: export delimiter must be one of {CSV_DELIMITERS!r}, not {self.export.delimiter!r}")
         if not 0 <= self.pacs_port <= 65535 or not 0 < len(self.pacs_ae_title.strip()) <= 16:
             raise ConfigError("settings: PACS port must be within 0-65535 and the AE title 1-16 characters")
+        self._validate_gate_and_monitoring()
         if self.pseudonymise_key:
             try:
                 bytes.fromhex(self.pseudonymise_key)
             except ValueError as exc:
                 raise ConfigError("settings: pseudonymise_key is not hexadecimal") from exc
+
+    def _validate_gate_and_monitoring(self) -> None:
+        from pneumoview.dicom.quality import thresholds_from
+
+        try:
+            thresholds_from(self.quality)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"settings: quality: {exc}") from None
+        for name, value in (("monitor_band", self.monitor_band), ("monitor_expected_flagged", self.monitor_expected_flagged)):
+            if value is None and name == "monitor_expected_flagged":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+                raise ConfigError(f"settings: {name} must be a fraction between 0 and 1, not {value!r}")
+        if isinstance(self.monitor_baseline_weeks, bool) or not isinstance(self.monitor_baseline_weeks, int) \
+                or self.monitor_baseline_weeks < 1:
+            raise ConfigError(f"settings: monitor_baseline_weeks must be a whole number >= 1, not {self.monitor_baseline_weeks!r}")
 
     def add_recent_folder(self, folder: str | os.PathLike[str]) -> None:
         """Put ``folder`` first in ``recent_folders`` (no duplicates, at most MAX_RECENT_FOLDERS)."""
@@ -126,6 +150,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "recent_folders": (list,),
     "pacs_ae_title": (str,), "pacs_port": (int,), "pacs_interface": (str,), "pacs_allowed_callers": (list,),
     "pacs_listen_on_start": (bool,), "pacs_inbox": (str,), "pacs_remote": (str,), "pacs_send_automatically": (bool,),
+    "quality": (dict,),
+    "monitor_band": (int, float),
+    "monitor_expected_flagged": (int, float, type(None)),
+    "monitor_baseline_weeks": (int,),
 }
 
 

@@ -26,12 +26,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pneumoview import audit as auditlog
 from pneumoview import paths
 from pneumoview.clock import format_utc, utc_now
 from pneumoview.errors import StoreError
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
     from pneumoview.dicom.scan import ImageRecord
 
 # --------------------------------------------------------------------------- schema
-# Append-only: never edit a released migration, add a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# Append-only: never edit a released migration, add a new one. A step is SQL text or a function
+# called with the connection (inside the migration's transaction).
+MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], object], ...], ...] = (
     # v0 -> v1: images, results, decisions
     (
         """CREATE TABLE images (
@@ -141,8 +143,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX readings_by_study ON readings(study_uid, id)",
     ),
+    # v4 -> v5: the audit log becomes hash-chained (pneumoview.audit) and append-only (triggers);
+    # entries already there are sealed into the chain as they are.
+    (
+        "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE audit_events ADD COLUMN entry_hash TEXT NOT NULL DEFAULT ''",
+        auditlog.seal_existing,
+        *auditlog.GUARD_STATEMENTS,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: First schema version whose audit log is chained (renumber with the migration above).
+AUDIT_CHAIN_VERSION = 5
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
 #: Class names of results recorded before schema v3 (the architecture's order then and now).
 LEGACY_CLASS_NAMES = ("pneumoconiosis", "normal")
@@ -346,9 +358,11 @@ def migrate(conn: sqlite3.Connection, db_path: Path | None = None, *, target: in
         current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
         for version in range(current, target):
             for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+                statement(conn) if callable(statement) else conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {int(target)}")
-        if current > 0 and target >= 2:
+        if current > 0 and target >= AUDIT_CHAIN_VERSION:
+            auditlog.append(conn, utc_now(), "schema-migrated", None, "", {"from": current, "to": target})
+        elif current > 0 and target >= 2:
             conn.execute(
                 "INSERT INTO audit_events (at, kind, image_key, actor, detail) VALUES (?, ?, NULL, '', ?)",
                 (utc_now(), "schema-migrated", json.dumps({"from": current, "to": target})),
@@ -507,10 +521,8 @@ class ResultStore:
 
     @staticmethod
     def _audit(conn: sqlite3.Connection, kind: str, image_key: str | None, actor: str, detail: dict[str, Any]) -> None:
-        conn.execute(
-            "INSERT INTO audit_events (at, kind, image_key, actor, detail) VALUES (?, ?, ?, ?, ?)",
-            (utc_now(), kind, image_key, actor, json.dumps(detail, sort_keys=True)),
-        )
+        """Append a hash-chained audit entry inside the caller's write transaction."""
+        auditlog.append(conn, utc_now(), kind, image_key, actor, detail)
 
     def upsert_images(self, images: Iterable[ImageInfo]) -> int:
         """Record images (e.g. after a scan) without results; returns how many were written.
@@ -772,6 +784,26 @@ class ResultStore:
             AuditEvent(r["id"], r["at"], r["kind"], r["image_key"], r["actor"], json.loads(r["detail"]))
             for r in rows
         ]
+
+    def audit_chain(self) -> tuple[list[auditlog.ChainEntry], int, set[str]]:
+        """Every audit entry oldest first, the table's AUTOINCREMENT counter and the guard triggers
+        present, read in one transaction (for :func:`pneumoview.audit.verify` and the export)."""
+        conn = self._connection()
+        if getattr(self._local, "batch_depth", 0):  # already inside this thread's transaction
+            return auditlog.read_chain(conn)
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return auditlog.read_chain(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the audit log: {exc}", path=self.path) from exc
+
+    def verify_audit(self) -> auditlog.Verification:
+        """Check the whole audit chain (see :mod:`pneumoview.audit`)."""
+        return auditlog.verify(*self.audit_chain())
 
     def integrity_check(self) -> str:
         """``"ok"`` when SQLite finds the file consistent (PRAGMA integrity_check)."""

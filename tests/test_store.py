@@ -60,7 +60,7 @@ def test_default_location_follows_pneumoview_home(tmp_path: Path, monkeypatch: p
 def test_fresh_database_is_wal_versioned_with_foreign_keys(store: ResultStore) -> None:
     assert store.journal_mode == "wal"
     conn = sqlite3.connect(store.path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"images", "results", "decisions", "audit_events"} <= tables
     conn.close()

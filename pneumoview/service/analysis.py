@@ -14,12 +14,16 @@ else the libraries print goes to stderr).
 Requests (:func:`analyse_request`, :func:`validate_request`)
     ``{"cmd": "analyse", "engine": EngineSpec, "threshold": 0.5, "operating_point_id": "",
     "batch_size": 8, "items": [WorkItem, ...]}``; ``{"cmd": "validate", "engine": EngineSpec}``;
-    ``{"cmd": "cancel"}`` (stops after the current batch); ``{"cmd": "quit"}``.
+    ``{"cmd": "cancel"}`` (stops after the current batch); ``{"cmd": "quit"}``;
+    ``{"cmd": "heatmap", "engine": EngineSpec, "key": ..., "path": ...}`` (one image's model-attention
+    map, :mod:`pneumoview.inference.heatmap`).
 Events (:data:`EVENTS`, checked by :func:`decode_event`)
     ``loading``; ``loaded`` (:class:`LoadedModel` fields); ``results`` (``items``: one
     :class:`ResultItem` per image of the batch, ``{"key": ..., "result": ImageResult.to_dict()}``,
     failures included: an image that could not be prepared is a failed result with its reason code);
-    ``progress`` (done, total); ``done`` (count); ``cancelled``; ``error`` (type, reason, path, code).
+    ``heatmap`` (key, size, crop_map as base64 uint8 levels, box, image_shape, probability, label,
+    method, demo); ``progress`` (done, total); ``done`` (count); ``cancelled``; ``error`` (type, reason,
+    path, code).
 
 :func:`pneumoview.service.analysis_worker.predict_results` (the engine's probabilities ->
 :class:`~pneumoview.results.ImageResult`, non-finite outputs as failures) is the one place a model
@@ -43,7 +47,7 @@ from pneumoview.errors import PneumoViewError
 from pneumoview.results import ImageIdentity, ImageResult
 
 #: Event names the child sends.
-EVENTS = ("loading", "loaded", "results", "progress", "done", "cancelled", "error")
+EVENTS = ("loading", "loaded", "results", "heatmap", "progress", "done", "cancelled", "error")
 FINAL_EVENTS = ("done", "cancelled", "error")
 
 

@@ -159,6 +159,20 @@ class _Child:
             self.send("progress", done=done, total=total)
         self.send("done", count=done)
 
+    def heatmap(self, request: dict[str, Any]) -> None:
+        """One image's model-attention map (never a lesion finding), then ``done``."""
+        from pneumoview.inference.heatmap import compute_heatmap, encode_map
+
+        engine = self.load(EngineSpec(**request["engine"]))
+        model_input = engine.prepare(Path(request["path"]))
+        heat = compute_heatmap(engine, model_input.crop)
+        box = model_input.box
+        self.send("heatmap", key=request["key"], size=int(heat.crop_map.shape[0]), crop_map=encode_map(heat.crop_map),
+                  box=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)], fallback=bool(box.fallback),
+                  image_shape=list(model_input.image_shape), probability=heat.probability, label=heat.label,
+                  method=heat.method, demo=bool(engine.demo))
+        self.send("done", count=1)
+
     def next_request(self) -> dict[str, Any] | None:
         """The next request; a loaded model is released after the settings' idle minutes without one."""
         minutes = _settings_value("model_idle_minutes", 30) if self.engine is not None else 0
@@ -185,6 +199,8 @@ class _Child:
                     self.send("done", count=0)
                 elif request.get("cmd") == "analyse":
                     self.analyse(request)
+                elif request.get("cmd") == "heatmap":
+                    self.heatmap(request)
                 else:
                     self.send("error", type="PneumoViewError", reason=f"unknown request {request.get('cmd')!r}")
             except CancelledError:

@@ -48,6 +48,7 @@ from pneumoview.service.analysis import WorkItem
 from pneumoview.session import ImageEntry, ResultStoreAdapter, ReviewSession, Status
 from pneumoview.settings import Settings, load_settings, save_settings
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
+from pneumoview.ui.calibration_actions import CalibrationActions
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel, entry_summary
 from pneumoview.ui.problems_panel import ProblemsPanel
 from pneumoview.ui.study_model import (
@@ -85,8 +86,8 @@ def _warm_up_imports() -> None:
 
 def _prepare_model_input(path: Path) -> Any:
     """Worker thread: the crop the model sees (imports the preprocessing on first use, off the GUI thread)."""
-    from pneumoview.preprocess import prepare
-    return prepare(path)
+    from pneumoview.ui.calibration_actions import prepare_with_quality  # + the image-quality badge
+    return prepare_with_quality(path)
 
 
 def model_configured(settings: Settings) -> bool:
@@ -109,7 +110,7 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
     return entry.path if entry is not None else None
 
 
-class MainWindow(QMainWindow):
+class MainWindow(CalibrationActions, QMainWindow):
     """PneumoView's main window. ``settings_path`` / ``database_path`` default to :mod:`pneumoview.paths`."""
 
     analysisFinished = Signal(int)       # images analysed
@@ -347,6 +348,11 @@ class MainWindow(QMainWindow):
         self.act_cancel = action("&Cancel", self.cancel_task, "Esc")
         for act in (self.act_analyse_selected, self.act_analyse_all, self.act_reanalyse_all, self.act_cancel):
             analysis_menu.addAction(act)
+        analysis_menu.addSeparator()
+        self.act_heatmap = action("Model Attention &Heatmap (not a finding)", self.show_heatmap, "Ctrl+H")
+        self.act_monitoring = action("&Monitoring...", self.open_monitoring_dialog)
+        analysis_menu.addAction(self.act_heatmap)
+        analysis_menu.addAction(self.act_monitoring)
 
         model_menu = menu.addMenu("&Model")
         self.act_setup = action("Model &Setup...", self.open_setup_dialog)
@@ -354,7 +360,9 @@ class MainWindow(QMainWindow):
         self.act_retrain = action("&Retrain on my data...", self.open_retrain_wizard)
         self.act_models = action("Model &Manager...", self.open_model_manager)
         self.act_rollback = action("Roll &Back to the Previous Model", self.rollback_model)
-        for act in (self.act_setup, self.act_models, self.act_rollback, self.act_demo, self.act_retrain):
+        self.act_calibrate = action("&Calibrate Operating Point...", self.open_calibration_dialog)
+        for act in (self.act_setup, self.act_models, self.act_rollback, self.act_demo, self.act_retrain,
+                    self.act_calibrate):
             model_menu.addAction(act)
 
         toolbar = self.addToolBar("Main")
@@ -746,6 +754,10 @@ class MainWindow(QMainWindow):
             self.diagnosis.set_model_installed(False)
             self._offer_model_setup(keys)
             return None
+        chosen = self.analysis_operating_point()  # this bundle's operating point, or the user's answer
+        if chosen is None:
+            return None
+        threshold, operating_point_id = chosen
         if not self._claim_task("analysis"):
             return None
         self.session.record_unsupported(keys)
@@ -759,7 +771,8 @@ class MainWindow(QMainWindow):
             identity = self.session.entries[k].identity
             assert identity is not None  # analysable() keeps only identified files
             items.append(WorkItem.for_identity(k, identity))
-        job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=self.settings.threshold,
+        job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=threshold,
+                          operating_point_id=operating_point_id,
                           persist=self._persist_outputs)
         job.signals.progress.connect(self._on_progress)
         job.signals.partial.connect(self._on_analysis_partial)
@@ -888,6 +901,7 @@ class MainWindow(QMainWindow):
             self._save_settings()
             self._leave_demo()
             self._apply_settings()
+            self.audit_event("model-activated", {"bundle": self.settings.active_bundle or "", "source": "model setup"})
             self._run_pending_analysis()
 
     def _leave_demo(self) -> None:
@@ -937,6 +951,7 @@ class MainWindow(QMainWindow):
             self.settings.active_bundle = None
             self._save_settings()
         self._apply_settings()
+        self.audit_event("model-activated", {"registry_id": registry_id})
         self._status(f"Model {registry_id} is now active; the next analysis uses it.")
 
     # ------------------------------------------------------------------ closing

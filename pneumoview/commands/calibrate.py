@@ -1,0 +1,126 @@
+"""``pneumoview calibrate DATA (--model BUNDLE | --demo) (--target-sensitivity S | --target-specificity S)
+[--prevalence P] --json OUT [--plot OUT.png] [--save]``: choose a site's operating point.
+
+DATA is the training data format (a folder with ``normal/`` and ``pneumoconiosis/`` or a CSV
+``path,label,patient_id``). Reading it is the ``training`` package's business (its discovery,
+never rewritten here), so the command is dispatched to :mod:`training.calibrate`, which scores the
+images and calls :func:`finish`; this module holds the options and everything after scoring
+(figures, JSON, plot, saving the operating point bound to the bundle fingerprint).
+
+Exit status: 0 done, 2 with one line on stderr when it cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pneumoview.errors import ExportError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="folder with normal/ and pneumoconiosis/ sub-folders, or a CSV")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="BUNDLE", help="model bundle folder or a registered model's id")
+    which.add_argument("--demo", action="store_true", help="the demo model (random weights: figures mean nothing)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-sensitivity", type=float, metavar="S", help="e.g. 0.90")
+    target.add_argument("--target-specificity", type=float, metavar="S", help="e.g. 0.80")
+    parser.add_argument("--prevalence", type=float, metavar="P",
+                        help="expected prevalence among screened workers (default: the data's own)")
+    parser.add_argument("--json", required=True, type=Path, metavar="OUT", help="figures and the full table")
+    parser.add_argument("--plot", type=Path, metavar="OUT.png", help="ROC plot with the chosen point")
+    parser.add_argument("--save", action="store_true",
+                        help="save the threshold as this bundle's current operating point (audited)")
+    parser.add_argument("--who", default="", help="name recorded with a saved operating point (default: settings)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates for the AUC CI")
+    parser.add_argument("--seed", type=int, default=20240229, help="bootstrap seed")
+    parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
+    parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), help="default: from settings (auto)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: from settings")
+    parser.add_argument("--quantisation", choices=("auto", "none", "int8", "nf4"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--allow-unverified-clip", action="store_true")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before any scoring when an output cannot be written."""
+    for out in (args.json, args.plot):
+        if out is not None and not out.resolve().parent.is_dir():
+            raise ExportError("the output's folder does not exist", path=out.resolve().parent)
+
+
+@dataclass
+class ScoredData:
+    """Scores of the usable images of a labelled data set, and what it was (no patient data)."""
+
+    scores: np.ndarray  # P(pneumoconiosis), float64 [n]
+    positive: np.ndarray  # bool [n], True = pneumoconiosis
+    summary: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] | None = None  # patient IDs for the bootstrap (kept in memory, never written)
+
+
+def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: bool) -> dict[str, Any]:
+    """Figures -> JSON (and plot); with ``--save`` the operating point is stored and audited."""
+    from pneumoview.calibration import calibrate, save_roc_plot
+
+    result = calibrate(data.scores, data.positive, target_sensitivity=args.target_sensitivity,
+                       target_specificity=args.target_specificity, prevalence=args.prevalence,
+                       n_bootstrap=args.bootstrap, seed=args.seed,
+                       groups=data.groups if data.groups and len(set(data.groups)) < len(data.groups) else None)
+    out: dict[str, Any] = {
+        **result.to_dict(),
+        "bundle_fingerprint": manifest.weights_sha256,
+        "bundle_id": manifest.model_id,
+        "demo": bool(demo),
+        "data_summary": data.summary,
+        "operating_point_id": None,
+        # the scores themselves (no identifiers), so the app's calibration dialog can re-choose
+        "scores": [float(v) for v in data.scores],
+        "positive": [bool(v) for v in data.positive],
+    }
+    if args.save:
+        out["operating_point_id"] = save_point(args, result, manifest, data.summary).id
+    try:
+        from pneumoview.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+        if args.plot is not None:
+            name = (manifest.name or manifest.model_id)[:60]
+            save_roc_plot(result, args.plot, title=f"DEMO - not a diagnosis\n{name}" if demo else name)
+    except OSError as exc:
+        raise ExportError(f"cannot write the output: {exc.strerror or exc}", path=args.json) from exc
+    if not args.quiet:
+        c = result.chosen
+        print(f"threshold {c.threshold:.4f}: sensitivity {c.sensitivity:.3f} "
+              f"({c.sensitivity_ci[0]:.3f}-{c.sensitivity_ci[1]:.3f}), specificity {c.specificity:.3f} "
+              f"({c.specificity_ci[0]:.3f}-{c.specificity_ci[1]:.3f}), AUC {result.auc:.3f} "
+              f"({result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f}), n={result.n}", file=sys.stderr)
+    return out
+
+
+def save_point(args: argparse.Namespace, result: Any, manifest: Any, summary: dict[str, Any]) -> Any:
+    from pneumoview.operating_points import OperatingPoint, OperatingPointStore
+    from pneumoview.settings import load_settings
+    from pneumoview.store import ResultStore
+
+    who = args.who or load_settings().reviewer_name
+    point = OperatingPoint.new(bundle_fingerprint=manifest.weights_sha256, bundle_id=manifest.model_id,
+                               threshold=result.threshold, created_by=who, data_summary=summary,
+                               figures=result.figures())
+    OperatingPointStore().save(point)
+    with ResultStore() as store:
+        store.audit("operating-point-changed", actor=who, detail={
+            "operating_point_id": point.id, "bundle_fingerprint": point.bundle_fingerprint,
+            "bundle_id": point.bundle_id, "threshold": point.threshold, "kind": point.kind,
+            "source": "pneumoview calibrate"})
+    return point
+

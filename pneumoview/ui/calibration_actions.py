@@ -1,0 +1,184 @@
+"""The main window's operating-point, monitoring and heatmap actions, as a mixin of ``MainWindow``.
+
+Kept out of ``main_window.py`` so that file only gains its menu entries and one threshold line.
+The mixin uses the window's ``settings``, ``result_store``, ``engine_spec``, ``engine_is_demo``,
+``analysis_client``, ``pool``, ``_jobs``, ``_status``, ``_error``, ``busy`` and ``current_entry``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pneumoview.errors import PneumoViewError
+
+
+def _heatmap_work(client: Any, spec: Any, key: str, path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """Worker thread: the child's ``heatmap`` event, the whole grey image and the crop (no torch here)."""
+    from pneumoview.imageio import load_grey
+    from pneumoview.preprocess import prepare_grey
+    from pneumoview.ui.analysis_process import error_from_event
+
+    events: list[dict[str, Any]] = []
+    final = client.request(spec, {"cmd": "heatmap", "key": key, "path": str(path)}, events.append)
+    if final.get("event") == "error":
+        raise error_from_event(final)
+    heat = next(e for e in events if e.get("event") == "heatmap")
+    grey = load_grey(path)
+    return heat, grey.pixels, prepare_grey(grey).crop
+
+
+def prepare_with_quality(path: Path) -> Any:
+    """Worker thread: the model's input (:func:`pneumoview.preprocess.prepare_grey`) with the
+    image-quality gate's verdict appended to its notes (the badge the window shows)."""
+    from pneumoview.dicom import quality
+    from pneumoview.imageio import is_dicom_file, load_grey
+    from pneumoview.preprocess import prepare_grey
+    from pneumoview.settings import load_settings
+
+    grey = load_grey(path)
+    model_input = prepare_grey(grey)
+    header = None
+    if is_dicom_file(path):
+        from pneumoview.dicom.scan import read_record
+
+        try:
+            header = quality.HeaderFacts.from_record(read_record(path))
+        except PneumoViewError:
+            header = None
+    try:
+        thresholds = quality.thresholds_from(load_settings(strict=False).quality)
+    except ValueError:
+        thresholds = quality.QualityThresholds()
+    report = quality.assess_grey(grey.pixels, model_input.crop, model_input.box, header=header, thresholds=thresholds)
+    model_input.notes.append(quality.badge_text(report))
+    return model_input
+
+
+class CalibrationActions:
+    """Menu actions: calibrate, monitoring, heatmap; and the threshold an analysis runs at."""
+
+    settings: Any
+    result_store: Any
+    engine_spec: Any
+    analysis_client: Any
+
+    # -- audit -----------------------------------------------------------------------------
+    def audit_event(self, kind: str, detail: dict[str, Any]) -> None:
+        if self.result_store is not None:
+            try:
+                self.result_store.audit(kind, actor=self.settings.reviewer_name, detail=detail)
+            except PneumoViewError as exc:
+                self._status(f"Audit entry not written: {exc.message}")  # type: ignore[attr-defined]
+
+    # -- the threshold of an analysis ------------------------------------------------------------
+    def analysis_threshold(self) -> float | None:
+        """The threshold of :meth:`analysis_operating_point`; None when the user must choose first."""
+        chosen = self.analysis_operating_point()
+        return None if chosen is None else chosen[0]
+
+    def analysis_operating_point(self) -> tuple[float, str] | None:
+        """(threshold, operating-point id) of the bundle in use; None when the user must choose first.
+
+        The demo model (random weights) has no operating point: it runs at the settings' threshold
+        (id ""). The id goes into every result's provenance.
+        """
+        spec = self.engine_spec
+        if spec is None or spec.demo:
+            return float(self.settings.threshold), ""
+        from pneumoview.operating_points import OperatingPointStore
+        from pneumoview.ui.calibration_dialog import bundle_identity, threshold_for_bundle
+
+        try:
+            threshold = threshold_for_bundle(
+                self, spec.bundle, default=float(self.settings.threshold), who=self.settings.reviewer_name,  # type: ignore[arg-type]
+                audit=self.audit_event,
+                open_calibration=lambda fingerprint, model_id: self.open_calibration_dialog(fingerprint, model_id))
+            if threshold is None:
+                return None
+            point = OperatingPointStore().threshold_for(bundle_identity(spec.bundle)[0]).point
+        except PneumoViewError as exc:
+            self._error("Operating point", exc.message)  # type: ignore[attr-defined]
+            return None
+        return threshold, point.id if point is not None else ""
+
+    # -- dialogs -------------------------------------------------------------------------------
+    def _current_bundle(self) -> tuple[str, str]:
+        spec = self.engine_spec
+        if spec is not None and not spec.demo:
+            from pneumoview.ui.calibration_dialog import bundle_identity
+
+            return bundle_identity(spec.bundle)
+        loaded = self.analysis_client.loaded or {}
+        return str(loaded.get("fingerprint", "")), str(loaded.get("model_id", ""))
+
+    def open_calibration_dialog(self, fingerprint: str | None = None, model_id: str | None = None) -> Any:
+        from pneumoview.ui.calibration_dialog import CalibrationDialog, calibrate_command_for
+
+        if fingerprint is None:
+            try:
+                fingerprint, model_id = self._current_bundle()
+            except PneumoViewError as exc:
+                self._error("Calibrate", exc.message)  # type: ignore[attr-defined]
+                return None
+        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        dialog = CalibrationDialog(
+            self, bundle_fingerprint=fingerprint or "", bundle_id=model_id or "",  # type: ignore[arg-type]
+            who=self.settings.reviewer_name, calibrate_command=None if spec is None else calibrate_command_for(spec),
+            on_saved=lambda p: self.audit_event("operating-point-changed", {
+                "operating_point_id": p.id, "bundle_fingerprint": p.bundle_fingerprint, "bundle_id": p.bundle_id,
+                "threshold": p.threshold, "kind": p.kind}))
+        dialog.show()
+        self._calibration_dialog = dialog
+        return dialog
+
+    def open_monitoring_dialog(self) -> Any:
+        from pneumoview.monitoring import report_for
+        from pneumoview.ui.monitoring_dialog import MonitoringDialog
+
+        if self.result_store is None:
+            self._error("Monitoring", "The results database is not open.")  # type: ignore[attr-defined]
+            return None
+        try:
+            report = report_for(self.result_store.path, self.settings)
+        except PneumoViewError as exc:
+            self._error("Monitoring", exc.message)  # type: ignore[attr-defined]
+            return None
+        dialog = MonitoringDialog(report, self)  # type: ignore[arg-type]
+        dialog.show()
+        self._monitoring_dialog = dialog
+        return dialog
+
+    def show_heatmap(self) -> Any:
+        """Ask the analysis worker for the current image's attention map; show it when it comes."""
+        from pneumoview.ui.workers import FunctionJob
+
+        entry = self.current_entry()  # type: ignore[attr-defined]
+        if entry is None or not entry.diagnosable:
+            self._status("Select an image the model can analyse first.")  # type: ignore[attr-defined]
+            return None
+        if self.busy():  # type: ignore[attr-defined]
+            self._status("Busy: the heatmap waits for the current task.")  # type: ignore[attr-defined]
+            return None
+        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        if spec is None:
+            self._status("No model: set one up or use the demo model first.")  # type: ignore[attr-defined]
+            return None
+        job = FunctionJob(_heatmap_work, self.analysis_client, spec, entry.key, Path(entry.path))
+        job.signals.finished.connect(self._on_heatmap)
+        job.signals.failed.connect(lambda message: self._error("Heatmap", message))  # type: ignore[attr-defined]
+        self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]  # type: ignore[has-type]
+        self._status("Computing the model-attention heatmap...")  # type: ignore[attr-defined]
+        self.pool.start(job)  # type: ignore[attr-defined]
+        return job
+
+    def _on_heatmap(self, outcome: tuple[dict[str, Any], Any, Any]) -> None:
+        from pneumoview.ui.heatmap_dialog import HeatmapDialog, overlays
+
+        heat, grey, crop = outcome
+        crop_rgb, full_rgb = overlays(heat, grey, crop)
+        dialog = HeatmapDialog(crop_rgb, full_rgb, label=str(heat["label"]), demo=bool(heat.get("demo")),
+                               parent=self)  # type: ignore[arg-type]
+        dialog.show()
+        self._heatmap_dialog = dialog
+        self._status("Heatmap ready (model attention, not a lesion finding).")  # type: ignore[attr-defined]
