@@ -261,7 +261,7 @@ def collect(folders: Sequence[Path], include_pictures: bool) -> tuple[list[_File
 
 
 def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, batch_size: int,
-            progress: Callable[[int], None], *, dicom_out: Path | None = None) -> None:
+            progress: Callable[[int], None], *, dicom_out: Path | None = None, operating_point_id: str = "") -> None:
     """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result.
 
     With ``dicom_out``, each analysed image also gets its DICOM results (:mod:`pneumoview.pacs.export`);
@@ -269,7 +269,7 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
     """
     from pneumoview.service.analysis_worker import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
 
-    provenance = engine_provenance(engine, threshold)
+    provenance = engine_provenance(engine, threshold, operating_point_id=operating_point_id)
     batch: list[tuple[_File, Any]] = []
 
     def flush() -> None:
@@ -298,6 +298,20 @@ def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, ba
         flush()
 
 
+def operating_point(args: argparse.Namespace, engine: InferenceEngine, threshold: float) -> tuple[float, str]:
+    """(threshold, operating-point id): ``--threshold`` when given; else the operating point saved for
+    exactly this bundle (:mod:`pneumoview.operating_points`, bound to its weights' SHA-256); else the
+    settings' threshold, with no id (the demo model never has an operating point)."""
+    if args.threshold is not None or engine.demo:
+        return threshold, ""
+    from pneumoview.operating_points import OperatingPointStore
+
+    point = OperatingPointStore().threshold_for(str(engine.manifest.weights_sha256 or "")).point
+    if point is None:
+        return threshold, ""
+    return float(point.threshold), point.id
+
+
 def _write_dicom(item: _File, model_input: Any, out_dir: Path) -> None:
     """SR + Secondary Capture for one analysed file; a reason it could not get them goes into its notes."""
     from pneumoview.pacs.export import write_model_result
@@ -318,14 +332,16 @@ def run(args: argparse.Namespace) -> int:
     threshold = validate(args, settings)
     options = export_options(args, settings)
     engine = load_engine(args, settings)
+    threshold, operating_point_id = operating_point(args, engine, threshold)
     files, todo = collect(args.folders, args.include_pictures)
     from pneumoview.commands import distributed
 
     with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=args.quiet) as bar:
         if not distributed.requested(args):
-            analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out)
+            analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out,
+                    operating_point_id=operating_point_id)
         elif not distributed.analyse(engine, todo, threshold, args.batch_size, bar.update, analyse_share=analyse,
-                                     dicom_out=args.dicom_out):
+                                     dicom_out=args.dicom_out, operating_point_id=operating_point_id):
             return EXIT_OK  # rank 0 writes the CSV and reports
     duplicates = _duplicates(files)
     order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i].path))
