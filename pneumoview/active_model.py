@@ -66,7 +66,7 @@ class ActiveModel:
 
 
 def _bundle_manifest(bundle: Path) -> dict:
-    from pneumoview.inference.bundle import read_manifest_data
+    from pneumoview.inference.manifest import read_manifest_data
 
     return read_manifest_data(bundle)
 

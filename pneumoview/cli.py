@@ -31,8 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pacs": ("pneumoview.commands.pacs", "find, retrieve and send studies and results (DICOM or DICOMweb)"),
     "readings": ("pneumoview.commands.readings", "export ILO readings (CSV, one-page PDF per study)"),
     "train": ("training.cli", "retrain PneumoLLM's adapters on labelled radiographs"),
-    # calibrate reads labelled data with training's discovery: dispatched to training by name, like train
-    "calibrate": ("training.calibrate", "choose the operating point (threshold) on labelled data"),
+    "calibrate": ("pneumoview.commands.calibrate", "choose the operating point (threshold) on labelled data"),
     "audit": ("pneumoview.commands.audit", "verify or export the hash-chained audit log"),
 }
 

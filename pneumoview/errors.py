@@ -187,3 +187,8 @@ class AuditChainError(StoreError):
     def __init__(self, reason: str, *, entry_id: int | None = None, path: str | PathLike[str] | None = None) -> None:
         self.entry_id = entry_id
         super().__init__(reason, path=path)
+
+
+class PacsError(PneumoViewError):
+    """A PACS could not be reached, refused us, or answered with a failure status."""
+

@@ -37,7 +37,7 @@ from typing import Any
 from pneumoview import paths
 from pneumoview.atomic import atomic_dir, atomic_write_text, clean_stale, write_error_reason
 from pneumoview.errors import BundleError
-from pneumoview.inference.bundle import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
+from pneumoview.inference.manifest import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
 
 __all__ = ["ENTRY_FILE", "STATE_FILE", "BundleEntry", "ModelRegistry", "check_safetensors_header", "content_sha256",
            "format_metrics", "validate_bundle"]

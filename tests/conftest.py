@@ -11,23 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
+from data_support import REPO_ROOT, SHARED_DATA, SHARED_DIR, shared_path  # noqa: F401  (re-exported)
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Never contact a model hub from tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("PNEUMOVIEW_SHARED", REPO_ROOT.parent / "shared")).resolve()
-SHARED_DATA = SHARED_DIR / "data"
-
-
-def shared_path(*parts: str) -> Path:
-    """Path under ``../shared/data``; skips the calling test if it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs ../shared/data/{'/'.join(parts)} (real data; absent here)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from data_support import shared_path
 
 from pneumoview.cli import main
 

@@ -39,7 +39,7 @@ def test_two_processes_write_the_same_csv_as_one(tmp_path: Path, shared_data: Pa
                          env=env, check=False, capture_output=True, text=True, timeout=300)
     assert one.returncode == 1, one.stderr  # the broken file is reported, the rest analysed
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "-m", "pneumoview.commands.analyze", *common, "--csv", str(tmp_path / "two.csv")],
+                          "-m", "pneumoview", "analyze", *common, "--csv", str(tmp_path / "two.csv")],
                          env=env, check=False, capture_output=True, text=True, timeout=300)
     # world size 2: each process says which it is and how many files it took
     assert "process 1 of 2: 3 of 6 file(s)" in two.stderr and "process 2 of 2: 3 of 6 file(s)" in two.stderr, \

@@ -445,7 +445,7 @@ def _machine_memory_gb() -> dict[str, float]:
 
 def _split_from(bundle: Path, folds: int) -> dict[str, Any]:
     """The split record of a bundle's manifest (``training.split``)."""
-    from pneumoview.inference.bundle import read_manifest
+    from pneumoview.inference.manifest import read_manifest
 
     record = read_manifest(bundle).training.get("split")
     if not isinstance(record, dict) or "val_patients" not in record:

@@ -1,6 +1,6 @@
 """Training data, one import away: discovery, crop cache and data check live in their own modules.
 
-* :mod:`training.discovery`: labelled images from a class-per-folder tree or a CSV (:func:`discover`);
+* :mod:`pneumoview.labelled_data`: labelled images from a class-per-folder tree or a CSV (:func:`discover`);
 * :mod:`training.crops`: the inference preprocessing of each image, cached on disk (:class:`CropCache`);
 * :mod:`training.datacheck`: the summary shown before training (:func:`validate`, :func:`require_ok`).
 """
@@ -19,7 +19,7 @@ from training.crops import (
     remove_stale_temp_files,
 )
 from training.datacheck import DataSummary, PreparedDataset, file_list_hash, require_ok, validate
-from training.discovery import (
+from pneumoview.labelled_data import (
     CLASS_NAMES,
     CONFLICT,
     DUPLICATE,

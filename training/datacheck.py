@@ -23,7 +23,7 @@ from typing import Any
 
 from pneumoview.errors import CancelledError, TrainingDataError
 from training.crops import FILE_ERRORS, CropCache, PreparedImage
-from training.discovery import CLASS_NAMES, CONFLICT, NOT_REGULAR, OUTSIDE, UNLABELLED, UNREADABLE, Sample, discover
+from pneumoview.labelled_data import CLASS_NAMES, CONFLICT, NOT_REGULAR, OUTSIDE, UNLABELLED, UNREADABLE, Sample, discover
 from training.privacy import PatientHasher, hashed
 
 

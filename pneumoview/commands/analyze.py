@@ -352,9 +352,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"analysed {counts[ANALYSED]} image(s), {counts[NOT_ANALYSED]} not analysed, {counts[FAILED]} failed, "
           f"{counts[UNREADABLE]} unreadable -> {args.csv}{demo}", file=sys.stderr)
     return EXIT_SOME_NOT_ANALYSED if counts[FAILED] or counts[UNREADABLE] else EXIT_OK
-
-
-if __name__ == "__main__":  # `accelerate launch -m pneumoview.commands.analyze ...`
-    from pneumoview.cli import main
-
-    sys.exit(main(["analyze", *sys.argv[1:]]))

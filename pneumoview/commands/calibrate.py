@@ -2,10 +2,10 @@
 [--prevalence P] --json OUT [--plot OUT.png] [--save]``: choose a site's operating point.
 
 DATA is the training data format (a folder with ``normal/`` and ``pneumoconiosis/`` or a CSV
-``path,label,patient_id``). Reading it is the ``training`` package's business (its discovery,
-never rewritten here), so the command is dispatched to :mod:`training.calibrate`, which scores the
-images and calls :func:`finish`; this module holds the options and everything after scoring
-(figures, JSON, plot, saving the operating point bound to the bundle fingerprint).
+``path,label,patient_id``), read by :func:`pneumoview.labelled_data.discover` as training reads it.
+:func:`score_data` runs every image through the engine's own preprocessing and model; :func:`finish`
+does everything after scoring (figures, JSON, plot, saving the operating point bound to the bundle
+fingerprint).
 
 Exit status: 0 done, 2 with one line on stderr when it cannot run.
 """
@@ -13,6 +13,7 @@ Exit status: 0 done, 2 with one line on stderr when it cannot run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pneumoview.errors import ExportError
+from pneumoview.errors import ExportError, PneumoViewError, TrainingDataError
+from pneumoview.precision import Precision, Quantisation, choices
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
     parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), help="default: from settings (auto)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), help="default: from settings")
-    parser.add_argument("--quantisation", choices=("auto", "none", "int8", "nf4"), default="auto")
+    parser.add_argument("--precision", choices=choices(Precision), help="default: from settings")
+    parser.add_argument("--quantisation", choices=choices(Quantisation), help="default: from settings")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--allow-unverified-clip", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
@@ -124,3 +126,53 @@ def save_point(args: argparse.Namespace, result: Any, manifest: Any, summary: di
             "source": "pneumoview calibrate"})
     return point
 
+
+def score_data(source: Path, engine, *, batch_size: int = 8, quiet: bool = True) -> ScoredData:  # engine: InferenceEngine
+    """Every labelled image of ``source`` through the engine's own preprocessing and model.
+
+    Files that cannot be read or cropped are skipped and counted (their reasons go to stderr
+    unless ``quiet``). The summary holds counts, the folder's name and a hash of the file list.
+    """
+    from pneumoview.labelled_data import CLASS_NAMES, discover
+
+    samples, problems = discover(source)
+    crops, positive, used = [], [], []
+    skipped = 0
+    for sample in samples:
+        try:
+            crops.append(engine.prepare(sample.path).crop)
+        except PneumoViewError as exc:  # one unreadable file is counted, never the end of the run
+            skipped += 1
+            if not quiet:
+                print(f"pneumoview calibrate: skipped {sample.path.name}: {exc.reason}", file=sys.stderr)
+            continue
+        positive.append(sample.label == CLASS_NAMES.index("pneumoconiosis"))
+        used.append(sample)
+    if not crops:
+        raise TrainingDataError("no image of the data set could be read", path=source)
+    scores = np.concatenate([engine.probabilities(np.stack(crops[i:i + batch_size]))
+                             for i in range(0, len(crops), batch_size)])
+    root = source if source.is_dir() else source.parent
+    listing = hashlib.sha256()
+    for sample in sorted(used, key=lambda s: str(s.path)):
+        rel = sample.path.resolve().relative_to(root.resolve()) if sample.path.resolve().is_relative_to(root.resolve()) \
+            else Path(sample.path.name)
+        listing.update(f"{rel.as_posix()}\t{sample.label}\n".encode())
+    pos = np.asarray(positive, dtype=bool)
+    summary = {
+        "source_name": source.name, "n": int(pos.size), "n_positive": int(pos.sum()),
+        "n_negative": int((~pos).sum()), "n_patients": len({s.patient_id for s in used}),
+        "skipped_unreadable": skipped, "unlabelled": len(problems), "file_list_sha256": listing.hexdigest(),
+    }
+    return ScoredData(np.asarray(scores, dtype=np.float64), pos, summary, groups=[s.patient_id for s in used])
+
+
+def run(args: argparse.Namespace) -> int:
+    from pneumoview.commands.analyze import load_engine
+    from pneumoview.settings import load_settings
+
+    check_outputs(args)
+    engine = load_engine(args, load_settings())
+    data = score_data(args.data, engine, batch_size=max(1, args.batch_size), quiet=args.quiet)
+    finish(args, data, engine.manifest, demo=engine.demo)
+    return 0

@@ -1,10 +1,10 @@
 """Batch analysis split across processes: ``pneumoview analyze --distributed`` under ``accelerate
-launch`` or ``torchrun`` (``accelerate launch --multi_gpu --num_processes N -m pneumoview.commands.analyze ...``
+launch`` or ``torchrun`` (``accelerate launch --multi_gpu --num_processes N -m pneumoview analyze ...``
 also works: several processes are recognised from ``WORLD_SIZE``).
 
 Every process scans the same folders and builds the same work list (sorted by path, so all agree on
 it), takes its share with accelerate's ``PartialState.split_between_processes``, analyses it with
-:func:`pneumoview.commands.analyze._analyse` (the same per-file analysis as one process), and the rows
+:func:`pneumoview.commands.analyze.analyse` (the same per-file analysis as one process), and the results
 are gathered to rank 0 (``accelerate.utils.gather_object``), which alone writes the one CSV.
 On CPUs the processes talk over gloo. Each process loads its own copy of the model, so on one
 machine the memory needed grows with the number of processes. (``accelerate launch --cpu

@@ -77,7 +77,7 @@ def _analyse_study(study: Path, args: argparse.Namespace) -> None:
     if not args.send_results or not args.dicom_out:
         return
     new = sorted(set(args.dicom_out.glob("*.dcm")) - before)
-    from pneumoview.pacs import connect
+    from pneumoview.pacs.client import connect
 
     try:
         report = connect(args.send_results, args.aet).send_files(new)

@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace):  # -> scu.Client | web.WebClient
-    from pneumoview.pacs import connect
+    from pneumoview.pacs.client import connect
 
     return connect(args.dicomweb or args.pacs, args.aet, args.timeout)
 

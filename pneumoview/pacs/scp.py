@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.atomic import atomic_write_bytes
-from pneumoview.pacs import PacsError
+from pneumoview.errors import PacsError
 from pneumoview.pacs.uids import is_valid_uid
 
 log = logging.getLogger("pneumoview.pacs.scp")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pneumoview.errors import CancelledError
-from pneumoview.pacs import PacsError
+from pneumoview.errors import PacsError
 from pneumoview.pacs.scp import DEFAULT_AE_TITLE, Inbox, check_received
 
 log = logging.getLogger("pneumoview.pacs.scu")

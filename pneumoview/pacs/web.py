@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from pneumoview.errors import CancelledError
-from pneumoview.pacs import PacsError
+from pneumoview.errors import PacsError
 from pneumoview.pacs.scp import Inbox, check_received
 from pneumoview.pacs.scu import StudyMatch, TransferReport
 

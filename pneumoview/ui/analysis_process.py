@@ -14,14 +14,16 @@ from pneumoview.service.analysis import (
     worker_command,
 )
 
-__all__ = ["AnalysisClient", "EngineSpec", "child_environment", "error_from_event", "worker_command"]
+#: Which BLAS/OpenMP thread variables the GUI process set for itself (:func:`pneumoview.ui.app.limit_gui_process_threads`):
+#: the analysis child does not inherit them, the model wants its cores.
+THREAD_ENV_SET_HERE: set[str] = set()
+
+__all__ = ["THREAD_ENV_SET_HERE", "AnalysisClient", "EngineSpec", "child_environment", "error_from_event", "worker_command"]
 
 
 def child_environment() -> dict[str, str]:
     """The GUI's environment without the one-thread BLAS limits the GUI set for itself
-    (:data:`pneumoview.ui.app.THREAD_ENV_SET_HERE`): the model wants its cores."""
-    from pneumoview.ui.app import THREAD_ENV_SET_HERE
-
+    (:data:`THREAD_ENV_SET_HERE`): the model wants its cores."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_SET_HERE}
     env["PYTHONUNBUFFERED"] = "1"
     return env

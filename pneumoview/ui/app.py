@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pneumoview import __version__, paths
 from pneumoview.errors import PneumoViewError
+from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE
 
 #: BLAS libraries (OpenBLAS via numpy/scipy) start one spinning thread per core; in the GUI process
 #: they only steal CPU from the GUI thread (the lung localiser's small matmuls do not need them).
@@ -25,8 +26,6 @@ GUI_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_
 ICON = ("icons", "pneumoview.svg")
 
 
-#: Which of those variables this process set itself (the analysis process does not inherit them).
-THREAD_ENV_SET_HERE: set[str] = set()
 
 
 def limit_gui_process_threads() -> None:

@@ -15,7 +15,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from pneumoview.dicom.lungs import LungBox
-from pneumoview.inference.heatmap import Heatmap, decode_map, overlay_rgb
+from pneumoview.inference.attention_maps import Heatmap, decode_map, overlay_rgb
 from pneumoview.labels import DEMO_MARK
 
 

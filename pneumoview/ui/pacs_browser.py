@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from pneumoview import paths
 from pneumoview.errors import CancelledError, PneumoViewError
-from pneumoview.pacs import connect as make_client
+from pneumoview.pacs.client import connect as make_client
 from pneumoview.settings import Settings
 from pneumoview.ui.workers import FunctionJob, Job, start
 

@@ -78,7 +78,7 @@ def check_paths(clip: str, llama: str, bundle: str | None, *, needs_base: bool =
     elif needs_base and not Path(llama).exists():
         problems.append(f"LLaMA weights: no such folder: {llama}")
     if bundle:
-        from pneumoview.inference.bundle import check_bundle
+        from pneumoview.inference.manifest import check_bundle
         try:
             check_bundle(Path(bundle))
         except PneumoViewError as exc:

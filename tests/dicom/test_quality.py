@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from data_support import shared_path
 
 from pneumoview.dicom import quality as q
 from pneumoview.dicom.lungs import LungBox, lung_mask

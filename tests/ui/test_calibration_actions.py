@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import shared_path
+from data_support import shared_path
 
 from pneumoview.dicom import quality
 

@@ -153,7 +153,7 @@ def test_main_window_uses_the_bundles_operating_point(qtbot, tmp_path, bundle, m
 @pytest.mark.slow
 def test_dialog_scores_a_labelled_folder_in_a_child_process(qtbot, tmp_path, monkeypatch) -> None:
     """The real ``pneumoview calibrate`` child with the demo model on a folder of real labelled images."""
-    from conftest import shared_path
+    from data_support import shared_path
 
     from pneumoview.ui.analysis_process import EngineSpec
     from pneumoview.ui.calibration_dialog import calibrate_command_for

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pneumoview.errors import TrainingDataError
-from training.discovery import CONFLICT, NOT_REGULAR, OUTSIDE, discover
+from pneumoview.labelled_data import CONFLICT, NOT_REGULAR, OUTSIDE, discover
 
 
 def _png(path: Path, value: int = 100) -> Path:

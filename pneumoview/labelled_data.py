@@ -1,4 +1,4 @@
-"""Training data discovery: labelled images from a class-per-folder tree or a CSV.
+"""Labelled radiographs (the training data format, also read by `pneumoview calibrate`): from a class-per-folder tree or a CSV.
 
 Two ways in:
 
