@@ -197,8 +197,9 @@ class ResultStoreAdapter:
     def load(self, entries: Sequence[ImageEntry]) -> dict[str, ImageState]:
         """Record the images (decisions may come before any result) -> their stored state by image key."""
         known = [e for e in entries if e.identity is not None]
-        infos = {}
+        infos: dict[str, ImageInfo] = {}
         for e in known:
+            assert e.image_key is not None  # identified above
             infos.setdefault(e.image_key, self.info(e))
         self.store.upsert_images(infos.values())
         return self.store.states(infos)
@@ -474,7 +475,7 @@ class ReviewSession:
                     for r in self.store.report_rows([e.image_key for e in entries if e.image_key])}
         rows = []
         for entry in entries:
-            row = by_image.get(entry.image_key)
+            row = by_image.get(entry.image_key) if entry.image_key else None
             if row is not None:
                 rows.append(replace(row, path=entry.key, duplicates=tuple(entry.duplicates) or row.duplicates))
         return rows

@@ -17,6 +17,7 @@ import base64
 import copy
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -432,10 +433,15 @@ def _float(value: object, default: float) -> float:
     return result if np.isfinite(result) else default
 
 
+def _is_multi(value: object) -> bool:
+    """A multi-valued element (pydicom's MultiValue, or a list / tuple)."""
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
 def _floats(value: object) -> list[float]:
     if value is None or value == "":
         return []
-    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    items = list(cast(Iterable[object], value)) if _is_multi(value) else [value]
     out = []
     for item in items:
         try:
@@ -448,5 +454,5 @@ def _floats(value: object) -> list[float]:
 def _strings(value: object) -> list[str]:
     if value is None:
         return []
-    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    items = list(cast(Iterable[object], value)) if _is_multi(value) else [value]
     return [str(v).strip() for v in items]

@@ -266,7 +266,7 @@ def load_network(path: str | None = None) -> LungNet:
     """The shipped lung network (cached); ``path`` overrides the packaged weights."""
     if path is not None:
         return LungNet.from_npz(path)
-    ref = resources.files("pneumoview.dicom").joinpath("lung_model", WEIGHTS_FILE)
+    ref = resources.files("pneumoview.dicom").joinpath("lung_model").joinpath(WEIGHTS_FILE)
     with resources.as_file(ref) as weights:
         if not Path(weights).is_file():
             raise WeightsError("the packaged lung-localiser weights are missing", path=weights)

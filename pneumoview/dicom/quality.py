@@ -119,7 +119,7 @@ class HeaderFacts:
         """From ``pneumoview.dicom.scan.ImageRecord`` (or anything with the same attribute names)."""
         spacing = getattr(record, "pixel_spacing", None)
         return cls(rows=getattr(record, "rows", None) or None, columns=getattr(record, "columns", None) or None,
-                   pixel_spacing=tuple(spacing) if spacing else None,  # type: ignore[arg-type]
+                   pixel_spacing=tuple(spacing) if spacing else None,
                    view_position=str(getattr(record, "view_position", "") or ""))
 
 

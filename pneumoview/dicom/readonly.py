@@ -91,7 +91,7 @@ class BoundedReader(io.BufferedReader):
         self.path = Path(path)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return str(self.path)
 
     def read(self, size: int | None = -1) -> bytes:

@@ -98,7 +98,7 @@ def _resolve(name: str) -> Callable[..., tuple[dict[str, Any], dict[str, np.ndar
     fn = getattr(importlib.import_module(module_name), attr)
     if not callable(fn):
         raise TypeError(f"not callable: {name!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -197,7 +197,8 @@ class AnalysisClient:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self.running else None
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def _ensure(self) -> subprocess.Popen[str]:
         if not self.running:
