@@ -110,6 +110,44 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
     return entry.path if entry is not None else None
 
 
+# The menus, in order: (menu, attribute on the window or "", text, slot, shortcut). Text "-" is a separator,
+# "submenu" a sub-menu (its title in the slot column). Slots are method paths on the window (MainWindow._action).
+_MENU_ACTIONS: tuple[tuple[str, str, str, str, str | QKeySequence.StandardKey | None], ...] = (
+    ("&File", "act_open_folder", "Open &Folder...", "choose_folder", QKeySequence.StandardKey.Open),
+    ("&File", "act_open_files", "Open &Files...", "choose_files", "Ctrl+Shift+O"),
+    ("&File", "recent_menu", "submenu", "&Recent Folders", None),
+    ("&File", "", "-", "", None),
+    ("&File", "act_export_all", "&Export All to CSV...", "export_all_dialog", "Ctrl+E"),
+    ("&File", "act_export_selected", "Export &Selected to CSV...", "export_selected_dialog", None),
+    ("&File", "", "-", "", None),
+    ("&File", "act_settings", "Se&ttings...", "open_settings_dialog", QKeySequence.StandardKey.Preferences),
+    ("&File", "", "-", "", None),
+    ("&File", "", "&Quit", "close", QKeySequence.StandardKey.Quit),
+    ("&View", "act_next_study", "&Next Study", "next_study", "Ctrl+Down"),
+    ("&View", "act_prev_study", "&Previous Study", "previous_study", "Ctrl+Up"),
+    ("&View", "", "-", "", None),
+    ("&View", "act_overlay", "Lung &Box Overlay", "viewer.set_overlay_visible", "B"),
+    ("&View", "act_invert", "&Invert", "viewer.set_invert", "I"),
+    ("&View", "act_fit", "&Fit", "viewer.fit", "F"),
+    ("&View", "act_one", "&1:1", "viewer.one_to_one", "1"),
+    ("&View", "act_reset", "&Reset View", "_reset_view", "R"),
+    ("&Analysis", "act_analyse_selected", "Analyse &Selected", "analyse_selected", "Ctrl+R"),
+    ("&Analysis", "act_analyse_all", "Analyse &All", "analyse_all", "Ctrl+Shift+R"),
+    ("&Analysis", "act_reanalyse_all", "&Re-analyse All...", "reanalyse_all", None),
+    ("&Analysis", "act_cancel", "&Cancel", "cancel_task", "Esc"),
+    ("&Analysis", "", "-", "", None),
+    ("&Analysis", "act_heatmap", "Model Attention &Heatmap (not a finding)", "show_heatmap", "Ctrl+H"),
+    ("&Analysis", "act_monitoring", "&Monitoring...", "open_monitoring_dialog", None),
+    ("&Model", "act_setup", "Model &Setup...", "open_setup_dialog", None),
+    ("&Model", "act_models", "Model &Manager...", "open_model_manager", None),
+    ("&Model", "act_rollback", "Roll &Back to the Previous Model", "rollback_model", None),
+    ("&Model", "act_demo", "Use the &Demo Model (not a diagnosis)", "use_demo_model", None),
+    ("&Model", "act_retrain", "&Retrain on my data...", "open_retrain_wizard", None),
+    ("&Model", "act_calibrate", "&Calibrate Operating Point...", "open_calibration_dialog", None),
+)
+_CHECKABLE = frozenset({"viewer.set_overlay_visible", "viewer.set_invert"})
+
+
 class MainWindow(CalibrationActions, QMainWindow):
     """PneumoView's main window. ``settings_path`` / ``database_path`` default to :mod:`pneumoview.paths`."""
 
@@ -128,14 +166,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self.settings_path = settings_path
         self.settings = load_settings(settings_path, strict=False)
-        self.result_store = None
-        self._startup_error: tuple[str, str] | None = None
-        try:
-            from pneumoview.store import ResultStore
-            self.result_store = ResultStore(database_path)
-        except StoreError as exc:
-            self._startup_error = ("The results database cannot be opened",
-                                   f"{exc.message}\nResults will not be saved.")
+        self._open_result_store(database_path)
         adapter = ResultStoreAdapter(self.result_store) if self.result_store is not None else None
         self.session = ReviewSession(adapter)
         self.engine_spec: EngineSpec | None = None      # the last analysis's model (resolved afresh each time)
@@ -177,6 +208,17 @@ class MainWindow(CalibrationActions, QMainWindow):
             timer.setSingleShot(True)
             timer.timeout.connect(lambda: self._error(*self._startup_error))
             timer.start(0)
+
+    def _open_result_store(self, database_path: Path | None) -> None:
+        """Sets ``result_store`` (None when the database cannot be opened: ``_startup_error`` says why)."""
+        self.result_store = None
+        self._startup_error: tuple[str, str] | None = None
+        try:
+            from pneumoview.store import ResultStore
+            self.result_store = ResultStore(database_path)
+        except StoreError as exc:
+            self._startup_error = ("The results database cannot be opened",
+                                   f"{exc.message}\nResults will not be saved.")
 
     # ------------------------------------------------------------------ layout
     def _build_browser(self) -> None:
@@ -297,74 +339,23 @@ class MainWindow(CalibrationActions, QMainWindow):
             w.hide()
 
     def _build_actions(self) -> None:
-        menu = self.menuBar()
-
-        def action(text: str, slot: Callable[[], Any], shortcut: str | QKeySequence | None = None,
-                   checkable: bool = False) -> QAction:
-            act = QAction(text, self)
-            if shortcut:
-                act.setShortcut(QKeySequence(shortcut))
-            act.setCheckable(checkable)
-            act.triggered.connect(lambda checked=False: slot() if not checkable else slot(checked))  # type: ignore[call-arg]
-            return act
-
-        file_menu = menu.addMenu("&File")
-        self.act_open_folder = action("Open &Folder...", self.choose_folder, QKeySequence.StandardKey.Open)
-        self.act_open_files = action("Open &Files...", self.choose_files, "Ctrl+Shift+O")
-        file_menu.addAction(self.act_open_folder)
-        file_menu.addAction(self.act_open_files)
-        self.recent_menu = file_menu.addMenu("&Recent Folders")
-        file_menu.addSeparator()
-        self.act_export_all = action("&Export All to CSV...", lambda: self.export_dialog(selected=False), "Ctrl+E")
-        self.act_export_selected = action("Export &Selected to CSV...", lambda: self.export_dialog(selected=True))
-        file_menu.addAction(self.act_export_all)
-        file_menu.addAction(self.act_export_selected)
-        file_menu.addSeparator()
-        self.act_settings = action("Se&ttings...", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
-        file_menu.addAction(self.act_settings)
-        file_menu.addSeparator()
-        file_menu.addAction(action("&Quit", self.close, QKeySequence.StandardKey.Quit))
-
-        view_menu = menu.addMenu("&View")
-        self.act_next_study = action("&Next Study", lambda: self.step_study(+1), "Ctrl+Down")
-        self.act_prev_study = action("&Previous Study", lambda: self.step_study(-1), "Ctrl+Up")
-        view_menu.addAction(self.act_next_study)
-        view_menu.addAction(self.act_prev_study)
-        view_menu.addSeparator()
-        self.act_overlay = action("Lung &Box Overlay", self.viewer.set_overlay_visible, "B", checkable=True)
+        menus: dict[str, Any] = {}
+        for title, attribute, text, slot, shortcut in _MENU_ACTIONS:
+            if title not in menus:
+                menus[title] = self.menuBar().addMenu(title)
+            menu = menus[title]
+            if text == "-":
+                menu.addSeparator()
+            elif text == "submenu":
+                setattr(self, attribute, menu.addMenu(slot))
+            else:
+                act = self._action(text, slot, shortcut)
+                if attribute:
+                    setattr(self, attribute, act)
+                menu.addAction(act)
         self.act_overlay.setChecked(True)
-        self.act_invert = action("&Invert", self.viewer.set_invert, "I", checkable=True)
-        self.act_fit = action("&Fit", self.viewer.fit, "F")
-        self.act_one = action("&1:1", self.viewer.one_to_one, "1")
-        self.act_reset = action("&Reset View", self._reset_view, "R")
         for act in (self.act_overlay, self.act_invert, self.act_fit, self.act_one, self.act_reset):
-            view_menu.addAction(act)
             self.viewer_bar.addAction(act)
-
-        analysis_menu = menu.addMenu("&Analysis")
-        self.act_analyse_selected = action("Analyse &Selected", self.analyse_selected, "Ctrl+R")
-        self.act_analyse_all = action("Analyse &All", self.analyse_all, "Ctrl+Shift+R")
-        self.act_reanalyse_all = action("&Re-analyse All...", self.reanalyse_all)
-        self.act_cancel = action("&Cancel", self.cancel_task, "Esc")
-        for act in (self.act_analyse_selected, self.act_analyse_all, self.act_reanalyse_all, self.act_cancel):
-            analysis_menu.addAction(act)
-        analysis_menu.addSeparator()
-        self.act_heatmap = action("Model Attention &Heatmap (not a finding)", self.show_heatmap, "Ctrl+H")
-        self.act_monitoring = action("&Monitoring...", self.open_monitoring_dialog)
-        analysis_menu.addAction(self.act_heatmap)
-        analysis_menu.addAction(self.act_monitoring)
-
-        model_menu = menu.addMenu("&Model")
-        self.act_setup = action("Model &Setup...", self.open_setup_dialog)
-        self.act_demo = action("Use the &Demo Model (not a diagnosis)", self.use_demo_model)
-        self.act_retrain = action("&Retrain on my data...", self.open_retrain_wizard)
-        self.act_models = action("Model &Manager...", self.open_model_manager)
-        self.act_rollback = action("Roll &Back to the Previous Model", self.rollback_model)
-        self.act_calibrate = action("&Calibrate Operating Point...", self.open_calibration_dialog)
-        for act in (self.act_setup, self.act_models, self.act_rollback, self.act_demo, self.act_retrain,
-                    self.act_calibrate):
-            model_menu.addAction(act)
-
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("mainToolbar")
         toolbar.setMovable(False)
@@ -372,6 +363,34 @@ class MainWindow(CalibrationActions, QMainWindow):
                     self.act_export_all):
             toolbar.addAction(act)
         self.addActions([self.act_next_study, self.act_prev_study, self.act_cancel])
+
+    def _action(self, text: str, slot: str, shortcut: str | QKeySequence.StandardKey | None) -> QAction:
+        """One menu action; ``slot`` is a method path on this window ("viewer.fit"); the slots in
+        ``_CHECKABLE`` make checkable actions, called with the new state."""
+        target: Any = self
+        for part in slot.split("."):
+            target = getattr(target, part)
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.setCheckable(slot in _CHECKABLE)
+        if slot in _CHECKABLE:
+            act.triggered.connect(target)
+        else:
+            act.triggered.connect(lambda _checked=False: target())
+        return act
+
+    def next_study(self) -> None:
+        self.step_study(+1)
+
+    def previous_study(self) -> None:
+        self.step_study(-1)
+
+    def export_all_dialog(self) -> None:
+        self.export_dialog(selected=False)
+
+    def export_selected_dialog(self) -> None:
+        self.export_dialog(selected=True)
 
     def _apply_settings(self) -> None:
         self.review.set_reviewer(self.settings.reviewer_name)
