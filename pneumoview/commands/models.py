@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,78 +134,102 @@ def import_reference(registry: ModelRegistry, checkpoint: str | Path, *, name: s
 def run(args: argparse.Namespace) -> int:
     registry = ModelRegistry(args.root)
     registry.clean_stale()  # leftovers of interrupted runs
-    out = sys.stdout
-    if args.action == "list":
-        entries = registry.list()
-        active_id = registry.active_id()
-        if args.json:
-            json.dump([_entry_dict(e, active_id) for e in entries], out, indent=2)
-            out.write("\n")
-            return 0
-        if registry.demo_chosen():
-            print("using the demo model (random weights: not a diagnosis); activate a bundle to leave it", file=out)
-        if not entries:
-            print(f"no models in {registry.root}", file=out)
-            return 0
-        for e in entries:
-            mark = "*" if e.id == active_id else " "
-            demo = "  [DEMO]" if e.demo else ""
-            metrics = format_metrics(e.metrics)
-            print(f"{mark} {e.id}  {e.architecture}  added {e.added_at[:19]}{demo}  {metrics}".rstrip(), file=out)
+    return _ACTIONS[args.action](registry, args, sys.stdout)  # argparse restricts the choices
+
+
+def _list(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entries = registry.list()
+    active_id = registry.active_id()
+    if args.json:
+        json.dump([_entry_dict(e, active_id) for e in entries], out, indent=2)
+        out.write("\n")
         return 0
-    if args.action == "show":
-        entry = registry.get(args.id)
-        data = _entry_dict(entry, registry.active_id(), manifest=args.json)
-        if args.json:
-            json.dump(data, out, indent=2)
-            out.write("\n")
-        else:
-            for key, value in data.items():
-                if key == "metrics":
-                    value = format_metrics(value) or "-"
-                print(f"{key:>15}: {value}", file=out)
+    if registry.demo_chosen():
+        print("using the demo model (random weights: not a diagnosis); activate a bundle to leave it", file=out)
+    if not entries:
+        print(f"no models in {registry.root}", file=out)
         return 0
-    if args.action == "add":
-        entry = registry.add(args.bundle_dir, source=args.source, note=args.note)
-        print(f"added {entry.id}", file=out)
-        if args.activate:
-            registry.activate(entry.id)
-            _activated(f"active: {entry.id}", out)
-        return 0
-    if args.action == "activate":
-        entry = registry.activate(args.id)
+    for e in entries:
+        mark = "*" if e.id == active_id else " "
+        demo = "  [DEMO]" if e.demo else ""
+        metrics = format_metrics(e.metrics)
+        print(f"{mark} {e.id}  {e.architecture}  added {e.added_at[:19]}{demo}  {metrics}".rstrip(), file=out)
+    return 0
+
+
+def _show(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entry = registry.get(args.id)
+    data = _entry_dict(entry, registry.active_id(), manifest=args.json)
+    if args.json:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        for key, value in data.items():
+            if key == "metrics":
+                value = format_metrics(value) or "-"
+            print(f"{key:>15}: {value}", file=out)
+    return 0
+
+
+def _registered(registry: ModelRegistry, entry: BundleEntry, verb: str, activate: bool, out: Any) -> int:
+    """Reports a bundle just added (or imported) and, with ``activate``, makes it the active one."""
+    print(f"{verb} {entry.id}", file=out)
+    if activate:
+        registry.activate(entry.id)
         _activated(f"active: {entry.id}", out)
+    return 0
+
+
+def _add(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entry = registry.add(args.bundle_dir, source=args.source, note=args.note)
+    return _registered(registry, entry, "added", args.activate, out)
+
+
+def _import_reference(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entry = import_reference(registry, args.checkpoint, name=args.name, architecture=args.architecture)
+    return _registered(registry, entry, "imported", args.activate, out)
+
+
+def _activate(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entry = registry.activate(args.id)
+    _activated(f"active: {entry.id}", out)
+    return 0
+
+
+def _rollback(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    entry = registry.rollback()
+    _activated(f"rolled back; active: {entry.id}", out)
+    return 0
+
+
+def _remove(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    registry.remove(args.id)
+    print(f"removed {args.id}", file=out)
+    return 0
+
+
+def _use_demo(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    registry.use_demo()
+    print("using the demo model (random weights: not a diagnosis) until a bundle is activated", file=out)
+    return 0
+
+
+def _compare(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+    rows = registry.compare(args.first, args.second)
+    if not rows:
+        print("neither bundle reports training metrics", file=out)
         return 0
-    if args.action == "rollback":
-        entry = registry.rollback()
-        _activated(f"rolled back; active: {entry.id}", out)
-        return 0
-    if args.action == "remove":
-        registry.remove(args.id)
-        print(f"removed {args.id}", file=out)
-        return 0
-    if args.action == "import-reference":
-        entry = import_reference(registry, args.checkpoint, name=args.name, architecture=args.architecture)
-        print(f"imported {entry.id}", file=out)
-        if args.activate:
-            registry.activate(entry.id)
-            _activated(f"active: {entry.id}", out)
-        return 0
-    if args.action == "use-demo":
-        registry.use_demo()
-        print("using the demo model (random weights: not a diagnosis) until a bundle is activated", file=out)
-        return 0
-    if args.action == "compare":
-        rows = registry.compare(args.first, args.second)
-        if not rows:
-            print("neither bundle reports training metrics", file=out)
-            return 0
-        width = max(len(name) for name, _a, _b in rows)
-        print(f"{'metric':<{width}}  {args.first}  {args.second}", file=out)
-        for name, a, b in rows:
-            print(f"{name:<{width}}  {_cell(a)}  {_cell(b)}", file=out)
-        return 0
-    raise AssertionError(args.action)  # argparse restricts the choices
+    width = max(len(name) for name, _a, _b in rows)
+    print(f"{'metric':<{width}}  {args.first}  {args.second}", file=out)
+    for name, a, b in rows:
+        print(f"{name:<{width}}  {_cell(a)}  {_cell(b)}", file=out)
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[ModelRegistry, argparse.Namespace, Any], int]] = {
+    "list": _list, "show": _show, "add": _add, "activate": _activate, "rollback": _rollback, "remove": _remove,
+    "import-reference": _import_reference, "use-demo": _use_demo, "compare": _compare,
+}
 
 
 def _cell(value: Any) -> str:
