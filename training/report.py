@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,11 +105,22 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     written = []
-    folds = [f for f in card["folds"] if f.get("metrics")]
+    for name, draw in (("roc.png", _draw_roc), ("confusion.png", _draw_confusion), ("curves.png", _draw_curves)):
+        fig = draw(Figure, card)
+        fig.tight_layout()
+        written.append(directory / name)
+        fig.savefig(written[-1])
+    return written
 
-    fig = Figure(figsize=(5, 5), dpi=100)
+
+def _scored_folds(card: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [f for f in card["folds"] if f.get("metrics")]
+
+
+def _draw_roc(figure: Any, card: Mapping[str, Any]) -> Any:
+    fig = figure(figsize=(5, 5), dpi=100)
     ax = fig.add_subplot()
-    for f in folds:
+    for f in _scored_folds(card):
         scores = np.asarray([np.nan if v is None else v for v in f.get("val_scores") or []], dtype=float)
         pos = np.asarray(f.get("val_labels") or [], dtype=int) == 0
         if scores.size == 0 or scores.size != pos.size or not np.isfinite(scores).all() or pos.all() or not pos.any():
@@ -125,13 +134,14 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     ax.set_title(f"ROC, pneumoconiosis vs normal (AUC {_pct(auc.get('mean'))} +/- {_pct(auc.get('sd'))})", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    written.append(directory / "roc.png")
-    fig.savefig(written[-1])
+    return fig
 
+
+def _draw_confusion(figure: Any, card: Mapping[str, Any]) -> Any:
+    folds = _scored_folds(card)
     tp, fn, fp, tn = (sum(int(f["metrics"].get(k) or 0) for f in folds) for k in ("tp", "fn", "fp", "tn"))
     matrix = np.array([[tp, fn], [fp, tn]])
-    fig = Figure(figsize=(4, 3.6), dpi=100)
+    fig = figure(figsize=(4, 3.6), dpi=100)
     ax = fig.add_subplot()
     ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
@@ -141,11 +151,11 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     ax.set_xlabel("predicted (argmax)")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix, validation folds pooled", fontsize=9)
-    fig.tight_layout()
-    written.append(directory / "confusion.png")
-    fig.savefig(written[-1])
+    return fig
 
-    fig = Figure(figsize=(7, 3.2), dpi=100)
+
+def _draw_curves(figure: Any, card: Mapping[str, Any]) -> Any:
+    fig = figure(figsize=(7, 3.2), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
     for f in card["folds"]:
         epochs = [h["epoch"] for h in f["history"]]
@@ -159,10 +169,7 @@ def save_figures(card: Mapping[str, Any], directory: Path) -> list[Path]:
     ax2.set_ylim(0, 1)
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(directory / "curves.png")
-    fig.savefig(written[-1])
-    return written
+    return fig
 
 
 def _num(value: Any) -> float:

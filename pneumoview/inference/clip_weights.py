@@ -112,27 +112,7 @@ def read_clip_visual(
         demo = metadata.get(DEMO_WEIGHTS_KEY) == "1"
         fmt = "safetensors"
     elif _is_torchscript(path):
-        digest = sha256_file(path)
-        accepted = {expected_sha256.lower()} if expected_sha256 else set(OPENAI_CLIP_SHA256.values())
-        if digest not in accepted:
-            if not allow_unverified:
-                known = OPENAI_CLIP_SHA256.get(path.name, OPENAI_CLIP_SHA256["ViT-L-14.pt"])
-                wanted = expected_sha256 or known
-                raise WeightsError(
-                    f"SHA-256 {digest[:16]}... of this TorchScript archive does not match the published "
-                    f"{wanted[:16]}...: the file is damaged or not OpenAI's (re-download it, or allow "
-                    "unverified weights explicitly)",
-                    path=path,
-                )
-            notes.append(f"unverified TorchScript archive accepted by the user (sha256 {digest})")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": still the format
-                module = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as exc:
-            raise WeightsError(f"cannot open TorchScript archive: {exc}", path=path) from exc
-        raw = {k: v.detach() for k, v in module.state_dict().items()}
-        del module
+        raw = _read_torchscript(path, expected_sha256, allow_unverified, notes)
         fmt = "openai-torchscript"
     else:
         raw = _unwrap_state_dict(_torch_load(path), path)
@@ -152,6 +132,34 @@ def read_clip_visual(
         notes=notes,
         demo=demo,
     )
+
+
+def _read_torchscript(path: Path, expected_sha256: str | None, allow_unverified: bool,
+                      notes: list[str]) -> dict[str, Tensor]:
+    """The tensors of an OpenAI TorchScript archive whose SHA-256 is accepted (see :func:`read_clip_visual`);
+    an unverified archive the user allowed adds a line to ``notes``."""
+    digest = sha256_file(path)
+    accepted = {expected_sha256.lower()} if expected_sha256 else set(OPENAI_CLIP_SHA256.values())
+    if digest not in accepted:
+        if not allow_unverified:
+            known = OPENAI_CLIP_SHA256.get(path.name, OPENAI_CLIP_SHA256["ViT-L-14.pt"])
+            wanted = expected_sha256 or known
+            raise WeightsError(
+                f"SHA-256 {digest[:16]}... of this TorchScript archive does not match the published "
+                f"{wanted[:16]}...: the file is damaged or not OpenAI's (re-download it, or allow "
+                "unverified weights explicitly)",
+                path=path,
+            )
+        notes.append(f"unverified TorchScript archive accepted by the user (sha256 {digest})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": still the format
+            module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise WeightsError(f"cannot open TorchScript archive: {exc}", path=path) from exc
+    raw = {k: v.detach() for k, v in module.state_dict().items()}
+    del module
+    return raw
 
 
 def load_clip_visual(path: str | os.PathLike[str], **kwargs: object) -> dict[str, Tensor]:

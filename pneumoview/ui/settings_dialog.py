@@ -108,7 +108,19 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("PneumoView settings")
         self._settings = copy.deepcopy(settings)
         layout = QVBoxLayout(self)
+        layout.addWidget(self._model_group(settings))
+        layout.addWidget(self._review_group(settings))
+        layout.addWidget(self._export_group(settings))
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet("color:#b00020")
+        self.error_label.setWordWrap(True)
+        layout.addWidget(self.error_label)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
 
+    def _model_group(self, settings: Settings) -> QGroupBox:
         model = QGroupBox("Model")
         form = QFormLayout(model)
         self.clip_edit = QLineEdit(settings.clip_path or "")
@@ -137,15 +149,17 @@ class SettingsDialog(QDialog):
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setValue(settings.threshold)
         form.addRow("Threshold (P >= threshold is positive)", self.threshold_spin)
-        layout.addWidget(model)
+        return model
 
+    def _review_group(self, settings: Settings) -> QGroupBox:
         review = QGroupBox("Review")
         rform = QFormLayout(review)
         self.reviewer_edit = QLineEdit(settings.reviewer_name)
         self.reviewer_edit.setPlaceholderText("Kept with every decision you save")
         rform.addRow("Reviewer name", self.reviewer_edit)
-        layout.addWidget(review)
+        return review
 
+    def _export_group(self, settings: Settings) -> QGroupBox:
         export = QGroupBox("CSV export defaults")
         eform = QFormLayout(export)
         self.pseudonymise_check = QCheckBox("Pseudonymise by default")
@@ -161,16 +175,7 @@ class SettingsDialog(QDialog):
         for w in (self.pseudonymise_check, self.names_check, self.paths_check):
             eform.addRow("", w)
         eform.addRow("Separator", self.delimiter_combo)
-        layout.addWidget(export)
-
-        self.error_label = QLabel("")
-        self.error_label.setStyleSheet("color:#b00020")
-        self.error_label.setWordWrap(True)
-        layout.addWidget(self.error_label)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        return export
 
     @staticmethod
     def _registry_entries() -> list:
