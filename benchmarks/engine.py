@@ -58,7 +58,8 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
-def _time(fn, repeats: int) -> list[float]:
+def seconds_per_call(fn, repeats: int) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` calls of ``fn``."""
     out = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -89,9 +90,9 @@ def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -
     build_s = time.perf_counter() - start
     one, eight = _crops(1), _crops(8, seed=1)
     engine.predict(one, batch_size=1)  # warm-up (first-call kernel selection)
-    t1 = _time(lambda: engine.predict(one, batch_size=1), repeats1)
+    t1 = seconds_per_call(lambda: engine.predict(one, batch_size=1), repeats1)
     engine.predict(eight, batch_size=8)  # warm-up: new shapes build new oneDNN kernels on first use
-    t8 = _time(lambda: engine.predict(eight, batch_size=8), repeats8)
+    t8 = seconds_per_call(lambda: engine.predict(eight, batch_size=8), repeats8)
     probs = [p.probability for p in engine.predict(_crops(AGREEMENT_CROPS, seed=2), batch_size=8)]
     return {
         "probabilities": probs,
@@ -121,10 +122,10 @@ def child_baseline(size: str, repeats1: int) -> dict:
     build_s = time.perf_counter() - start
     one = _crops(1)
     engine.predict(one, batch_size=1)
-    t_all = _time(lambda: engine.predict(one, batch_size=1), repeats1)
+    t_all = seconds_per_call(lambda: engine.predict(one, batch_size=1), repeats1)
     pixels = engine._prepare(one)
     with torch.inference_mode():
-        t_vit = _time(lambda: engine.model.source_tokens(pixels), repeats1)
+        t_vit = seconds_per_call(lambda: engine.model.source_tokens(pixels), repeats1)
     all_s, vit_s = statistics.median(t_all), statistics.median(t_vit)
     split = parameter_split(config)
     fp32_weights_gb = 4 * (split["vision"] + split["decoder_linear"] + split["decoder_other"]
@@ -219,7 +220,7 @@ def child_load(size: str, folder: Path, quantisation: str) -> dict:
                                   device="cpu", precision="auto", quantisation=quantisation, batch_size=1)
     ready = time.perf_counter() - start
     one = _crops(1)
-    t = _time(lambda: engine.predict(one, batch_size=1), 2)
+    t = seconds_per_call(lambda: engine.predict(one, batch_size=1), 2)
     return {"what": f"load-{quantisation}", "size": size, "plan": engine.plan.describe(), "ready_s": ready,
             "imports_s": imports,
             "cached": "prepared weights mapped from the cache" in engine.report.notes, "batch1_s": min(t),

@@ -19,7 +19,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 CONFIGS = {"tiny": "pneumollm-tiny", "full": "pneumollm-vitl14-llama7b"}
 
@@ -27,6 +26,7 @@ CONFIGS = {"tiny": "pneumollm-tiny", "full": "pneumollm-vitl14-llama7b"}
 def child(size: str, repeats: int) -> dict:
     import numpy as np
     import torch
+    from engine import seconds_per_call  # benchmarks/engine.py: a script's own folder is on sys.path
 
     from pneumoview.inference.config import load_config
     from pneumoview.inference.engine import InferenceEngine
@@ -40,16 +40,8 @@ def child(size: str, repeats: int) -> dict:
     engine.predict(crop[None], batch_size=1)  # warm-up
     compute_heatmap(engine, crop)  # warm-up (captum import, backward kernels)
 
-    def timed(fn) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-        return out
-
-    predict = timed(lambda: engine.predict(crop[None], batch_size=1))
-    heat = timed(lambda: compute_heatmap(engine, crop))
+    predict = seconds_per_call(lambda: engine.predict(crop[None], batch_size=1), repeats)
+    heat = seconds_per_call(lambda: compute_heatmap(engine, crop), repeats)
     return {"size": size, "plan": plan.describe(), "threads": torch.get_num_threads(), "repeats": repeats,
             "heatmap_s": statistics.median(heat), "predict_s": statistics.median(predict),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
