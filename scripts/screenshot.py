@@ -1,6 +1,6 @@
 """Render the main window offscreen with a real radiograph loaded and analysed (demo model).
 
-    .venv/bin/python scripts/screenshot.py /work/shared/data/cxr-dicom [--output docs/screenshot.png]
+    .venv/bin/python scripts/screenshot.py FOLDER_OF_DICOM_FILES [--output docs/screenshot.png]
 
 The folder is read in place (never copied); settings, the results database and the generated
 demo model go to a temporary ``PNEUMOVIEW_HOME`` so the real user folders are not touched.

@@ -1,7 +1,7 @@
 """PneumoLLM architecture as data: JSON files in ``configs/`` parsed into frozen dataclasses.
 
 The full model is ``pneumollm-vitl14-llama7b`` (CLIP ViT-L/14 visual tower + the 32 decoder
-layers of LLaMA-7B, see ``/work/shared/PNEUMOLLM-SPEC.md``); ``pneumollm-tiny`` runs the same
+layers of LLaMA-7B, as the PneumoLLM paper specifies); ``pneumollm-tiny`` runs the same
 code path at toy size for tests and the demo. Only the numbers differ between them.
 """
 
