@@ -82,6 +82,8 @@ def build_base_model(spec: BaseSpec, *, device: torch.device, base_dtype: torch.
     from pneumoview.inference.weights import fingerprint_state
 
     notes: list[str] = []
+    clip_path: Path | None
+    llama_path: Path | None
     if spec.demo:
         from pneumoview.inference.demo import ensure_demo_model
 

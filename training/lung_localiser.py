@@ -85,7 +85,7 @@ class MaskedSet:
     groups: list[str]
     names: list[str]
 
-    def subset(self, index: Sequence[int]) -> "MaskedSet":
+    def subset(self, index: Sequence[int] | np.ndarray) -> MaskedSet:
         idx = np.asarray(index, dtype=np.intp)
         return MaskedSet(
             self.images[idx], self.masks[idx], self.inputs[idx], self.boxes[idx], self.shapes[idx],
@@ -163,6 +163,7 @@ class LungUNet(nn.Module):
 def _fold(block: _DoubleConv, k: int) -> tuple[np.ndarray, np.ndarray]:
     conv: nn.Conv2d = block[3 * k]  # type: ignore[assignment]
     bn: nn.BatchNorm2d = block[3 * k + 1]  # type: ignore[assignment]
+    assert bn.running_var is not None and bn.running_mean is not None  # track_running_stats (the default)
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     w = conv.weight.detach() * scale[:, None, None, None]
     b = bn.bias.detach() - bn.running_mean * scale
@@ -174,9 +175,11 @@ def export_arrays(model: LungUNet, config: LocaliserConfig, extra: dict | None =
     arrays: dict[str, np.ndarray] = {}
     for prefix, blocks in (("enc", model.enc), ("dec", model.dec)):
         for i, block in enumerate(blocks):
+            assert isinstance(block, _DoubleConv)
             for k in range(2):
                 arrays[f"{prefix}{i}.{k}.w"], arrays[f"{prefix}{i}.{k}.b"] = _fold(block, k)
     arrays["head.w"] = model.head.weight.detach().numpy().astype(np.float32)
+    assert model.head.bias is not None
     arrays["head.b"] = model.head.bias.detach().numpy().astype(np.float32)
     meta = {"input_size": config.input_size, "channels": list(model.channels), "threshold": config.threshold,
             "flip_average": config.flip_average,
@@ -190,7 +193,8 @@ def save_npz(model: LungUNet, config: LocaliserConfig, path: Path, extra: dict |
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
-        np.savez_compressed(handle, **export_arrays(model, config, extra))
+        # numpy's stub: a **dict could hold "allow_pickle" (a bool); these keys are array names
+        np.savez_compressed(handle, **export_arrays(model, config, extra))  # type: ignore[arg-type]
     tmp.replace(path)
     return path
 
@@ -428,7 +432,7 @@ def predict_boxes(model: LungUNet, data: MaskedSet, *, threshold: float = 0.5, m
 
 
 def box_ious(boxes: Sequence[lungs.LungBox], truth: np.ndarray) -> np.ndarray:
-    return np.array([lungs.box_iou((b.x0, b.y0, b.x1, b.y1), tuple(int(v) for v in t)) for b, t in zip(boxes, truth)])
+    return np.array([lungs.box_iou((b.x0, b.y0, b.x1, b.y1), (int(t[0]), int(t[1]), int(t[2]), int(t[3]))) for b, t in zip(boxes, truth)])
 
 
 def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[np.ndarray]:
@@ -501,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         oof: dict[str, np.ndarray] = {}
         ious = cross_validate(data, config, args.cv, margins=margins, out_of_fold=oof)
         if args.save_cv:
-            np.savez_compressed(args.save_cv, boxes=data.boxes, shapes=data.shapes, names=np.array(data.names), **oof)
+            np.savez_compressed(args.save_cv, boxes=data.boxes, shapes=data.shapes, names=np.array(data.names),
+                                **oof)  # type: ignore[arg-type]  # numpy's stub: **oof could hold "allow_pickle"
         for m in margins:
             print(f"cv{args.cv} margin={m:.2f}: mean_iou={ious[m].mean():.3f} min_iou={ious[m].min():.3f} n={len(ious[m])}")
         worst = np.argsort(ious[margins[0]])[:5]

@@ -12,11 +12,13 @@ the norm in a Sequential would rename them). The adapters themselves live in the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class Adapter(nn.Module):
@@ -36,6 +38,7 @@ class Adapter(nn.Module):
 
     def reset_parameters(self) -> None:
         """Reference initialisation: A Xavier-uniform / zero bias; D all zeros (identity adapter)."""
+        assert self.conv_A.bias is not None and self.conv_D.bias is not None  # built with bias=True
         nn.init.xavier_uniform_(self.conv_A.weight)
         nn.init.zeros_(self.conv_A.bias)
         nn.init.zeros_(self.conv_D.weight)
@@ -53,11 +56,15 @@ class Adapter(nn.Module):
         return self(output)
 
 
-def attach_adapters(norms: Sequence[nn.Module], adapters: Sequence[Adapter]) -> list[RemovableHandle]:
+def attach_adapters(norms: Sequence[nn.Module], adapters: Sequence[Adapter] | nn.ModuleList) -> list[RemovableHandle]:
     """Hook ``adapters[i]`` onto ``norms[i]``; returns the hook handles (``handle.remove()`` detaches)."""
     if len(norms) != len(adapters):
         raise ValueError(f"{len(norms)} norms but {len(adapters)} adapters")
-    return [norm.register_forward_hook(adapter.hook) for norm, adapter in zip(norms, adapters)]
+    handles = []
+    for norm, adapter in zip(norms, adapters):
+        assert isinstance(adapter, Adapter)  # a ModuleList from make_adapters holds only Adapters
+        handles.append(norm.register_forward_hook(adapter.hook))
+    return handles
 
 
 def make_adapters(dim: int, count: int, *, hidden: int, groups: int, dropout: float) -> nn.ModuleList:
@@ -67,7 +74,7 @@ def make_adapters(dim: int, count: int, *, hidden: int, groups: int, dropout: fl
     )
 
 
-def freeze(module: nn.Module) -> nn.Module:
+def freeze(module: _M) -> _M:
     """Frozen backbone: no parameter requires a gradient."""
     for param in module.parameters():
         param.requires_grad_(False)

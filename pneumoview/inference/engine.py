@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Concatenate, Generic, ParamSpec, overload
 
 import numpy as np
 import torch
@@ -110,6 +112,46 @@ def _check_llama_fits(config: PneumoLLMConfig, hf: dict, path: Path) -> list[str
     if theta is not None and not math.isclose(float(theta), d.rope_theta, rel_tol=1e-6):
         notes.append(f"LLaMA rope_theta {theta} differs from the architecture's {d.rope_theta} (architecture's used)")
     return notes
+
+
+_P = ParamSpec("_P")
+
+
+class _DemoFlag(Generic[_P]):
+    """``InferenceEngine.demo``: on the class, the classmethod that builds the demo engine
+    (``InferenceEngine.demo(directory, ...)``); on an engine, its bool flag (every result marked DEMO).
+
+    The flag is kept in the instance ``__dict__`` under the same name, as a plain attribute that
+    shadows the classmethod would be; the descriptor only tells the type checker which is which.
+    """
+
+    def __init__(self, factory: Callable[Concatenate[type[InferenceEngine], _P], InferenceEngine]) -> None:
+        self._factory = factory
+        self.__doc__ = factory.__doc__
+        self._name = factory.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type[InferenceEngine]) -> Callable[_P, InferenceEngine]: ...
+
+    @overload
+    def __get__(self, instance: InferenceEngine, owner: type[InferenceEngine] | None = None) -> bool: ...
+
+    def __get__(self, instance: InferenceEngine | None, owner: type[InferenceEngine] | None = None
+                ) -> Callable[_P, InferenceEngine] | bool:
+        if instance is None:
+            assert owner is not None
+            return types.MethodType(self._factory, owner)
+        try:
+            flag: bool = instance.__dict__[self._name]
+            return flag
+        except KeyError:
+            raise AttributeError(self._name) from None
+
+    def __set__(self, instance: InferenceEngine, value: bool) -> None:
+        instance.__dict__[self._name] = value
 
 
 class InferenceEngine:
@@ -208,10 +250,10 @@ class InferenceEngine:
         report.seconds = time.perf_counter() - start
         return cls(model, manifest, plan, demo=demo, report=report)
 
-    @classmethod
-    def demo(cls, directory: str | Path | None = None, *, device: str = "cpu", precision: str = "auto",
-             bundle: str | Path | None = None, quantisation: str = "none", prepared_cache: bool = True
-             ) -> InferenceEngine:
+    @_DemoFlag
+    def demo(cls: type[InferenceEngine], directory: str | Path | None = None, *, device: str = "cpu",
+             precision: str = "auto", bundle: str | Path | None = None, quantisation: str = "none",
+             prepared_cache: bool = True) -> InferenceEngine:
         """The demo model (tiny, random weights, every output marked DEMO), generated on first use.
 
         ``bundle``: another bundle trained on the demo base weights (``train --demo``) to run on
@@ -391,7 +433,9 @@ def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, 
         report.notes += _check_llama_fits(config, dict(info["llama_config"]), llama_path)  # type: ignore[call-overload]
         fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
         report.clip_format, report.llama_format = str(info["clip_format"]), str(info["llama_format"])
-        report.notes += [str(n) for n in info.get("notes", [])] + ["prepared weights mapped from the cache"]
+        notes = info.get("notes", [])
+        assert isinstance(notes, list)  # the cache's JSON metadata holds the notes as a list
+        report.notes += [str(n) for n in notes] + ["prepared weights mapped from the cache"]
         visual_state, decoder_state, demo = hit.visual, hit.decoder, bool(info.get("demo"))
     else:
         visual_state, decoder_state, demo, info = _read_weight_files(

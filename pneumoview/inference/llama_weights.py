@@ -19,12 +19,19 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pneumoview.errors import WeightsError
 from pneumoview.inference.fingerprints import _combine_digests, _tensor_digest
-from pneumoview.inference.weights_common import DEMO_WEIGHTS_KEY, LoadedWeights, _convert, _torch_load, _unwrap_state_dict
+from pneumoview.inference.weights_common import (
+    DEMO_WEIGHTS_KEY,
+    LoadedWeights,
+    _convert,
+    _torch_load,
+    _unwrap_state_dict,
+)
 
 Tensor = torch.Tensor
 ProgressFn = Callable[[int, int], None]
@@ -166,24 +173,24 @@ def _read_hf_folder(
     )
 
 
-def _meta_config(params: Mapping[str, object], state: Mapping[str, Tensor]) -> dict:
+def _meta_config(params: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict:
     """A Hugging Face-style LlamaConfig dict from Meta's ``params.json`` (sizes read from the tensors)."""
-    dim = int(params["dim"])  # type: ignore[arg-type]
-    n_heads = int(params["n_heads"])  # type: ignore[arg-type]
-    n_kv = int(params.get("n_kv_heads") or n_heads)  # type: ignore[arg-type]
+    dim = int(params["dim"])
+    n_heads = int(params["n_heads"])
+    n_kv = int(params.get("n_kv_heads") or n_heads)
     intermediate = int(state["layers.0.mlp.gate_proj.weight"].shape[0])
-    vocab = int(params.get("vocab_size") or -1)  # type: ignore[arg-type]
+    vocab = int(params.get("vocab_size") or -1)
     return {
         "model_type": "llama",
         "architectures": ["LlamaForCausalLM"],
         "hidden_size": dim,
         "intermediate_size": intermediate,
-        "num_hidden_layers": int(params["n_layers"]),  # type: ignore[arg-type]
+        "num_hidden_layers": int(params["n_layers"]),
         "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv,
-        "rms_norm_eps": float(params.get("norm_eps", 1e-6)),  # type: ignore[arg-type]
-        "rope_theta": float(params.get("rope_theta", 10000.0)),  # type: ignore[arg-type]
-        "max_position_embeddings": int(params.get("max_seq_len", 2048)),  # type: ignore[arg-type]
+        "rms_norm_eps": float(params.get("norm_eps", 1e-6)),
+        "rope_theta": float(params.get("rope_theta", 10000.0)),
+        "max_position_embeddings": int(params.get("max_seq_len", 2048)),
         "vocab_size": vocab if vocab > 0 else 32000,
         "hidden_act": "silu",
     }

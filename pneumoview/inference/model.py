@@ -16,12 +16,13 @@ Typical use with real base weights (no full-size random init is ever allocated):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from pneumoview.errors import BundleError, WeightsError
-from pneumoview.inference.adapters import attach_adapters, freeze, make_adapters
+from pneumoview.inference.adapters import Adapter, attach_adapters, freeze, make_adapters
 from pneumoview.inference.config import PneumoLLMConfig, tensor_fit_problems
 from pneumoview.inference.heads import ClassifierHead, MultiTokenEngine, VisualProjection
 from pneumoview.inference.towers import (
@@ -32,6 +33,10 @@ from pneumoview.inference.towers import (
     reset_rotary,
     vision_norms,
 )
+
+if TYPE_CHECKING:  # heavy imports, only for the annotations
+    from open_clip.transformer import VisionTransformer
+    from transformers import LlamaModel
 
 #: Submodules of :class:`PneumoLLM` that are trained (and saved in a bundle); all float32.
 TRAINABLE_MODULES = ("vision_adapters", "decoder_adapters", "engine", "projection", "head")
@@ -58,7 +63,15 @@ class PneumoLLM(nn.Module):
     (None when ``config.use_engine`` is False), ``projection``, ``head``.
     """
 
-    def __init__(self, config: PneumoLLMConfig, visual: nn.Module, decoder: nn.Module) -> None:
+    visual: VisionTransformer
+    decoder: LlamaModel
+    vision_adapters: nn.ModuleList
+    decoder_adapters: nn.ModuleList
+    engine: MultiTokenEngine | None
+    projection: VisualProjection
+    head: ClassifierHead
+
+    def __init__(self, config: PneumoLLMConfig, visual: VisionTransformer, decoder: LlamaModel) -> None:
         super().__init__()
         self.config = config
         self.visual = freeze(visual)
@@ -176,7 +189,8 @@ def build_model(config: PneumoLLMConfig, *, device: torch.device | str = "cpu",
     base_device = torch.device("meta") if (empty_base or device.type == "meta") else device
     with torch.device(base_device):
         visual = build_vision_tower(config.vision).to(base_dtype)
-        decoder = build_decoder(config.decoder).to(base_dtype)
+        # transformers wraps PreTrainedModel.to with @wraps(nn.Module.to): mypy sees an unbound signature
+        decoder = build_decoder(config.decoder).to(base_dtype)  # type: ignore[arg-type]
     if base_device.type != "meta":
         reset_rotary(decoder, base_device)  # float32 inv_freq whatever base_dtype
     with torch.device(device):
@@ -255,6 +269,7 @@ def materialize(model: PneumoLLM, device: torch.device | str, dtype: torch.dtype
         if any(p.is_meta for p in module.parameters()):
             module.to_empty(device=device)
             for unit in (module if isinstance(module, nn.ModuleList) else [module]):
+                assert isinstance(unit, (Adapter, MultiTokenEngine, VisualProjection, ClassifierHead))
                 unit.reset_parameters()  # the reference initialisation of each part
         module.to(device=device, dtype=torch.float32)
     reset_rotary(model.decoder, device)

@@ -9,13 +9,19 @@ the visual tower's keys are open_clip's ``visual.*`` keys without the prefix (``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from pneumoview.inference.config import DecoderConfig, VisionConfig
 
+if TYPE_CHECKING:  # heavy imports, only for the annotations
+    from open_clip.transformer import VisionTransformer
+    from transformers import LlamaConfig, LlamaModel
 
-def build_vision_tower(cfg: VisionConfig) -> nn.Module:
+
+def build_vision_tower(cfg: VisionConfig) -> VisionTransformer:
     """open_clip ``VisionTransformer`` with QuickGELU when ``cfg.quick_gelu`` (OpenAI CLIP weights).
 
     open_clip's plain ``ViT-L-14`` config uses ``nn.GELU`` and silently gives different outputs
@@ -35,7 +41,7 @@ def build_vision_tower(cfg: VisionConfig) -> nn.Module:
     return _build_vision_tower(cfg.output_dim, vision_cfg, quick_gelu=cfg.quick_gelu, cast_dtype=None)
 
 
-def llama_config(cfg: DecoderConfig):  # -> transformers.LlamaConfig
+def llama_config(cfg: DecoderConfig) -> LlamaConfig:
     """transformers ``LlamaConfig`` for the decoder stack (vocab_size 1: the embedding is dropped)."""
     from transformers import LlamaConfig
 
@@ -58,20 +64,21 @@ def llama_config(cfg: DecoderConfig):  # -> transformers.LlamaConfig
         eos_token_id=None,
         tie_word_embeddings=False,
         use_cache=False,
-        attn_implementation=cfg.attn_implementation,
+        # PretrainedConfig takes it at run time; LlamaConfig's annotated signature does not list it.
+        attn_implementation=cfg.attn_implementation,  # type: ignore[call-arg]
     )
 
 
-def build_decoder(cfg: DecoderConfig) -> nn.Module:
+def build_decoder(cfg: DecoderConfig) -> LlamaModel:
     """HF ``LlamaModel`` without ``embed_tokens`` (set to None), on the current default device."""
     from transformers import LlamaModel
 
     decoder = LlamaModel(llama_config(cfg))
-    decoder.embed_tokens = None
+    decoder.embed_tokens = None  # type: ignore[assignment]  # deliberately dropped: PneumoLLM feeds inputs_embeds
     return decoder
 
 
-def reset_rotary(decoder: nn.Module, device: torch.device | str) -> None:
+def reset_rotary(decoder: LlamaModel, device: torch.device | str) -> None:
     """Recompute the rotary ``inv_freq`` buffers (float32) on ``device``.
 
     They are non-persistent buffers: never in a state dict, garbage after ``to_empty()`` from the
@@ -83,17 +90,22 @@ def reset_rotary(decoder: nn.Module, device: torch.device | str) -> None:
         decoder.rotary_emb = LlamaRotaryEmbedding(config=decoder.config)
 
 
-def vision_norms(visual: nn.Module) -> list[nn.Module]:
+def vision_norms(visual: VisionTransformer) -> list[nn.Module]:
     """The pre-attention norm (``ln_1``) of each CLIP residual block."""
     return [block.ln_1 for block in visual.transformer.resblocks]
 
 
-def decoder_norms(decoder: nn.Module) -> list[nn.Module]:
+def decoder_norms(decoder: LlamaModel) -> list[nn.Module]:
     """The pre-attention norm (``input_layernorm``) of each LLaMA decoder layer."""
-    return [layer.input_layernorm for layer in decoder.layers]
+    norms = []
+    for layer in decoder.layers:
+        norm = layer.input_layernorm
+        assert isinstance(norm, nn.Module)  # a LlamaRMSNorm in every LlamaDecoderLayer
+        norms.append(norm)
+    return norms
 
 
-def class_tokens(visual: nn.Module, pixels: Tensor, layers: tuple[int, ...]) -> Tensor:
+def class_tokens(visual: VisionTransformer, pixels: Tensor, layers: tuple[int, ...]) -> Tensor:
     """Raw residual-stream class token after each block in ``layers`` (0-based): [B, len(layers), W].
 
     Uses open_clip's ``forward_intermediates(..., output_extra_tokens=True, intermediates_only=True)``:
