@@ -252,7 +252,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     from pneumoview.session import ResultStoreAdapter, ReviewSession
     from pneumoview.store import ResultStore
 
-    engine = InferenceEngine.demo()          # loaded before the probe starts: not part of the baseline
+    engine = InferenceEngine.load_demo()          # loaded before the probe starts: not part of the baseline
     subset = sorted(folder.iterdir())[: args.baseline_count]
     base_folder = work / "baseline"
     base_folder.mkdir()

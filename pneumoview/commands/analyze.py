@@ -155,10 +155,10 @@ def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine
     quantisation = args.quantisation or settings.quantisation or "auto"
     demo_quantisation = "none" if quantisation == "auto" else quantisation  # the tiny model needs no saving
     if args.demo:
-        return InferenceEngine.demo(device=device, precision=precision, quantisation=demo_quantisation)
+        return InferenceEngine.load_demo(device=device, precision=precision, quantisation=demo_quantisation)
     active = _resolve_model(args, settings)
     if active.demo:  # the demo model chosen in the app, or a bundle trained on the demo base weights
-        return InferenceEngine.demo(bundle=active.bundle, device=device, precision=precision,
+        return InferenceEngine.load_demo(bundle=active.bundle, device=device, precision=precision,
                                     quantisation=demo_quantisation)
     assert active.bundle is not None
     clip = args.clip or (Path(active.clip_path) if active.clip_path else None)

@@ -21,11 +21,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Concatenate, Generic, ParamSpec, overload
 
 import numpy as np
 import torch
@@ -114,48 +112,8 @@ def _check_llama_fits(config: PneumoLLMConfig, hf: dict, path: Path) -> list[str
     return notes
 
 
-_P = ParamSpec("_P")
-
-
-class _DemoFlag(Generic[_P]):
-    """``InferenceEngine.demo``: on the class, the classmethod that builds the demo engine
-    (``InferenceEngine.demo(directory, ...)``); on an engine, its bool flag (every result marked DEMO).
-
-    The flag is kept in the instance ``__dict__`` under the same name, as a plain attribute that
-    shadows the classmethod would be; the descriptor only tells the type checker which is which.
-    """
-
-    def __init__(self, factory: Callable[Concatenate[type[InferenceEngine], _P], InferenceEngine]) -> None:
-        self._factory = factory
-        self.__doc__ = factory.__doc__
-        self._name = factory.__name__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    @overload
-    def __get__(self, instance: None, owner: type[InferenceEngine]) -> Callable[_P, InferenceEngine]: ...
-
-    @overload
-    def __get__(self, instance: InferenceEngine, owner: type[InferenceEngine] | None = None) -> bool: ...
-
-    def __get__(self, instance: InferenceEngine | None, owner: type[InferenceEngine] | None = None
-                ) -> Callable[_P, InferenceEngine] | bool:
-        if instance is None:
-            assert owner is not None
-            return types.MethodType(self._factory, owner)
-        try:
-            flag: bool = instance.__dict__[self._name]
-            return flag
-        except KeyError:
-            raise AttributeError(self._name) from None
-
-    def __set__(self, instance: InferenceEngine, value: bool) -> None:
-        instance.__dict__[self._name] = value
-
-
 class InferenceEngine:
-    """A loaded PneumoLLM, ready to ``predict``. Build with :meth:`load` or :meth:`demo`."""
+    """A loaded PneumoLLM, ready to ``predict``. Build with :meth:`load` or :meth:`load_demo`; ``demo`` is True when every result is marked DEMO."""
 
     def __init__(self, model: torch.nn.Module, manifest: Manifest, plan: Plan, *, demo: bool = False,
                  report: LoadReport | None = None) -> None:
@@ -250,8 +208,8 @@ class InferenceEngine:
         report.seconds = time.perf_counter() - start
         return cls(model, manifest, plan, demo=demo, report=report)
 
-    @_DemoFlag
-    def demo(cls: type[InferenceEngine], directory: str | Path | None = None, *, device: str = "cpu",
+    @classmethod
+    def load_demo(cls, directory: str | Path | None = None, *, device: str = "cpu",
              precision: str = "auto", bundle: str | Path | None = None, quantisation: str = "none",
              prepared_cache: bool = True) -> InferenceEngine:
         """The demo model (tiny, random weights, every output marked DEMO), generated on first use.

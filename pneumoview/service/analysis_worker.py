@@ -117,7 +117,7 @@ class _Child:
         self.engine = None
         quantisation = spec.quantisation or _settings_value("quantisation", "auto")
         if spec.demo:  # the demo, or a bundle trained on its base weights
-            engine = InferenceEngine.demo(bundle=spec.bundle or None,
+            engine = InferenceEngine.load_demo(bundle=spec.bundle or None,
                                           quantisation="none" if quantisation == "auto" else quantisation)
         else:
             engine = InferenceEngine.load(Path(spec.bundle), clip_path=Path(spec.clip_path),

@@ -54,7 +54,7 @@ def test_every_part_is_marked_demo(first):
 
 
 def test_demo_engine_marks_every_prediction(first):
-    engine = InferenceEngine.demo(first.root)
+    engine = InferenceEngine.load_demo(first.root)
     crops = np.random.default_rng(0).random((3, 224, 224), dtype=np.float32)
     preds = engine.predict(crops)
     assert len(preds) == 3
@@ -107,4 +107,4 @@ def test_the_engine_refuses_a_non_finite_bundle_on_the_demo_base(first, tmp_path
     tensors["head.fc.weight"][0, 0] = float("nan")
     replace_tensors(bundle, tensors)
     with pytest.raises(BundleError, match="NaN or infinite.*head.fc.weight"):
-        InferenceEngine.demo(first.root, bundle=bundle)
+        InferenceEngine.load_demo(first.root, bundle=bundle)

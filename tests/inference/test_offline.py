@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     from pneumoview.cli import main
 
     work = sys.argv[1]
-    engine = InferenceEngine.demo(os.path.join(work, "demo"))
+    engine = InferenceEngine.load_demo(os.path.join(work, "demo"))
     preds = engine.predict(np.random.default_rng(0).random((2, 224, 224), dtype=np.float32))
     read_llama_decoder(sys.argv[2])  # Meta consolidated
     read_llama_decoder(sys.argv[3])  # Hugging Face folder

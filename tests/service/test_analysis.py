@@ -52,7 +52,7 @@ def test_events_are_checked_against_the_schema(rg1_uncompressed: Path) -> None:
 def demo_engine(tmp_path_factory: pytest.TempPathFactory):
     from pneumoview.inference.engine import InferenceEngine
 
-    return InferenceEngine.demo(tmp_path_factory.mktemp("demo"))
+    return InferenceEngine.load_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.mark.slow
