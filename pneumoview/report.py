@@ -162,7 +162,7 @@ def pseudonym(key: bytes, value: str, *, kind: str = "patient") -> str:
 
 def columns_for(options: ExportOptions) -> tuple[str, ...]:
     """The column names an export with these options writes (a subset of :data:`COLUMNS`, same order)."""
-    dropped = set()
+    dropped: set[str] = set()
     if options.pseudonymise:
         dropped |= _PSEUDONYMISED_DROP
     if not options.include_names:

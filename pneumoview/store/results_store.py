@@ -1,22 +1,7 @@
-"""The local results database: model outputs, reviewer decisions and audit events in SQLite.
+"""The results store: :class:`ResultStore` over one SQLite file (connections, transactions, queries).
 
-* One file (default ``paths.database_path()``, i.e. the platformdirs user-data folder or
-  ``$PNEUMOVIEW_HOME/data``), WAL journal, ``synchronous=FULL``, foreign keys on: a killed
-  process leaves the database consistent and every committed row in place.
-* The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` is an append-only
-  list (migration *i* takes version *i* to *i + 1*). Opening an older database migrates it in one
-  transaction after copying it to ``<name>.v<N>.bak``; a newer one is refused.
-* History is kept: every analysis adds a result row and every review adds a decision row; the
-  latest (highest id) wins. Each write also adds an audit event in the same transaction.
-* Thread-safe: each thread gets its own connection; writes are serialised by a lock and
-  ``BEGIN IMMEDIATE`` (and by SQLite's busy timeout across processes). Each write is its own
-  transaction; :meth:`ResultStore.batch` groups many (one disk sync for a whole batch).
-
-``image_key`` is :attr:`pneumoview.results.ImageIdentity.key`: SOP Instance UID (0008,0018) plus the
-SHA-256 of the file's bytes, so two files sharing a UID (a truncated copy, a JPEG 2000 twin) never
-share a result or a decision. Rows from before schema v3 keep their old key (the UID, or the path)
-and an empty hash until a file at the same path with that UID claims them (:meth:`upsert_images`).
-Every SQLite failure is a :class:`StoreError` (``disk full: ...`` on a full disk).
+The schema and its migrations are in :mod:`pneumoview.store.schema`, the row types in
+:mod:`pneumoview.store.rows`.
 """
 
 from __future__ import annotations
@@ -26,149 +11,34 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from pneumoview import audit as auditlog
 from pneumoview import paths
-from pneumoview.clock import format_utc, utc_now
+from pneumoview.clock import utc_now
 from pneumoview.errors import StoreError
-from pneumoview.labels import DECISIONS, plain_label
+from pneumoview.labels import DECISIONS
 from pneumoview.report import ReportRow
-from pneumoview.results import (
-    ANALYSED,
-    FAILED,
-    NOT_ANALYSED,
-    ImageIdentity,
-    ImageResult,
-    Provenance,
-    display_path,
-    review_status,
+from pneumoview.results import ImageResult, display_path
+from pneumoview.store.rows import (
+    AuditEvent,
+    Decision,
+    ImageInfo,
+    ImageState,
+    _decision,
+    _image,
+    _result,
+    _timestamp,
+    report_row,
 )
+from pneumoview.store.schema import SCHEMA_VERSION, migrate
 
-if TYPE_CHECKING:
-    from pneumoview.dicom.scan import ImageRecord
-
-# --------------------------------------------------------------------------- schema
-# Append-only: never edit a released migration, add a new one. A step is SQL text or a function
-# called with the connection (inside the migration's transaction).
-MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], object], ...], ...] = (
-    # v0 -> v1: images, results, decisions
-    (
-        """CREATE TABLE images (
-            image_key TEXT PRIMARY KEY,
-            path TEXT NOT NULL,
-            sop_instance_uid TEXT NOT NULL DEFAULT '',
-            patient_id TEXT NOT NULL DEFAULT '',
-            patient_name TEXT NOT NULL DEFAULT '',
-            study_uid TEXT NOT NULL DEFAULT '',
-            study_date TEXT NOT NULL DEFAULT '',
-            accession TEXT NOT NULL DEFAULT '',
-            view_position TEXT NOT NULL DEFAULT '',
-            first_seen TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        )""",
-        """CREATE TABLE results (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            image_key TEXT NOT NULL REFERENCES images(image_key) ON DELETE CASCADE,
-            model_id TEXT NOT NULL DEFAULT '',
-            model_name TEXT NOT NULL DEFAULT '',
-            model_version TEXT NOT NULL DEFAULT '',
-            model_fingerprint TEXT NOT NULL DEFAULT '',
-            probability REAL,
-            threshold REAL,
-            label TEXT NOT NULL DEFAULT '',
-            demo INTEGER NOT NULL DEFAULT 0,
-            unsupported_code TEXT NOT NULL DEFAULT '',
-            unsupported_reason TEXT NOT NULL DEFAULT '',
-            analysed_at TEXT NOT NULL
-        )""",
-        """CREATE TABLE decisions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            image_key TEXT NOT NULL REFERENCES images(image_key) ON DELETE CASCADE,
-            decision TEXT NOT NULL CHECK (decision IN ('agree', 'disagree', 'uncertain')),
-            comment TEXT NOT NULL DEFAULT '',
-            reviewer TEXT NOT NULL DEFAULT '',
-            reviewed_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX results_by_image ON results(image_key, id)",
-        "CREATE INDEX decisions_by_image ON decisions(image_key, id)",
-    ),
-    # v1 -> v2: series/modality/body part on images, plan/device on results, the result a
-    # decision was about, audit events, lookups by folder and study.
-    (
-        "ALTER TABLE images ADD COLUMN series_uid TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE images ADD COLUMN modality TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE images ADD COLUMN body_part TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE results ADD COLUMN plan TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE results ADD COLUMN device TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE decisions ADD COLUMN result_id INTEGER REFERENCES results(id) ON DELETE SET NULL",
-        """CREATE TABLE audit_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            image_key TEXT,
-            actor TEXT NOT NULL DEFAULT '',
-            detail TEXT NOT NULL DEFAULT '{}'
-        )""",
-        "CREATE INDEX images_by_path ON images(path)",
-        "CREATE INDEX images_by_study ON images(study_uid)",
-        # Results of v1 databases were stored without a plan: say so rather than leave it blank.
-        "UPDATE results SET plan = 'unknown (recorded before schema v2)' WHERE plan = ''",
-    ),
-    # v2 -> v3: image identity = SOP Instance UID + SHA-256 of the file's bytes (the key becomes
-    # "<uid>|<sha256>"; older rows keep their key and an empty hash until a file at their path claims
-    # them); one result type (status + its full JSON); decisions bind to the result they judged.
-    (
-        "ALTER TABLE images ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE images ADD COLUMN file_stamp TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE results ADD COLUMN status TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE results ADD COLUMN result_json TEXT NOT NULL DEFAULT ''",
-        "UPDATE results SET status = CASE WHEN unsupported_code != '' THEN 'not-analysed' ELSE 'analysed' END",
-        "CREATE INDEX images_by_uid ON images(sop_instance_uid)",
-    ),
-    # v3 -> v4: ILO readings per study and reader (queries in pneumoview/reading/repository.py).
-    (
-        "CREATE TABLE readers (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
-        """CREATE TABLE readings (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            study_uid TEXT NOT NULL CHECK (study_uid <> ''),
-            reader TEXT NOT NULL REFERENCES readers(name),
-            reading TEXT NOT NULL,
-            result_id INTEGER REFERENCES results(id) ON DELETE SET NULL,
-            submitted_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX readings_by_study ON readings(study_uid, id)",
-    ),
-    # v4 -> v5: the audit log becomes hash-chained (pneumoview.audit) and append-only (triggers);
-    # entries already there are sealed into the chain as they are.
-    (
-        "ALTER TABLE audit_events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE audit_events ADD COLUMN entry_hash TEXT NOT NULL DEFAULT ''",
-        auditlog.seal_existing,
-        *auditlog.GUARD_STATEMENTS,
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-#: First schema version whose audit log is chained (renumber with the migration above).
-AUDIT_CHAIN_VERSION = 5
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
-#: Class names of results recorded before schema v3 (the architecture's order then and now).
-LEGACY_CLASS_NAMES = ("pneumoconiosis", "normal")
-
-
-def _timestamp(value: datetime | str | None) -> str:
-    if value is None:
-        return utc_now()
-    if isinstance(value, datetime):
-        try:
-            return format_utc(value)
-        except ValueError as exc:
-            raise StoreError(str(exc)) from exc
-    return value
+_T = TypeVar("_T")
 
 
 def _sqlite_error(exc: sqlite3.Error, action: str, path: Path) -> StoreError:
@@ -186,195 +56,11 @@ def _sqlite_error(exc: sqlite3.Error, action: str, path: Path) -> StoreError:
     return StoreError(f"cannot {action} the results database: {text}", path=path)
 
 
-# --------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class ImageInfo:
-    """The header fields the store keeps for an image (from a scan's ImageRecord) and its identity."""
-
-    image_key: str
-    path: str  # display form (:func:`pneumoview.results.display_path`)
-    sop_instance_uid: str = ""
-    patient_id: str = ""
-    patient_name: str = ""
-    study_uid: str = ""
-    study_date: str = ""
-    accession: str = ""
-    view_position: str = ""
-    series_uid: str = ""
-    modality: str = ""
-    body_part: str = ""
-    content_sha256: str = ""
-    file_stamp: str = ""  # size:mtime_ns:ctime_ns when the hash was computed (see ResultStore.known_hashes)
-
-    @classmethod
-    def from_record(cls, record: ImageRecord, identity: ImageIdentity, file_stamp: str = "") -> ImageInfo:
-        """From a scan's ImageRecord and the file's :class:`~pneumoview.results.ImageIdentity`."""
-        def text(name: str) -> str:
-            value = getattr(record, name, "")
-            return "" if value is None else str(value)
-
-        return cls(
-            image_key=identity.key,
-            path=display_path(Path(identity.path).absolute()),
-            sop_instance_uid=identity.sop_instance_uid,
-            patient_id=text("patient_id"),
-            patient_name=text("patient_name"),
-            study_uid=text("study_uid"),
-            study_date=text("study_date"),
-            accession=text("accession"),
-            view_position=text("view_position"),
-            series_uid=text("series_uid"),
-            modality=text("modality"),
-            body_part=text("body_part"),
-            content_sha256=identity.content_sha256,
-            file_stamp=file_stamp,
-        )
-
-    @property
-    def identity(self) -> ImageIdentity:
-        return ImageIdentity(self.sop_instance_uid, self.content_sha256, self.path)
-
-
-@dataclass(frozen=True)
-class Decision:
-    id: int
-    image_key: str
-    decision: str  # one of labels.DECISIONS
-    comment: str
-    reviewer: str
-    reviewed_at: str
-    result_id: int | None  # the result the reviewer judged (None: decided without a result)
-
-
-@dataclass(frozen=True)
-class ImageState:
-    """What the UI shows for an image: its latest result, latest decision and the result that decision judged."""
-
-    image: ImageInfo
-    result: ImageResult | None
-    decision: Decision | None
-    judged: ImageResult | None = None
-
-    @property
-    def review_status(self) -> str:
-        """``""`` (no decision), ``current`` or ``needs re-review`` (:func:`pneumoview.results.review_status`)."""
-        return review_status(self.decision is not None, self.judged, self.result)
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    id: int
-    at: str
-    kind: str
-    image_key: str | None
-    actor: str
-    detail: dict[str, Any]
-
-
-def _from_row(cls: type, row: sqlite3.Row, **overrides: Any) -> Any:
-    names = [f.name for f in fields(cls)]
-    values = {n: row[n] for n in names if n not in overrides}
-    return cls(**values, **overrides)
-
-
-def _result(row: sqlite3.Row, image: sqlite3.Row | ImageInfo | None = None) -> ImageResult:
-    """A results row -> ImageResult (its JSON; rows from before schema v3 are rebuilt from their columns)."""
-    if row["result_json"]:
-        return ImageResult.from_json(row["result_json"]).with_id(int(row["id"]))
-    uid = (image["sop_instance_uid"] if image is not None and not isinstance(image, ImageInfo)
-           else image.sop_instance_uid if image is not None else "")
-    path = (image["path"] if image is not None and not isinstance(image, ImageInfo)
-            else image.path if image is not None else "")
-    identity = ImageIdentity(uid, "", path)
-    provenance = Provenance(bundle_id=row["model_id"], bundle_name=row["model_name"],
-                            bundle_fingerprint=row["model_fingerprint"], threshold=row["threshold"],
-                            software_version=row["model_version"], device=row["device"], plan=row["plan"])
-    try:
-        if row["unsupported_code"] or row["probability"] is None:
-            return ImageResult(image=identity, status=NOT_ANALYSED, reason_code=row["unsupported_code"] or "unknown",
-                               reason=row["unsupported_reason"], demo=bool(row["demo"]), provenance=provenance,
-                               analysed_at=row["analysed_at"], id=int(row["id"]))
-        return ImageResult(image=identity, status=ANALYSED, class_names=LEGACY_CLASS_NAMES,
-                           probability=float(row["probability"]), label=plain_label(row["label"]),
-                           demo=bool(row["demo"]), provenance=provenance, analysed_at=row["analysed_at"],
-                           id=int(row["id"]))
-    except ValueError as exc:
-        return ImageResult(image=identity, status=FAILED, reason_code="invalid-record",
-                           reason=f"a result recorded before schema v3 is inconsistent: {exc}",
-                           provenance=provenance, analysed_at=row["analysed_at"], id=int(row["id"]))
-
-
-def _decision(row: sqlite3.Row) -> Decision:
-    return _from_row(Decision, row)
-
-
-def _image(row: sqlite3.Row) -> ImageInfo:
-    return _from_row(ImageInfo, row)
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
 
 
-def report_row(state: ImageState, *, duplicates: Sequence[str] = ()) -> ReportRow:
-    """A stored image's CSV row: its header fields, latest result, latest decision and review status."""
-    info, decision = state.image, state.decision
-    return ReportRow(
-        path=info.path, result=state.result, patient_id=info.patient_id, patient_name=info.patient_name,
-        study_uid=info.study_uid, accession=info.accession, study_date=info.study_date, series_uid=info.series_uid,
-        sop_instance_uid=info.sop_instance_uid, content_sha256=info.content_sha256, modality=info.modality,
-        view_position=info.view_position, body_part=info.body_part,
-        decision=decision.decision if decision else "", comment=decision.comment if decision else "",
-        reviewer=decision.reviewer if decision else "", reviewed_at=decision.reviewed_at if decision else "",
-        review_status=state.review_status, duplicates=tuple(duplicates),
-    )
-
-
-# --------------------------------------------------------------------------- migrations
-def migrate(conn: sqlite3.Connection, db_path: Path | None = None, *, target: int = SCHEMA_VERSION) -> int:
-    """Bring the database on ``conn`` to schema ``target``; returns the version it had before.
-
-    ``conn`` must be in autocommit mode (``isolation_level=None``). An existing database is
-    copied to ``<name>.v<N>.bak`` beside ``db_path`` first. Raises StoreError for a database of
-    a newer schema than this PneumoView knows.
-    """
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"the results database has schema version {current}, newer than this PneumoView reads "
-            f"({SCHEMA_VERSION}); update PneumoView",
-            path=db_path,
-        )
-    if current >= target:
-        return current
-    if current > 0 and db_path is not None:
-        backup_path = db_path.with_name(f"{db_path.name}.v{current}.bak")
-        if not backup_path.exists():
-            with contextlib.closing(sqlite3.connect(backup_path)) as backup:
-                conn.backup(backup)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
-        for version in range(current, target):
-            for statement in MIGRATIONS[version]:
-                statement(conn) if callable(statement) else conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {int(target)}")
-        if current > 0 and target >= AUDIT_CHAIN_VERSION:
-            auditlog.append(conn, utc_now(), "schema-migrated", None, "", {"from": current, "to": target})
-        elif current > 0 and target >= 2:
-            conn.execute(
-                "INSERT INTO audit_events (at, kind, image_key, actor, detail) VALUES (?, ?, NULL, '', ?)",
-                (utc_now(), "schema-migrated", json.dumps({"from": current, "to": target})),
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return current
-
-
-# --------------------------------------------------------------------------- the store
 class ResultStore:
     """Results, decisions and audit events for every image PneumoView has analysed.
 
@@ -706,8 +392,7 @@ class ResultStore:
             }
             judged_ids = [d.result_id for d in decisions.values() if d.result_id is not None]
             rows = self._query(f"SELECT * FROM results WHERE id IN ({latest})", chunk)
-            for start in range(0, len(judged_ids), _CHUNK):
-                ids = judged_ids[start:start + _CHUNK]
+            for ids in _chunks(judged_ids):
                 rows += self._query(f"SELECT * FROM results WHERE id IN ({', '.join('?' for _ in ids)})", ids)
             by_id = {int(r["id"]): _result(r, images.get(r["image_key"])) for r in rows}
             results: dict[str, ImageResult] = {}
