@@ -265,16 +265,22 @@ def _normalise(sql: str) -> str:
     return " ".join(sql.replace("(", " ( ").replace(")", " ) ").replace(",", " , ").split())
 
 
+def _v1_database(path: Path) -> sqlite3.Connection:
+    """A new database at ``path`` with the released v1 schema (``user_version`` 1), still open."""
+    conn = sqlite3.connect(path)
+    for statement in V1_SCHEMA:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    return conn
+
+
 def test_released_v1_migration_is_unchanged() -> None:
     assert [_normalise(s) for s in MIGRATIONS[0]] == [_normalise(s) for s in V1_SCHEMA]
 
 
 def test_a_v1_database_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    for statement in V1_SCHEMA:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
+    conn = _v1_database(path)
     conn.execute(
         "INSERT INTO images (image_key, path, patient_id, study_uid, view_position, first_seen, updated_at) "
         "VALUES ('1.2.3', '/old/a.dcm', 'P1', '9.8', 'PA', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')"
@@ -388,10 +394,7 @@ def test_batch_commits_together_or_not_at_all(store: ResultStore) -> None:
 
 def test_an_old_row_is_claimed_by_the_file_at_its_path_with_its_uid_only(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    conn = sqlite3.connect(path)
-    for statement in V1_SCHEMA:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
+    conn = _v1_database(path)
     conn.execute("INSERT INTO images (image_key, path, sop_instance_uid, first_seen, updated_at) "
                  "VALUES ('1.2.840.7', '/data/clinic/7.dcm', '1.2.840.7', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')")
     conn.execute("INSERT INTO results (image_key, probability, threshold, label, analysed_at) "

@@ -15,8 +15,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation as DX
 from PySide6.QtCore import Qt
 
-from pneumoview.results import Provenance, analysed
 from pneumoview.pacs.scu import Client, parse_pacs
+from pneumoview.results import Provenance, analysed
 from pneumoview.settings import Settings, save_settings
 from pneumoview.ui.pacs_browser import COLUMNS, ListenerSettingsDialog, PacsBrowserDialog
 
@@ -132,6 +132,15 @@ def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_p
 CLASSES = ("pneumoconiosis", "normal")
 
 
+def _one_image_study(tmp_path: Path, prefix: str) -> tuple[Path, pydicom.Dataset]:
+    """A folder ``study`` holding one small image of a new patient (ID ``prefix``-random), and the image."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    image = small_image(patient_id=f"{prefix}-{uuid.uuid4().hex[:6]}", size=64)
+    image.save_as(folder / "image.dcm", enforce_file_format=True)
+    return folder, image
+
+
 def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, monkeypatch) -> None:
     from pneumoview.pacs.sr import read_sr
     from pneumoview.session import Decision
@@ -139,10 +148,7 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
 
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     save_settings(Settings(pacs_remote=orthanc.pacs, reviewer_name="Dr Test"))
-    folder = tmp_path / "study"
-    folder.mkdir()
-    image = small_image(patient_id=f"PVSEND-{uuid.uuid4().hex[:6]}", size=64)
-    image.save_as(folder / "image.dcm", enforce_file_format=True)
+    folder, image = _one_image_study(tmp_path, "PVSEND")
     window = MainWindow()
     qtbot.addWidget(window)
     with qtbot.waitSignal(window.scanFinished, timeout=60000):
@@ -177,10 +183,7 @@ def test_new_results_are_sent_automatically_when_asked(qtbot, orthanc, tmp_path,
 
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     save_settings(Settings(pacs_remote=orthanc.pacs, pacs_send_automatically=True))
-    folder = tmp_path / "study"
-    folder.mkdir()
-    image = small_image(patient_id=f"PVAUTO-{uuid.uuid4().hex[:6]}", size=64)
-    image.save_as(folder / "image.dcm", enforce_file_format=True)
+    folder, image = _one_image_study(tmp_path, "PVAUTO")
     window = MainWindow()
     qtbot.addWidget(window)
     assert window.pacs.act_auto.isChecked()
