@@ -8,19 +8,19 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from store_support import save_analysed
 
 from pneumoview import audit
 from pneumoview.cli import main
-from pneumoview.store import ImageInfo, ResultStore
+from pneumoview.store import ResultStore
 
 
 @pytest.fixture()
 def db(tmp_path) -> Path:
     path = tmp_path / "results.sqlite3"
     with ResultStore(path) as store:
-        info = ImageInfo(image_key="1.2.3", path=str(tmp_path / "a.dcm"))
-        store.save_result("1.2.3", image=info, probability=0.7, threshold=0.5, label="pneumoconiosis")
-        store.save_decision("1.2.3", "agree", "clear", "Dr A")
+        key = save_analysed(store, "1.2.3", 0.7)
+        store.save_decision(key, "agree", "clear", "Dr A")
         store.audit(audit.MODEL_ACTIVATED, actor="Dr A", detail={"bundle_fingerprint": "f" * 64})
         store.audit(audit.OPERATING_POINT_CHANGED, actor="Dr A", detail={"threshold": 0.41})
         store.audit(audit.EXPORT, actor="Dr A", detail={"rows": 1})

@@ -5,20 +5,19 @@ from __future__ import annotations
 import math
 
 import pytest
+from store_support import save_analysed
 
 from pneumoview.errors import StoreError
 from pneumoview.monitoring import Observation, load_observations, report_for, weekly
 from pneumoview.settings import Settings
-from pneumoview.store import ImageInfo, ResultStore
+from pneumoview.store import ResultStore
 
 # 2026-11-02 is a Monday (ISO week 45).
 WEEKS = {45: "2026-11-03T10:00:00.000000Z", 46: "2026-11-10T10:00:00.000000Z", 47: "2026-11-17T10:00:00.000000Z"}
 
 
-def add(store: ResultStore, key: str, week: int, probability: float, decision: str = "", *, demo: bool = False):
-    info = ImageInfo(image_key=key, path=f"/data/{key}.dcm")
-    store.save_result(key, image=info, probability=probability, threshold=0.5, label="x", demo=demo,
-                      analysed_at=WEEKS[week])
+def add(store: ResultStore, name: str, week: int, probability: float, decision: str = "", *, demo: bool = False):
+    key = save_analysed(store, name, probability, demo=demo, analysed_at=WEEKS[week])
     if decision:
         store.save_decision(key, decision, reviewer="r")
 
@@ -40,7 +39,7 @@ def db(tmp_path):
         add(store, "c1", 47, 0.5, "agree")
         add(store, "c2", 47, 0.95)
         # an image analysed again in week 47 counts once, in its latest week
-        store.save_result("a2", probability=0.05, threshold=0.5, label="x", analysed_at=WEEKS[47])
+        save_analysed(store, "a2", 0.05, analysed_at=WEEKS[47])
     return path
 
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ui_support import reviewer_home
 
 from pneumoview.reading.ilo import normal_reading
-from pneumoview.settings import Settings, save_settings
 from pneumoview.ui.main_window import MainWindow
 from pneumoview.ui.reading_dialogs import READING_MENU
 
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
-    save_settings(Settings(reviewer_name="Dr Test"))
-    return home
+    return reviewer_home(tmp_path, monkeypatch)
 
 
 def test_reading_menu_reads_the_selected_study(qtbot, home: Path, rg1_uncompressed: Path) -> None:

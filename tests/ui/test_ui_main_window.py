@@ -16,11 +16,11 @@ import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
-from ui_support import JUNK_TEXT, JUNK_TRUNCATED, make_study_folder
+from ui_support import JUNK_TEXT, JUNK_TRUNCATED, make_study_folder, reviewer_home
 
 from pneumoview.labels import DEMO_MARK
 from pneumoview.session import Status
-from pneumoview.settings import Settings, load_settings, save_settings
+from pneumoview.settings import load_settings
 from pneumoview.ui.main_window import MainWindow
 from pneumoview.ui.study_model import COL_SCORE, COL_STATUS, KEY_ROLE, KIND_ROLE
 
@@ -29,10 +29,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
-    save_settings(Settings(reviewer_name="Dr Test"))
-    return home
+    return reviewer_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture()
@@ -113,17 +110,7 @@ def test_filter_sort_and_study_navigation(qtbot, home: Path, folder: Path) -> No
     assert window.proxy.rowCount() == 1
     window.filter_edit.setText("")
     window.status_filter.setCurrentIndex(window.status_filter.findData(Status.UNSUPPORTED))
-    visible = []
-
-    def walk(parent) -> None:  # noqa: ANN001
-        for r in range(window.proxy.rowCount(parent)):
-            i = window.proxy.index(r, 0, parent)
-            if i.data(KIND_ROLE) == "image":
-                visible.append(window.session.entries[i.data(KEY_ROLE)].path.name)
-            walk(i)
-
-    walk(window.proxy.index(-1, -1))
-    assert visible == ["CT_small.dcm"]
+    assert visible_image_names(window) == ["CT_small.dcm"]
     window.status_filter.setCurrentIndex(0)
     # Keyboard navigation: next / previous study cycles through both studies.
     window.select_key(key_of(window, "CT_small.dcm"))

@@ -6,10 +6,21 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom.data import get_testdata_file
+
+from pneumoview.settings import Settings, save_settings
 
 JUNK_TEXT = "notes.txt"
 JUNK_TRUNCATED = "truncated.dcm"
+
+
+def reviewer_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``PNEUMOVIEW_HOME`` under ``tmp_path`` whose settings name the reviewer "Dr Test"."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(home))
+    save_settings(Settings(reviewer_name="Dr Test"))
+    return home
 
 
 def make_study_folder(root: Path, rg1_uncompressed: Path, rg1_j2k: Path) -> Path:
