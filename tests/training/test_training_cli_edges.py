@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import small_filesystem
 from safetensors.torch import load_file
+from training_support import tiny_training_argv
 
 import training.base
 import training.datacheck
@@ -33,26 +32,7 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _argv(csv: Path, cfg: Path, *extra: str) -> list[str]:
-    return [
-        str(csv),
-        "--random-base",
-        "0",
-        "--architecture",
-        str(cfg),
-        "--batch-size",
-        "2",
-        "--grad-accum",
-        "1",
-        "--folds",
-        "2",
-        "--epochs",
-        "1",
-        "--no-final",
-        "--threads",
-        "1",
-        "--no-register",
-        *extra,
-    ]
+    return tiny_training_argv(csv, cfg, "--batch-size", "2", "--no-register", *extra)
 
 
 def _one_line(err: str) -> str:
@@ -115,21 +95,6 @@ def test_output_in_place_of_a_file_and_home_as_a_file_are_one_line(
     assert not (tmp_path / "b").exists()
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, options: str) -> Iterator[Path]:
-    """A real small (or read-only) file system; needs root's mount, else the test is skipped."""
-    where.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 @pytest.mark.slow
 def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_no_partial_folder(
     tmp_path: Path,
@@ -137,7 +102,7 @@ def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_no_partial_
     data: tuple[Path, Path],
     capsys: pytest.CaptureFixture,
 ) -> None:
-    with _tmpfs(tmp_path / "full", "size=64k") as full:  # the bundle needs ~140 KB
+    with small_filesystem(tmp_path / "full", "64k") as full:  # the bundle needs ~140 KB
         out = full / "bundle"
         rc = training_main(_argv(*data, "--out", str(out), "--work-dir", str(tmp_path / "work")))
         line = _one_line(capsys.readouterr().err)
@@ -152,7 +117,7 @@ def test_a_read_only_output_disk_is_refused_before_training(
     data: tuple[Path, Path],
     capsys: pytest.CaptureFixture,
 ) -> None:
-    with _tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
+    with small_filesystem(tmp_path / "ro", "64k", read_only=True) as read_only:
         assert training_main(_argv(*data, "--out", str(read_only / "bundle"))) == 2
         line = _one_line(capsys.readouterr().err)
         assert line.startswith(f"training: error: cannot write {read_only}") and "Read-only file system" in line
@@ -199,29 +164,10 @@ def test_no_patient_id_folder_name_or_path_in_anything_training_leaves(
     csv.write_text("\n".join(patched) + "\n")
     cfg = small_config_file(tmp_path / "tiny64.json")
     cache, out = tmp_path / "cache", tmp_path / "out"
-    argv = [
-        str(csv),
-        "--random-base",
-        "0",
-        "--architecture",
-        str(cfg),
-        "--batch-size",
-        "4",
-        "--grad-accum",
-        "1",
-        "--folds",
-        "2",
-        "--epochs",
-        "2",
-        "--final",
-        "--threads",
-        "1",
-        "--json-progress",
-        "--cache-dir",
-        str(cache),
-        "--out",
-        str(out),
-    ]
+    argv = tiny_training_argv(
+        csv, cfg, "--batch-size", "4", "--json-progress", "--cache-dir", str(cache), "--out", str(out),
+        epochs=2, final=True,
+    )
     assert training_main([*argv, "--stop-after-epochs", "1"]) == 130  # interrupted: the work folder stays
     (tmp_path / "out.run" / ".split.json.abc.tmp").write_text("left by a killed run")
     work_files = _grep_files(tmp_path / "out.run", tmp_path / "QXSMITHJOHN")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_support import small_filesystem
 from PIL import Image
 
-from pneumoview.errors import PixelDecodeError, TrainingDataError
+from pneumoview.errors import PixelDecodeError
 from training import crops
 from training.crops import CropCache, pipeline_fingerprint, remove_stale_temp_files
 from training.datacheck import validate
@@ -106,21 +107,12 @@ def test_stale_hidden_temp_files_are_removed_and_fresh_ones_kept(tmp_path: Path)
 
 
 def test_a_full_cache_disk_is_one_storage_error_naming_the_cache(tmp_path: Path) -> None:
-    import subprocess
-
     from pneumoview.errors import StorageError
 
     rng = np.random.default_rng(1)
     image = _png(tmp_path / "a.png", rng.integers(0, 255, (256, 256), dtype=np.uint8))
-    mnt = tmp_path / "cache"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mnt)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with small_filesystem(tmp_path / "cache", "4k") as mnt:
         with pytest.raises(StorageError) as info:
             CropCache(mnt, size=224).prepare(image)  # a 224x224 float32 crop needs ~200 KB
         assert info.value.message == f"disk full: {mnt}"
         assert not [p for p in mnt.rglob("*") if p.is_file()]
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)

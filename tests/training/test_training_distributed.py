@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from training_support import tiny_training_argv
 
 from training.synthetic import make_synthetic_dataset, small_config_file
 
@@ -38,21 +39,9 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
     cfg = small_config_file(tmp_path / "tiny64.json")
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PNEUMOVIEW_HOME": str(tmp_path / "home"), "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
-    common = [
-        str(csv),
-        "--random-base",
-        "0",
-        "--architecture",
-        str(cfg),
-        "--grad-accum",
-        "1",
-        "--folds",
-        "2",
-        "--epochs",
-        "2",
-        "--no-final",
-        "--threads",
-        "1",
+    common = tiny_training_argv(
+        csv,
+        cfg,
         "--lr",
         "2e-3",
         "--warmup-epochs",
@@ -65,7 +54,8 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
         "--json-progress",
         "--cache-dir",
         str(tmp_path / "cache"),
-    ]
+        epochs=2,
+    )
     two = _run(
         [
             sys.executable,

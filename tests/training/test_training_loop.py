@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_support import small_filesystem
 
 from pneumoview.errors import BundleError
 from training.checkpoint import (
@@ -157,19 +158,10 @@ def test_trainable_start_depends_only_on_the_seed() -> None:
 
 
 def test_a_checkpoint_on_a_full_disk_is_a_storage_error_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    import subprocess
-
     from pneumoview.errors import StorageError
 
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with small_filesystem(tmp_path / "full", "16k") as mnt:
         with pytest.raises(StorageError) as info:
             save_checkpoint(mnt / "checkpoint.safetensors", {"w": torch.zeros(64, 1024)}, {"epoch": 1})
         assert info.value.message == f"disk full: {mnt / 'checkpoint.safetensors'}"
         assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
