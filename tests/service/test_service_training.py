@@ -32,8 +32,16 @@ def test_json_line_buffer_waits_for_whole_lines_and_keeps_junk_apart() -> None:
 
 
 def test_encode_checks_the_schema_and_writes_non_finite_as_null() -> None:
-    plain = {"event": "epoch", "fold": 0, "epoch": 1, "epochs": 2, "seconds": 0.5, "eta_s": 1.0,
-             "done_epochs": 1, "total_epochs": 2}
+    plain = {
+        "event": "epoch",
+        "fold": 0,
+        "epoch": 1,
+        "epochs": 2,
+        "seconds": 0.5,
+        "eta_s": 1.0,
+        "done_epochs": 1,
+        "total_epochs": 2,
+    }
     line = encode_event({**plain, "train_loss": np.float32(0.25), "auc": math.nan, "path": Path("x")})
     assert json.loads(line) == {**plain, "train_loss": 0.25, "auc": None, "path": "x"}
     assert decode_event(line)["auc"] is None

@@ -165,8 +165,17 @@ def test_no_patient_id_folder_name_or_path_in_anything_training_leaves(
     cfg = small_config_file(tmp_path / "tiny64.json")
     cache, out = tmp_path / "cache", tmp_path / "out"
     argv = tiny_training_argv(
-        csv, cfg, "--batch-size", "4", "--json-progress", "--cache-dir", str(cache), "--out", str(out),
-        epochs=2, final=True,
+        csv,
+        cfg,
+        "--batch-size",
+        "4",
+        "--json-progress",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        epochs=2,
+        final=True,
     )
     assert training_main([*argv, "--stop-after-epochs", "1"]) == 130  # interrupted: the work folder stays
     (tmp_path / "out.run" / ".split.json.abc.tmp").write_text("left by a killed run")
