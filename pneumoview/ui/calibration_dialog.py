@@ -311,9 +311,9 @@ def calibrate_command_for(spec: Any) -> Callable[[Path, Path], list[str]]:
 
 def bundle_identity(bundle_dir: str | Path) -> tuple[str, str]:
     """(weights fingerprint, model id) from a bundle's manifest.json (no torch)."""
-    from pneumoview.registry import read_manifest
+    from pneumoview.inference.manifest import read_manifest_data
 
-    manifest = read_manifest(Path(bundle_dir))
+    manifest = read_manifest_data(Path(bundle_dir))
     return str(manifest.get("weights_sha256", "")), str(manifest.get("model_id", ""))
 
 

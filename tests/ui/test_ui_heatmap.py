@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from pneumoview.inference.heatmap import HEATMAP_LABEL, decode_map
+from pneumoview.results import identify
+from pneumoview.service.analysis import WorkItem, analyse_request
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 
 
@@ -28,12 +30,12 @@ def test_child_computes_a_heatmap_on_request(tmp_path: Path, monkeypatch: pytest
         assert heat["image_shape"] == [1955, 1841] and not heat["fallback"]
         # The worker stays usable for analyses afterwards.
         again: list[dict] = []
-        done = client.request(EngineSpec("demo"), {"cmd": "analyse", "threshold": 0.5, "batch_size": 1,
-                                                   "items": [{"key": "rg1", "path": str(rg1_uncompressed)}]},
-                              again.append)
+        item = WorkItem.for_identity("rg1", identify(rg1_uncompressed))
+        done = client.request(EngineSpec("demo"), analyse_request(EngineSpec("demo"), [item], threshold=0.5,
+                                                                  batch_size=1), again.append)
         assert done["event"] == "done"
-        result = next(e for e in again if e["event"] == "results")["items"][0]
-        assert result["probability"] == pytest.approx(heat["probability"], abs=1e-6)
+        result = next(e for e in again if e["event"] == "results")["items"][0].result
+        assert result.probability == pytest.approx(heat["probability"], abs=1e-6)
     finally:
         client.close()
 
