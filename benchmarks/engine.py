@@ -82,9 +82,14 @@ def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -
     from pneumoview.inference.plans import choose_plan
 
     config = load_config(CONFIGS[size])
-    plan = choose_plan(config, device="cpu", precision="auto", batch_size=8,
-                       quantisation=variant if variant in QUANTISED else "none",
-                       cpu_bf16=False if variant == "mixed" else None)
+    plan = choose_plan(
+        config,
+        device="cpu",
+        precision="auto",
+        batch_size=8,
+        quantisation=variant if variant in QUANTISED else "none",
+        cpu_bf16=False if variant == "mixed" else None,
+    )
     start = time.perf_counter()
     engine = InferenceEngine.random(config, plan)
     build_s = time.perf_counter() - start
@@ -96,9 +101,16 @@ def child_plan(size: str, repeats1: int, repeats8: int, variant: str = "plan") -
     probs = [p.probability for p in engine.predict(_crops(AGREEMENT_CROPS, seed=2), batch_size=8)]
     return {
         "probabilities": probs,
-        "what": variant, "size": size, "plan": plan.describe(), "threads": torch.get_num_threads(),
-        "build_s": build_s, "batch1_s": statistics.median(t1), "batch1_all": t1,
-        "batch8_s_per_study": statistics.median(t8) / 8, "batch8_all": t8, "peak_rss_gb": _peak_rss_gb(),
+        "what": variant,
+        "size": size,
+        "plan": plan.describe(),
+        "threads": torch.get_num_threads(),
+        "build_s": build_s,
+        "batch1_s": statistics.median(t1),
+        "batch1_all": t1,
+        "batch8_s_per_study": statistics.median(t8) / 8,
+        "batch8_all": t8,
+        "peak_rss_gb": _peak_rss_gb(),
     }
 
 
@@ -128,20 +140,32 @@ def child_baseline(size: str, repeats1: int) -> dict:
         t_vit = seconds_per_call(lambda: engine.model.source_tokens(pixels), repeats1)
     all_s, vit_s = statistics.median(t_all), statistics.median(t_vit)
     split = parameter_split(config)
-    fp32_weights_gb = 4 * (split["vision"] + split["decoder_linear"] + split["decoder_other"]
-                           + split["trainable"]) / 1e9
+    fp32_weights_gb = (
+        4 * (split["vision"] + split["decoder_linear"] + split["decoder_other"] + split["trainable"]) / 1e9
+    )
     result = {
-        "what": "baseline", "size": size, "plan": plan.describe(), "threads": torch.get_num_threads(),
-        "build_s": build_s, "vit_s": vit_s, "measured_batch1_s": all_s, "decoder_layers_built": layers,
+        "what": "baseline",
+        "size": size,
+        "plan": plan.describe(),
+        "threads": torch.get_num_threads(),
+        "build_s": build_s,
+        "vit_s": vit_s,
+        "measured_batch1_s": all_s,
+        "decoder_layers_built": layers,
         "peak_rss_gb_measured": _peak_rss_gb(),
     }
     if layers == full_layers:
         result.update(batch1_s=all_s, batch8_s_per_study=all_s, peak_rss_gb=_peak_rss_gb(), extrapolated=False)
     else:
         est = vit_s + (all_s - vit_s) * full_layers / layers
-        result.update(batch1_s=est, batch8_s_per_study=est, peak_rss_gb=fp32_weights_gb, extrapolated=True,
-                      note=f"fp32 full model (~{fp32_weights_gb:.0f} GB) does not fit this machine: time "
-                           f"extrapolated from {layers} of {full_layers} decoder layers, memory = fp32 weights")
+        result.update(
+            batch1_s=est,
+            batch8_s_per_study=est,
+            peak_rss_gb=fp32_weights_gb,
+            extrapolated=True,
+            note=f"fp32 full model (~{fp32_weights_gb:.0f} GB) does not fit this machine: time "
+            f"extrapolated from {layers} of {full_layers} decoder layers, memory = fp32 weights",
+        )
     return result
 
 
@@ -167,11 +191,24 @@ def write_weights(size: str, folder: Path) -> dict:
     llama = folder / "llama"
     llama.mkdir(exist_ok=True)
     d = config.decoder
-    (llama / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": d.hidden_size,
-        "intermediate_size": d.intermediate_size, "num_hidden_layers": d.layers, "num_attention_heads": d.heads,
-        "num_key_value_heads": d.kv_heads, "rms_norm_eps": d.rms_norm_eps, "rope_theta": d.rope_theta,
-        "max_position_embeddings": d.max_position_embeddings, "vocab_size": 1, "torch_dtype": "bfloat16"}))
+    (llama / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": d.hidden_size,
+                "intermediate_size": d.intermediate_size,
+                "num_hidden_layers": d.layers,
+                "num_attention_heads": d.heads,
+                "num_key_value_heads": d.kv_heads,
+                "rms_norm_eps": d.rms_norm_eps,
+                "rope_theta": d.rope_theta,
+                "max_position_embeddings": d.max_position_embeddings,
+                "vocab_size": 1,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
     decoder_shapes = shapes.decoder.state_dict()
     per_shard, digests, weight_map = 4, {}, {}
     names = list(decoder_shapes)
@@ -187,8 +224,12 @@ def write_weights(size: str, folder: Path) -> dict:
         del part
     (llama / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     trained = _fresh_trainables(config)
-    manifest = Manifest.create(config, base_fingerprints={"clip": clip_fp, "llama": _combine_digests(digests)},
-                               name=f"random {config.name} (benchmark only)", demo=True)
+    manifest = Manifest.create(
+        config,
+        base_fingerprints={"clip": clip_fp, "llama": _combine_digests(digests)},
+        name=f"random {config.name} (benchmark only)",
+        demo=True,
+    )
     save_bundle(folder / "bundle", trained, manifest)
     return {"folder": str(folder)}
 
@@ -216,21 +257,46 @@ def child_load(size: str, folder: Path, quantisation: str) -> dict:
 
     imports = time.perf_counter() - start
     start = time.perf_counter()
-    engine = InferenceEngine.load(folder / "bundle", clip_path=folder / "clip.safetensors", llama_path=folder / "llama",
-                                  device="cpu", precision="auto", quantisation=quantisation, batch_size=1)
+    engine = InferenceEngine.load(
+        folder / "bundle",
+        clip_path=folder / "clip.safetensors",
+        llama_path=folder / "llama",
+        device="cpu",
+        precision="auto",
+        quantisation=quantisation,
+        batch_size=1,
+    )
     ready = time.perf_counter() - start
     one = _crops(1)
     t = seconds_per_call(lambda: engine.predict(one, batch_size=1), 2)
-    return {"what": f"load-{quantisation}", "size": size, "plan": engine.plan.describe(), "ready_s": ready,
-            "imports_s": imports,
-            "cached": "prepared weights mapped from the cache" in engine.report.notes, "batch1_s": min(t),
-            "peak_rss_gb": _peak_rss_gb(), "threads": torch.get_num_threads()}
+    return {
+        "what": f"load-{quantisation}",
+        "size": size,
+        "plan": engine.plan.describe(),
+        "ready_s": ready,
+        "imports_s": imports,
+        "cached": "prepared weights mapped from the cache" in engine.report.notes,
+        "batch1_s": min(t),
+        "peak_rss_gb": _peak_rss_gb(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_child(kind: str, size: str, nice: bool, extra: list[str] | None = None) -> dict:
     repeats = {"tiny": (20, 10), "full": (2, 1)}[size]
-    cmd = [sys.executable, __file__, "--child", kind, "--size", size,
-           "--repeats1", str(repeats[0]), "--repeats8", str(repeats[1]), *(extra or [])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--size",
+        size,
+        "--repeats1",
+        str(repeats[0]),
+        "--repeats8",
+        str(repeats[1]),
+        *(extra or []),
+    ]
     if nice:
         cmd = ["nice", "-n", "10", *cmd]
     print(f"[{time.strftime('%H:%M:%S')}] {kind} {size} ...", file=sys.stderr, flush=True)
@@ -254,8 +320,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def agreement(results: list[dict]) -> list[str]:
@@ -269,9 +337,11 @@ def agreement(results: list[dict]) -> list[str]:
             if ref and r["size"] == size and r["what"] in QUANTISED:
                 delta = np.abs(np.array(r["probabilities"]) - np.array(ref["probabilities"]))
                 r["delta_p_max"], r["delta_p_median"] = float(delta.max()), float(np.median(delta))
-                lines.append(f"{size}: {r['what']} vs bf16 plan over {delta.size} crops: max |delta p| "
-                             f"{delta.max():.2e}, median {np.median(delta):.2e}; batch 1 "
-                             f"{r['batch1_s']:.3f} s vs {ref['batch1_s']:.3f} s")
+                lines.append(
+                    f"{size}: {r['what']} vs bf16 plan over {delta.size} crops: max |delta p| "
+                    f"{delta.max():.2e}, median {np.median(delta):.2e}; batch 1 "
+                    f"{r['batch1_s']:.3f} s vs {ref['batch1_s']:.3f} s"
+                )
     return lines
 
 
@@ -279,20 +349,26 @@ def report(results: list[dict]) -> str:
     lines = [f"machine: {machine()}", ""]
     loads = [r for r in results if r["what"].startswith("load-")]
     results = [r for r in results if not r["what"].startswith("load-")]
-    lines.append(f"{'size':5} {'what':9} {'s/study b1':>11} {'s/study b8':>11} {'peak RSS GB':>12} {'build s':>8}  plan")
+    lines.append(
+        f"{'size':5} {'what':9} {'s/study b1':>11} {'s/study b8':>11} {'peak RSS GB':>12} {'build s':>8}  plan"
+    )
     for r in results:
         flag = " (extrapolated)" if r.get("extrapolated") else ""
-        lines.append(f"{r['size']:5} {r['what']:9} {r['batch1_s']:11.3f} {r['batch8_s_per_study']:11.3f} "
-                     f"{r['peak_rss_gb']:12.2f} {r['build_s']:8.1f}  {r['plan']}{flag} "
-                     f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]")
+        lines.append(
+            f"{r['size']:5} {r['what']:9} {r['batch1_s']:11.3f} {r['batch8_s_per_study']:11.3f} "
+            f"{r['peak_rss_gb']:12.2f} {r['build_s']:8.1f}  {r['plan']}{flag} "
+            f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]"
+        )
     for size in ("tiny", "full"):
         plan = next((r for r in results if r["size"] == size and r["what"] == "plan"), None)
         base = next((r for r in results if r["size"] == size and r["what"] == "baseline"), None)
         for what in ("mixed", "plan"):
             r = next((r for r in results if r["size"] == size and r["what"] == what), None)
             if r and base:
-                lines.append(f"{size}: {what} vs baseline at batch 1 x{base['batch1_s'] / r['batch1_s']:.2f}, "
-                             f"batch 8 x{base['batch1_s'] / r['batch8_s_per_study']:.2f} per study")
+                lines.append(
+                    f"{size}: {what} vs baseline at batch 1 x{base['batch1_s'] / r['batch1_s']:.2f}, "
+                    f"batch 8 x{base['batch1_s'] / r['batch8_s_per_study']:.2f} per study"
+                )
         if plan and size == "full":
             for key, limit in TARGETS.items():
                 ok = plan[key] <= limit
@@ -301,25 +377,32 @@ def report(results: list[dict]) -> str:
             lines.append(f"  baseline note: {base['note']}")
     lines += agreement(results)
     for r in loads:
-        lines.append(f"{r['size']}: {r['what']} {'warm' if r['cached'] else 'cold'}: ready {r['ready_s']:.1f} s "
-                     f"(+ imports {r['imports_s']:.1f} s), "
-                     f"peak RSS {r['peak_rss_gb']:.2f} GB, then batch 1 {r['batch1_s']:.2f} s  {r['plan']} "
-                     f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]")
+        lines.append(
+            f"{r['size']}: {r['what']} {'warm' if r['cached'] else 'cold'}: ready {r['ready_s']:.1f} s "
+            f"(+ imports {r['imports_s']:.1f} s), "
+            f"peak RSS {r['peak_rss_gb']:.2f} GB, then batch 1 {r['batch1_s']:.2f} s  {r['plan']} "
+            f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("tiny", "full", "both"), default="tiny")
-    parser.add_argument("--only", help="comma-separated measurements out of baseline,plan,mixed "
-                        "(default: all three)")
+    parser.add_argument("--only", help="comma-separated measurements out of baseline,plan,mixed (default: all three)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no-nice", action="store_true", help="do not lower the children's priority")
-    parser.add_argument("--load", type=Path, metavar="DIR", help="also measure cold/warm InferenceEngine.load "
-                        "(weights written to DIR once; the prepared-weights cache goes under DIR/home)")
+    parser.add_argument(
+        "--load",
+        type=Path,
+        metavar="DIR",
+        help="also measure cold/warm InferenceEngine.load "
+        "(weights written to DIR once; the prepared-weights cache goes under DIR/home)",
+    )
     parser.add_argument("--load-plans", default="int8,none", help="quantisations for --load (default int8,none)")
-    parser.add_argument("--child", choices=("plan", "mixed", "baseline", *QUANTISED, "write", "load"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("plan", "mixed", "baseline", *QUANTISED, "write", "load"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--quantisation", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--repeats1", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--repeats8", type=int, default=2, help=argparse.SUPPRESS)
@@ -349,8 +432,14 @@ def main(argv: list[str] | None = None) -> int:
             for quantisation in args.load_plans.split(","):
                 shutil.rmtree(args.load / "home" / "cache" / "prepared-weights", ignore_errors=True)  # cold first
                 for _ in ("cold", "warm"):
-                    results.append(run_child("load", size, nice=not args.no_nice,
-                                             extra=["--load", str(target), "--quantisation", quantisation]))
+                    results.append(
+                        run_child(
+                            "load",
+                            size,
+                            nice=not args.no_nice,
+                            extra=["--load", str(target), "--quantisation", quantisation],
+                        )
+                    )
     text = report(results)
     print(text)
     if args.json:

@@ -52,26 +52,65 @@ SHARED_CXR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "c
 #: Small real files covering the codecs: native LE/BE/implicit, RLE, JPEG baseline/lossless,
 #: JPEG-LS, JPEG 2000, palette, multi-frame, VOI LUT, Modality LUT.
 TEST_SOURCES = [
-    "CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
-    "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jpeg_gdcm.dcm",
-    "JPGLosslessP14SV1_1s_1f_8b.dcm", "emri_small_jpeg_2k_lossless.dcm", "OBXXXX1A.dcm", "vlut_04.dcm",
-    "mlut_18.dcm", "SC_rgb_rle_2frame.dcm", "US1_J2KR.dcm", "JPEG-LL.dcm", "JPEG2000.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+    "OBXXXX1A.dcm",
+    "vlut_04.dcm",
+    "mlut_18.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "US1_J2KR.dcm",
+    "JPEG-LL.dcm",
+    "JPEG2000.dcm",
 ]
 #: pydicom-data files larger than this are left out (except the real CRs, drawn less often).
 MAX_SOURCE_BYTES = 1_100_000
 REAL_CR_SHARE = 0.03
 KEY_TAGS = [
-    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
-    "PhotometricInterpretation", "PlanarConfiguration", "NumberOfFrames", "PixelData", "WindowCenter",
-    "WindowWidth", "RescaleSlope", "RescaleIntercept", "VOILUTSequence", "ModalityLUTSequence",
-    "RedPaletteColorLookupTableData", "RedPaletteColorLookupTableDescriptor", "SOPClassUID", "StudyInstanceUID",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "PixelData",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "VOILUTSequence",
+    "ModalityLUTSequence",
+    "RedPaletteColorLookupTableData",
+    "RedPaletteColorLookupTableDescriptor",
+    "SOPClassUID",
+    "StudyInstanceUID",
 ]
 ODD_VALUES: dict[str, list[object]] = {
-    "Rows": [0, 1, 3, 65535], "Columns": [0, 1, 7, 65535], "BitsAllocated": [0, 1, 7, 12, 32, 64],
-    "BitsStored": [0, 1, 17, 33], "HighBit": [0, 40], "PixelRepresentation": [1, 2], "SamplesPerPixel": [0, 2, 3, 4],
+    "Rows": [0, 1, 3, 65535],
+    "Columns": [0, 1, 7, 65535],
+    "BitsAllocated": [0, 1, 7, 12, 32, 64],
+    "BitsStored": [0, 1, 17, 33],
+    "HighBit": [0, 40],
+    "PixelRepresentation": [1, 2],
+    "SamplesPerPixel": [0, 2, 3, 4],
     "PhotometricInterpretation": ["", "RGB", "YBR_FULL_422", "PALETTE COLOR", "MONOCHROME1", "HSV", "NONSENSE"],
-    "NumberOfFrames": [0, -1, 2, 100000], "WindowCenter": ["abc", "1e400", "-0"], "WindowWidth": ["0", "-5", "nan", "1e-30"],
-    "RescaleSlope": ["0", "nan", "1e38", "x"], "VOILUTFunction": ["SIGMOID", "BOGUS", ""],
+    "NumberOfFrames": [0, -1, 2, 100000],
+    "WindowCenter": ["abc", "1e400", "-0"],
+    "WindowWidth": ["0", "-5", "nan", "1e-30"],
+    "RescaleSlope": ["0", "nan", "1e38", "x"],
+    "VOILUTFunction": ["SIGMOID", "BOGUS", ""],
     "PresentationLUTShape": ["INVERSE", "??"],
 }
 
@@ -239,7 +278,9 @@ def tiny(raw: bytes, rng: random.Random, path: Path) -> str:
     from pydicom.uid import ExplicitVRLittleEndian
 
     ds = _dataset(Path(_testdata("CT_small.dcm")).read_bytes())
-    rows, cols = rng.choice([(1, rng.randint(1, 600)), (rng.randint(1, 600), 1), (rng.randint(1, 3), rng.randint(1, 3))])
+    rows, cols = rng.choice(
+        [(1, rng.randint(1, 600)), (rng.randint(1, 600), 1), (rng.randint(1, 3), rng.randint(1, 3))]
+    )
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.Rows, ds.Columns = rows, cols
     ds.PixelData = (np.arange(rows * cols, dtype=np.uint16) % 2000).astype("<u2").tobytes()
@@ -248,8 +289,8 @@ def tiny(raw: bytes, rng: random.Random, path: Path) -> str:
 
 
 MUTATIONS: dict[str, Callable[[bytes, random.Random, Path], str]] = {
-    f.__name__: f for f in (truncate, flip, wrong_length, delete_tags, odd_value, overwrite_pixels, jpeg_stream,
-                            deflate, tiny)
+    f.__name__: f
+    for f in (truncate, flip, wrong_length, delete_tags, odd_value, overwrite_pixels, jpeg_stream, deflate, tiny)
 }
 
 
@@ -268,8 +309,9 @@ def sources() -> tuple[list[Path], list[Path]]:
 
     small = [Path(_testdata(n)) for n in TEST_SOURCES]
     store = Path(_testdata("RG1_UNCR.dcm")).parent
-    small += sorted(p for p in store.iterdir() if p.is_file() and p.stat().st_size <= MAX_SOURCE_BYTES
-                    and p.suffix == ".dcm")
+    small += sorted(
+        p for p in store.iterdir() if p.is_file() and p.stat().st_size <= MAX_SOURCE_BYTES and p.suffix == ".dcm"
+    )
     real = [SHARED_CXR / n for n in ("RG1_UNCR.dcm", "RG1_J2KR.dcm") if (SHARED_CXR / n).is_file()]
     if not real:
         real = [Path(str(get_testdata_file(n))) for n in ("RG1_UNCR.dcm", "RG1_J2KR.dcm")]
@@ -388,11 +430,28 @@ class _Slot:
             return False
         work = self.folder / f"work{self.number}"
         work.mkdir(exist_ok=True)
-        command = [sys.executable, __file__, "--child", "--seed", str(self.args.seed), "--start", str(self.next),
-                   "--step", str(self.args.jobs), "--stop", str(self.args.cases), "--folder", str(work),
-                   "--log", str(self.log), "--memory-mib", str(self.args.memory_mib)]
-        self.process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--seed",
+            str(self.args.seed),
+            "--start",
+            str(self.next),
+            "--step",
+            str(self.args.jobs),
+            "--stop",
+            str(self.args.cases),
+            "--folder",
+            str(work),
+            "--log",
+            str(self.log),
+            "--memory-mib",
+            str(self.args.memory_mib),
+        ]
+        self.process = subprocess.Popen(
+            command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.running, self.since = None, time.monotonic()
         return True
 
@@ -415,8 +474,9 @@ class _Slot:
                 name, source, what, _ = make_case(self.args.seed, index, Path(scratch), small, real)
             except Exception:  # noqa: BLE001  (naming the class only)
                 name, source, what = "?", "?", "?"
-        self.records.append({"i": index, "cls": name, "source": source, "what": what, "outcome": outcome,
-                             "codes": [], "detail": detail})
+        self.records.append(
+            {"i": index, "cls": name, "source": source, "what": what, "outcome": outcome, "codes": [], "detail": detail}
+        )
         self.next = index + self.args.jobs
 
     def poll(self) -> bool:
@@ -476,9 +536,14 @@ def summarise(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     totals = Counter[str]()
     for counter in per_class.values():
         totals.update(counter)
-    return {"cases": len(records), "seconds": round(seconds, 1), "totals": dict(totals),
-            "classes": {k: dict(v) for k, v in sorted(per_class.items())},
-            "codes": dict(codes.most_common(20)), "failures": failures}
+    return {
+        "cases": len(records),
+        "seconds": round(seconds, 1),
+        "totals": dict(totals),
+        "classes": {k: dict(v) for k, v in sorted(per_class.items())},
+        "codes": dict(codes.most_common(20)),
+        "failures": failures,
+    }
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -489,11 +554,15 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"{'TOTAL':<18}" + "".join(f"{totals.get(o, 0):>10}" for o in OUTCOMES))
     print(f"reason codes: {summary['codes']}")
     for failure in summary["failures"][:15]:
-        print(f"  {failure['outcome']}: case {failure['i']} {failure['cls']} {failure['source']} / "
-              f"{failure['what'][:60]}: {failure.get('detail', '')[:160]}")
+        print(
+            f"  {failure['outcome']}: case {failure['i']} {failure['cls']} {failure['source']} / "
+            f"{failure['what'][:60]}: {failure.get('detail', '')[:160]}"
+        )
     deaths, hangs = totals.get("death", 0), totals.get("hang", 0)
-    print(f"cases={summary['cases']} seconds={summary['seconds']} deaths={deaths} hangs={hangs} "
-          f"tracebacks={totals.get('traceback', 0)} memory={totals.get('memory', 0)}")
+    print(
+        f"cases={summary['cases']} seconds={summary['seconds']} deaths={deaths} hangs={hangs} "
+        f"tracebacks={totals.get('traceback', 0)} memory={totals.get('memory', 0)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

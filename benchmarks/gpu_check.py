@@ -53,9 +53,11 @@ DEFAULT_CHECKS = ("bf16", "int8", "nf4", "reference", "train_bf16_gc")
 
 def register(name: str) -> Callable:
     """Add a check: ``fn(args) -> dict`` of figures (or ``{"skipped": reason}``)."""
+
     def wrap(fn: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
         CHECKS[name] = fn
         return fn
+
     return wrap
 
 
@@ -104,8 +106,9 @@ def _crops(n: int):
     return np.random.default_rng(n).random((n, 224, 224), dtype=np.float32)
 
 
-def measure(args: argparse.Namespace, *, precision: str, quantisation: str, attn: str | None = None,
-            batch: int | None = None) -> dict:
+def measure(
+    args: argparse.Namespace, *, precision: str, quantisation: str, attn: str | None = None, batch: int | None = None
+) -> dict:
     """Build a random-weight engine with the given plan and time it."""
     import torch
 
@@ -114,8 +117,9 @@ def measure(args: argparse.Namespace, *, precision: str, quantisation: str, attn
 
     config = _config(args, attn)
     batches = [batch] if batch else _batches(args)
-    plan = choose_plan(config, device=args.device, precision=precision, quantisation=quantisation,
-                       batch_size=max(batches))
+    plan = choose_plan(
+        config, device=args.device, precision=precision, quantisation=quantisation, batch_size=max(batches)
+    )
     _reset_peak(plan.device)
     start = time.perf_counter()
     engine = InferenceEngine.random(config, plan)
@@ -133,9 +137,14 @@ def measure(args: argparse.Namespace, *, precision: str, quantisation: str, attn
         engine.probabilities(one)  # ends with .cpu(): synchronises
         lat.append(time.perf_counter() - t)
 
-    result = {"plan": plan.describe(), "attn": config.decoder.attn_implementation, "build_s": round(build_s, 2),
-              "batch1_ms": statistics.median(lat) * 1e3, "batch1_ms_min": min(lat) * 1e3,
-              "weights_gb": weights_gb}
+    result = {
+        "plan": plan.describe(),
+        "attn": config.decoder.attn_implementation,
+        "build_s": round(build_s, 2),
+        "batch1_ms": statistics.median(lat) * 1e3,
+        "batch1_ms_min": min(lat) * 1e3,
+        "weights_gb": weights_gb,
+    }
     result["images_per_s_b1"] = 1e3 / result["batch1_ms"]
     for size in (b for b in batches if b > 1):
         many = _crops(size)
@@ -226,8 +235,11 @@ def verdicts(results: dict[str, dict], tiny: bool) -> list[str]:
     if tiny:
         lines.append("tiny model: targets apply to the full size only")
     checks = [
-        (f"bf16 images/s at batch {big} >= 1000", bf16.get(f"images_per_s_b{big}"),
-         lambda v: v >= TARGETS["images_per_s_b64"]),
+        (
+            f"bf16 images/s at batch {big} >= 1000",
+            bf16.get(f"images_per_s_b{big}"),
+            lambda v: v >= TARGETS["images_per_s_b64"],
+        ),
         ("bf16 batch-1 latency <= 15 ms", bf16.get("batch1_ms"), lambda v: v <= TARGETS["batch1_ms"]),
         ("bf16 peak memory <= 16 GB", bf16.get("peak_gb"), lambda v: v <= TARGETS["peak_gb_bf16"]),
         ("nf4 peak memory <= 6 GB", nf4.get("peak_gb"), lambda v: v <= TARGETS["peak_gb_nf4"]),
@@ -238,19 +250,25 @@ def verdicts(results: dict[str, dict], tiny: bool) -> list[str]:
     if ref.get("batch1_ms") and bf16.get("batch1_ms"):
         lines.append(f"  batch-1 speed-up over the reference style: x{ref['batch1_ms'] / bf16['batch1_ms']:.2f}")
     if ref.get("images_per_s_b1") and bf16.get(f"images_per_s_b{big}"):
-        lines.append(f"  throughput over the reference style (batch {big} vs 1): "
-                     f"x{bf16[f'images_per_s_b{big}'] / ref['images_per_s_b1']:.1f}")
+        lines.append(
+            f"  throughput over the reference style (batch {big} vs 1): "
+            f"x{bf16[f'images_per_s_b{big}'] / ref['images_per_s_b1']:.1f}"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help=f"comma-separated checks out of {', '.join(CHECKS)} "
-                        f"(default: {','.join(DEFAULT_CHECKS)})")
+    parser.add_argument(
+        "--only", help=f"comma-separated checks out of {', '.join(CHECKS)} (default: {','.join(DEFAULT_CHECKS)})"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny architecture (smoke test)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--batch", default="32,128", help="throughput batch sizes, comma-separated (default 32,128; "
-                        "batch 1 is always measured)")
+    parser.add_argument(
+        "--batch",
+        default="32,128",
+        help="throughput batch sizes, comma-separated (default 32,128; batch 1 is always measured)",
+    )
     parser.add_argument("--repeats", type=int, default=20, help="batch-1 repetitions (default 20)")
     parser.add_argument("--iters", type=int, default=10, help="throughput iterations (default 10)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -274,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(args.device), "tiny": args.tiny, "results": results},
-                                        indent=2, default=str) + "\n")
+        args.json.write_text(
+            json.dumps({"machine": machine(args.device), "tiny": args.tiny, "results": results}, indent=2, default=str)
+            + "\n"
+        )
     return 1 if any("error" in r for r in results.values()) else 0
 
 

@@ -34,8 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TARGETS = {"train_bf16_gc": {"peak_gb": 12.0, "epoch_s": 60.0}, "train_nf4": {"peak_gb": 8.0, "epoch_s": 60.0},
-           "train_bf16": {"epoch_s": 60.0}}
+TARGETS = {
+    "train_bf16_gc": {"peak_gb": 12.0, "epoch_s": 60.0},
+    "train_nf4": {"peak_gb": 8.0, "epoch_s": 60.0},
+    "train_bf16": {"epoch_s": 60.0},
+}
 
 
 def _init_random_(module, std: float = 0.02) -> None:  # type: ignore[no-untyped-def]
@@ -101,19 +104,36 @@ def synthetic_dataset(n: int, size: int, folder: Path):  # type: ignore[no-untyp
         np.save(path, crop)
         samples.append(Sample(path, label, f"P{i}", "csv"))
         images.append(PreparedImage(path, f"{i:064x}", f"{i:064x}", True, None, ""))
-    summary = DataSummary(source=str(folder), n_files=n, n_used=n, class_names=("pneumoconiosis", "normal"),
-                          images_per_class=[n - n // 2, n // 2], patients_per_class=[n - n // 2, n // 2], n_patients=n,
-                          images_per_patient={"min": 1, "median": 1, "max": 1}, patients_without_id=0)
+    summary = DataSummary(
+        source=str(folder),
+        n_files=n,
+        n_used=n,
+        class_names=("pneumoconiosis", "normal"),
+        images_per_class=[n - n // 2, n // 2],
+        patients_per_class=[n - n // 2, n // 2],
+        n_patients=n,
+        images_per_patient={"min": 1, "median": 1, "max": 1},
+        patients_without_id=0,
+    )
     return PreparedDataset(samples, images, summary)
 
 
-def measure_training(*, device: str, tiny: bool, gradient_checkpointing: bool, decoder_4bit: bool,
-                     images: int = 504, batch: int = 16, grad_accum: int = 2, epochs: int = 2) -> dict:
+def measure_training(
+    *,
+    device: str,
+    tiny: bool,
+    gradient_checkpointing: bool,
+    decoder_4bit: bool,
+    images: int = 504,
+    batch: int = 16,
+    grad_accum: int = 2,
+    epochs: int = 2,
+) -> dict:
     import gc
 
     import torch
 
-    from training.loop import Trainer, TrainConfig
+    from training.loop import TrainConfig, Trainer
 
     cuda = device.startswith("cuda")
     if decoder_4bit:
@@ -134,17 +154,30 @@ def measure_training(*, device: str, tiny: bool, gradient_checkpointing: bool, d
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(images, model.config.preprocessing.image_size, Path(tmp))
-        cfg = TrainConfig(epochs=epochs, folds=2, final_model=True, batch_size=batch, grad_accum=grad_accum,
-                          device="cuda" if cuda else "cpu", mixed_precision="bf16" if cuda else "no",
-                          gradient_checkpointing=gradient_checkpointing)
+        cfg = TrainConfig(
+            epochs=epochs,
+            folds=2,
+            final_model=True,
+            batch_size=batch,
+            grad_accum=grad_accum,
+            device="cuda" if cuda else "cpu",
+            mixed_precision="bf16" if cuda else "no",
+            gradient_checkpointing=gradient_checkpointing,
+        )
         trainer = Trainer(cfg, data, model, Path(tmp) / "work")
         result = trainer.train_on_all(epochs)
         if cuda:
             torch.cuda.synchronize()
         seconds = trainer.epoch_seconds
-    out = {"build_s": round(build_s, 1), "epoch_s": round(seconds[-1], 2), "all_epochs_s": [round(s, 2) for s in seconds],
-           "images": images, "batch": batch, "grad_accum": grad_accum,
-           "final_train_loss": round(result.history[-1]["train_loss"], 4)}
+    out = {
+        "build_s": round(build_s, 1),
+        "epoch_s": round(seconds[-1], 2),
+        "all_epochs_s": [round(s, 2) for s in seconds],
+        "images": images,
+        "batch": batch,
+        "grad_accum": grad_accum,
+        "final_train_loss": round(result.history[-1]["train_loss"], 4),
+    }
     if cuda:
         out["peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     else:
@@ -159,9 +192,13 @@ def measure_training(*, device: str, tiny: bool, gradient_checkpointing: bool, d
 
 
 def _args(args: argparse.Namespace) -> dict:
-    return {"device": getattr(args, "device", "cuda"), "tiny": bool(getattr(args, "tiny", False)),
-            "images": getattr(args, "images", 504), "epochs": getattr(args, "train_epochs", getattr(args, "epochs", 2)),
-            "batch": getattr(args, "train_batch", 16)}
+    return {
+        "device": getattr(args, "device", "cuda"),
+        "tiny": bool(getattr(args, "tiny", False)),
+        "images": getattr(args, "images", 504),
+        "epochs": getattr(args, "train_epochs", getattr(args, "epochs", 2)),
+        "batch": getattr(args, "train_batch", 16),
+    }
 
 
 def check_train_bf16(args: argparse.Namespace) -> dict:
@@ -193,8 +230,10 @@ def verdicts(results: dict[str, dict], tiny: bool) -> list[str]:
         for key, limit in target.items():
             if key in r:
                 ok = r[key] <= limit
-                lines.append(f"{name}: {key} {r[key]} (target <= {limit}){'' if tiny else (' OK' if ok else ' MISSED')}"
-                             + (" [tiny: not comparable]" if tiny else ""))
+                lines.append(
+                    f"{name}: {key} {r[key]} (target <= {limit}){'' if tiny else (' OK' if ok else ' MISSED')}"
+                    + (" [tiny: not comparable]" if tiny else "")
+                )
     return lines
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pneumoview.ui.app import limit_gui_process_threads
 
-limit_gui_process_threads()          # as `pneumoview` does, before numpy loads its BLAS
+limit_gui_process_threads()  # as `pneumoview` does, before numpy loads its BLAS
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class Probe:
         from PySide6.QtCore import QTimer
 
         self._process = psutil.Process()
-        self.peak_rss = 0          # GUI process + children (the analysis process), bytes
+        self.peak_rss = 0  # GUI process + children (the analysis process), bytes
         self.timer = QTimer()
         self.timer.setInterval(PROBE_MS)
         self.timer.timeout.connect(self._tick)
@@ -139,7 +139,7 @@ class Probe:
 
     def stop(self) -> None:
         self.timer.stop()
-        self._tick()   # the time since the last tick counts too
+        self._tick()  # the time since the last tick counts too
 
 
 def pump(app, seconds: float) -> None:
@@ -162,8 +162,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--baseline-count", type=int, default=30)
-    parser.add_argument("--click-ms", type=int, default=300,
-                        help="simulated reviewer selects the next image this often (0 = no clicking)")
+    parser.add_argument(
+        "--click-ms",
+        type=int,
+        default=300,
+        help="simulated reviewer selects the next image this often (0 = no clicking)",
+    )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="control: idle window probed this long")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -187,6 +191,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"wrote {args.count} synthetic 512x512 CR DICOMs in {time.perf_counter() - t0:.1f} s")
 
     from pneumoview.ui.app import create_application
+
     app = create_application()
     from pneumoview.ui.main_window import MainWindow
 
@@ -212,6 +217,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             selections[0] += 1
 
     from PySide6.QtCore import QTimer
+
     clicker = QTimer()
     clicker.setInterval(max(1, args.click_ms))
     clicker.timeout.connect(click_next)
@@ -252,7 +258,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     from pneumoview.session import ResultStoreAdapter, ReviewSession
     from pneumoview.store import ResultStore
 
-    engine = InferenceEngine.load_demo()          # loaded before the probe starts: not part of the baseline
+    engine = InferenceEngine.load_demo()  # loaded before the probe starts: not part of the baseline
     subset = sorted(folder.iterdir())[: args.baseline_count]
     base_folder = work / "baseline"
     base_folder.mkdir()
@@ -290,24 +296,35 @@ def run(args: argparse.Namespace, work: Path) -> int:
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     print()
-    print(f"machine: {os.cpu_count()} CPU cores, Qt platform {os.environ['QT_QPA_PLATFORM']}, probe every {PROBE_MS} ms")
+    print(
+        f"machine: {os.cpu_count()} CPU cores, Qt platform {os.environ['QT_QPA_PLATFORM']}, probe every {PROBE_MS} ms"
+    )
     print(f"images: {args.count}; analysed {done}, failed {failed}; plan: {plan}")
-    print(f"CONTROL idle window:         {args.idle_seconds:7.1f} s   longest GUI stall {idle_stall:6.1f} ms "
-          f"(machine load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(
+        f"CONTROL idle window:         {args.idle_seconds:7.1f} s   longest GUI stall {idle_stall:6.1f} ms "
+        f"(machine load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
     print(f"scan (background):           {scan_s:7.1f} s   longest GUI stall {scan_stall:6.1f} ms")
-    print(f"analysis (background, incl. demo-model load): {analyse_s:7.1f} s "
-          f"({done / analyse_s:.1f} images/s)")
-    print(f"TOTAL open + analyse:        {total_s:7.1f} s   longest GUI stall {background[0]:6.1f} ms "
-          f"(target <= 100 ms; {background[1]} gaps > 50 ms over {background[2]} ticks; "
-          f"{selections[0]} simulated clicks)")
-    print(f"  stall distribution: p99 {background_detail[0]:.1f} ms, p99.9 {background_detail[1]:.1f} ms, "
-          f"{background_detail[2]} stalls > 100 ms")
-    print(f"BASELINE on the GUI thread:  {args.baseline_count} images in {timing['s']:.1f} s, "
-          f"longest GUI stall {baseline_stall:8.1f} ms "
-          f"(~{baseline_stall / max(1, args.baseline_count):.0f} ms per image: the window would freeze)")
-    print(f"peak RSS during the background run: {peak_background / 2**20:.0f} MiB (GUI process + analysis "
-          f"process, sampled every 200 ms); GUI process alone at the end: {gui_rss / 2**20:.0f} MiB; "
-          f"ru_maxrss of this process incl. the in-process baseline engine: {peak_kib / 1024:.0f} MiB")
+    print(f"analysis (background, incl. demo-model load): {analyse_s:7.1f} s ({done / analyse_s:.1f} images/s)")
+    print(
+        f"TOTAL open + analyse:        {total_s:7.1f} s   longest GUI stall {background[0]:6.1f} ms "
+        f"(target <= 100 ms; {background[1]} gaps > 50 ms over {background[2]} ticks; "
+        f"{selections[0]} simulated clicks)"
+    )
+    print(
+        f"  stall distribution: p99 {background_detail[0]:.1f} ms, p99.9 {background_detail[1]:.1f} ms, "
+        f"{background_detail[2]} stalls > 100 ms"
+    )
+    print(
+        f"BASELINE on the GUI thread:  {args.baseline_count} images in {timing['s']:.1f} s, "
+        f"longest GUI stall {baseline_stall:8.1f} ms "
+        f"(~{baseline_stall / max(1, args.baseline_count):.0f} ms per image: the window would freeze)"
+    )
+    print(
+        f"peak RSS during the background run: {peak_background / 2**20:.0f} MiB (GUI process + analysis "
+        f"process, sampled every 200 ms); GUI process alone at the end: {gui_rss / 2**20:.0f} MiB; "
+        f"ru_maxrss of this process incl. the in-process baseline engine: {peak_kib / 1024:.0f} MiB"
+    )
     verdict = "PASS" if background[0] <= 100 else "FAIL"
     print(f"{verdict}: longest stall {background[0]:.1f} ms vs target 100 ms")
     return 0 if verdict == "PASS" else 1

@@ -42,9 +42,15 @@ def child(size: str, repeats: int) -> dict:
 
     predict = seconds_per_call(lambda: engine.predict(crop[None], batch_size=1), repeats)
     heat = seconds_per_call(lambda: compute_heatmap(engine, crop), repeats)
-    return {"size": size, "plan": plan.describe(), "threads": torch.get_num_threads(), "repeats": repeats,
-            "heatmap_s": statistics.median(heat), "predict_s": statistics.median(predict),
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+    return {
+        "size": size,
+        "plan": plan.describe(),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "heatmap_s": statistics.median(heat),
+        "predict_s": statistics.median(predict),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    }
 
 
 def main() -> int:
@@ -60,7 +66,9 @@ def main() -> int:
     sizes = ["tiny", "full"] if args.size == "both" else [args.size]
     results = []
     for size in sizes:
-        command = [sys.executable, __file__, "--child", size] + (["--repeats", str(args.repeats)] if args.repeats else [])
+        command = [sys.executable, __file__, "--child", size] + (
+            ["--repeats", str(args.repeats)] if args.repeats else []
+        )
         done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
@@ -69,8 +77,10 @@ def main() -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
     for r in results:
         print(f"{r['size']}: plan {r['plan']}; {r['threads']} threads")
-        print(f"size={r['size']} heatmap_s={r['heatmap_s']:.3f} predict_s={r['predict_s']:.3f} "
-              f"ratio={r['heatmap_s'] / r['predict_s']:.1f} peak_rss_gb={r['peak_rss_gb']:.2f}")
+        print(
+            f"size={r['size']} heatmap_s={r['heatmap_s']:.3f} predict_s={r['predict_s']:.3f} "
+            f"ratio={r['heatmap_s'] / r['predict_s']:.1f} peak_rss_gb={r['peak_rss_gb']:.2f}"
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2)

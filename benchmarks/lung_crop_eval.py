@@ -78,14 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         otsu.append(box_iou(otsu_box(grey), truth))
         if args.verbose:
             flag = " FALLBACK " + box.reason if box.fallback else ""
-            print(f"{row['file']}: {w}x{h} iou={iou:.3f} conf={box.confidence:.2f} "
-                  f"{t_locate[-1] * 1000:.0f} ms{flag}")
+            print(f"{row['file']}: {w}x{h} iou={iou:.3f} conf={box.confidence:.2f} {t_locate[-1] * 1000:.0f} ms{flag}")
     n = len(ious)
     print(f"baseline whole-image: mean_iou={np.mean(whole):.3f} min_iou={np.min(whole):.3f}")
     print(f"baseline otsu+morphology: mean_iou={np.mean(otsu):.3f} min_iou={np.min(otsu):.3f}")
-    print(f"fallbacks={fallbacks}/{n}; locate_lungs median {np.median(t_locate) * 1000:.1f} ms "
-          f"(max {np.max(t_locate) * 1000:.1f} ms); locate+crop median {np.median(t_crop) * 1000:.1f} ms "
-          f"(max {np.max(t_crop) * 1000:.1f} ms); margin={args.margin}")
+    print(
+        f"fallbacks={fallbacks}/{n}; locate_lungs median {np.median(t_locate) * 1000:.1f} ms "
+        f"(max {np.max(t_locate) * 1000:.1f} ms); locate+crop median {np.median(t_crop) * 1000:.1f} ms "
+        f"(max {np.max(t_crop) * 1000:.1f} ms); margin={args.margin}"
+    )
     print(f"mean_iou={np.mean(ious):.3f} min_iou={np.min(ious):.3f} n={n}")
     return 0
 

@@ -164,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     warnings.simplefilter("ignore")
-    pipelines: dict[str, Callable[[Path], np.ndarray]] = {"pneumoview": ours, "in-process": in_process,
-                                                          "baseline": baseline}
+    pipelines: dict[str, Callable[[Path], np.ndarray]] = {
+        "pneumoview": ours,
+        "in-process": in_process,
+        "baseline": baseline,
+    }
     txrv = torchxrayvision_path()
     if isinstance(txrv, str):
         print(f"torchxrayvision: {txrv}")
@@ -177,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             ("RG1 JPEG 2000 lossless", _rg1("RG1_J2KR.dcm"), args.j2k_repeats),
             ("synthetic 16-bit 3000x3000", synthetic_radiograph(Path(tmp) / "synthetic.dcm"), args.repeats),
         ]
-        print(f"one core (affinity {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}), "
-              f"python {sys.version.split()[0]}, numpy {np.__version__}, pydicom {pydicom.__version__}")
+        print(
+            f"one core (affinity {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}), "
+            f"python {sys.version.split()[0]}, numpy {np.__version__}, pydicom {pydicom.__version__}"
+        )
         print(f"{'case':30s} " + " ".join(f"{name:>24s}" for name in pipelines))
         print(f"{'':30s} " + " ".join(f"{'median / best ms':>24s}" for _ in pipelines))
         for label, path, repeats in cases:
@@ -190,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for label, path, repeats in cases:
             a, b, overhead, best = sandbox_overhead(path, max(repeats, 5))
-            print(f"sandbox overhead, {label:30s} sandboxed {a:7.1f} ms, in-process {b:7.1f} ms (medians): "
-                  f"{overhead:+5.1f} %, paired {best:+5.1f} %"
-                  + ("  (target <= 10 %)" if "uncompressed" in label else ""), flush=True)
+            print(
+                f"sandbox overhead, {label:30s} sandboxed {a:7.1f} ms, in-process {b:7.1f} ms (medians): "
+                f"{overhead:+5.1f} %, paired {best:+5.1f} %"
+                + ("  (target <= 10 %)" if "uncompressed" in label else ""),
+                flush=True,
+            )
         shape = ours(cases[0][1]).shape
         print(f"\noutput: float32 {shape} in [0, 1]; target <= 100 ms for the uncompressed ~2k x 2k radiograph")
     return 0

@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     print(f"python {sys.version.split()[0]}, pydicom {pydicom.__version__}; warm page cache")
-    print(f"{'files':>7s} {'pipeline':>11s} {'seconds':>8s} {'ms/file':>8s} {'RSS peak-before MiB':>20s} "
-          f"{'images':>7s} {'problems':>8s}")
+    print(
+        f"{'files':>7s} {'pipeline':>11s} {'seconds':>8s} {'ms/file':>8s} {'RSS peak-before MiB':>20s} "
+        f"{'images':>7s} {'problems':>8s}"
+    )
     for count in args.counts:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -150,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(("baseline", baseline_scan))
             for name, function in runs:
                 seconds, mib, images, problems = measure(function, folder)
-                print(f"{count:7d} {name:>11s} {seconds:8.2f} {seconds / count * 1000:8.2f} {mib:20.1f} "
-                      f"{images:7d} {problems:8d}", flush=True)
+                print(
+                    f"{count:7d} {name:>11s} {seconds:8.2f} {seconds / count * 1000:8.2f} {mib:20.1f} "
+                    f"{images:7d} {problems:8d}",
+                    flush=True,
+                )
             shutil.rmtree(folder, ignore_errors=True)
     print("target: 10,000 files <= 20 s with memory flat as the count grows")
     return 0

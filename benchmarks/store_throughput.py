@@ -20,8 +20,13 @@ from pneumoview.store import ImageInfo, ResultStore
 
 
 def _result(info: ImageInfo) -> ImageResult:
-    return analysed(info.identity, 0.42, class_names=("pneumoconiosis", "normal"), demo=False,
-                    provenance=Provenance(bundle_name="m", threshold=0.5))
+    return analysed(
+        info.identity,
+        0.42,
+        class_names=("pneumoconiosis", "normal"),
+        demo=False,
+        provenance=Provenance(bundle_name="m", threshold=0.5),
+    )
 
 
 def main() -> None:
@@ -30,9 +35,20 @@ def main() -> None:
     n = parser.parse_args().images
     with tempfile.TemporaryDirectory() as tmp:
         ids = [ImageIdentity(f"1.2.826.0.{i}", f"{i:064x}", f"/data/clinic/{i // 50}/{i}.dcm") for i in range(n)]
-        infos = [ImageInfo(d.key, d.path, sop_instance_uid=d.sop_instance_uid, content_sha256=d.content_sha256,
-                           patient_id=f"P{i // 4}", patient_name=f"Doe^{i}", study_uid=f"1.2.{i // 2}",
-                           study_date="20240101", view_position="PA") for i, d in enumerate(ids)]
+        infos = [
+            ImageInfo(
+                d.key,
+                d.path,
+                sop_instance_uid=d.sop_instance_uid,
+                content_sha256=d.content_sha256,
+                patient_id=f"P{i // 4}",
+                patient_name=f"Doe^{i}",
+                study_uid=f"1.2.{i // 2}",
+                study_date="20240101",
+                view_position="PA",
+            )
+            for i, d in enumerate(ids)
+        ]
         with ResultStore(Path(tmp) / "baseline.sqlite3") as store:
             store.upsert_images(infos)
             t0 = time.perf_counter()

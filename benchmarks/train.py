@@ -44,13 +44,15 @@ def child(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     from training.base import BaseSpec, build_base_model
     from training.data import CropCache, PreparedDataset, validate
-    from training.loop import Trainer, TrainConfig, bce_one_hot_loss, param_groups
+    from training.loop import TrainConfig, Trainer, bce_one_hot_loss, param_groups
 
     cache = CropCache(args.cache, size=args.image_size)
     full = validate(args.csv, folds=2, cache=cache)
     data = PreparedDataset(full.samples[: args.child], full.images[: args.child], full.summary)
     arch = args.architecture
-    base = build_base_model(BaseSpec(architecture=arch, random_seed=0), device=torch.device("cpu"), base_dtype=torch.float32)
+    base = build_base_model(
+        BaseSpec(architecture=arch, random_seed=0), device=torch.device("cpu"), base_dtype=torch.float32
+    )
     cfg = TrainConfig(epochs=args.epochs, folds=2, final_model=True, device="cpu", batch_size=args.batch, grad_accum=1)
     with tempfile.TemporaryDirectory() as work:
         trainer = Trainer(cfg, data, base.model, work)
@@ -61,8 +63,9 @@ def child(args: argparse.Namespace) -> dict:
     rss = _rss_mb()
 
     # Baseline: bare loop over an in-memory tensor, same model / loss / optimizer.
-    from pneumoview.inference.transforms import preprocess_tensor
     import numpy as np
+
+    from pneumoview.inference.transforms import preprocess_tensor
 
     crops = np.stack([img.load_crop() for img in data.images])
     pixels = preprocess_tensor(crops, base.model.config.preprocessing)
@@ -77,8 +80,14 @@ def child(args: argparse.Namespace) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
     baseline = time.perf_counter() - t0
-    return {"images": len(data), "epoch_seconds": epoch_s, "last_epoch_s": epoch_s[-1], "run_s": total,
-            "peak_rss_mb": rss, "baseline_epoch_s": baseline}
+    return {
+        "images": len(data),
+        "epoch_seconds": epoch_s,
+        "last_epoch_s": epoch_s[-1],
+        "run_s": total,
+        "peak_rss_mb": rss,
+        "baseline_epoch_s": baseline,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads or 'default'}",
-                     "architecture": args.architecture, "epochs": args.epochs, "batch": args.batch, "runs": []}
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads or 'default'}",
+        "architecture": args.architecture,
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         from training.data import CropCache, validate
         from training.synthetic import make_synthetic_dataset
@@ -115,13 +129,31 @@ def main(argv: list[str] | None = None) -> int:
             data = validate(csv, folds=2, cache=cache)
             results[label] = time.perf_counter() - t0
             results[label.replace("_s", "_misses")] = cache.misses
-        print(f"data check of {len(data)} images: first {results['first_check_s']:.1f} s "
-              f"(decode + lung localiser + crop), cached {results['cached_check_s']:.2f} s "
-              f"({results['cached_check_misses']} decoded again)", flush=True)
+        print(
+            f"data check of {len(data)} images: first {results['first_check_s']:.1f} s "
+            f"(decode + lung localiser + crop), cached {results['cached_check_s']:.2f} s "
+            f"({results['cached_check_misses']} decoded again)",
+            flush=True,
+        )
         for n in sizes:
-            cmd = [sys.executable, __file__, "--child", str(n), "--csv", str(csv), "--cache", str(cache_dir),
-                   "--epochs", str(args.epochs), "--batch", str(args.batch), "--image-size", str(args.image_size),
-                   "--architecture", args.architecture]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--csv",
+                str(csv),
+                "--cache",
+                str(cache_dir),
+                "--epochs",
+                str(args.epochs),
+                "--batch",
+                str(args.batch),
+                "--image-size",
+                str(args.image_size),
+                "--architecture",
+                args.architecture,
+            ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -130,14 +162,19 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             run = json.loads(out.stdout.strip().splitlines()[-1])
             results["runs"].append(run)
-            print(f"{n:4d} images: {run['last_epoch_s']:.1f} s/epoch ({run['last_epoch_s'] / n * 1000:.0f} ms/image), "
-                  f"peak RSS {run['peak_rss_mb']:.0f} MB; baseline bare loop {run['baseline_epoch_s']:.1f} s/epoch", flush=True)
+            print(
+                f"{n:4d} images: {run['last_epoch_s']:.1f} s/epoch ({run['last_epoch_s'] / n * 1000:.0f} ms/image), "
+                f"peak RSS {run['peak_rss_mb']:.0f} MB; baseline bare loop {run['baseline_epoch_s']:.1f} s/epoch",
+                flush=True,
+            )
     runs = results["runs"]
     if len(runs) > 1:
         a, b = runs[0], runs[-1]
         results["scaling"] = (b["last_epoch_s"] / a["last_epoch_s"]) / (b["images"] / a["images"])
-        print(f"scaling {a['images']} -> {b['images']} images: x{b['last_epoch_s'] / a['last_epoch_s']:.2f} time for "
-              f"x{b['images'] / a['images']:.1f} data (1.0 = linear: {results['scaling']:.2f})")
+        print(
+            f"scaling {a['images']} -> {b['images']} images: x{b['last_epoch_s'] / a['last_epoch_s']:.2f} time for "
+            f"x{b['images'] / a['images']:.1f} data (1.0 = linear: {results['scaling']:.2f})"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

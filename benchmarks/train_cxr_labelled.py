@@ -65,11 +65,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bundle"
         base = ["--random-base", args.random_base] if args.random_base is not None else ["--demo"]
-        cmd = [sys.executable, "-m", "training", str(args.data), *base, "--folds", "5", "--epochs", args.epochs,
-               "--batch-size", "8", "--grad-accum", "1", "--lr", args.lr, "--warmup-epochs", "1", "--no-final",
-               "--threads", args.threads, "--no-register", "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "training",
+            str(args.data),
+            *base,
+            "--folds",
+            "5",
+            "--epochs",
+            args.epochs,
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            "1",
+            "--lr",
+            args.lr,
+            "--warmup-epochs",
+            "1",
+            "--no-final",
+            "--threads",
+            args.threads,
+            "--no-register",
+            "--out",
+            str(out),
+        ]
         print("$ " + " ".join(cmd[1:]), flush=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        }
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - t0
@@ -97,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         v = np.array(values)
         return f"{name:58s} AUC {100 * v.mean():5.1f} +/- {100 * v.std(ddof=1):4.1f}   folds {np.round(100 * v, 1).tolist()}"
 
-    print(f"tiny PneumoLLM, {'demo' if args.random_base is None else 'random'} frozen backbones, "
-          f"{args.epochs} epochs, 5-fold patient-level CV on {len(labels)} images ({seconds:.0f} s):")
+    print(
+        f"tiny PneumoLLM, {'demo' if args.random_base is None else 'random'} frozen backbones, "
+        f"{args.epochs} epochs, 5-fold patient-level CV on {len(labels)} images ({seconds:.0f} s):"
+    )
     print(line("  model, best-AVG epoch per fold (the paper's selection)", model_aucs))
     print(line("  model, last epoch (no selection on the validation fold)", last_aucs))
     print(line("  baseline: ridge on 14x14 patch means (spatial layout)", grid))

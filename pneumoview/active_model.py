@@ -71,8 +71,9 @@ def _bundle_manifest(bundle: Path) -> dict:
     return read_manifest_data(bundle)
 
 
-def model_for_bundle(bundle: Path, settings: Settings, *, registry_id: str | None = None,
-                     manifest: dict | None = None) -> ActiveModel:
+def model_for_bundle(
+    bundle: Path, settings: Settings, *, registry_id: str | None = None, manifest: dict | None = None
+) -> ActiveModel:
     """How to run ``bundle``: on the demo base weights when its manifest says ``demo: true``,
     otherwise on the settings' CLIP / LLaMA (``missing`` says when they are not chosen)."""
     if manifest is None:
@@ -85,14 +86,23 @@ def model_for_bundle(bundle: Path, settings: Settings, *, registry_id: str | Non
         return ActiveModel(DEMO, bundle=bundle, registry_id=registry_id, name=name)
     missing = ""
     if not (settings.clip_path and settings.llama_path):
-        missing = (f"the model {name!r} needs the CLIP ViT-L/14 and LLaMA-7B base weights: "
-                   "choose them in Model > Model Setup")
-    return ActiveModel(BUNDLE, bundle=bundle, clip_path=settings.clip_path or "", llama_path=settings.llama_path or "",
-                       registry_id=registry_id, name=name, missing=missing)
+        missing = (
+            f"the model {name!r} needs the CLIP ViT-L/14 and LLaMA-7B base weights: choose them in Model > Model Setup"
+        )
+    return ActiveModel(
+        BUNDLE,
+        bundle=bundle,
+        clip_path=settings.clip_path or "",
+        llama_path=settings.llama_path or "",
+        registry_id=registry_id,
+        name=name,
+        missing=missing,
+    )
 
 
-def resolve_active_model(settings: Settings, registry: ModelRegistry | None = None, *,
-                         include_demo_choice: bool = True) -> ActiveModel | None:
+def resolve_active_model(
+    settings: Settings, registry: ModelRegistry | None = None, *, include_demo_choice: bool = True
+) -> ActiveModel | None:
     """The model the next analysis should use, read afresh; None when there is none at all.
 
     Order: the demo choice recorded in the registry (unless ``include_demo_choice`` is False, as

@@ -82,8 +82,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
         handle.write(text)
 
 
-
-
 def write_error_reason(exc: BaseException, path: str | os.PathLike[str] | None = None) -> str:
     """One line for a failed write: ``"disk full: <path>"`` or ``"cannot write <path>: <why>"``
     (:func:`pneumoview.errors.storage_error`'s wording, the one rule for it)."""
@@ -146,8 +144,7 @@ def _place(staging: Path, target: Path, *, replace: bool, unique: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str], *, replace: bool = False, unique: bool = False
-               ) -> Iterator[StagingDir]:
+def atomic_dir(target: str | os.PathLike[str], *, replace: bool = False, unique: bool = False) -> Iterator[StagingDir]:
     """Build a folder in a hidden temporary sibling, then rename it into place.
 
     ``with atomic_dir(target) as staging:`` write into ``staging.path``; when the block ends
@@ -186,8 +183,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(folder: str | os.PathLike[str], *, legacy_patterns: tuple[str, ...] = (),
-                min_age_s: float = 3600.0) -> list[Path]:
+def clean_stale(
+    folder: str | os.PathLike[str], *, legacy_patterns: tuple[str, ...] = (), min_age_s: float = 3600.0
+) -> list[Path]:
     """Remove leftovers of interrupted runs in ``folder``; returns what was removed.
 
     * ``.<name>.tmp-<pid>-<hex>`` staging folders (:func:`atomic_dir`) and

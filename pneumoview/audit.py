@@ -32,10 +32,14 @@ GENESIS = "0" * 64
 #: Triggers that make the table append-only (created by the store's migration).
 GUARD_TRIGGERS = ("audit_events_no_update", "audit_events_no_delete")
 GUARD_STATEMENTS = (
-    ("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
-     "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"),
-    ("CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
-     "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"),
+    (
+        "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    ),
+    (
+        "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    ),
 )
 #: Event kinds written by PneumoView (others may be added; the chain does not depend on them).
 MODEL_ACTIVATED = "model-activated"
@@ -63,19 +67,32 @@ class ChainEntry:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | Sequence[Any]) -> ChainEntry:
-        return cls(int(row[0]), str(row[1]), str(row[2]), None if row[3] is None else str(row[3]),
-                   str(row[4]), str(row[5]), str(row[6]), str(row[7]))
+        return cls(
+            int(row[0]),
+            str(row[1]),
+            str(row[2]),
+            None if row[3] is None else str(row[3]),
+            str(row[4]),
+            str(row[5]),
+            str(row[6]),
+            str(row[7]),
+        )
 
 
-def canonical_bytes(entry_id: int, at: str, kind: str, image_key: str | None, actor: str, detail: str,
-                    prev_hash: str) -> bytes:
+def canonical_bytes(
+    entry_id: int, at: str, kind: str, image_key: str | None, actor: str, detail: str, prev_hash: str
+) -> bytes:
     """The bytes hashed for an entry: a compact JSON array (UTF-8), fields in a fixed order."""
-    return json.dumps([CHAIN_FORMAT, int(entry_id), at, kind, image_key, actor, detail, prev_hash],
-                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        [CHAIN_FORMAT, int(entry_id), at, kind, image_key, actor, detail, prev_hash],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
 
 
-def entry_hash(entry_id: int, at: str, kind: str, image_key: str | None, actor: str, detail: str,
-               prev_hash: str) -> str:
+def entry_hash(
+    entry_id: int, at: str, kind: str, image_key: str | None, actor: str, detail: str, prev_hash: str
+) -> str:
     return hashlib.sha256(canonical_bytes(entry_id, at, kind, image_key, actor, detail, prev_hash)).hexdigest()
 
 
@@ -84,8 +101,9 @@ def _sequence(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def append(conn: sqlite3.Connection, at: str, kind: str, image_key: str | None, actor: str,
-           detail: dict[str, Any]) -> int:
+def append(
+    conn: sqlite3.Connection, at: str, kind: str, image_key: str | None, actor: str, detail: dict[str, Any]
+) -> int:
     """Add one chained entry; the caller holds a write transaction (BEGIN IMMEDIATE). Returns its id."""
     last = conn.execute("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1").fetchone()
     prev = str(last[1]) if last else GENESIS
@@ -105,9 +123,7 @@ def seal_existing(conn: sqlite3.Connection) -> int:
     guard triggers exist). Returns how many were sealed; they are trusted as they are at that moment."""
     prev = GENESIS
     count = 0
-    for row in conn.execute(
-        "SELECT id, at, kind, image_key, actor, detail FROM audit_events ORDER BY id"
-    ).fetchall():
+    for row in conn.execute("SELECT id, at, kind, image_key, actor, detail FROM audit_events ORDER BY id").fetchall():
         digest = entry_hash(row[0], row[1], row[2], row[3], row[4], row[5], prev)
         conn.execute("UPDATE audit_events SET prev_hash = ?, entry_hash = ? WHERE id = ?", (prev, digest, row[0]))
         prev = digest
@@ -150,8 +166,12 @@ def verify(entries: Sequence[ChainEntry], sequence: int, guards: set[str] | None
             gap = f"{expected}" if entry.id == expected + 1 else f"{expected}-{entry.id - 1}"
             return Verification(False, len(entries), expected, f"missing (entries {gap} were removed)")
         if entry.prev_hash != prev:
-            return Verification(False, len(entries), entry.id,
-                                f"does not chain to entry {entry.id - 1} (that entry or this link was edited)")
+            return Verification(
+                False,
+                len(entries),
+                entry.id,
+                f"does not chain to entry {entry.id - 1} (that entry or this link was edited)",
+            )
         digest = entry_hash(entry.id, entry.at, entry.kind, entry.image_key, entry.actor, entry.detail, entry.prev_hash)
         if digest != entry.entry_hash:
             return Verification(False, len(entries), entry.id, "edited (its contents do not match its hash)")
@@ -175,6 +195,16 @@ def export_csv(entries: Sequence[ChainEntry], path: str | os.PathLike[str]) -> i
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for e in entries:
-            writer.writerow([e.id, e.at, guard_formula(e.kind), guard_formula(e.image_key or ""),
-                             guard_formula(e.actor), guard_formula(e.detail), e.prev_hash, e.entry_hash])
+            writer.writerow(
+                [
+                    e.id,
+                    e.at,
+                    guard_formula(e.kind),
+                    guard_formula(e.image_key or ""),
+                    guard_formula(e.actor),
+                    guard_formula(e.detail),
+                    e.prev_hash,
+                    e.entry_hash,
+                ]
+            )
     return len(entries)

@@ -36,7 +36,9 @@ DEFAULT_SEED = 20240229
 
 
 # --------------------------------------------------------------------------- inputs
-def _inputs(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _inputs(
+    scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(positive).reshape(-1)
     if s.shape != y.shape:
@@ -50,9 +52,7 @@ def _inputs(scores: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.
         raise CalibrationError(f"score {bad} is not a finite number ({s[bad]!r})")
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == y.size:
-        raise CalibrationError(
-            f"calibration needs both classes: {n_pos} with pneumoconiosis, {y.size - n_pos} normal"
-        )
+        raise CalibrationError(f"calibration needs both classes: {n_pos} with pneumoconiosis, {y.size - n_pos} normal")
     return s, y
 
 
@@ -126,8 +126,9 @@ def bootstrap_auc_ci(
     return (float(low), float(high))
 
 
-def _cluster_bootstrap(s: np.ndarray, y: np.ndarray, groups: Sequence[str], n_bootstrap: int,
-                       rng: np.random.Generator) -> np.ndarray:
+def _cluster_bootstrap(
+    s: np.ndarray, y: np.ndarray, groups: Sequence[str], n_bootstrap: int, rng: np.random.Generator
+) -> np.ndarray:
     keys = np.asarray([str(g) for g in groups])
     if keys.shape != s.shape:
         raise CalibrationError(f"{keys.size} group labels for {s.size} scores")
@@ -140,8 +141,9 @@ def _cluster_bootstrap(s: np.ndarray, y: np.ndarray, groups: Sequence[str], n_bo
     values = np.empty(n_bootstrap)
     for i in range(n_bootstrap):
         for _attempt in range(100):
-            picked = [with_pos[j] for j in rng.integers(0, len(with_pos), len(with_pos))] + \
-                     [without[j] for j in rng.integers(0, len(without), len(without))]
+            picked = [with_pos[j] for j in rng.integers(0, len(with_pos), len(with_pos))] + [
+                without[j] for j in rng.integers(0, len(without), len(without))
+            ]
             rows = np.concatenate(picked)
             if y[rows].all() or not y[rows].any():
                 continue
@@ -191,9 +193,15 @@ def operating_table(scores: Sequence[float] | np.ndarray, positive: Sequence[boo
 def _row(threshold: float, tp: int, fp: int, n_pos: int, n_neg: int) -> OperatingRow:
     fn, tn = n_pos - tp, n_neg - fp
     return OperatingRow(
-        threshold=threshold, tp=tp, fp=fp, tn=tn, fn=fn,
-        sensitivity=tp / n_pos, sensitivity_ci=wilson_interval(tp, n_pos),
-        specificity=tn / n_neg, specificity_ci=wilson_interval(tn, n_neg),
+        threshold=threshold,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        sensitivity=tp / n_pos,
+        sensitivity_ci=wilson_interval(tp, n_pos),
+        specificity=tn / n_neg,
+        specificity_ci=wilson_interval(tn, n_neg),
     )
 
 
@@ -282,16 +290,29 @@ class Calibration:
         p = self.at_prevalence
         return {
             "threshold": c.threshold,
-            "sensitivity": c.sensitivity, "sensitivity_ci": list(c.sensitivity_ci),
-            "specificity": c.specificity, "specificity_ci": list(c.specificity_ci),
-            "tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn,
-            "auc": self.auc, "auc_ci": list(self.auc_ci),
-            "n": self.n, "n_positive": self.n_positive, "n_negative": self.n_negative,
-            "target": self.target, "target_value": self.target_value,
-            "prevalence": p.prevalence, "prevalence_stated": p.stated,
-            "referrals_per_100": p.referrals_per_100, "ppv": p.ppv, "npv": p.npv,
+            "sensitivity": c.sensitivity,
+            "sensitivity_ci": list(c.sensitivity_ci),
+            "specificity": c.specificity,
+            "specificity_ci": list(c.specificity_ci),
+            "tp": c.tp,
+            "fp": c.fp,
+            "tn": c.tn,
+            "fn": c.fn,
+            "auc": self.auc,
+            "auc_ci": list(self.auc_ci),
+            "n": self.n,
+            "n_positive": self.n_positive,
+            "n_negative": self.n_negative,
+            "target": self.target,
+            "target_value": self.target_value,
+            "prevalence": p.prevalence,
+            "prevalence_stated": p.stated,
+            "referrals_per_100": p.referrals_per_100,
+            "ppv": p.ppv,
+            "npv": p.npv,
             "referred_per_case_found": p.referred_per_case_found,
-            "bootstrap": self.bootstrap, "seed": self.seed,
+            "bootstrap": self.bootstrap,
+            "seed": self.seed,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -331,11 +352,18 @@ def calibrate(
     stated = prevalence is not None
     prev = float(prevalence) if prevalence is not None else n_pos / y.size
     return Calibration(
-        n=int(y.size), n_positive=n_pos, n_negative=int(y.size - n_pos),
-        auc=_auc(s, y), auc_ci=bootstrap_auc_ci(s, y, n_bootstrap=n_bootstrap, seed=seed, groups=groups),
-        target=target, target_value=value, chosen=chosen,
+        n=int(y.size),
+        n_positive=n_pos,
+        n_negative=int(y.size - n_pos),
+        auc=_auc(s, y),
+        auc_ci=bootstrap_auc_ci(s, y, n_bootstrap=n_bootstrap, seed=seed, groups=groups),
+        target=target,
+        target_value=value,
+        chosen=chosen,
         at_prevalence=at_prevalence(chosen.sensitivity, chosen.specificity, prev, stated=stated),
-        table=table, bootstrap=n_bootstrap, seed=seed,
+        table=table,
+        bootstrap=n_bootstrap,
+        seed=seed,
     )
 
 
@@ -346,14 +374,22 @@ def draw_roc(figure: Any, result: Calibration, *, title: str = "") -> None:
     fpr, tpr = roc_points(result.table)
     ax = figure.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", label="chance")
-    ax.plot(fpr, tpr, color="C0",
-            label=f"ROC, AUC {result.auc:.3f} (95% CI {result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f})")
+    ax.plot(
+        fpr, tpr, color="C0", label=f"ROC, AUC {result.auc:.3f} (95% CI {result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f})"
+    )
     c = result.chosen
     x, yv = 1.0 - c.specificity, c.sensitivity
     xerr = [[x - (1.0 - c.specificity_ci[1])], [(1.0 - c.specificity_ci[0]) - x]]
     yerr = [[yv - c.sensitivity_ci[0]], [c.sensitivity_ci[1] - yv]]
-    ax.errorbar([x], [yv], xerr=xerr, yerr=yerr, fmt="o", color="C3",
-                label=f"threshold {c.threshold:.3f}: Se {c.sensitivity:.2f}, Sp {c.specificity:.2f}")
+    ax.errorbar(
+        [x],
+        [yv],
+        xerr=xerr,
+        yerr=yerr,
+        fmt="o",
+        color="C3",
+        label=f"threshold {c.threshold:.3f}: Se {c.sensitivity:.2f}, Sp {c.specificity:.2f}",
+    )
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("1 - specificity")

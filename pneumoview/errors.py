@@ -191,4 +191,3 @@ class AuditChainError(StoreError):
 
 class PacsError(PneumoViewError):
     """A PACS could not be reached, refused us, or answered with a failure status."""
-

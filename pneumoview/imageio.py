@@ -37,8 +37,15 @@ from pneumoview.dicom.files import DICOM_MAGIC, DICOM_SUFFIXES, has_dicom_name, 
 from pneumoview.dicom.readonly import check_regular_file, open_readonly
 from pneumoview.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
 
-__all__ = ["DICOM_MAGIC", "DICOM_SUFFIXES", "GreyImage", "grey_from_display", "is_dicom_file", "load_grey",
-           "load_grey_in_process"]
+__all__ = [
+    "DICOM_MAGIC",
+    "DICOM_SUFFIXES",
+    "GreyImage",
+    "grey_from_display",
+    "is_dicom_file",
+    "load_grey",
+    "load_grey_in_process",
+]
 
 
 @dataclass
@@ -74,8 +81,9 @@ def load_grey(path: str | os.PathLike[str]) -> GreyImage:
     path = Path(path)
     check_path(path)
     meta, arrays = sandbox.run(grey_task, path)
-    return GreyImage(pixels=arrays["pixels"], source=path, notes=[str(n) for n in meta["notes"]],
-                     is_dicom=bool(meta["is_dicom"]))
+    return GreyImage(
+        pixels=arrays["pixels"], source=path, notes=[str(n) for n in meta["notes"]], is_dicom=bool(meta["is_dicom"])
+    )
 
 
 def grey_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
@@ -117,8 +125,11 @@ def grey_from_display(image: DisplayImage) -> GreyImage:
         invert_unit(unit, out=unit)
     notes = list(image.notes)
     if image.invert:
-        notes.append(f"{image.photometric}: inverted for display" if image.photometric == "MONOCHROME1"
-                     else "presentation LUT shape INVERSE: inverted for display")
+        notes.append(
+            f"{image.photometric}: inverted for display"
+            if image.photometric == "MONOCHROME1"
+            else "presentation LUT shape INVERSE: inverted for display"
+        )
     source = image.source if image.source is not None else Path()
     return GreyImage(pixels=unit, source=source, notes=notes, is_dicom=True)
 

@@ -80,8 +80,10 @@ class MonitoringReport:
             return ""
         names = ", ".join(f"{w.week} ({w.flagged_fraction:.0%})" for w in self.warnings)
         assert self.expected is not None
-        return (f"flagged fraction outside {self.expected:.0%} +- {self.band:.0%} in {names}: "
-                "check the population, the equipment and the operating point")
+        return (
+            f"flagged fraction outside {self.expected:.0%} +- {self.band:.0%} in {names}: "
+            "check the population, the equipment and the operating point"
+        )
 
 
 def _iso_week(stamp: str) -> tuple[str, date]:
@@ -106,8 +108,16 @@ def weekly(
     raw = []
     for (name, monday), items in sorted(groups.items(), key=lambda kv: kv[0][1]):
         decided = [o for o in items if o.decision in ("agree", "disagree")]
-        raw.append(Week(name, monday, len(items), sum(o.flagged for o in items), len(decided),
-                        sum(o.decision == "agree" for o in decided)))
+        raw.append(
+            Week(
+                name,
+                monday,
+                len(items),
+                sum(o.flagged for o in items),
+                len(decided),
+                sum(o.decision == "agree" for o in decided),
+            )
+        )
     source = "setting"
     if expected is None and raw:
         base = raw[:baseline_weeks]
@@ -115,11 +125,22 @@ def weekly(
         source = f"first {len(base)} week(s)"
     elif expected is None:
         source = "none"
-    weeks = raw if expected is None else [
-        Week(w.week, w.start, w.analysed, w.flagged, w.decided, w.agreed,
-             warning=abs(w.flagged_fraction - expected) > band + 1e-12)
-        for w in raw
-    ]
+    weeks = (
+        raw
+        if expected is None
+        else [
+            Week(
+                w.week,
+                w.start,
+                w.analysed,
+                w.flagged,
+                w.decided,
+                w.agreed,
+                warning=abs(w.flagged_fraction - expected) > band + 1e-12,
+            )
+            for w in raw
+        ]
+    )
     return MonitoringReport(weeks, expected, band, source)
 
 
@@ -149,8 +170,12 @@ def load_observations(db_path: str | os.PathLike[str]) -> list[Observation]:
 
 def report_for(db_path: str | os.PathLike[str], settings: Any) -> MonitoringReport:
     """:func:`weekly` over the database with the settings' band, expected fraction and baseline."""
-    return weekly(load_observations(db_path), band=settings.monitor_band,
-                  expected=settings.monitor_expected_flagged, baseline_weeks=settings.monitor_baseline_weeks)
+    return weekly(
+        load_observations(db_path),
+        band=settings.monitor_band,
+        expected=settings.monitor_expected_flagged,
+        baseline_weeks=settings.monitor_baseline_weeks,
+    )
 
 
 def draw(figure: Any, report: MonitoringReport) -> None:

@@ -52,14 +52,27 @@ class OperatingPoint:
     figures: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, *, bundle_fingerprint: str, bundle_id: str, threshold: float, kind: str = CALIBRATED,
-            created_by: str = "", data_summary: dict[str, Any] | None = None,
-            figures: dict[str, Any] | None = None) -> OperatingPoint:
+    def new(
+        cls,
+        *,
+        bundle_fingerprint: str,
+        bundle_id: str,
+        threshold: float,
+        kind: str = CALIBRATED,
+        created_by: str = "",
+        data_summary: dict[str, Any] | None = None,
+        figures: dict[str, Any] | None = None,
+    ) -> OperatingPoint:
         point = cls(
-            id=uuid.uuid4().hex, bundle_fingerprint=bundle_fingerprint, bundle_id=bundle_id,
-            threshold=float(threshold), kind=kind,
+            id=uuid.uuid4().hex,
+            bundle_fingerprint=bundle_fingerprint,
+            bundle_id=bundle_id,
+            threshold=float(threshold),
+            kind=kind,
             created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            created_by=created_by, data_summary=dict(data_summary or {}), figures=dict(figures or {}),
+            created_by=created_by,
+            data_summary=dict(data_summary or {}),
+            figures=dict(figures or {}),
         )
         point.validate()
         return point
@@ -80,10 +93,15 @@ class OperatingPoint:
             raise ConfigError("an operating point must be a JSON object")
         try:
             point = cls(
-                id=str(data["id"]), bundle_fingerprint=str(data["bundle_fingerprint"]),
-                bundle_id=str(data.get("bundle_id", "")), threshold=data["threshold"], kind=str(data["kind"]),
-                created=str(data["created"]), created_by=str(data.get("created_by", "")),
-                data_summary=dict(data.get("data_summary") or {}), figures=dict(data.get("figures") or {}),
+                id=str(data["id"]),
+                bundle_fingerprint=str(data["bundle_fingerprint"]),
+                bundle_id=str(data.get("bundle_id", "")),
+                threshold=data["threshold"],
+                kind=str(data["kind"]),
+                created=str(data["created"]),
+                created_by=str(data.get("created_by", "")),
+                data_summary=dict(data.get("data_summary") or {}),
+                figures=dict(data.get("figures") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed operating point: {exc}") from exc
@@ -130,11 +148,16 @@ class OperatingPointStore:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"operating points file is not valid JSON (line {exc.lineno})", path=self.path) from exc
-        if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not isinstance(data.get("current"), dict):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("points"), list)
+            or not isinstance(data.get("current"), dict)
+        ):
             raise ConfigError("operating points file has no 'points' list and 'current' map", path=self.path)
         if not isinstance(data.get("version"), int) or data["version"] > FORMAT_VERSION:
-            raise ConfigError(f"operating points format {data.get('version')!r} is newer than this PneumoView",
-                              path=self.path)
+            raise ConfigError(
+                f"operating points format {data.get('version')!r} is newer than this PneumoView", path=self.path
+            )
         return data
 
     def _write(self, data: dict[str, Any]) -> None:
@@ -194,11 +217,17 @@ class OperatingPointStore:
                 return ThresholdAnswer(point)
         raise ConfigError(f"current operating point {current} is missing from the file", path=self.path)
 
-    def confirm_default(self, *, bundle_fingerprint: str, bundle_id: str, threshold: float,
-                        created_by: str = "") -> OperatingPoint:
+    def confirm_default(
+        self, *, bundle_fingerprint: str, bundle_id: str, threshold: float, created_by: str = ""
+    ) -> OperatingPoint:
         """Record that the user accepted ``threshold`` for this bundle without calibrating."""
-        return self.save(OperatingPoint.new(
-            bundle_fingerprint=bundle_fingerprint, bundle_id=bundle_id, threshold=threshold,
-            kind=CONFIRMED_DEFAULT, created_by=created_by,
-            data_summary={"note": "not calibrated on local data; threshold confirmed by the user"},
-        ))
+        return self.save(
+            OperatingPoint.new(
+                bundle_fingerprint=bundle_fingerprint,
+                bundle_id=bundle_id,
+                threshold=threshold,
+                kind=CONFIRMED_DEFAULT,
+                created_by=created_by,
+                data_summary={"note": "not calibrated on local data; threshold confirmed by the user"},
+            )
+        )

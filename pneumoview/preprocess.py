@@ -48,13 +48,24 @@ def prepare(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: flo
     shape = meta["image_shape"]
     return ModelInput(
         crop=arrays["crop"],
-        box=LungBox(int(box["x0"]), int(box["y0"]), int(box["x1"]), int(box["y1"]), fallback=bool(box["fallback"]),
-                    confidence=float(box["confidence"]), reason=str(box["reason"])),
-        source=path, notes=[str(n) for n in meta["notes"]], image_shape=(int(shape[0]), int(shape[1])),
+        box=LungBox(
+            int(box["x0"]),
+            int(box["y0"]),
+            int(box["x1"]),
+            int(box["y1"]),
+            fallback=bool(box["fallback"]),
+            confidence=float(box["confidence"]),
+            reason=str(box["reason"]),
+        ),
+        source=path,
+        notes=[str(n) for n in meta["notes"]],
+        image_shape=(int(shape[0]), int(shape[1])),
     )
 
 
-def prepare_in_process(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
+def prepare_in_process(
+    path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None
+) -> ModelInput:
     """:func:`prepare` in the calling process (the decoder worker's side)."""
     return prepare_grey(load_grey_in_process(path), size=size, margin=margin)
 
@@ -62,8 +73,11 @@ def prepare_in_process(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, 
 def prepare_task(path: Path, *, size: int, margin: float | None) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     """Sandbox task: :func:`prepare_in_process` as JSON + the crop."""
     model_input = prepare_in_process(path, size=size, margin=margin)
-    meta: dict[str, object] = {"box": dataclasses.asdict(model_input.box), "notes": list(model_input.notes),
-            "image_shape": list(model_input.image_shape)}
+    meta: dict[str, object] = {
+        "box": dataclasses.asdict(model_input.box),
+        "notes": list(model_input.notes),
+        "image_shape": list(model_input.image_shape),
+    }
     return meta, {"crop": model_input.crop}
 
 

@@ -39,8 +39,16 @@ from pneumoview.atomic import atomic_dir, atomic_write_text, clean_stale, write_
 from pneumoview.errors import BundleError
 from pneumoview.inference.manifest import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
 
-__all__ = ["ENTRY_FILE", "STATE_FILE", "BundleEntry", "ModelRegistry", "check_safetensors_header", "content_sha256",
-           "format_metrics", "validate_bundle"]
+__all__ = [
+    "ENTRY_FILE",
+    "STATE_FILE",
+    "BundleEntry",
+    "ModelRegistry",
+    "check_safetensors_header",
+    "content_sha256",
+    "format_metrics",
+    "validate_bundle",
+]
 
 ENTRY_FILE = "registry-entry.json"
 STATE_FILE = "registry.json"
@@ -177,8 +185,12 @@ class ModelRegistry:
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        state = {"version": STATE_VERSION, "active": state.get("active"), "history": list(state.get("history", [])),
-                 "demo": bool(state.get("demo", False))}
+        state = {
+            "version": STATE_VERSION,
+            "active": state.get("active"),
+            "history": list(state.get("history", [])),
+            "demo": bool(state.get("demo", False)),
+        }
         try:
             atomic_write_text(self.root / STATE_FILE, json.dumps(state, indent=2) + "\n")
         except OSError as exc:
@@ -278,8 +290,12 @@ class ModelRegistry:
                 shutil.copytree(src, staging.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(ENTRY_FILE, ".*"))
                 if content_sha256(staging.path) != digest:
                     raise BundleError("the bundle changed while it was being copied; try again", path=src)
-                meta = {"added_at": added_at, "source": source or str(src.resolve()), "note": note,
-                        "content_sha256": digest}
+                meta = {
+                    "added_at": added_at,
+                    "source": source or str(src.resolve()),
+                    "note": note,
+                    "content_sha256": digest,
+                }
                 (staging.path / ENTRY_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         except shutil.Error as exc:
             raise BundleError(_copy_error(exc, self.bundles_dir)) from exc

@@ -214,12 +214,19 @@ def _result_cells(result: ImageResult | None) -> dict[str, str]:
     box = prov.crop_box
     analysed = result.is_analysed
     return {
-        "status": result.status, "reason_code": result.reason_code, "reason": result.reason,
-        "probability": _format_number(result.probability), "threshold": _format_number(prov.threshold),
-        "label": result.shown_label, "demo": "yes" if result.demo else "no",
-        "model_name": prov.bundle_name, "model_id": prov.bundle_id, "model_fingerprint": prov.bundle_fingerprint,
+        "status": result.status,
+        "reason_code": result.reason_code,
+        "reason": result.reason,
+        "probability": _format_number(result.probability),
+        "threshold": _format_number(prov.threshold),
+        "label": result.shown_label,
+        "demo": "yes" if result.demo else "no",
+        "model_name": prov.bundle_name,
+        "model_id": prov.bundle_id,
+        "model_fingerprint": prov.bundle_fingerprint,
         "base_fingerprints": " ".join(f"{k}={v}" for k, v in sorted(prov.base_fingerprints.items())),
-        "operating_point": prov.operating_point_id, "software_version": prov.software_version,
+        "operating_point": prov.operating_point_id,
+        "software_version": prov.software_version,
         "device_plan": prov.plan or prov.device,
         "preprocessing": json.dumps(prov.preprocessing, sort_keys=True) if prov.preprocessing else "",
         "lung_box": " ".join(str(v) for v in box) if box else "",
@@ -231,12 +238,22 @@ def _result_cells(result: ImageResult | None) -> dict[str, str]:
 def _cells(row: ReportRow, columns: Sequence[str], options: ExportOptions) -> list[str]:
     key = options.key or b""
     values: dict[str, str] = {
-        "path": row.path, "status": row.status, "reason_code": row.reason_code, "reason": row.reason,
-        "patient_name": _format_person_name(row.patient_name), "study_date": _format_date(row.study_date),
-        "series_uid": row.series_uid, "sop_instance_uid": row.sop_instance_uid,
-        "content_sha256": row.content_sha256, "modality": row.modality, "view_position": row.view_position,
-        "body_part": row.body_part, "decision": row.decision, "review_status": row.review_status,
-        "comment": row.comment, "reviewer": row.reviewer,
+        "path": row.path,
+        "status": row.status,
+        "reason_code": row.reason_code,
+        "reason": row.reason,
+        "patient_name": _format_person_name(row.patient_name),
+        "study_date": _format_date(row.study_date),
+        "series_uid": row.series_uid,
+        "sop_instance_uid": row.sop_instance_uid,
+        "content_sha256": row.content_sha256,
+        "modality": row.modality,
+        "view_position": row.view_position,
+        "body_part": row.body_part,
+        "decision": row.decision,
+        "review_status": row.review_status,
+        "comment": row.comment,
+        "reviewer": row.reviewer,
         "reviewed_at": _format_time(row.reviewed_at) if row.reviewed_at else "",
         "notes": "; ".join(n for n in (*(row.result.notes if row.result else ()), *row.notes) if n),
     }
@@ -249,8 +266,11 @@ def _cells(row: ReportRow, columns: Sequence[str], options: ExportOptions) -> li
         values.update(patient_id=row.patient_id, study_uid=row.study_uid, accession=row.accession)
     if row.duplicates:
         shown = options.include_source_path and not options.pseudonymise
-        values["duplicate_uid"] = (f"{REASON_DUPLICATE_UID}: " + "; ".join(row.duplicates) if shown
-                                   else f"{REASON_DUPLICATE_UID} ({len(row.duplicates)} other file(s))")
+        values["duplicate_uid"] = (
+            f"{REASON_DUPLICATE_UID}: " + "; ".join(row.duplicates)
+            if shown
+            else f"{REASON_DUPLICATE_UID} ({len(row.duplicates)} other file(s))"
+        )
     return [guard_formula(values.get(name, "")) for name in columns]
 
 

@@ -26,9 +26,24 @@ from typing import Any
 from pneumoview.labels import display_label
 
 __all__ = [
-    "ANALYSED", "FAILED", "NOT_ANALYSED", "REASON_DUPLICATE_UID", "REASON_NON_FINITE", "REVIEW_CURRENT", "REVIEW_NEEDED",
-    "STATUSES", "UNREADABLE", "ImageIdentity", "ImageResult", "Provenance", "analysed", "display_path", "failed",
-    "identify", "label_at", "review_status",
+    "ANALYSED",
+    "FAILED",
+    "NOT_ANALYSED",
+    "REASON_DUPLICATE_UID",
+    "REASON_NON_FINITE",
+    "REVIEW_CURRENT",
+    "REVIEW_NEEDED",
+    "STATUSES",
+    "UNREADABLE",
+    "ImageIdentity",
+    "ImageResult",
+    "Provenance",
+    "analysed",
+    "display_path",
+    "failed",
+    "identify",
+    "label_at",
+    "review_status",
 ]
 
 #: ``ImageResult.status`` values.
@@ -82,18 +97,18 @@ class Provenance:
     """Everything needed to say later how a result was made (the model, its operating point, the software,
     the preprocessing and where the lung crop was)."""
 
-    bundle_id: str = ""                     # the bundle manifest's model_id
+    bundle_id: str = ""  # the bundle manifest's model_id
     bundle_name: str = ""
-    bundle_fingerprint: str = ""            # SHA-256 of the bundle's weights file (manifest weights_sha256)
-    base_fingerprints: dict[str, str] = field(default_factory=dict)   # {"clip": sha256, "llama": sha256}
-    operating_point_id: str = ""            # empty: the threshold was given directly (settings / CLI)
-    threshold: float | None = None          # P(class_names[0]) at or above which the label is class_names[0]
-    software_version: str = ""              # pneumoview.__version__
-    preprocessing: dict[str, Any] = field(default_factory=dict)      # the manifest's image_size, margin, mean, std
+    bundle_fingerprint: str = ""  # SHA-256 of the bundle's weights file (manifest weights_sha256)
+    base_fingerprints: dict[str, str] = field(default_factory=dict)  # {"clip": sha256, "llama": sha256}
+    operating_point_id: str = ""  # empty: the threshold was given directly (settings / CLI)
+    threshold: float | None = None  # P(class_names[0]) at or above which the label is class_names[0]
+    software_version: str = ""  # pneumoview.__version__
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # the manifest's image_size, margin, mean, std
     crop_box: tuple[int, int, int, int] | None = None  # lung rectangle x0, y0, x1, y1 (exclusive) in image pixels
-    crop_fallback: bool = False             # no lungs found: the whole image was used
-    device: str = ""                        # e.g. "cpu", "cuda:0"
-    plan: str = ""                          # the engine's device / precision plan, one line
+    crop_fallback: bool = False  # no lungs found: the whole image was used
+    device: str = ""  # e.g. "cpu", "cuda:0"
+    plan: str = ""  # the engine's device / precision plan, one line
 
     @property
     def model_fingerprint(self) -> str:
@@ -218,23 +233,55 @@ class ImageResult:
             if not isinstance(box, list) or len(box) != 4 or not all(type(v) is int for v in box):
                 raise ValueError("provenance.crop_box must be four integers or null")
             prov["crop_box"] = tuple(box)
-        _typed(prov, {"bundle_id": str, "bundle_name": str, "bundle_fingerprint": str, "base_fingerprints": dict,
-                      "operating_point_id": str, "threshold": (float, int, type(None)), "software_version": str,
-                      "preprocessing": dict, "crop_fallback": bool, "device": str, "plan": str}, "provenance")
+        _typed(
+            prov,
+            {
+                "bundle_id": str,
+                "bundle_name": str,
+                "bundle_fingerprint": str,
+                "base_fingerprints": dict,
+                "operating_point_id": str,
+                "threshold": (float, int, type(None)),
+                "software_version": str,
+                "preprocessing": dict,
+                "crop_fallback": bool,
+                "device": str,
+                "plan": str,
+            },
+            "provenance",
+        )
         _typed(image, {"sop_instance_uid": str, "content_sha256": str, "path": str}, "image")
-        _typed(data, {"status": str, "reason_code": str, "reason": str, "class_names": list,
-                      "probability": (float, int, type(None)), "label": str, "demo": bool, "analysed_at": str,
-                      "notes": list, "id": (int, type(None))}, "result")
+        _typed(
+            data,
+            {
+                "status": str,
+                "reason_code": str,
+                "reason": str,
+                "class_names": list,
+                "probability": (float, int, type(None)),
+                "label": str,
+                "demo": bool,
+                "analysed_at": str,
+                "notes": list,
+                "id": (int, type(None)),
+            },
+            "result",
+        )
         if not all(isinstance(v, str) for v in [*data["class_names"], *data["notes"]]):
             raise ValueError("result.class_names and result.notes must be lists of text")
         return cls(
             image=ImageIdentity(**image),
             provenance=Provenance(**prov),
-            status=data["status"], reason_code=data["reason_code"], reason=data["reason"],
+            status=data["status"],
+            reason_code=data["reason_code"],
+            reason=data["reason"],
             class_names=tuple(data["class_names"]),
             probability=None if data["probability"] is None else float(data["probability"]),
-            label=data["label"], demo=data["demo"], analysed_at=data["analysed_at"],
-            notes=tuple(data["notes"]), id=data["id"],
+            label=data["label"],
+            demo=data["demo"],
+            analysed_at=data["analysed_at"],
+            notes=tuple(data["notes"]),
+            id=data["id"],
         )
 
 
@@ -281,26 +328,57 @@ def analysed(
     when = analysed_at or utc_now()
     value = float(probability)
     if not _finite_unit(value):
-        return ImageResult(image=image, status=FAILED, reason_code=REASON_NON_FINITE,
-                           reason=f"the model's output is not a probability ({value!r}); no label is given",
-                           class_names=tuple(class_names), demo=demo, provenance=provenance, analysed_at=when,
-                           notes=tuple(notes))
+        return ImageResult(
+            image=image,
+            status=FAILED,
+            reason_code=REASON_NON_FINITE,
+            reason=f"the model's output is not a probability ({value!r}); no label is given",
+            class_names=tuple(class_names),
+            demo=demo,
+            provenance=provenance,
+            analysed_at=when,
+            notes=tuple(notes),
+        )
     threshold = provenance.threshold
     if not _finite_unit(threshold):
         raise ValueError(f"threshold must be a finite number in [0, 1], not {threshold!r}")
     assert threshold is not None
-    return ImageResult(image=image, status=ANALYSED, class_names=tuple(class_names), probability=value,
-                       label=label_at(value, threshold, class_names), demo=demo, provenance=provenance,
-                       analysed_at=when, notes=tuple(notes))
+    return ImageResult(
+        image=image,
+        status=ANALYSED,
+        class_names=tuple(class_names),
+        probability=value,
+        label=label_at(value, threshold, class_names),
+        demo=demo,
+        provenance=provenance,
+        analysed_at=when,
+        notes=tuple(notes),
+    )
 
 
-def failed(image: ImageIdentity, code: str, reason: str, *, status: str = FAILED,
-           provenance: Provenance | None = None, demo: bool = False, notes: Sequence[str] = ()) -> ImageResult:
+def failed(
+    image: ImageIdentity,
+    code: str,
+    reason: str,
+    *,
+    status: str = FAILED,
+    provenance: Provenance | None = None,
+    demo: bool = False,
+    notes: Sequence[str] = (),
+) -> ImageResult:
     """A result without a label: ``status`` failed / not-analysed / unreadable with its reason."""
     from pneumoview.clock import utc_now
 
-    return ImageResult(image=image, status=status, reason_code=code, reason=reason, demo=demo,
-                       provenance=provenance or Provenance(), analysed_at=utc_now(), notes=tuple(notes))
+    return ImageResult(
+        image=image,
+        status=status,
+        reason_code=code,
+        reason=reason,
+        demo=demo,
+        provenance=provenance or Provenance(),
+        analysed_at=utc_now(),
+        notes=tuple(notes),
+    )
 
 
 #: ``review_status`` values (empty: no decision).
@@ -323,7 +401,9 @@ def review_status(has_decision: bool, judged: ImageResult | None, current: Image
         return REVIEW_NEEDED
     if judged.id is not None and judged.id == current.id:
         return REVIEW_CURRENT
-    same_model = (judged.provenance.bundle_fingerprint == current.provenance.bundle_fingerprint
-                  and judged.provenance.bundle_id == current.provenance.bundle_id)
+    same_model = (
+        judged.provenance.bundle_fingerprint == current.provenance.bundle_fingerprint
+        and judged.provenance.bundle_id == current.provenance.bundle_id
+    )
     same_outcome = judged.status == current.status and judged.label == current.label
     return REVIEW_CURRENT if same_model and same_outcome else REVIEW_NEEDED

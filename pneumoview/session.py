@@ -96,7 +96,7 @@ class Status(str, enum.Enum):
 class Decision:
     """A reviewer's decision about one image, bound to the result it judged (``result_id``)."""
 
-    decision: str               # one of DECISIONS
+    decision: str  # one of DECISIONS
     comment: str
     reviewer: str
     decided_at: str = ""
@@ -111,16 +111,16 @@ class Decision:
 class ImageEntry:
     """One file of the session: header record, identity, suitability, latest result, decision."""
 
-    key: str                             # the file's absolute path (unique per file)
+    key: str  # the file's absolute path (unique per file)
     record: ImageRecord
     identity: ImageIdentity | None = None  # None: the file could not be read to hash it (see error)
-    suitability: Any = None              # pneumoview.dicom.suitability.Suitability | None
+    suitability: Any = None  # pneumoview.dicom.suitability.Suitability | None
     result: ImageResult | None = None
     decision: Decision | None = None
-    judged: ImageResult | None = None    # the result the decision judged
-    error: str | None = None             # why the last analysis (or hashing) of this image failed
+    judged: ImageResult | None = None  # the result the decision judged
+    error: str | None = None  # why the last analysis (or hashing) of this image failed
     duplicates: list[str] = field(default_factory=list)  # other files with the same SOP Instance UID
-    file_stamp: str = ""                 # size:mtime_ns:ctime_ns of the file when it was hashed
+    file_stamp: str = ""  # size:mtime_ns:ctime_ns of the file when it was hashed
 
     @property
     def path(self) -> Path:
@@ -218,10 +218,17 @@ class ResultStoreAdapter:
             for entry in entries:
                 assert entry.image_key is not None
                 result_id = entry.result.id if entry.result is not None else None
-                self.store.save_decision(entry.image_key, decision.decision, decision.comment, decision.reviewer,
-                                         result_id=result_id, reviewed_at=decision.decided_at or None)
-                out.append(Decision(decision.decision, decision.comment, decision.reviewer, decision.decided_at,
-                                    result_id))
+                self.store.save_decision(
+                    entry.image_key,
+                    decision.decision,
+                    decision.comment,
+                    decision.reviewer,
+                    result_id=result_id,
+                    reviewed_at=decision.decided_at or None,
+                )
+                out.append(
+                    Decision(decision.decision, decision.comment, decision.reviewer, decision.decided_at, result_id)
+                )
         return out
 
     def report_rows(self, image_keys: Sequence[str] | None) -> list[ReportRow]:
@@ -243,12 +250,11 @@ class ReviewSession:
     whose result / decision / status changed), ``problems_changed`` (list of new problems).
     """
 
-    def __init__(self, store: ResultStoreAdapter | None = None,
-                 assess: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, store: ResultStoreAdapter | None = None, assess: Callable[[Any], Any] | None = None) -> None:
         self.store = store
         self._assess = assess
         self.entries: dict[str, ImageEntry] = {}
-        self.problems: list[Any] = []   # pneumoview.dicom.scan.ScanProblem
+        self.problems: list[Any] = []  # pneumoview.dicom.scan.ScanProblem
         self.reset = Event[None]()
         self.entries_changed = Event[list[str]]()
         self.problems_changed = Event[list[Any]]()
@@ -268,7 +274,7 @@ class ReviewSession:
                 entry.file_stamp = file_stamp(key)
                 uid, digest, stamp = known.get(display_path(key), ("", "", ""))
                 if stamp == entry.file_stamp and uid == entry.record.sop_instance_uid:
-                    entry.identity = ImageIdentity(uid, digest, key)   # unchanged since it was hashed
+                    entry.identity = ImageIdentity(uid, digest, key)  # unchanged since it was hashed
                 else:
                     entry.identity = identify(key, entry.record.sop_instance_uid)
             except OSError as exc:
@@ -286,8 +292,7 @@ class ReviewSession:
         entry.result = state.result
         entry.judged = state.judged
         d = state.decision
-        entry.decision = None if d is None else Decision(d.decision, d.comment, d.reviewer, d.reviewed_at,
-                                                         d.result_id)
+        entry.decision = None if d is None else Decision(d.decision, d.comment, d.reviewer, d.reviewed_at, d.result_id)
 
     def merge_scan(self, prepared: PreparedScan) -> list[str]:
         """Add a prepared scan (GUI thread); files already open keep their state. Returns new keys."""
@@ -321,13 +326,17 @@ class ReviewSession:
             group = by_uid.get(uid, [])
             for entry in group:
                 others = [os.fspath(e.path) for e in group if e is not entry]
-                others += [p for p in stored.get(entry.image_key or "", []) if p not in others
-                           and p != os.fsencode(entry.key).decode("utf-8", "backslashreplace")]
+                others += [
+                    p
+                    for p in stored.get(entry.image_key or "", [])
+                    if p not in others and p != os.fsencode(entry.key).decode("utf-8", "backslashreplace")
+                ]
                 if not others or others == entry.duplicates:
                     continue
                 entry.duplicates = others
-                problems.append(ScanProblem(entry.path, f"same SOP Instance UID as {'; '.join(others)}",
-                                            REASON_DUPLICATE_UID))
+                problems.append(
+                    ScanProblem(entry.path, f"same SOP Instance UID as {'; '.join(others)}", REASON_DUPLICATE_UID)
+                )
         return problems
 
     def add_scan(self, scan_result: ScanResult) -> list[str]:
@@ -337,6 +346,7 @@ class ReviewSession:
     def _suitability(self, record: ImageRecord) -> Any:
         if self._assess is None:
             from pneumoview.dicom.suitability import assess
+
             self._assess = assess
         return self._assess(record)
 
@@ -349,6 +359,7 @@ class ReviewSession:
     def patients(self) -> list[Any]:
         """Patients -> studies -> series -> records (:func:`pneumoview.dicom.scan.group_records` order)."""
         from pneumoview.dicom.scan import group_records
+
         return group_records(e.record for e in self.entries.values())
 
     def study_keys(self, key: str) -> list[str]:
@@ -358,8 +369,11 @@ class ReviewSession:
 
     def analysable(self, keys: Iterable[str]) -> list[str]:
         """The keys among ``keys`` whose images can be diagnosed (and could be read to hash them)."""
-        return [k for k in keys if k in self.entries and self.entries[k].diagnosable
-                and self.entries[k].identity is not None]
+        return [
+            k
+            for k in keys
+            if k in self.entries and self.entries[k].diagnosable and self.entries[k].identity is not None
+        ]
 
     def without_current_result(self, keys: Iterable[str]) -> list[str]:
         """The analysable keys among ``keys`` without an analysed result: what "Analyse All" does by default."""
@@ -374,8 +388,11 @@ class ReviewSession:
             if entry is None or entry.decision is None or entry.review_status == REVIEW_NEEDED:
                 continue
             judged = entry.judged
-            if bundle_fingerprint is None or judged is None or \
-                    judged.provenance.bundle_fingerprint != bundle_fingerprint:
+            if (
+                bundle_fingerprint is None
+                or judged is None
+                or judged.provenance.bundle_fingerprint != bundle_fingerprint
+            ):
                 count += 1
         return count
 
@@ -432,8 +449,9 @@ class ReviewSession:
         unreadable = [e.key for e in entries if e.identity is None]
         if unreadable:
             raise ValueError(f"cannot record a decision for a file that could not be read: {unreadable[0]}")
-        bound = [Decision(decision, comment, reviewer, value.decided_at, e.result.id if e.result else None)
-                 for e in entries]
+        bound = [
+            Decision(decision, comment, reviewer, value.decided_at, e.result.id if e.result else None) for e in entries
+        ]
         if self.store is not None and entries:
             bound = self.store.save_decision(entries, value)
         changed = []
@@ -471,8 +489,10 @@ class ReviewSession:
         if keys is None:
             return self.store.report_rows(None)
         entries = [self.entries[k] for k in keys if k in self.entries and self.entries[k].image_key]
-        by_image = {r.content_sha256 and f"{r.sop_instance_uid or '-'}|{r.content_sha256}": r
-                    for r in self.store.report_rows([e.image_key for e in entries if e.image_key])}
+        by_image = {
+            r.content_sha256 and f"{r.sop_instance_uid or '-'}|{r.content_sha256}": r
+            for r in self.store.report_rows([e.image_key for e in entries if e.image_key])
+        }
         rows = []
         for entry in entries:
             row = by_image.get(entry.image_key) if entry.image_key else None

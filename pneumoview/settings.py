@@ -84,9 +84,13 @@ class Settings:
             raise ConfigError(f"settings: precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.quantisation not in QUANTISATIONS:
             raise ConfigError(
-                f"settings: quantisation must be one of {', '.join(QUANTISATIONS)}, not {self.quantisation!r}")
-        if isinstance(self.model_idle_minutes, bool) or not isinstance(self.model_idle_minutes, int) \
-                or self.model_idle_minutes < 0:
+                f"settings: quantisation must be one of {', '.join(QUANTISATIONS)}, not {self.quantisation!r}"
+            )
+        if (
+            isinstance(self.model_idle_minutes, bool)
+            or not isinstance(self.model_idle_minutes, int)
+            or self.model_idle_minutes < 0
+        ):
             raise ConfigError("settings: model_idle_minutes must be a whole number of minutes, 0 or more")
         if (
             isinstance(self.threshold, bool)
@@ -96,7 +100,9 @@ class Settings:
         ):
             raise ConfigError(f"settings: threshold must be a number strictly between 0 and 1, not {self.threshold!r}")
         if self.export.delimiter not in CSV_DELIMITERS:
-            raise ConfigError(f"settings: export delimiter must be one of {CSV_DELIMITERS!r}, not {self.export.delimiter!r}")
+            raise ConfigError(
+                f"settings: export delimiter must be one of {CSV_DELIMITERS!r}, not {self.export.delimiter!r}"
+            )
         if not 0 <= self.pacs_port <= 65535 or not 0 < len(self.pacs_ae_title.strip()) <= 16:
             raise ConfigError("settings: PACS port must be within 0-65535 and the AE title 1-16 characters")
         self._validate_gate_and_monitoring()
@@ -113,14 +119,27 @@ class Settings:
             thresholds_from(self.quality)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"settings: quality: {exc}") from None
-        for name, value in (("monitor_band", self.monitor_band), ("monitor_expected_flagged", self.monitor_expected_flagged)):
+        for name, value in (
+            ("monitor_band", self.monitor_band),
+            ("monitor_expected_flagged", self.monitor_expected_flagged),
+        ):
             if value is None and name == "monitor_expected_flagged":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not 0 <= value <= 1
+            ):
                 raise ConfigError(f"settings: {name} must be a fraction between 0 and 1, not {value!r}")
-        if isinstance(self.monitor_baseline_weeks, bool) or not isinstance(self.monitor_baseline_weeks, int) \
-                or self.monitor_baseline_weeks < 1:
-            raise ConfigError(f"settings: monitor_baseline_weeks must be a whole number >= 1, not {self.monitor_baseline_weeks!r}")
+        if (
+            isinstance(self.monitor_baseline_weeks, bool)
+            or not isinstance(self.monitor_baseline_weeks, int)
+            or self.monitor_baseline_weeks < 1
+        ):
+            raise ConfigError(
+                f"settings: monitor_baseline_weeks must be a whole number >= 1, not {self.monitor_baseline_weeks!r}"
+            )
 
     def add_recent_folder(self, folder: str | os.PathLike[str]) -> None:
         """Put ``folder`` first in ``recent_folders`` (no duplicates, at most MAX_RECENT_FOLDERS)."""
@@ -148,8 +167,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reviewer_name": (str,),
     "pseudonymise_key": (str,),
     "recent_folders": (list,),
-    "pacs_ae_title": (str,), "pacs_port": (int,), "pacs_interface": (str,), "pacs_allowed_callers": (list,),
-    "pacs_listen_on_start": (bool,), "pacs_inbox": (str,), "pacs_remote": (str,), "pacs_send_automatically": (bool,),
+    "pacs_ae_title": (str,),
+    "pacs_port": (int,),
+    "pacs_interface": (str,),
+    "pacs_allowed_callers": (list,),
+    "pacs_listen_on_start": (bool,),
+    "pacs_inbox": (str,),
+    "pacs_remote": (str,),
+    "pacs_send_automatically": (bool,),
     "quality": (dict,),
     "monitor_band": (int, float),
     "monitor_expected_flagged": (int, float, type(None)),

@@ -31,8 +31,14 @@ def _fill(repo, store) -> None:
         truth = rng.choice(range(len(PROFUSION)))
         info = ImageInfo(image_key=f"{uid}.1", path=f"/clinic/{i}.dcm", study_uid=uid, patient_id=f"W-{i:04d}")
         p = min(0.99, max(0.01, truth / 11 + rng.uniform(-0.2, 0.2)))
-        store.save_result(info.image_key, image=info, probability=p, threshold=0.5,
-                          label="pneumoconiosis" if p >= 0.5 else "normal", model_name="PneumoLLM")
+        store.save_result(
+            info.image_key,
+            image=info,
+            probability=p,
+            threshold=0.5,
+            label="pneumoconiosis" if p >= 0.5 else "normal",
+            model_name="PneumoLLM",
+        )
         for reader in ("Dr Ada Okafor", "Dr Ben Lindqvist"):
             level = min(len(PROFUSION) - 1, max(0, truth + rng.choice((-1, 0, 0, 1))))
             if i == 0:  # the first study: the two readers disagree (0/1 vs 1/1), a third arbitrates
@@ -41,11 +47,20 @@ def _fill(repo, store) -> None:
             extra = SHAPED if level >= 3 else {}
             repo.submit(uid, reader, Reading(film_quality=1, profusion=profusion, **extra))
     uid = "1.2.826.0.1.3680043.10.1.1"
-    repo.submit(uid, "Dr Chen Wei", Reading(
-        film_quality=2, film_quality_reason="scapulae overlap the lung fields", profusion="1/1",
-        large_opacities="0", plaques=PleuralThickening(sites={"in_profile": frozenset({"L"})}, extent={"L": 2},
-                                                       width={"L": "b"}),
-        symbols=frozenset({"em"}), comments="compare with the 2024 film", **SHAPED))
+    repo.submit(
+        uid,
+        "Dr Chen Wei",
+        Reading(
+            film_quality=2,
+            film_quality_reason="scapulae overlap the lung fields",
+            profusion="1/1",
+            large_opacities="0",
+            plaques=PleuralThickening(sites={"in_profile": frozenset({"L"})}, extent={"L": 2}, width={"L": "b"}),
+            symbols=frozenset({"em"}),
+            comments="compare with the 2024 film",
+            **SHAPED,
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,19 +34,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="folder (or file) of DICOM images, e.g. ../shared/data/cxr-dicom")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "screenshot.png")
     parser.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
-    parser.add_argument("--select", default="RG1_UNCR.dcm", help="file name to show (default RG1_UNCR.dcm; "
-                        "falls back to the first analysable image)")
+    parser.add_argument(
+        "--select",
+        default="RG1_UNCR.dcm",
+        help="file name to show (default RG1_UNCR.dcm; falls back to the first analysable image)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from pneumoview.ui.app import limit_gui_process_threads
+
     limit_gui_process_threads()
     home = tempfile.mkdtemp(prefix="pneumoview-screenshot-")
     os.environ["PNEUMOVIEW_HOME"] = home
 
     from pneumoview.settings import Settings, save_settings
+
     save_settings(Settings(reviewer_name="Dr A. Reviewer"))
 
     from pneumoview.ui.app import create_application
+
     app = create_application()
     from pneumoview.ui.main_window import MainWindow
 
@@ -68,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     wait(app, lambda: chosen.result is not None and not window.busy(), 600, "the analysis")
     window.select_key(chosen.key)
     wait(app, lambda: window.viewer.view is not None and window.viewer.view.path == chosen.path, 120, "the viewer")
-    wait(app, lambda: window.model_input.image.pixmap() is not None
-         and not window.model_input.image.pixmap().isNull(), 120, "the model's input")
+    wait(
+        app,
+        lambda: window.model_input.image.pixmap() is not None and not window.model_input.image.pixmap().isNull(),
+        120,
+        "the model's input",
+    )
     window.bottom_tabs.setCurrentWidget(window.tags)
     wait(app, lambda: window.tags.tree.topLevelItemCount() > 0, 60, "the tags")
     deadline = time.monotonic() + 1.0
@@ -79,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if not window.grab().save(str(args.output)):
         raise SystemExit(f"screenshot: cannot write {args.output}")
-    print(f"screenshot: {args.output} ({width}x{height}); {chosen.path.name}: "
-          f"P = {chosen.result.probability:.3f} ({'DEMO' if chosen.result.demo else 'model'})")
+    print(
+        f"screenshot: {args.output} ({width}x{height}); {chosen.path.name}: "
+        f"P = {chosen.result.probability:.3f} ({'DEMO' if chosen.result.demo else 'model'})"
+    )
     window.close()
     return 0
 

@@ -26,7 +26,7 @@ def test_the_registry_is_read_afresh_each_time(tmp_path: Path, registry: ModelRe
     settings = Settings(clip_path="/w/clip.pt", llama_path="/w/llama")
     a = registry.add(make_tiny_bundle(tmp_path / "a", seed=1, model_id="a"))
     b = registry.add(make_tiny_bundle(tmp_path / "b", seed=2, model_id="b"))
-    ModelRegistry().activate(a.id)              # e.g. `pneumoview models activate` in another process
+    ModelRegistry().activate(a.id)  # e.g. `pneumoview models activate` in another process
     first = resolve_active_model(settings)
     assert first is not None and first.ready and first.registry_id == a.id and first.bundle == a.path
     assert (first.kind, first.clip_path, first.llama_path) == ("bundle", "/w/clip.pt", "/w/llama")
@@ -45,7 +45,7 @@ def test_a_real_bundle_without_base_weights_says_what_is_missing(tmp_path: Path,
 def test_a_bundle_trained_on_the_demo_base_runs_on_it(tmp_path: Path, registry: ModelRegistry) -> None:
     entry = registry.add(make_tiny_bundle(tmp_path / "a", model_id="a", demo=True))
     registry.activate(entry.id)
-    model = resolve_active_model(Settings())        # no base weights needed
+    model = resolve_active_model(Settings())  # no base weights needed
     assert model is not None and model.ready and model.kind == DEMO and model.bundle == entry.path
 
 

@@ -48,13 +48,18 @@ def test_atomic_dir_unique_picks_a_free_name(tmp_path: Path) -> None:
 def test_write_error_reason_is_one_line() -> None:
     assert write_error_reason(OSError(errno.ENOSPC, "No space left on device"), "/r/models") == "disk full: /r/models"
     assert write_error_reason(OSError(errno.EDQUOT, "Disk quota exceeded"), "/r") == "disk full: /r"
-    assert write_error_reason(PermissionError(errno.EACCES, "Permission denied"), "/r") == \
-        "cannot write /r: Permission denied"
+    assert (
+        write_error_reason(PermissionError(errno.EACCES, "Permission denied"), "/r")
+        == "cannot write /r: Permission denied"
+    )
 
 
 def test_clean_stale_keeps_live_and_fresh_leftovers(tmp_path: Path) -> None:
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
+    dead = int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     dead_dir = tmp_path / f".bundle.tmp-{dead}-deadbeef"
     live_dir = tmp_path / f".bundle.tmp-{os.getpid()}-c0ffee00"
     old_file = tmp_path / ".registry.json.abc.tmp"

@@ -120,7 +120,9 @@ def test_migrating_a_v2_database_seals_its_entries(tmp_path) -> None:
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, path, target=2)
-    conn.execute("INSERT INTO audit_events (at, kind, actor, detail) VALUES ('2024-01-01T00:00:00Z', 'export', 'x', '{}')")
+    conn.execute(
+        "INSERT INTO audit_events (at, kind, actor, detail) VALUES ('2024-01-01T00:00:00Z', 'export', 'x', '{}')"
+    )
     conn.close()
     with ResultStore(path) as store:
         outcome = store.verify_audit()
@@ -135,8 +137,13 @@ def test_export_csv(db, tmp_path, capsys) -> None:
     with out.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == audit.CSV_COLUMNS
-    assert [r["kind"] for r in rows] == ["result-saved", "decision-saved", audit.MODEL_ACTIVATED,
-                                         audit.OPERATING_POINT_CHANGED, audit.EXPORT]
+    assert [r["kind"] for r in rows] == [
+        "result-saved",
+        "decision-saved",
+        audit.MODEL_ACTIVATED,
+        audit.OPERATING_POINT_CHANGED,
+        audit.EXPORT,
+    ]
     assert rows[1]["prev_hash"] == rows[0]["entry_hash"]
     # The export itself is audited, and the chain stays intact.
     capsys.readouterr()

@@ -164,7 +164,10 @@ def test_patient_bootstrap_resamples_whole_patients() -> None:
     # Duplicated images are not new evidence: the by-patient interval is the one of 40 single
     # images, about sqrt(2) wider than the by-image one.
     single = bootstrap_auc_ci(scores[::2], positive[::2], n_bootstrap=400, seed=2)
-    width = lambda ci: ci[1] - ci[0]
+
+    def width(ci: tuple[float, float]) -> float:
+        return ci[1] - ci[0]
+
     assert width(by_patient) > 1.2 * width(by_image)
     assert width(by_patient) == pytest.approx(width(single), rel=0.25)
     with pytest.raises(CalibrationError, match="group labels"):

@@ -88,8 +88,20 @@ def test_missing_weights_fail_with_one_line_and_no_csv(home, rg1_uncompressed, t
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("pneumoview analyze: error:") and "no CLIP" in err
     assert not out.exists()
-    code = main(["analyze", str(rg1_uncompressed), "--model", str(bundle), "--csv", str(out),
-                 "--clip", str(tmp_path / "ViT-L-14.pt"), "--llama", str(tmp_path / "llama-7b")])
+    code = main(
+        [
+            "analyze",
+            str(rg1_uncompressed),
+            "--model",
+            str(bundle),
+            "--csv",
+            str(out),
+            "--clip",
+            str(tmp_path / "ViT-L-14.pt"),
+            "--llama",
+            str(tmp_path / "llama-7b"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no such file" in err and "ViT-L-14.pt" in err and not out.exists()
 
@@ -148,14 +160,17 @@ def test_an_image_the_localiser_cannot_take_is_a_row_not_an_abort(home, tmp_path
     assert row["status"] == "analysed" and row["lung_fallback"] == "yes" and row["label"].startswith(DEMO_MARK)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--threshold", "nan"], "--threshold"),
-    (["--threshold", "1.5"], "--threshold"),
-    (["--threshold", "inf"], "--threshold"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--csv-is-folder"], "is a folder"),
-    (["--csv-in-missing-folder"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--threshold", "nan"], "--threshold"),
+        (["--threshold", "1.5"], "--threshold"),
+        (["--threshold", "inf"], "--threshold"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--csv-is-folder"], "is a folder"),
+        (["--csv-in-missing-folder"], "does not exist"),
+    ],
+)
 def test_cheap_arguments_are_refused_before_any_model_loads(home, rg1_uncompressed, tmp_path, capsys, args, words):
     out = tmp_path / "r.csv"
     if args == ["--csv-is-folder"]:
@@ -175,8 +190,11 @@ def test_help_documents_the_exit_codes(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert "exit status" in text and "--pseudonymise" in text
-    for line in ("0  every readable image was analysed", "1  some files could not be read or analysed",
-                 "2  could not start"):
+    for line in (
+        "0  every readable image was analysed",
+        "1  some files could not be read or analysed",
+        "2  could not start",
+    ):
         assert line in text
 
 
@@ -184,7 +202,7 @@ def test_help_documents_the_exit_codes(capsys):
 def test_a_non_utf8_file_name_is_analysed_and_written_losslessly(home, rg1_uncompressed, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    name = folder / os.fsdecode(b"rg1-\xff.dcm")   # byte 0xff: not UTF-8
+    name = folder / os.fsdecode(b"rg1-\xff.dcm")  # byte 0xff: not UTF-8
     name.write_bytes(rg1_uncompressed.read_bytes())
     out = tmp_path / "r.csv"
     assert main(["analyze", str(folder), "--demo", "--csv", str(out), "-q"]) == 0
@@ -218,8 +236,10 @@ def test_pseudonymise_uses_the_apps_rules(home, rg1_uncompressed, tmp_path):
     from pneumoview.settings import load_settings
 
     out = tmp_path / "p.csv"
-    assert main(["analyze", str(rg1_uncompressed), "--demo", "--csv", str(out), "-q", "--pseudonymise",
-                 "--include-names"]) == 0
+    assert (
+        main(["analyze", str(rg1_uncompressed), "--demo", "--csv", str(out), "-q", "--pseudonymise", "--include-names"])
+        == 0
+    )
     key = bytes.fromhex(load_settings().pseudonymise_key)  # the app's key, created once and kept
     (row,) = read_rows(out, ExportOptions(pseudonymise=True, key=key, include_names=True))
     text = out.read_bytes().decode("utf-8-sig")

@@ -22,9 +22,27 @@ def run_once(tmp_path_factory):
     data = shared_path("cxr-labelled", "labels.csv")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PNEUMOVIEW_HOME", str(home))
-        code = main(["calibrate", str(data), "--demo", "--target-sensitivity", "0.9", "--prevalence", "0.05",
-                     "--json", str(out / "c.json"), "--plot", str(out / "c.png"), "--save", "--who", "tester",
-                     "--bootstrap", "500", "-q"])
+        code = main(
+            [
+                "calibrate",
+                str(data),
+                "--demo",
+                "--target-sensitivity",
+                "0.9",
+                "--prevalence",
+                "0.05",
+                "--json",
+                str(out / "c.json"),
+                "--plot",
+                str(out / "c.png"),
+                "--save",
+                "--who",
+                "tester",
+                "--bootstrap",
+                "500",
+                "-q",
+            ]
+        )
         yield code, json.loads((out / "c.json").read_text()), out, home
 
 
@@ -82,6 +100,15 @@ def test_one_target_is_required(tmp_path, capsys) -> None:
 
 def test_unusable_data_is_one_line(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path))
-    code = main(["calibrate", str(tmp_path / "missing"), "--demo", "--target-specificity", "0.8",
-                 "--json", str(tmp_path / "nodir" / "x.json")])
+    code = main(
+        [
+            "calibrate",
+            str(tmp_path / "missing"),
+            "--demo",
+            "--target-specificity",
+            "0.8",
+            "--json",
+            str(tmp_path / "nodir" / "x.json"),
+        ]
+    )
     assert code == 2 and "folder does not exist" in capsys.readouterr().err

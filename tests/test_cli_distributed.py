@@ -32,18 +32,46 @@ def test_two_processes_write_the_same_csv_as_one(tmp_path: Path, shared_data: Pa
         (folder / picture.name).symlink_to(picture)
     (folder / "RG1_UNCR.dcm").symlink_to(shared_data / "cxr-dicom" / "RG1_UNCR.dcm")
     (folder / "broken.dcm").write_bytes(b"DICM but not really")
-    env = {**os.environ, "PNEUMOVIEW_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "PNEUMOVIEW_HOME": str(tmp_path / "home"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     common = [str(folder), "--demo", "--include-pictures", "-q"]
-    one = subprocess.run([sys.executable, "-m", "pneumoview", "analyze", *common, "--csv", str(tmp_path / "one.csv")],
-                         env=env, check=False, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "pneumoview", "analyze", *common, "--csv", str(tmp_path / "one.csv")],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 1, one.stderr  # the broken file is reported, the rest analysed
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "-m", "pneumoview", "analyze", *common, "--csv", str(tmp_path / "two.csv")],
-                         env=env, check=False, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "pneumoview",
+            "analyze",
+            *common,
+            "--csv",
+            str(tmp_path / "two.csv"),
+        ],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # world size 2: each process says which it is and how many files it took
-    assert "process 1 of 2: 3 of 6 file(s)" in two.stderr and "process 2 of 2: 3 of 6 file(s)" in two.stderr, \
+    assert "process 1 of 2: 3 of 6 file(s)" in two.stderr and "process 2 of 2: 3 of 6 file(s)" in two.stderr, (
         two.stderr[-3000:]
+    )
     assert two.stderr.count("analysed 6 image(s)") == 1  # rank 0 alone reports and writes
     first, second = rows(tmp_path / "one.csv"), rows(tmp_path / "two.csv")
     assert len(first) == 7 and sum(r["status"] == "analysed" for r in first) == 6

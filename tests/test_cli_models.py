@@ -43,12 +43,20 @@ def test_the_whole_lifecycle(tmp_path: Path, home: Path, capsys: pytest.CaptureF
     code, out, _ = _run(capsys, "list")
     assert code == 0 and "no models in" in out and str(home / "data" / "models") in out
 
-    code, out, _ = _run(capsys, "add", str(make_bundle(tmp_path / "a", seed=1, model_id="run-a", metrics={"auc": 0.81})),
-                        "--activate", "--note", "first")
+    code, out, _ = _run(
+        capsys,
+        "add",
+        str(make_bundle(tmp_path / "a", seed=1, model_id="run-a", metrics={"auc": 0.81})),
+        "--activate",
+        "--note",
+        "first",
+    )
     assert code == 0
     first = out.split()[1]
     assert out.splitlines() == [f"added {first}", f"active: {first}"]
-    code, out, _ = _run(capsys, "add", str(make_bundle(tmp_path / "b", seed=2, model_id="run-b", metrics={"auc": 0.88})))
+    code, out, _ = _run(
+        capsys, "add", str(make_bundle(tmp_path / "b", seed=2, model_id="run-b", metrics={"auc": 0.88}))
+    )
     second = out.split()[1]
 
     code, out, _ = _run(capsys, "list")
@@ -101,8 +109,9 @@ def test_root_option_points_at_another_registry(tmp_path: Path, home: Path, caps
     assert not (home / "data" / "models").exists()
 
 
-def test_activation_warns_when_settings_override_the_registry(tmp_path: Path, home: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_activation_warns_when_settings_override_the_registry(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pneumoview.settings import Settings, save_settings
 
     bundle = make_bundle(tmp_path / "a", seed=1, model_id="x", metrics={})
@@ -116,16 +125,29 @@ def test_activation_warns_when_settings_override_the_registry(tmp_path: Path, ho
 def test_runs_as_a_real_command(tmp_path: Path) -> None:
     env = {**os.environ, paths.HOME_ENV: str(tmp_path / "home"), "PYTHONPATH": str(REPO_ROOT)}
     bundle = make_bundle(tmp_path / "a", seed=1, model_id="cli", metrics={})
-    proc = subprocess.run([sys.executable, "-m", "pneumoview", "models", "add", str(bundle), "--activate"],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pneumoview", "models", "add", str(bundle), "--activate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "pneumoview", "models", "list"],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pneumoview", "models", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("* ") and "cli" in proc.stdout
 
 
-def test_add_refuses_tensors_of_the_wrong_shape_in_one_line(tmp_path: Path, home: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_refuses_tensors_of_the_wrong_shape_in_one_line(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import load_file
 
     bundle = make_bundle(tmp_path / "a", seed=1, model_id="x", metrics={})
@@ -136,7 +158,9 @@ def test_add_refuses_tensors_of_the_wrong_shape_in_one_line(tmp_path: Path, home
     assert code == 2 and out == ""
     assert err.startswith("pneumoview models: error: bundle tensors do not fit architecture 'pneumollm-tiny'")
     assert "head.fc.weight (2, 32) != (2, 64)" in err and len(err.strip().splitlines()) == 1
-    assert not (home / "data" / "models" / "bundles").exists() or not any((home / "data" / "models" / "bundles").iterdir())
+    assert not (home / "data" / "models" / "bundles").exists() or not any(
+        (home / "data" / "models" / "bundles").iterdir()
+    )
 
 
 def test_import_reference_registers_a_bundle(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,8 +170,16 @@ def test_import_reference_registers_a_bundle(tmp_path: Path, home: Path, capsys:
 
     ref = reference_tensors(load_config(TINY_CONFIG), seed=5)
     checkpoint = save_reference_checkpoint(tmp_path / "checkpoint-best.pth", ref)
-    code, out, err = _run(capsys, "import-reference", str(checkpoint), "--name", "paper model",
-                          "--architecture", TINY_CONFIG, "--activate")
+    code, out, err = _run(
+        capsys,
+        "import-reference",
+        str(checkpoint),
+        "--name",
+        "paper model",
+        "--architecture",
+        TINY_CONFIG,
+        "--activate",
+    )
     assert code == 0, err
     new_id = out.split()[1]
     assert out.splitlines() == [f"imported {new_id}", f"active: {new_id}"]
@@ -168,8 +200,9 @@ class _Payload:
 PWNED = Path("/tmp/pneumoview-test-pwned-marker")
 
 
-def test_import_reference_refuses_code_in_plain_words(tmp_path: Path, home: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_reference_refuses_code_in_plain_words(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     import torch
@@ -178,8 +211,9 @@ def test_import_reference_refuses_code_in_plain_words(tmp_path: Path, home: Path
 
     PWNED.unlink(missing_ok=True)
     evil = tmp_path / "evil.pth"
-    torch.save({"model": reference_tensors(load_config(TINY_CONFIG)), "args": argparse.Namespace(),
-                "extra": _Payload()}, evil)
+    torch.save(
+        {"model": reference_tensors(load_config(TINY_CONFIG)), "args": argparse.Namespace(), "extra": _Payload()}, evil
+    )
     code, out, err = _run(capsys, "import-reference", str(evil), "--architecture", TINY_CONFIG)
     assert code == 2 and out == ""
     assert err == f"pneumoview models: error: this file contains code, PneumoView will not load it ({evil})\n"
@@ -190,7 +224,9 @@ def test_import_reference_refuses_code_in_plain_words(tmp_path: Path, home: Path
     assert code == 2 and "not a readable torch checkpoint" in err and "weights_only" not in err
 
 
-def test_use_demo_is_remembered_until_activation(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_use_demo_is_remembered_until_activation(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pneumoview.registry import ModelRegistry
 
     code, out, _ = _run(capsys, "use-demo")
@@ -202,8 +238,9 @@ def test_use_demo_is_remembered_until_activation(tmp_path: Path, home: Path, cap
 
 
 @pytest.mark.parametrize("read_only", [False, True])
-def test_a_full_or_read_only_disk_is_one_line_and_exit_2(tmp_path: Path, home: Path, read_only: bool,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_full_or_read_only_disk_is_one_line_and_exit_2(
+    tmp_path: Path, home: Path, read_only: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     bundle = make_bundle(tmp_path / "a", seed=1, model_id="x", metrics={})
     with small_filesystem(tmp_path / "disk", read_only=read_only) as disk:
         code, out, err = _run(capsys, "--root", str(disk / "models"), "add", str(bundle))

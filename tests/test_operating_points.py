@@ -19,8 +19,14 @@ FP_B = "b" * 64
 
 
 def point(fingerprint: str = FP_A, threshold: float = 0.42) -> OperatingPoint:
-    return OperatingPoint.new(bundle_fingerprint=fingerprint, bundle_id="model-a", threshold=threshold,
-                              created_by="reader", data_summary={"n": 10}, figures={"sensitivity": 0.9})
+    return OperatingPoint.new(
+        bundle_fingerprint=fingerprint,
+        bundle_id="model-a",
+        threshold=threshold,
+        created_by="reader",
+        data_summary={"n": 10},
+        figures={"sensitivity": 0.9},
+    )
 
 
 def test_no_point_means_the_app_must_ask(tmp_path) -> None:

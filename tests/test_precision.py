@@ -53,16 +53,21 @@ def demo_paths(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", choices(Precision))
-def test_every_offered_value_builds_a_plan_and_runs_the_tiny_model_on_cpu(precision, demo_paths, tmp_path,
-                                                                          monkeypatch):
+def test_every_offered_value_builds_a_plan_and_runs_the_tiny_model_on_cpu(precision, demo_paths, tmp_path, monkeypatch):
     from pneumoview.inference.engine import InferenceEngine
 
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path))
     crops = np.random.default_rng(0).random((2, 224, 224), dtype=np.float32)
     reference = None
     for quantisation in choices(Quantisation):  # every value, including nf4 (4-bit on the CPU)
-        engine = InferenceEngine.load(demo_paths.bundle, clip_path=demo_paths.clip, llama_path=demo_paths.llama,
-                                      device="cpu", precision=precision, quantisation=quantisation)
+        engine = InferenceEngine.load(
+            demo_paths.bundle,
+            clip_path=demo_paths.clip,
+            llama_path=demo_paths.llama,
+            device="cpu",
+            precision=precision,
+            quantisation=quantisation,
+        )
         assert engine.plan.device == "cpu"
         assert engine.plan.quantisation == {"int8": "int8", "int4": "int4", "nf4": "int4"}.get(quantisation)
         probs = engine.probabilities(crops)

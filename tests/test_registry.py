@@ -20,8 +20,9 @@ from pneumoview.registry import ENTRY_FILE, STATE_FILE, ModelRegistry, check_saf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_bundle(folder: Path, *, seed: int = 0, model_id: str = "run", metrics: dict | None = None,
-                demo: bool = False) -> Path:
+def make_bundle(
+    folder: Path, *, seed: int = 0, model_id: str = "run", metrics: dict | None = None, demo: bool = False
+) -> Path:
     """A real tiny bundle (inference.bundle.save_bundle)."""
     return make_tiny_bundle(folder, seed=seed, model_id=model_id, metrics=metrics, demo=demo)
 
@@ -159,8 +160,9 @@ def test_a_real_bundle_written_by_inference_bundle_round_trips(tmp_path: Path, r
     config = load_config("pneumollm-tiny")
     generator = torch.Generator().manual_seed(0)
     tensors = {k: torch.randn(shape, generator=generator) for k, shape in expected_trainable_shapes(config).items()}
-    manifest = Manifest.create(config, base_fingerprints={"clip": "c" * 16, "llama": "l" * 16},
-                               training={"metrics": {"auc": 0.75}})
+    manifest = Manifest.create(
+        config, base_fingerprints={"clip": "c" * 16, "llama": "l" * 16}, training={"metrics": {"auc": 0.75}}
+    )
     src = save_bundle(tmp_path / "bundle", tensors, manifest)
     entry = registry.add(src, source="test")
     registry.activate(entry.id)
@@ -178,8 +180,9 @@ def test_persistence_modules_import_without_torch_or_qt() -> None:
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -241,17 +244,18 @@ def test_clean_stale_removes_leftovers_of_dead_runs_only(tmp_path: Path, registr
     import time
 
     registry.add(make_bundle(tmp_path / "a"))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     old = time.time() - 2 * 3600
     leftovers = {
-        registry.bundles_dir / f".20261201-x.tmp-{dead_pid}-0badc0de": True,   # staging of a dead process
-        registry.bundles_dir / ".incoming-0123456789abcdef": True,              # older layout, old
+        registry.bundles_dir / f".20261201-x.tmp-{dead_pid}-0badc0de": True,  # staging of a dead process
+        registry.bundles_dir / ".incoming-0123456789abcdef": True,  # older layout, old
         registry.bundles_dir / ".removing-0123456789abcdef": True,
-        registry.root / ".registry.json.abc123.tmp": True,                      # atomic_open leftover, old
+        registry.root / ".registry.json.abc123.tmp": True,  # atomic_open leftover, old
         registry.bundles_dir / f".20261201-y.tmp-{os.getpid()}-00c0ffee": False,  # this process: in progress
-        registry.root / ".registry.json.fresh.tmp": False,                      # maybe being written right now
+        registry.root / ".registry.json.fresh.tmp": False,  # maybe being written right now
     }
     for path in leftovers:
         if path.name.endswith(".json.abc123.tmp") or path.name.endswith("fresh.tmp"):

@@ -30,10 +30,18 @@ def _read(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
 
 
 def _prov(**kw: object) -> Provenance:
-    base: dict = dict(bundle_id="20261127-demo-1a2b", bundle_name="pneumollm-tiny", bundle_fingerprint="f" * 64,
-                      base_fingerprints={"clip": "c" * 64, "llama": "d" * 64}, threshold=0.5,
-                      software_version="0.1.0", preprocessing={"image_size": 224}, crop_box=(1, 2, 300, 400),
-                      device="cpu", plan="cpu fp32")
+    base: dict = dict(
+        bundle_id="20261127-demo-1a2b",
+        bundle_name="pneumollm-tiny",
+        bundle_fingerprint="f" * 64,
+        base_fingerprints={"clip": "c" * 64, "llama": "d" * 64},
+        threshold=0.5,
+        software_version="0.1.0",
+        preprocessing={"image_size": 224},
+        crop_box=(1, 2, 300, 400),
+        device="cpu",
+        plan="cpu fp32",
+    )
     base.update(kw)
     return Provenance(**base)
 
@@ -49,10 +57,24 @@ def rg1(store: ResultStore, rg1_uncompressed: Path):
     """RG1 (real chest CR) analysed by a demo model and reviewed."""
     record = read_record(rg1_uncompressed)
     identity = identify(rg1_uncompressed, record.sop_instance_uid)
-    result = store.save(analysed(identity, 0.8312346, class_names=CLASSES, demo=True, provenance=_prov(),
-                                 analysed_at="2026-11-27T21:10:09.710665Z"), ImageInfo.from_record(record, identity))
-    decision = store.save_decision(identity.key, "disagree", "Zoë: see =1+1, \"old\" TB scar", "Dr. Ørsted",
-                                   reviewed_at="2026-11-27T21:30:00.000001Z")
+    result = store.save(
+        analysed(
+            identity,
+            0.8312346,
+            class_names=CLASSES,
+            demo=True,
+            provenance=_prov(),
+            analysed_at="2026-11-27T21:10:09.710665Z",
+        ),
+        ImageInfo.from_record(record, identity),
+    )
+    decision = store.save_decision(
+        identity.key,
+        "disagree",
+        'Zoë: see =1+1, "old" TB scar',
+        "Dr. Ørsted",
+        reviewed_at="2026-11-27T21:30:00.000001Z",
+    )
     return record, result, decision
 
 
@@ -84,7 +106,7 @@ def test_every_column_of_a_real_dicom_row(tmp_path: Path, store: ResultStore, rg
     assert row["software_version"] == "0.1.0" and row["device_plan"] == "cpu fp32"
     assert row["lung_box"] == "1 2 300 400" and row["lung_fallback"] == "no"
     assert row["decision"] == "disagree" and row["review_status"] == "current"
-    assert row["comment"] == "Zoë: see =1+1, \"old\" TB scar"  # quotes + comma survive the CSV round trip
+    assert row["comment"] == 'Zoë: see =1+1, "old" TB scar'  # quotes + comma survive the CSV round trip
     assert row["reviewer"] == "Dr. Ørsted"
     assert row["analysed_at"] == "2026-11-27 21:10:09"
     assert row["reviewed_at"] == "2026-11-27 21:30:00"
@@ -100,13 +122,23 @@ def test_names_are_opt_in_and_source_path_can_be_left_out(tmp_path: Path, store:
     assert "9RG1" in text  # patient ID still there: it was not pseudonymised
 
 
-def test_pseudonymised_export_holds_no_identifiers(tmp_path: Path, store: ResultStore, rg1, rg1_uncompressed: Path) -> None:
+def test_pseudonymised_export_holds_no_identifiers(
+    tmp_path: Path, store: ResultStore, rg1, rg1_uncompressed: Path
+) -> None:
     record, _result, _decision = rg1
     out = tmp_path / "p.csv"
     export_csv(out, store.report_rows(), ExportOptions(pseudonymise=True, key=KEY, include_names=True))
     text = out.read_bytes().decode("utf-8-sig")
-    for secret in (record.patient_id, "CompressedSamples", record.study_uid, record.accession, record.sop_instance_uid,
-                   str(rg1_uncompressed.parent), "RG1_UNCR", "Zoë"):
+    for secret in (
+        record.patient_id,
+        "CompressedSamples",
+        record.study_uid,
+        record.accession,
+        record.sop_instance_uid,
+        str(rg1_uncompressed.parent),
+        "RG1_UNCR",
+        "Zoë",
+    ):
         assert secret not in text, f"{secret!r} leaked into a pseudonymised export"
     row = _read(out)[0]
     assert row["patient_id"] == pseudonym(KEY, "9RG1") and row["patient_id"].startswith("P-")
@@ -126,14 +158,25 @@ def test_pseudonyms_are_stable_per_key_and_differ_between_keys() -> None:
 
 def test_selected_export_contains_only_the_selection(tmp_path: Path, store: ResultStore, rg1, rg1_j2k: Path) -> None:
     other = ImageIdentity("1.2.999", "9" * 64, "/other/SMITH_JOHN/img.dcm")
-    store.save(analysed(other, 0.1, class_names=CLASSES, demo=False, provenance=_prov()),
-               ImageInfo(image_key=other.key, path=other.path, sop_instance_uid=other.sop_instance_uid,
-                         content_sha256=other.content_sha256, patient_id="OTHER-77", patient_name="Smith^John",
-                         study_uid="1.2.999.1", accession="ACC-OTHER"))
+    store.save(
+        analysed(other, 0.1, class_names=CLASSES, demo=False, provenance=_prov()),
+        ImageInfo(
+            image_key=other.key,
+            path=other.path,
+            sop_instance_uid=other.sop_instance_uid,
+            content_sha256=other.content_sha256,
+            patient_id="OTHER-77",
+            patient_name="Smith^John",
+            study_uid="1.2.999.1",
+            accession="ACC-OTHER",
+        ),
+    )
     j2k = read_record(rg1_j2k)
     j2k_id = identify(rg1_j2k, j2k.sop_instance_uid)
-    store.save(failed(j2k_id, "lateral-view", "lateral views are not analysed", status=NOT_ANALYSED),
-               ImageInfo.from_record(j2k, j2k_id))
+    store.save(
+        failed(j2k_id, "lateral-view", "lateral views are not analysed", status=NOT_ANALYSED),
+        ImageInfo.from_record(j2k, j2k_id),
+    )
     selected = [rg1[1].key, j2k_id.key]
     out = tmp_path / "sel.csv"
     export_csv(out, store.report_rows(selected), ExportOptions(include_names=True))
@@ -147,12 +190,21 @@ def test_selected_export_contains_only_the_selection(tmp_path: Path, store: Resu
 
 
 def test_formula_like_cells_are_neutralised(tmp_path: Path) -> None:
-    row = ReportRow(path="k", patient_id="=HYPERLINK(\"http://x\")", patient_name="+Doe", accession="-12",
-                    study_uid="@SUM(A1)", comment="\tcmd", reviewer="ok", status="unreadable", reason_code="x")
+    row = ReportRow(
+        path="k",
+        patient_id='=HYPERLINK("http://x")',
+        patient_name="+Doe",
+        accession="-12",
+        study_uid="@SUM(A1)",
+        comment="\tcmd",
+        reviewer="ok",
+        status="unreadable",
+        reason_code="x",
+    )
     out = tmp_path / "f.csv"
     export_csv(out, [row], ExportOptions(include_names=True))
     r = _read(out)[0]
-    assert r["patient_id"] == "'=HYPERLINK(\"http://x\")"
+    assert r["patient_id"] == '\'=HYPERLINK("http://x")'
     assert r["patient_name"] == "'+Doe" and r["accession"] == "'-12" and r["study_uid"] == "'@SUM(A1)"
     assert r["comment"] == "'\tcmd" and r["reviewer"] == "ok"
 
@@ -168,8 +220,10 @@ def test_a_non_utf8_file_name_is_written_byte_for_byte(tmp_path: Path, rg1_uncom
     name = tmp_path / os.fsdecode(b"scan\xff.dcm")
     name.write_bytes(rg1_uncompressed.read_bytes()[:1000])
     out = tmp_path / "n.csv"
-    export_csv(out, [ReportRow(path=os.fspath(name), status="unreadable", reason_code="unreadable",
-                               duplicates=(os.fspath(name),))])
+    export_csv(
+        out,
+        [ReportRow(path=os.fspath(name), status="unreadable", reason_code="unreadable", duplicates=(os.fspath(name),))],
+    )
     raw = out.read_bytes()
     assert os.fsencode(name) in raw  # the exact bytes of the name, not a replacement character
     back = raw.decode("utf-8-sig", errors="surrogateescape")
@@ -181,7 +235,9 @@ def test_demo_label_is_marked_once() -> None:
     assert display_label("normal", demo=True) == "DEMO - not a diagnosis: normal"
     assert display_label("DEMO - not a diagnosis: normal", demo=True) == "DEMO - not a diagnosis: normal"
     assert display_label("normal", demo=False) == "normal"
-    assert display_label("pneumoconiosis - DEMO - not a diagnosis", demo=True) == "DEMO - not a diagnosis: pneumoconiosis"
+    assert (
+        display_label("pneumoconiosis - DEMO - not a diagnosis", demo=True) == "DEMO - not a diagnosis: pneumoconiosis"
+    )
     assert display_label("", demo=True) == DEMO_MARK
 
 
@@ -265,8 +321,20 @@ def test_libreoffice_calc_reads_the_export(tmp_path: Path, store: ResultStore, r
     export_csv(out, store.report_rows(), ExportOptions(include_names=True))
     env = {**os.environ, "HOME": str(tmp_path)}  # a private LibreOffice profile
     proc = subprocess.run(
-        ["soffice", "--headless", "--infilter=CSV:44,34,76,1", "--convert-to", "html", str(out), "--outdir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=180,
+        [
+            "soffice",
+            "--headless",
+            "--infilter=CSV:44,34,76,1",
+            "--convert-to",
+            "html",
+            str(out),
+            "--outdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr
     header, row = _CellParser((tmp_path / "report.html").read_text(encoding="utf-8", errors="replace")).rows
@@ -276,5 +344,5 @@ def test_libreoffice_calc_reads_the_export(tmp_path: Path, store: ResultStore, r
     assert cells["patient_name"][0] == "CompressedSamples RG1"
     assert cells["probability"] == ("0.831235", "0.831235")  # a number, not text
     assert cells["study_date"][1] is not None and cells["analysed_at"][1] is not None  # dates
-    assert cells["comment"][0] == "Zoë: see =1+1, \"old\" TB scar"
+    assert cells["comment"][0] == 'Zoë: see =1+1, "old" TB scar'
     assert cells["label"][0] == "DEMO - not a diagnosis: pneumoconiosis"

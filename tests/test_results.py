@@ -31,11 +31,20 @@ CLASSES = ("pneumoconiosis", "normal")
 
 
 def _prov(**kw: object) -> Provenance:
-    base: dict = dict(bundle_id="m1", bundle_name="tiny", bundle_fingerprint="a" * 64,
-                      base_fingerprints={"clip": "c" * 64, "llama": "d" * 64}, operating_point_id="op-1",
-                      threshold=0.5, software_version="0.1.0",
-                      preprocessing={"image_size": 224, "margin": None, "mean": [0.5, 0.5, 0.5], "std": [0.2] * 3},
-                      crop_box=(10, 20, 300, 400), crop_fallback=False, device="cpu", plan="cpu fp32")
+    base: dict = dict(
+        bundle_id="m1",
+        bundle_name="tiny",
+        bundle_fingerprint="a" * 64,
+        base_fingerprints={"clip": "c" * 64, "llama": "d" * 64},
+        operating_point_id="op-1",
+        threshold=0.5,
+        software_version="0.1.0",
+        preprocessing={"image_size": 224, "margin": None, "mean": [0.5, 0.5, 0.5], "std": [0.2] * 3},
+        crop_box=(10, 20, 300, 400),
+        crop_fallback=False,
+        device="cpu",
+        plan="cpu fp32",
+    )
     base.update(kw)
     return Provenance(**base)
 
@@ -74,14 +83,27 @@ def test_a_non_finite_output_is_a_failure_never_a_label(value: float) -> None:
     assert result.status == FAILED and result.reason_code == REASON_NON_FINITE
     assert result.label == "" and result.probability is None and not result.positive
     with pytest.raises(ValueError):
-        ImageResult(image=_identity(), status=ANALYSED, class_names=CLASSES, probability=value, label="normal",
-                    provenance=_prov())
+        ImageResult(
+            image=_identity(),
+            status=ANALYSED,
+            class_names=CLASSES,
+            probability=value,
+            label="normal",
+            provenance=_prov(),
+        )
 
 
 def test_json_round_trip_keeps_everything_including_a_non_utf8_file_name() -> None:
     name = os.fsdecode(b"/data/scan\xff.dcm")  # a file name byte that is not UTF-8
-    result = analysed(_identity(name), 0.8312346, class_names=CLASSES, demo=True, provenance=_prov(),
-                      analysed_at="2026-12-01T21:00:00.000001Z", notes=("lungs not found",)).with_id(7)
+    result = analysed(
+        _identity(name),
+        0.8312346,
+        class_names=CLASSES,
+        demo=True,
+        provenance=_prov(),
+        analysed_at="2026-12-01T21:00:00.000001Z",
+        notes=("lungs not found",),
+    ).with_id(7)
     text = result.to_json()
     text.encode("ascii")  # one ASCII line: safe on any pipe
     back = ImageResult.from_json(text)
@@ -90,17 +112,20 @@ def test_json_round_trip_keeps_everything_including_a_non_utf8_file_name() -> No
     assert ImageResult.from_json(none.to_json()) == none
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d.update(extra=1),
-    lambda d: d.pop("label"),
-    lambda d: d.update(version=99),
-    lambda d: d.update(probability="0.5"),
-    lambda d: d.update(demo=1),
-    lambda d: d["provenance"].update(threshold=True),
-    lambda d: d["provenance"].update(crop_box=[1, 2, 3]),
-    lambda d: d["image"].update(colour="red"),
-    lambda d: d.update(label="normal"),   # not the label of 0.8 at 0.5
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(extra=1),
+        lambda d: d.pop("label"),
+        lambda d: d.update(version=99),
+        lambda d: d.update(probability="0.5"),
+        lambda d: d.update(demo=1),
+        lambda d: d["provenance"].update(threshold=True),
+        lambda d: d["provenance"].update(crop_box=[1, 2, 3]),
+        lambda d: d["image"].update(colour="red"),
+        lambda d: d.update(label="normal"),  # not the label of 0.8 at 0.5
+    ],
+)
 def test_from_json_is_strict(change) -> None:
     data = analysed(_identity(), 0.8, class_names=CLASSES, demo=False, provenance=_prov()).to_dict()
     change(data)
@@ -118,15 +143,16 @@ def test_from_json_refuses_nan() -> None:
 def test_review_status_after_a_model_change_and_a_threshold_flip() -> None:
     first = analysed(_identity(), 0.6, class_names=CLASSES, demo=False, provenance=_prov()).with_id(1)
     same = analysed(_identity(), 0.6, class_names=CLASSES, demo=False, provenance=_prov()).with_id(2)
-    other_model = analysed(_identity(), 0.6, class_names=CLASSES, demo=False,
-                           provenance=_prov(bundle_fingerprint="b" * 64)).with_id(3)
+    other_model = analysed(
+        _identity(), 0.6, class_names=CLASSES, demo=False, provenance=_prov(bundle_fingerprint="b" * 64)
+    ).with_id(3)
     flipped = analysed(_identity(), 0.6, class_names=CLASSES, demo=False, provenance=_prov(threshold=0.7)).with_id(4)
     assert review_status(False, None, first) == ""
     assert review_status(True, first, first) == REVIEW_CURRENT
-    assert review_status(True, first, same) == REVIEW_CURRENT          # same model, same label
-    assert review_status(True, first, other_model) == REVIEW_NEEDED    # another model: even with the same label
-    assert review_status(True, first, flipped) == REVIEW_NEEDED        # the threshold flipped the label
-    assert review_status(True, None, first) == REVIEW_NEEDED           # decided before any result
+    assert review_status(True, first, same) == REVIEW_CURRENT  # same model, same label
+    assert review_status(True, first, other_model) == REVIEW_NEEDED  # another model: even with the same label
+    assert review_status(True, first, flipped) == REVIEW_NEEDED  # the threshold flipped the label
+    assert review_status(True, None, first) == REVIEW_NEEDED  # decided before any result
 
 
 def test_display_path_is_valid_text() -> None:

@@ -45,10 +45,21 @@ def twins(tmp_path: Path, rg1_uncompressed: Path, rg1_j2k: Path) -> Path:
 
 def _result(entry: ImageEntry, p: float, *, threshold: float = 0.5, fingerprint: str = "ab" * 32) -> ImageResult:
     assert entry.identity is not None
-    return analysed(entry.identity, p, class_names=CLASSES, demo=True,
-                    provenance=Provenance(bundle_id="m1", bundle_name="test model", bundle_fingerprint=fingerprint,
-                                          threshold=threshold, device="cpu", plan="cpu fp32"),
-                    analysed_at="2026-11-27T20:00:00.000000Z")
+    return analysed(
+        entry.identity,
+        p,
+        class_names=CLASSES,
+        demo=True,
+        provenance=Provenance(
+            bundle_id="m1",
+            bundle_name="test model",
+            bundle_fingerprint=fingerprint,
+            threshold=threshold,
+            device="cpu",
+            plan="cpu fp32",
+        ),
+        analysed_at="2026-11-27T20:00:00.000000Z",
+    )
 
 
 def _by_name(session: ReviewSession) -> dict[str, ImageEntry]:
@@ -95,7 +106,10 @@ def test_results_and_decisions_survive_a_new_session(folder: Path, tmp_path: Pat
     assert entry.result.demo and entry.result.provenance.bundle_name == "test model"
     assert entry.result.label_at(0.8) == "normal" and entry.result.label_at(0.7) == "pneumoconiosis"
     assert (entry.decision.decision, entry.decision.comment, entry.decision.reviewer) == (
-        "disagree", "rib shadow", "Dr Who")
+        "disagree",
+        "rib shadow",
+        "Dr Who",
+    )
     assert entry.status is Status.REVIEWED
     rows = again.report_rows(None)
     assert [r.result.key for r in rows] == [rg1.image_key]
@@ -107,7 +121,7 @@ def test_unsupported_images_are_recorded_with_their_code(folder: Path, tmp_path:
     session = ReviewSession(ResultStoreAdapter(store))
     session.add_scan(scan([folder]))
     session.record_unsupported(list(session.entries))
-    session.record_unsupported(list(session.entries))   # idempotent: no second history row
+    session.record_unsupported(list(session.entries))  # idempotent: no second history row
     by_name = _by_name(session)
     ct = by_name["CT_small.dcm"]
     assert [r.reason_code for r in store.results_history(ct.image_key)] == ["unsupported-modality"]
@@ -152,21 +166,22 @@ def test_agree_needs_re_review_after_a_model_change_and_after_a_threshold_flip(f
     session.set_results([(rg1.key, _result(rg1, 0.6))])
     session.set_decision([rg1.key], "agree", "", "Dr A")
     assert rg1.status is Status.REVIEWED
-    session.set_results([(rg1.key, _result(rg1, 0.6, threshold=0.7))])   # the label flips to normal
+    session.set_results([(rg1.key, _result(rg1, 0.6, threshold=0.7))])  # the label flips to normal
     assert rg1.status is Status.NEEDS_REVIEW and rg1.review_status == "needs re-review"
     (row,) = session.report_rows([rg1.key])
     assert row.decision == "agree" and row.review_status == "needs re-review" and row.result.label == "normal"
-    session.set_decision([rg1.key], "agree", "", "Dr A")                  # looked at again
+    session.set_decision([rg1.key], "agree", "", "Dr A")  # looked at again
     assert rg1.status is Status.REVIEWED
     session.set_results([(rg1.key, _result(rg1, 0.6, threshold=0.7, fingerprint="cd" * 32))])  # another model
     assert rg1.status is Status.NEEDS_REVIEW
-    again = ReviewSession(ResultStoreAdapter(session.store.store))        # the database says the same
+    again = ReviewSession(ResultStoreAdapter(session.store.store))  # the database says the same
     again.add_scan(scan([folder]))
     assert again.entries[rg1.key].status is Status.NEEDS_REVIEW
 
 
-def test_analyse_all_takes_only_images_without_a_current_result(folder: Path, tmp_path: Path,
-                                                                rg1_uncompressed: Path) -> None:
+def test_analyse_all_takes_only_images_without_a_current_result(
+    folder: Path, tmp_path: Path, rg1_uncompressed: Path
+) -> None:
     f = folder
     (f / "copy2.dcm").write_bytes(rg1_uncompressed.read_bytes()[:-10])  # another file with RG1's UID
     session = ReviewSession(ResultStoreAdapter(ResultStore(tmp_path / "db.sqlite3")))
@@ -178,9 +193,9 @@ def test_analyse_all_takes_only_images_without_a_current_result(folder: Path, tm
     assert session.without_current_result(session.entries) == [other.key]  # CT is never analysable
     session.set_decision([rg1.key], "agree", "", "Dr A")
     keys = list(session.entries)
-    assert session.decisions_at_stake(keys, "ab" * 32) == 0      # the same model again: nothing at stake
-    assert session.decisions_at_stake(keys, "ef" * 32) == 1      # another model: one decision to re-review
-    assert session.decisions_at_stake(keys, None) == 1           # model not known yet: counted
+    assert session.decisions_at_stake(keys, "ab" * 32) == 0  # the same model again: nothing at stake
+    assert session.decisions_at_stake(keys, "ef" * 32) == 1  # another model: one decision to re-review
+    assert session.decisions_at_stake(keys, None) == 1  # model not known yet: counted
 
 
 def test_an_unchanged_file_is_not_read_again_to_hash_it(folder: Path, tmp_path: Path, rg1_uncompressed: Path) -> None:

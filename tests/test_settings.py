@@ -64,7 +64,9 @@ def test_round_trip_of_every_field(home: Path) -> None:
         threshold=0.37,
         reviewer_name="Dr. Zoë Ørsted",
         recent_folders=["/data/a", "/data/b"],
-        export=ExportOptions(pseudonymise=True, include_names=True, include_source_path=False, delimiter=";", last_directory="/out"),
+        export=ExportOptions(
+            pseudonymise=True, include_names=True, include_source_path=False, delimiter=";", last_directory="/out"
+        ),
     )
     written = save_settings(settings)
     assert written == home / "config" / "settings.json"

@@ -23,23 +23,47 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _info(key: str, folder: str = "/data/clinic", content: str = "", **fields: str) -> ImageInfo:
-    base = dict(patient_id=f"PID-{key}", patient_name=f"Doe^{key}", study_uid=f"1.2.{key}", study_date="20240102",
-                accession=f"ACC{key}", view_position="PA", modality="CR", body_part="CHEST")
+    base = dict(
+        patient_id=f"PID-{key}",
+        patient_name=f"Doe^{key}",
+        study_uid=f"1.2.{key}",
+        study_date="20240102",
+        accession=f"ACC{key}",
+        view_position="PA",
+        modality="CR",
+        body_part="CHEST",
+    )
     base.update(fields)
-    identity = ImageIdentity(f"1.2.840.{key}", hashlib.sha256((content or key).encode()).hexdigest(),
-                             f"{folder}/{key}.dcm")
-    return ImageInfo(image_key=identity.key, path=identity.path, sop_instance_uid=identity.sop_instance_uid,
-                     content_sha256=identity.content_sha256, **base)
+    identity = ImageIdentity(
+        f"1.2.840.{key}", hashlib.sha256((content or key).encode()).hexdigest(), f"{folder}/{key}.dcm"
+    )
+    return ImageInfo(
+        image_key=identity.key,
+        path=identity.path,
+        sop_instance_uid=identity.sop_instance_uid,
+        content_sha256=identity.content_sha256,
+        **base,
+    )
 
 
 def _prov(threshold: float = 0.5, fingerprint: str = "ab" * 32, **kw: object) -> Provenance:
-    return Provenance(bundle_id="m1", bundle_name="pneumollm-tiny", bundle_fingerprint=fingerprint,
-                      threshold=threshold, software_version="0.1.0", **kw)
+    return Provenance(
+        bundle_id="m1",
+        bundle_name="pneumollm-tiny",
+        bundle_fingerprint=fingerprint,
+        threshold=threshold,
+        software_version="0.1.0",
+        **kw,
+    )
 
 
 def _result(store: ResultStore, info: ImageInfo, probability: float = 0.8, **kw: object):
-    return store.save(analysed(info.identity, probability, class_names=("pneumoconiosis", "normal"), demo=False,
-                               provenance=_prov(**kw)), info)
+    return store.save(
+        analysed(
+            info.identity, probability, class_names=("pneumoconiosis", "normal"), demo=False, provenance=_prov(**kw)
+        ),
+        info,
+    )
 
 
 @pytest.fixture
@@ -395,12 +419,18 @@ def test_batch_commits_together_or_not_at_all(store: ResultStore) -> None:
 def test_an_old_row_is_claimed_by_the_file_at_its_path_with_its_uid_only(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     conn = _v1_database(path)
-    conn.execute("INSERT INTO images (image_key, path, sop_instance_uid, first_seen, updated_at) "
-                 "VALUES ('1.2.840.7', '/data/clinic/7.dcm', '1.2.840.7', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')")
-    conn.execute("INSERT INTO results (image_key, probability, threshold, label, analysed_at) "
-                 "VALUES ('1.2.840.7', 0.7, 0.5, 'pneumoconiosis', '2025-01-01T00:00:01Z')")
-    conn.execute("INSERT INTO decisions (image_key, decision, reviewer, reviewed_at) "
-                 "VALUES ('1.2.840.7', 'agree', 'Dr Old', '2025-01-02T00:00:00Z')")
+    conn.execute(
+        "INSERT INTO images (image_key, path, sop_instance_uid, first_seen, updated_at) "
+        "VALUES ('1.2.840.7', '/data/clinic/7.dcm', '1.2.840.7', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')"
+    )
+    conn.execute(
+        "INSERT INTO results (image_key, probability, threshold, label, analysed_at) "
+        "VALUES ('1.2.840.7', 0.7, 0.5, 'pneumoconiosis', '2025-01-01T00:00:01Z')"
+    )
+    conn.execute(
+        "INSERT INTO decisions (image_key, decision, reviewer, reviewed_at) "
+        "VALUES ('1.2.840.7', 'agree', 'Dr Old', '2025-01-02T00:00:00Z')"
+    )
     conn.commit()
     conn.close()
     with ResultStore(path) as s:
@@ -422,16 +452,16 @@ def test_decision_needs_re_review_after_a_model_change_or_a_label_flip(store: Re
     judged = _result(store, info, 0.6)
     store.save_decision(info.image_key, "agree", "", "Dr R")
     assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
-    _result(store, info, 0.6)                                  # same model, same label: still current
+    _result(store, info, 0.6)  # same model, same label: still current
     assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
-    _result(store, info, 0.6, threshold=0.7)                   # threshold flips the label
+    _result(store, info, 0.6, threshold=0.7)  # threshold flips the label
     state = store.states([info.image_key])[info.image_key]
     assert state.review_status == REVIEW_NEEDED and state.judged == judged and state.result.label == "normal"
     (row,) = store.report_rows([info.image_key])
     assert row.decision == "agree" and row.review_status == REVIEW_NEEDED
-    store.save_decision(info.image_key, "agree", "", "Dr R")   # reviewed again: current
+    store.save_decision(info.image_key, "agree", "", "Dr R")  # reviewed again: current
     assert store.states([info.image_key])[info.image_key].review_status == REVIEW_CURRENT
-    _result(store, info, 0.6, fingerprint="cd" * 32)           # another model, same label
+    _result(store, info, 0.6, fingerprint="cd" * 32)  # another model, same label
     assert store.states([info.image_key])[info.image_key].review_status == REVIEW_NEEDED
 
 

@@ -19,8 +19,14 @@ import torch
 
 from pneumoview.errors import ConfigError, WeightsError
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 @dataclass
@@ -71,7 +77,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ConfigError(f"unknown dtype {name!r} (use auto, float32, bfloat16 or float16)") from exc
 
 
-def build_base_model(spec: BaseSpec, *, device: torch.device, base_dtype: torch.dtype, trainable_seed: int = 0) -> BaseModel:
+def build_base_model(
+    spec: BaseSpec, *, device: torch.device, base_dtype: torch.dtype, trainable_seed: int = 0
+) -> BaseModel:
     """PneumoLLM on ``device`` with frozen backbones in ``base_dtype`` and fresh float32 trainables.
 
     The trainable parts are initialised from ``trainable_seed`` alone (whatever random numbers
@@ -129,6 +137,10 @@ def reinitialise_trainables(model: Any, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = build_trainable_modules(model.config)
-    state = {f"{prefix}.{key}": tensor for prefix, module in fresh.items() if module is not None
-             for key, tensor in module.state_dict().items()}
+    state = {
+        f"{prefix}.{key}": tensor
+        for prefix, module in fresh.items()
+        if module is not None
+        for key, tensor in module.state_dict().items()
+    }
     load_trainable_state_dict(model, state)

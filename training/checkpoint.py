@@ -89,7 +89,9 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Te
     return tensors, groups
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], groups: list[dict[str, Any]]) -> None:
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], groups: list[dict[str, Any]]
+) -> None:
     """Inverse of :func:`optimizer_to_tensors`."""
     state: dict[int, dict[str, Tensor]] = {}
     for key, value in tensors.items():

@@ -45,19 +45,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     base = parser.add_argument_group("base weights (frozen)")
     base.add_argument("--base-clip", type=Path, help="CLIP ViT-L/14 weights (OpenAI .pt, open_clip .bin, .safetensors)")
     base.add_argument("--base-llama", type=Path, help="LLaMA-7B (Hugging Face folder or Meta consolidated folder)")
-    base.add_argument("--demo", action="store_true", help="tiny demo architecture with demo base weights (no downloads; NOT diagnostic)")
-    base.add_argument("--random-base", type=int, metavar="SEED", default=None,
-                      help="random frozen backbones from SEED (tests, benchmarks)")
-    base.add_argument("--architecture", default=None,
-                      help="architecture config (default: pneumollm-vitl14-llama7b, or pneumollm-tiny with --demo/--random-base)")
+    base.add_argument(
+        "--demo",
+        action="store_true",
+        help="tiny demo architecture with demo base weights (no downloads; NOT diagnostic)",
+    )
+    base.add_argument(
+        "--random-base",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="random frozen backbones from SEED (tests, benchmarks)",
+    )
+    base.add_argument(
+        "--architecture",
+        default=None,
+        help="architecture config (default: pneumollm-vitl14-llama7b, or pneumollm-tiny with --demo/--random-base)",
+    )
     rec = parser.add_argument_group("recipe (defaults: the paper's)")
-    rec.add_argument("--preset", choices=("quick", "paper"), default="paper",
-                     help="quick: 3 epochs on 1 of 5 folds, no final model; paper: 100 epochs, 5 folds + final model")
+    rec.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default="paper",
+        help="quick: 3 epochs on 1 of 5 folds, no final model; paper: 100 epochs, 5 folds + final model",
+    )
     rec.add_argument("--folds", type=int, default=None, help="k of the patient-level k-fold (default 5)")
     rec.add_argument("--run-folds", type=int, default=None, help="train only the first N folds")
     rec.add_argument("--epochs", type=int, default=None)
-    rec.add_argument("--final", dest="final_model", action="store_true", default=None, help="train a final model on all data")
-    rec.add_argument("--no-final", dest="final_model", action="store_false", help="bundle = best model of the first fold")
+    rec.add_argument(
+        "--final", dest="final_model", action="store_true", default=None, help="train a final model on all data"
+    )
+    rec.add_argument(
+        "--no-final", dest="final_model", action="store_false", help="bundle = best model of the first fold"
+    )
     rec.add_argument("--batch-size", type=int, default=None)
     rec.add_argument("--grad-accum", type=int, default=None)
     rec.add_argument("--lr", type=float, default=None)
@@ -65,8 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--warmup-epochs", type=float, default=None)
     rec.add_argument("--seed", type=int, default=None)
     rec.add_argument("--split-seed", type=int, default=None)
-    rec.add_argument("--split-from", type=Path, default=None, metavar="BUNDLE",
-                     help="reuse the exact cross-validation split recorded in another bundle's manifest")
+    rec.add_argument(
+        "--split-from",
+        type=Path,
+        default=None,
+        metavar="BUNDLE",
+        help="reuse the exact cross-validation split recorded in another bundle's manifest",
+    )
     hw = parser.add_argument_group("device and precision")
     hw.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     hw.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
@@ -78,17 +103,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--work-dir", type=Path, default=None, help="checkpoints for resuming (default: OUT.run)")
     out.add_argument("--restart", action="store_true", help="discard an earlier unfinished run in the work folder")
     out.add_argument("--keep-work-dir", action="store_true", help="keep checkpoints after success")
-    out.add_argument("--no-register", dest="register", action="store_false", help="do not add the bundle to the model registry")
+    out.add_argument(
+        "--no-register", dest="register", action="store_false", help="do not add the bundle to the model registry"
+    )
     out.add_argument("--activate", action="store_true", help="make the new bundle the active model")
-    out.add_argument("--compare", choices=("active", "none"), default="active",
-                     help="also evaluate the active model on the same folds (when it fits the same base weights)")
+    out.add_argument(
+        "--compare",
+        choices=("active", "none"),
+        default="active",
+        help="also evaluate the active model on the same folds (when it fits the same base weights)",
+    )
     out.add_argument("--name", default="", help="display name of the new model")
     data = parser.add_argument_group("data")
     data.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default: user cache folder)")
     data.add_argument("--include-flagged", action="store_true", help="keep images flagged as not a frontal chest")
-    data.add_argument("--allow-outside", action="store_true",
-                      help="accept CSV rows that point outside the CSV's folder (refused by default)")
-    data.add_argument("--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop")
+    data.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="accept CSV rows that point outside the CSV's folder (refused by default)",
+    )
+    data.add_argument(
+        "--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop"
+    )
     parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
     parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -131,8 +167,10 @@ class _Progress:
         elif kind == "epoch":
             self._close()
             val = f" val AUC {100 * event['auc']:.1f} AVG {100 * event['avg']:.1f}" if "auc" in event else ""
-            tqdm.write(f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss'] or math.nan:.4f}{val} "
-                       f"({event['seconds']:.1f} s, ETA {event['eta_s'] / 60:.1f} min)")
+            tqdm.write(
+                f"  epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss'] or math.nan:.4f}{val} "
+                f"({event['seconds']:.1f} s, ETA {event['eta_s'] / 60:.1f} min)"
+            )
         elif kind in {"data_summary"}:
             self._close()
             print(event["text"], flush=True)
@@ -145,7 +183,10 @@ class _Progress:
         elif kind == "fold_done":
             m = event.get("metrics") or {}
             if m:
-                print(f"fold {event['fold'] + 1}: best epoch {event['best_epoch']}, AUC {100 * m['auc']:.1f}, AVG {100 * m['avg']:.1f}", flush=True)
+                print(
+                    f"fold {event['fold'] + 1}: best epoch {event['best_epoch']}, AUC {100 * m['auc']:.1f}, AVG {100 * m['avg']:.1f}",
+                    flush=True,
+                )
         elif kind == "done":
             self._close()
             print(event["text"], flush=True)
@@ -206,10 +247,21 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     return TrainConfig.from_preset(
         args.preset,
-        folds=args.folds, run_folds=args.run_folds, epochs=args.epochs, final_model=args.final_model,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs, seed=args.seed, split_seed=args.split_seed, device=args.device,
-        mixed_precision=args.mixed_precision, base_dtype=args.base_dtype, gradient_checkpointing=args.gradient_checkpointing,
+        folds=args.folds,
+        run_folds=args.run_folds,
+        epochs=args.epochs,
+        final_model=args.final_model,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        device=args.device,
+        mixed_precision=args.mixed_precision,
+        base_dtype=args.base_dtype,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 
@@ -220,8 +272,13 @@ def _base_spec(args: argparse.Namespace) -> Any:
     architecture = args.architecture or ("pneumollm-tiny" if tiny else "pneumollm-vitl14-llama7b")
     if not (args.demo or args.random_base is not None or (args.base_clip and args.base_llama)):
         raise ConfigError("base weights needed: --base-clip and --base-llama (or --demo, or --random-base SEED)")
-    return BaseSpec(architecture=architecture, clip_path=args.base_clip, llama_path=args.base_llama, demo=args.demo,
-                    random_seed=args.random_base if not args.base_clip else None)
+    return BaseSpec(
+        architecture=architecture,
+        clip_path=args.base_clip,
+        llama_path=args.base_llama,
+        demo=args.demo,
+        random_seed=args.random_base if not args.base_clip else None,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -315,8 +372,9 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
     return _train_and_publish(args, config, spec, dataset, public_summary, device, hasher, progress, cancel)
 
 
-def _check_data(args: argparse.Namespace, config: Any, spec: Any, hasher: Any, progress: _Progress,
-                cancel: CancelFlag) -> tuple[Any, dict[str, Any], Any]:
+def _check_data(
+    args: argparse.Namespace, config: Any, spec: Any, hasher: Any, progress: _Progress, cancel: CancelFlag
+) -> tuple[Any, dict[str, Any], Any]:
     """``(PreparedDataset, its public summary, architecture config)``; reports progress and the summary."""
     from pneumoview.inference.config import load_config
     from training.crops import CropCache, remove_stale_temp_files
@@ -334,8 +392,15 @@ def _check_data(args: argparse.Namespace, config: Any, spec: Any, hasher: Any, p
             last[0] = now
             progress({"event": "validate", "done": done, "total": total})
 
-    dataset = validate(args.data, folds=config.folds, cache=cache, include_flagged=args.include_flagged,
-                       allow_outside=args.allow_outside, progress=on_validate, cancel=cancel)
+    dataset = validate(
+        args.data,
+        folds=config.folds,
+        cache=cache,
+        include_flagged=args.include_flagged,
+        allow_outside=args.allow_outside,
+        progress=on_validate,
+        cancel=cancel,
+    )
     public_summary = dataset.summary.public_dict(hasher)
     # ``text`` names problem files for the user at this machine; ``summary`` (and every file) holds no path or ID.
     progress({"event": "data_summary", "summary": public_summary, "text": dataset.summary.format_text()})
@@ -353,21 +418,44 @@ def _estimate(model_config: Any, config: Any, n_images: int, progress: _Progress
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     estimates = {
         dev: estimate_run(
-            model_config, n_images=max(n_images, 1), epochs=config.epochs, folds_run=config.run_folds or config.folds,
-            of_folds=config.folds, final_model=config.final_model, device=dev, batch_size=config.batch_size,
+            model_config,
+            n_images=max(n_images, 1),
+            epochs=config.epochs,
+            folds_run=config.run_folds or config.folds,
+            of_folds=config.folds,
+            final_model=config.final_model,
+            device=dev,
+            batch_size=config.batch_size,
             base_dtype_bytes=resolve_dtype(config.base_dtype, torch.device(dev)).itemsize,
             gradient_checkpointing=config.gradient_checkpointing,
         )
         for dev in devices
     }
-    progress({"event": "estimate", "estimate": estimates[device], "estimates": estimates,
-              "machine_memory_gb": _machine_memory_gb(), "device": device,
-              "cuda_available": torch.cuda.is_available(), "devices": devices})
+    progress(
+        {
+            "event": "estimate",
+            "estimate": estimates[device],
+            "estimates": estimates,
+            "machine_memory_gb": _machine_memory_gb(),
+            "device": device,
+            "cuda_available": torch.cuda.is_available(),
+            "devices": devices,
+        }
+    )
     return device
 
 
-def _train_and_publish(args: argparse.Namespace, config: Any, spec: Any, dataset: Any, public_summary: dict[str, Any],
-                       device: str, hasher: Any, progress: _Progress, cancel: CancelFlag) -> int:
+def _train_and_publish(
+    args: argparse.Namespace,
+    config: Any,
+    spec: Any,
+    dataset: Any,
+    public_summary: dict[str, Any],
+    device: str,
+    hasher: Any,
+    progress: _Progress,
+    cancel: CancelFlag,
+) -> int:
     import torch
 
     from training.base import build_base_model, resolve_dtype
@@ -378,18 +466,29 @@ def _train_and_publish(args: argparse.Namespace, config: Any, spec: Any, dataset
         shutil.rmtree(work_dir)
     torch_device = torch.device(device)
     torch.manual_seed(config.seed)
-    base = build_base_model(spec, device=torch_device, base_dtype=resolve_dtype(config.base_dtype, torch_device),
-                            trainable_seed=config.seed)
+    base = build_base_model(
+        spec, device=torch_device, base_dtype=resolve_dtype(config.base_dtype, torch_device), trainable_seed=config.seed
+    )
     for note in base.notes:
         progress({"event": "message", "message": note})
     compare = _active_to_compare(args, base) if args.compare == "active" else None
     split_record = _split_from(args.split_from, config.folds) if args.split_from else None
     trainer = Trainer(
-        config, dataset, base.model, work_dir,
-        run_identity={"data_file_list_sha256": dataset.summary.file_list_sha256, "base_fingerprints": base.fingerprints,
-                      "architecture": base.config.name, "split_from": split_record},
-        split_record=split_record, patient_hasher=hasher,
-        on_event=progress, cancel=cancel, stop_after_epochs=args.stop_after_epochs,
+        config,
+        dataset,
+        base.model,
+        work_dir,
+        run_identity={
+            "data_file_list_sha256": dataset.summary.file_list_sha256,
+            "base_fingerprints": base.fingerprints,
+            "architecture": base.config.name,
+            "split_from": split_record,
+        },
+        split_record=split_record,
+        patient_hasher=hasher,
+        on_event=progress,
+        cancel=cancel,
+        stop_after_epochs=args.stop_after_epochs,
         compare_trainable=compare[1] if compare else None,
     )
     result = trainer.run()
@@ -401,19 +500,37 @@ def _train_and_publish(args: argparse.Namespace, config: Any, spec: Any, dataset
     return 0
 
 
-def _publish(args: argparse.Namespace, config: Any, spec: Any, base: Any, result: Any, public_summary: dict[str, Any],
-             compare: tuple[dict[str, Any], dict[str, Any]] | None, progress: _Progress) -> None:
+def _publish(
+    args: argparse.Namespace,
+    config: Any,
+    spec: Any,
+    base: Any,
+    result: Any,
+    public_summary: dict[str, Any],
+    compare: tuple[dict[str, Any], dict[str, Any]] | None,
+    progress: _Progress,
+) -> None:
     """Write the bundle (model card, figures), register (and activate) it, report ``done``."""
     from training.metrics import format_summary
     from training.report import build_model_card, write_bundle
 
     card = build_model_card(
-        result, data_summary=public_summary, base=spec.describe(), fingerprints=base.fingerprints,
+        result,
+        data_summary=public_summary,
+        base=spec.describe(),
+        fingerprints=base.fingerprints,
         architecture=base.config.name,
         extra={"compared_with": compare[0] if compare else None, "notes": base.notes},
     )
-    bundle = write_bundle(args.out, result=result, config=base.config, fingerprints=base.fingerprints, card=card,
-                          demo=spec.demo, name=args.name)
+    bundle = write_bundle(
+        args.out,
+        result=result,
+        config=base.config,
+        fingerprints=base.fingerprints,
+        card=card,
+        demo=spec.demo,
+        name=args.name,
+    )
     registry_id = None
     if args.register:
         from pneumoview.registry import ModelRegistry
@@ -423,13 +540,25 @@ def _publish(args: argparse.Namespace, config: Any, spec: Any, base: Any, result
         registry_id = entry.id
         if args.activate:
             registry.activate(entry.id)
-    text = (f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
-            f"{format_summary(result.summary)}\nNew bundle: {bundle}")
+    text = (
+        f"Cross-validation ({len(result.folds)} of {config.folds} folds, {config.epochs} epochs): "
+        f"{format_summary(result.summary)}\nNew bundle: {bundle}"
+    )
     if registry_id:
         text += f"\nRegistered as {registry_id}" + (" (active)" if args.activate else " (not active)")
-    progress({"event": "done", "bundle": str(bundle), "registry_id": registry_id, "summary": result.summary,
-              "comparison": result.comparison, "compared_with": compare[0] if compare else None,
-              "activated": bool(args.activate and registry_id), "seconds": result.seconds, "text": text})
+    progress(
+        {
+            "event": "done",
+            "bundle": str(bundle),
+            "registry_id": registry_id,
+            "summary": result.summary,
+            "comparison": result.comparison,
+            "compared_with": compare[0] if compare else None,
+            "activated": bool(args.activate and registry_id),
+            "seconds": result.seconds,
+            "text": text,
+        }
+    )
 
 
 def _machine_memory_gb() -> dict[str, float]:
@@ -451,8 +580,9 @@ def _split_from(bundle: Path, folds: int) -> dict[str, Any]:
     if not isinstance(record, dict) or "val_patients" not in record:
         raise ConfigError("this bundle records no cross-validation split", path=bundle)
     if int(record.get("n_folds", 0)) != folds:
-        raise ConfigError(f"the bundle's split has {record.get('n_folds')} folds; use --folds {record.get('n_folds')}",
-                          path=bundle)
+        raise ConfigError(
+            f"the bundle's split has {record.get('n_folds')} folds; use --folds {record.get('n_folds')}", path=bundle
+        )
     return record
 
 

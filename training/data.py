@@ -7,18 +7,6 @@
 
 from __future__ import annotations
 
-from training.crops import (
-    CACHE_FORMAT,
-    DECODE_ERRORS,
-    FILE_ERRORS,
-    PIPELINE_VERSION,
-    CropCache,
-    PreparedImage,
-    default_cache_dir,
-    pipeline_fingerprint,
-    remove_stale_temp_files,
-)
-from training.datacheck import DataSummary, PreparedDataset, file_list_hash, require_ok, validate
 from pneumoview.labelled_data import (
     CLASS_NAMES,
     CONFLICT,
@@ -37,6 +25,18 @@ from pneumoview.labelled_data import (
     discover,
     parse_label,
 )
+from training.crops import (
+    CACHE_FORMAT,
+    DECODE_ERRORS,
+    FILE_ERRORS,
+    PIPELINE_VERSION,
+    CropCache,
+    PreparedImage,
+    default_cache_dir,
+    pipeline_fingerprint,
+    remove_stale_temp_files,
+)
+from training.datacheck import DataSummary, PreparedDataset, file_list_hash, require_ok, validate
 
 __all__ = [
     "CACHE_FORMAT",

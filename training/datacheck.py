@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from pneumoview.errors import CancelledError, TrainingDataError
+from pneumoview.labelled_data import (
+    CLASS_NAMES,
+    CONFLICT,
+    NOT_REGULAR,
+    OUTSIDE,
+    UNLABELLED,
+    UNREADABLE,
+    Sample,
+    discover,
+)
 from training.crops import FILE_ERRORS, CropCache, PreparedImage
-from pneumoview.labelled_data import CLASS_NAMES, CONFLICT, NOT_REGULAR, OUTSIDE, UNLABELLED, UNREADABLE, Sample, discover
 from training.privacy import PatientHasher, hashed
 
 

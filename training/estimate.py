@@ -38,7 +38,11 @@ def estimate_run(
     from pneumoview.inference.config import load_config
     from pneumoview.inference.model import build_model, count_parameters
 
-    config = load_config(architecture) if isinstance(architecture, (str, bytes)) or hasattr(architecture, "is_file") else architecture
+    config = (
+        load_config(architecture)
+        if isinstance(architecture, (str, bytes)) or hasattr(architecture, "is_file")
+        else architecture
+    )
     with torch.device("meta"):
         counts = count_parameters(build_model(config, device="meta"))
     vision_b = counts["vision"] * base_dtype_bytes
@@ -47,7 +51,12 @@ def estimate_run(
     v, d = config.vision, config.decoder
     tokens_v = (v.image_size // v.patch_size) ** 2 + 1
     factor = _ACT_FACTOR[gradient_checkpointing]
-    act_b = batch_size * base_dtype_bytes * factor * (tokens_v * v.width * v.layers + config.num_tokens * d.hidden_size * d.layers)
+    act_b = (
+        batch_size
+        * base_dtype_bytes
+        * factor
+        * (tokens_v * v.width * v.layers + config.num_tokens * d.hidden_size * d.layers)
+    )
     if gradient_checkpointing:  # one block is recomputed with all its activations at a time
         act_b += batch_size * base_dtype_bytes * _ACT_FACTOR[False] * tokens_v * v.width
     total = vision_b + decoder_b + trainable_b + act_b + 0.5e9 * (device == "cuda")  # CUDA context

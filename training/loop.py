@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 EventFn = Callable[[dict[str, Any]], None]
 CancelFn = Callable[[], bool]
 
+
 class TrainingDivergedError(PneumoViewError):
     """The loss became non-finite (NaN/Inf): the run stops; the last finished epoch's checkpoint is kept."""
 
@@ -255,7 +256,8 @@ class _FoldState:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(
-        default_factory=lambda: {"avg": -math.inf, "epoch": 0, "metrics": None, "scores": [], "tensors": None})
+        default_factory=lambda: {"avg": -math.inf, "epoch": 0, "metrics": None, "scores": [], "tensors": None}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +305,9 @@ class Trainer:
         mp = config.mixed_precision
         if mp == "auto":
             mp = "bf16" if (not cpu and torch.cuda.is_bf16_supported()) else "no"
-        self.accelerator = accelerator or Accelerator(cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=config.grad_accum)
+        self.accelerator = accelerator or Accelerator(
+            cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=config.grad_accum
+        )
         self.mixed_precision = mp
         self.is_main = self.accelerator.is_main_process
 
@@ -337,7 +341,9 @@ class Trainer:
         if path.exists():
             stored = json.loads(path.read_text(encoding="utf-8"))
             if stored != json.loads(json.dumps(wanted)):
-                changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != json.loads(json.dumps(wanted)).get(k))
+                changed = sorted(
+                    k for k in set(stored) | set(wanted) if stored.get(k) != json.loads(json.dumps(wanted)).get(k)
+                )
                 raise ConfigError(
                     f"the work folder holds another run (differs in: {', '.join(changed)}); "
                     "resume with the same data and settings, or start afresh (--restart)",
@@ -366,15 +372,26 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         folds = self._folds()
-        split = folds_record(folds, seed=int((self.split_record or {}).get("seed", cfg.effective_split_seed)),
-                             hasher=self.hash_patient)
+        split = folds_record(
+            folds, seed=int((self.split_record or {}).get("seed", cfg.effective_split_seed)), hasher=self.hash_patient
+        )
         n_run = cfg.run_folds or cfg.folds
         self._total_epochs = n_run * cfg.epochs + (cfg.epochs if cfg.final_model else 0)
         self._done_epochs = 0
-        self._emit({"event": "start", "folds": n_run, "of_folds": cfg.folds, "epochs": cfg.epochs,
-                    "final_model": cfg.final_model, "n_images": len(self.data), "device": str(self.accelerator.device),
-                    "mixed_precision": self.mixed_precision, "total_epochs": self._total_epochs,
-                    "world_size": self.accelerator.num_processes})
+        self._emit(
+            {
+                "event": "start",
+                "folds": n_run,
+                "of_folds": cfg.folds,
+                "epochs": cfg.epochs,
+                "final_model": cfg.final_model,
+                "n_images": len(self.data),
+                "device": str(self.accelerator.device),
+                "mixed_precision": self.mixed_precision,
+                "total_epochs": self._total_epochs,
+                "world_size": self.accelerator.num_processes,
+            }
+        )
         results: list[FoldResult] = []
         for fold in folds[:n_run]:
             results.append(self._run_fold(fold.index, fold.train, fold.val, cfg.epochs))
@@ -397,10 +414,20 @@ class Trainer:
         summary = summarise(per_fold)
         self._emit({"event": "cv_done", "summary": summary})
         return RunResult(
-            config=cfg, folds=results, summary=summary, split=split, trainable=trainable, trainable_source=source,
-            final=final, comparison=comparison, device=str(self.accelerator.device), mixed_precision=self.mixed_precision,
-            base_dtype=str(self.raw_model.base_dtype).replace("torch.", ""), seconds=time.perf_counter() - start,
-            epochs_per_fold_seconds=list(self._epoch_seconds), world_size=self.accelerator.num_processes,
+            config=cfg,
+            folds=results,
+            summary=summary,
+            split=split,
+            trainable=trainable,
+            trainable_source=source,
+            final=final,
+            comparison=comparison,
+            device=str(self.accelerator.device),
+            mixed_precision=self.mixed_precision,
+            base_dtype=str(self.raw_model.base_dtype).replace("torch.", ""),
+            seconds=time.perf_counter() - start,
+            epochs_per_fold_seconds=list(self._epoch_seconds),
+            world_size=self.accelerator.num_processes,
         )
 
     def train_on_all(self, epochs: int) -> FoldResult:
@@ -417,8 +444,9 @@ class Trainer:
     def _folds(self) -> list[Fold]:
         record_path = self.work_dir / "split.json"
         if record_path.exists():
-            return folds_from_record(json.loads(record_path.read_text(encoding="utf-8")), self.data.patients,
-                                     self.hash_patient)
+            return folds_from_record(
+                json.loads(record_path.read_text(encoding="utf-8")), self.data.patients, self.hash_patient
+            )
         if self.split_record is not None:
             folds = folds_from_record(self.split_record, self.data.patients, self.hash_patient)
             if len(folds) != self.config.folds:
@@ -430,7 +458,9 @@ class Trainer:
         if self.is_main:
             from pneumoview.atomic import atomic_write_text
 
-            atomic_write_text(record_path, json.dumps(folds_record(folds, seed=seed, hasher=self.hash_patient), indent=1))
+            atomic_write_text(
+                record_path, json.dumps(folds_record(folds, seed=seed, hasher=self.hash_patient), indent=1)
+            )
         return folds
 
     def _result_path(self, fold: int) -> Path:
@@ -465,13 +495,18 @@ class Trainer:
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
             self._validate_epoch(epoch, val_idx, record, state)
             state.history.append(record)
-            self._save_epoch_checkpoint(self.work_dir / "checkpoint.safetensors", fold, epoch + 1, state.step,
-                                        state.history, state.best, inner)
+            self._save_epoch_checkpoint(
+                self.work_dir / "checkpoint.safetensors", fold, epoch + 1, state.step, state.history, state.best, inner
+            )
             self._epoch_done(fold, epochs, record, time.perf_counter() - t0)
 
         result = FoldResult(
-            fold=fold, best_epoch=state.best["epoch"], metrics=state.best["metrics"], history=state.history,
-            val_scores=[float(s) for s in state.best["scores"]], val_labels=[self.data.samples[i].label for i in val_idx],
+            fold=fold,
+            best_epoch=state.best["epoch"],
+            metrics=state.best["metrics"],
+            history=state.history,
+            val_scores=[float(s) for s in state.best["scores"]],
+            val_labels=[self.data.samples[i].label for i in val_idx],
             val_patients=sorted({self.hash_patient(self.data.samples[i].patient_id) for i in val_idx}),
             seconds=time.perf_counter() - fold_start,
         )
@@ -492,15 +527,26 @@ class Trainer:
             optimizer_from_tensors(inner, tensors, saved["param_groups"])
             restore_rng(tensors)
             self._emit({"event": "resumed", "fold": fold, "epoch": saved["epoch"]})
-            return _FoldState(step=saved["step"], start_epoch=saved["epoch"], history=saved["history"],
-                              best={**saved["best"], "tensors": sub_dict(tensors, "best") or None})
+            return _FoldState(
+                step=saved["step"],
+                start_epoch=saved["epoch"],
+                history=saved["history"],
+                best={**saved["best"], "tensors": sub_dict(tensors, "best") or None},
+            )
         load_trainable_state_dict(self.raw_model, self.init_state)
         inner.state.clear()
         torch.manual_seed(self.config.seed * 1000 + fold + 1)
         return _FoldState()
 
-    def _train_epoch(self, fold: int, epoch: int, train_idx: Sequence[int], state: _FoldState,
-                     schedule: dict[str, int], inner: torch.optim.Optimizer) -> tuple[list[float], float]:
+    def _train_epoch(
+        self,
+        fold: int,
+        epoch: int,
+        train_idx: Sequence[int],
+        state: _FoldState,
+        schedule: dict[str, int],
+        inner: torch.optim.Optimizer,
+    ) -> tuple[list[float], float]:
         """One pass over the fold's training part; returns the batch losses and the last learning rate."""
         cfg = self.config
         order = epoch_order(list(train_idx), seed=cfg.seed, fold=fold, epoch=epoch)
@@ -513,11 +559,19 @@ class Trainer:
         lr = cfg.lr
         for b, (pixels, labels) in enumerate(loader):
             if self.cancel():
-                raise CancelledError(f"training cancelled in fold {fold}, epoch {epoch + 1}; "
-                                     "the checkpoint of the last finished epoch is kept")
+                raise CancelledError(
+                    f"training cancelled in fold {fold}, epoch {epoch + 1}; "
+                    "the checkpoint of the last finished epoch is kept"
+                )
             # ``step`` counts optimizer steps, so every micro-batch of one step sees the same lr.
-            lr = lr_at(state.step, total_steps=schedule["total_steps"], warmup_steps=schedule["warmup_steps"],
-                       lr=cfg.lr, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr)
+            lr = lr_at(
+                state.step,
+                total_steps=schedule["total_steps"],
+                warmup_steps=schedule["warmup_steps"],
+                lr=cfg.lr,
+                warmup_lr=cfg.warmup_lr,
+                min_lr=cfg.min_lr,
+            )
             for g in inner.param_groups:
                 g["lr"] = lr
             with self.accelerator.accumulate(self.model):
@@ -531,8 +585,17 @@ class Trainer:
                 if self.accelerator.sync_gradients:
                     state.step += 1
             losses.append(float(loss.detach()))
-            self._emit({"event": "step", "fold": fold, "epoch": epoch + 1, "batch": b + 1,
-                        "batches": len(loader), "loss": losses[-1], "lr": lr})
+            self._emit(
+                {
+                    "event": "step",
+                    "fold": fold,
+                    "epoch": epoch + 1,
+                    "batch": b + 1,
+                    "batches": len(loader),
+                    "loss": losses[-1],
+                    "lr": lr,
+                }
+            )
         return losses, lr
 
     def _validate_epoch(self, epoch: int, val_idx: Sequence[int], record: dict[str, Any], state: _FoldState) -> None:
@@ -540,15 +603,25 @@ class Trainer:
         from pneumoview.inference.model import trainable_state_dict
 
         if not len(val_idx):  # final model: the last epoch is the model
-            state.best = {"avg": math.nan, "epoch": epoch + 1, "metrics": None, "scores": [],
-                          "tensors": trainable_state_dict(self.raw_model)}
+            state.best = {
+                "avg": math.nan,
+                "epoch": epoch + 1,
+                "metrics": None,
+                "scores": [],
+                "tensors": trainable_state_dict(self.raw_model),
+            }
             return
         probs, labels_np, val_loss = self._predict(val_idx)
         m = evaluate(probs, labels_np)
         record.update({"val_loss": val_loss, **m.to_dict()})
         if m.avg > state.best["avg"] or state.best["tensors"] is None:  # ties keep the earlier epoch
-            state.best = {"avg": m.avg, "epoch": epoch + 1, "metrics": m.to_dict(),
-                          "scores": probs[:, 0].tolist(), "tensors": trainable_state_dict(self.raw_model)}
+            state.best = {
+                "avg": m.avg,
+                "epoch": epoch + 1,
+                "metrics": m.to_dict(),
+                "scores": probs[:, 0].tolist(),
+                "tensors": trainable_state_dict(self.raw_model),
+            }
 
     def _epoch_done(self, fold: int, epochs: int, record: dict[str, Any], seconds: float) -> None:
         """Timing, ETA and the ``epoch`` event; honours ``stop_after_epochs``."""
@@ -557,9 +630,19 @@ class Trainer:
         self._epochs_this_process += 1
         remaining = self._total_epochs - self._done_epochs
         eta = float(np.mean(self._epoch_seconds[-5:])) * remaining
-        self._emit({"event": "epoch", "fold": fold, "epoch": record["epoch"], "epochs": epochs, "seconds": seconds,
-                    "eta_s": eta, "done_epochs": self._done_epochs, "total_epochs": self._total_epochs,
-                    **{k: v for k, v in record.items() if k != "epoch"}})
+        self._emit(
+            {
+                "event": "epoch",
+                "fold": fold,
+                "epoch": record["epoch"],
+                "epochs": epochs,
+                "seconds": seconds,
+                "eta_s": eta,
+                "done_epochs": self._done_epochs,
+                "total_epochs": self._total_epochs,
+                **{k: v for k, v in record.items() if k != "epoch"},
+            }
+        )
         if self.stop_after_epochs is not None and self._epochs_this_process >= self.stop_after_epochs:
             raise CancelledError(f"stopped after {self._epochs_this_process} epoch(s) as asked; rerun to resume")
 
@@ -586,11 +669,14 @@ class Trainer:
         if all(bool(torch.isfinite(t).all()) for t in trainable_state_dict(self.raw_model).values()):
             return
         where = "final model" if fold < 0 else f"fold {fold + 1}"
-        raise TrainingDivergedError(f"training diverged at epoch {epoch} step {batch}; last good checkpoint kept "
-                                    f"({where}: the weights became non-finite; try a lower --lr)")
+        raise TrainingDivergedError(
+            f"training diverged at epoch {epoch} step {batch}; last good checkpoint kept "
+            f"({where}: the weights became non-finite; try a lower --lr)"
+        )
 
-    def _save_epoch_checkpoint(self, path: Path, fold: int, epoch: int, step: int, history: list, best: dict,
-                               inner: torch.optim.Optimizer) -> None:
+    def _save_epoch_checkpoint(
+        self, path: Path, fold: int, epoch: int, step: int, history: list, best: dict, inner: torch.optim.Optimizer
+    ) -> None:
         from pneumoview.inference.model import trainable_state_dict
 
         if not self.is_main:
@@ -600,15 +686,23 @@ class Trainer:
         tensors = {**with_prefix(trainable_state_dict(self.raw_model), "model"), **opt_tensors, **rng_tensors()}
         if best["tensors"] is not None:
             tensors.update(with_prefix(best["tensors"], "best"))
-        state = {"fold": fold, "epoch": epoch, "step": step, "history": history, "param_groups": groups,
-                 "best": {k: v for k, v in best.items() if k != "tensors"}}
+        state = {
+            "fold": fold,
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "param_groups": groups,
+            "best": {k: v for k, v in best.items() if k != "tensors"},
+        }
         save_checkpoint(path, tensors, state)
 
     @torch.no_grad()
     def _predict(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
         """Softmax probabilities [N, 2], labels [N] and mean loss on ``indices`` (eval mode, no dropout)."""
         loader = torch.utils.data.DataLoader(
-            CropDataset(self.data, list(indices), self.preprocessing), batch_size=self.config.eval_batch_size, shuffle=False
+            CropDataset(self.data, list(indices), self.preprocessing),
+            batch_size=self.config.eval_batch_size,
+            shuffle=False,
         )
         loader = self.accelerator.prepare_data_loader(loader)
         self.model.eval()

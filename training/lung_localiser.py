@@ -88,8 +88,13 @@ class MaskedSet:
     def subset(self, index: Sequence[int] | np.ndarray) -> MaskedSet:
         idx = np.asarray(index, dtype=np.intp)
         return MaskedSet(
-            self.images[idx], self.masks[idx], self.inputs[idx], self.boxes[idx], self.shapes[idx],
-            [self.groups[i] for i in idx], [self.names[i] for i in idx],
+            self.images[idx],
+            self.masks[idx],
+            self.inputs[idx],
+            self.boxes[idx],
+            self.shapes[idx],
+            [self.groups[i] for i in idx],
+            [self.names[i] for i in idx],
         )
 
 
@@ -107,7 +112,9 @@ def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int =
         grey = load_grey(directory / row["file"]).pixels  # float32 [H, W] in [0, 1], 1 = white
         mask = load_mask_file(directory / row["mask_file"])
         if mask.shape != grey.shape:
-            raise TrainingDataError(f"mask {mask.shape} and image {grey.shape} differ in size", path=directory / row["mask_file"])
+            raise TrainingDataError(
+                f"mask {mask.shape} and image {grey.shape} differ in size", path=directory / row["mask_file"]
+            )
         box = lungs.mask_box(mask)
         if box is None:
             raise TrainingDataError("empty lung mask", path=directory / row["mask_file"])
@@ -119,8 +126,13 @@ def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int =
         groups.append(row.get("group_id") or row["file"])
         names.append(row["file"])
     return MaskedSet(
-        np.stack(images), np.stack(masks), np.stack(inputs), np.asarray(boxes, dtype=np.int64),
-        np.asarray(shapes, dtype=np.int64), groups, names,
+        np.stack(images),
+        np.stack(masks),
+        np.stack(inputs),
+        np.asarray(boxes, dtype=np.int64),
+        np.asarray(shapes, dtype=np.int64),
+        groups,
+        names,
     )
 
 
@@ -130,8 +142,12 @@ def load_masked_set(directory: Path, *, cache_size: int = 256, input_size: int =
 class _DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -181,9 +197,13 @@ def export_arrays(model: LungUNet, config: LocaliserConfig, extra: dict | None =
     arrays["head.w"] = model.head.weight.detach().numpy().astype(np.float32)
     assert model.head.bias is not None
     arrays["head.b"] = model.head.bias.detach().numpy().astype(np.float32)
-    meta = {"input_size": config.input_size, "channels": list(model.channels), "threshold": config.threshold,
-            "flip_average": config.flip_average,
-            "training": asdict(config) | (extra or {})}
+    meta = {
+        "input_size": config.input_size,
+        "channels": list(model.channels),
+        "threshold": config.threshold,
+        "flip_average": config.flip_average,
+        "training": asdict(config) | (extra or {}),
+    }
     arrays["config"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     return arrays
 
@@ -202,7 +222,22 @@ def save_npz(model: LungUNet, config: LocaliserConfig, path: Path, extra: dict |
 # --------------------------------------------------------------------------- augmentation
 
 
-_WORDS = ["PA", "AP", "L", "R", "SUPINE", "PORTABLE", "ERECT", "MOBILE", "AP ERECT", "SITTING UPRIGHT", "Day 3", "A", "B", "C"]
+_WORDS = [
+    "PA",
+    "AP",
+    "L",
+    "R",
+    "SUPINE",
+    "PORTABLE",
+    "ERECT",
+    "MOBILE",
+    "AP ERECT",
+    "SITTING UPRIGHT",
+    "Day 3",
+    "A",
+    "B",
+    "C",
+]
 
 
 def _random_text(rng: random.Random) -> str:
@@ -229,7 +264,14 @@ def _burn_in(image: np.ndarray, rng: random.Random) -> np.ndarray:
             width = rng.randint(1, 3)
             draw.line((x, y, x2, y2), fill=fill, width=width)
             a1, a2 = angle + 2.6, angle - 2.6
-            draw.polygon([(x2, y2), (x2 + 5 * math.cos(a1), y2 + 5 * math.sin(a1)), (x2 + 5 * math.cos(a2), y2 + 5 * math.sin(a2))], fill=fill)
+            draw.polygon(
+                [
+                    (x2, y2),
+                    (x2 + 5 * math.cos(a1), y2 + 5 * math.sin(a1)),
+                    (x2 + 5 * math.cos(a2), y2 + 5 * math.sin(a2)),
+                ],
+                fill=fill,
+            )
         elif kind < 0.9:  # marker / label box / electrode
             r = rng.randint(2, 10)
             if rng.random() < 0.5:
@@ -259,7 +301,9 @@ def _negative(s: int, rng: np.random.Generator) -> np.ndarray:
     if kind == 2:
         k = int(rng.integers(2, 17))
         coarse = rng.uniform(0, 1, (k, k)).astype(np.float32)
-        return np.asarray(Image.fromarray(coarse, mode="F").resize((s, s), Image.Resampling.BICUBIC), np.float32).clip(0, 1)
+        return np.asarray(Image.fromarray(coarse, mode="F").resize((s, s), Image.Resampling.BICUBIC), np.float32).clip(
+            0, 1
+        )
     if kind == 3:
         yy, xx = np.mgrid[0:s, 0:s] / s
         a, b = rng.uniform(-1, 1, 2)
@@ -268,7 +312,7 @@ def _negative(s: int, rng: np.random.Generator) -> np.ndarray:
     img = np.full((s, s), rng.uniform(0, 1), np.float32)
     for _ in range(int(rng.integers(1, 6))):
         y0, x0 = rng.integers(0, s, 2)
-        img[y0:y0 + rng.integers(5, s // 2), x0:x0 + rng.integers(5, s // 2)] = rng.uniform(0, 1)
+        img[y0 : y0 + rng.integers(5, s // 2), x0 : x0 + rng.integers(5, s // 2)] = rng.uniform(0, 1)
     return img
 
 
@@ -295,7 +339,9 @@ class Augmenter:
         b, _, c, _ = img.shape
         g = 64
         small = F.adaptive_avg_pool2d(msk, g)[:, 0]
-        yy, xx = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij"
+        )
         blobs = torch.zeros(b, g, g)
         for k in range(b):
             if float(torch.rand(1, generator=self.gen)) > self.config.opacity_fraction:
@@ -313,7 +359,9 @@ class Augmenter:
                 blobs[k] += torch.sigmoid((yy - cut) / 2.0) * (small[k] > 0.2).float()
         strength = self._u(b, 0.4, 1.0)[:, None, None]
         level = self._u(b, 0.55, 0.95)[:, None, None, None]
-        alpha = F.interpolate((blobs.clamp(0, 1) * strength)[:, None], size=(c, c), mode="bilinear", align_corners=False)
+        alpha = F.interpolate(
+            (blobs.clamp(0, 1) * strength)[:, None], size=(c, c), mode="bilinear", align_corners=False
+        )
         return img * (1 - alpha) + level * alpha
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,8 +380,9 @@ class Augmenter:
         tx, ty = self._u(b, -0.25, 0.25), self._u(b, -0.25, 0.25)
         flip = torch.where(torch.rand(b, generator=self.gen) < 0.5, -1.0, 1.0)
         cos, sin = torch.cos(rot), torch.sin(rot)
-        theta = torch.stack([torch.stack([sx * cos * flip, -sy * sin, tx], 1),
-                             torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([sx * cos * flip, -sy * sin, tx], 1), torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1
+        )
         grid = F.affine_grid(theta, [b, 1, s, s], align_corners=False)
         img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         valid = F.grid_sample(torch.ones_like(msk), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -342,7 +391,9 @@ class Augmenter:
         fill = torch.where(torch.rand(b, generator=self.gen) < 0.15, 1.0, fill)[:, None, None, None]
         img = img + (1 - valid) * fill
         # contrast / brightness, blur, noise
-        img = (img - 0.5) * self._u(b, 0.6, 1.4)[:, None, None, None] + 0.5 + self._u(b, -0.15, 0.15)[:, None, None, None]
+        img = (
+            (img - 0.5) * self._u(b, 0.6, 1.4)[:, None, None, None] + 0.5 + self._u(b, -0.15, 0.15)[:, None, None, None]
+        )
         out = img.clamp(0, 1).squeeze(1).numpy().copy()
         target = (msk.squeeze(1).numpy() > 0.5).astype(np.float32)
         for k in range(b):
@@ -424,15 +475,29 @@ def predict_probabilities(model: LungUNet, inputs: np.ndarray, *, flip_average: 
     return torch.sigmoid(logits).squeeze(1).numpy()
 
 
-def predict_boxes(model: LungUNet, data: MaskedSet, *, threshold: float = 0.5, margin: float = lungs.DEFAULT_MARGIN,
-                  flip_average: bool = True) -> list[lungs.LungBox]:
+def predict_boxes(
+    model: LungUNet,
+    data: MaskedSet,
+    *,
+    threshold: float = 0.5,
+    margin: float = lungs.DEFAULT_MARGIN,
+    flip_average: bool = True,
+) -> list[lungs.LungBox]:
     """Lung boxes for ``data.inputs`` through the same post-processing as ``locate_lungs``."""
     prob = predict_probabilities(model, data.inputs, flip_average=flip_average)
-    return [lungs.box_from_probability(p, tuple(shape), threshold=threshold, margin=margin) for p, shape in zip(prob, data.shapes)]
+    return [
+        lungs.box_from_probability(p, tuple(shape), threshold=threshold, margin=margin)
+        for p, shape in zip(prob, data.shapes)
+    ]
 
 
 def box_ious(boxes: Sequence[lungs.LungBox], truth: np.ndarray) -> np.ndarray:
-    return np.array([lungs.box_iou((b.x0, b.y0, b.x1, b.y1), (int(t[0]), int(t[1]), int(t[2]), int(t[3]))) for b, t in zip(boxes, truth)])
+    return np.array(
+        [
+            lungs.box_iou((b.x0, b.y0, b.x1, b.y1), (int(t[0]), int(t[1]), int(t[2]), int(t[3])))
+            for b, t in zip(boxes, truth)
+        ]
+    )
 
 
 def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[np.ndarray]:
@@ -443,8 +508,15 @@ def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> list[np.ndarray
     return [np.array([i for i, g in enumerate(groups) if fold_of[g] == f]) for f in range(k)]
 
 
-def cross_validate(data: MaskedSet, config: LocaliserConfig, k: int = 5, *, margins: Sequence[float] = (0.0,),
-                   log: Callable[[str], None] = print, out_of_fold: dict[str, np.ndarray] | None = None) -> dict[float, np.ndarray]:
+def cross_validate(
+    data: MaskedSet,
+    config: LocaliserConfig,
+    k: int = 5,
+    *,
+    margins: Sequence[float] = (0.0,),
+    log: Callable[[str], None] = print,
+    out_of_fold: dict[str, np.ndarray] | None = None,
+) -> dict[float, np.ndarray]:
     """Grouped k-fold CV: per margin, the IoU of every image predicted by the model that did not see its group.
 
     ``out_of_fold``, when given, receives the held-out probability maps (``"prob"``, and
@@ -463,10 +535,14 @@ def cross_validate(data: MaskedSet, config: LocaliserConfig, k: int = 5, *, marg
             out_of_fold["prob"][held] = predict_probabilities(model, held_set.inputs, flip_average=True)
             out_of_fold["prob_noflip"][held] = predict_probabilities(model, held_set.inputs, flip_average=False)
         for m in margins:
-            ious[m][held] = box_ious(predict_boxes(model, held_set, threshold=config.threshold, margin=m,
-                                                   flip_average=config.flip_average), held_set.boxes)
-        log(f"fold {f + 1}/{k}: n={len(held)} mean_iou={ious[margins[0]][held].mean():.3f} "
-            f"min_iou={ious[margins[0]][held].min():.3f} loss={np.mean(losses[-50:]):.3f} ({time.time() - t0:.0f} s)")
+            ious[m][held] = box_ious(
+                predict_boxes(model, held_set, threshold=config.threshold, margin=m, flip_average=config.flip_average),
+                held_set.boxes,
+            )
+        log(
+            f"fold {f + 1}/{k}: n={len(held)} mean_iou={ious[margins[0]][held].mean():.3f} "
+            f"min_iou={ious[margins[0]][held].min():.3f} loss={np.mean(losses[-50:]):.3f} ({time.time() - t0:.0f} s)"
+        )
     return ious
 
 
@@ -484,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with labels.csv (file, mask_file[, group_id])")
     parser.add_argument("--out", type=Path, help="write the exported weights (.npz) here")
-    parser.add_argument("--cv", type=int, default=0, help="grouped k-fold cross-validation instead of (or before) the final fit")
+    parser.add_argument(
+        "--cv", type=int, default=0, help="grouped k-fold cross-validation instead of (or before) the final fit"
+    )
     parser.add_argument("--steps", type=int, default=LocaliserConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=LocaliserConfig.threads)
@@ -493,8 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--save-cv", type=Path, help="save the out-of-fold probability maps here (.npz)")
     parser.add_argument("--margins", type=str, default="0,0.01,0.02,0.03,0.05")
     args = parser.parse_args(argv)
-    config = LocaliserConfig(steps=args.steps, seed=args.seed, threads=args.threads, input_size=args.input_size,
-                             channels=tuple(int(c) for c in args.channels.split(",")))
+    config = LocaliserConfig(
+        steps=args.steps,
+        seed=args.seed,
+        threads=args.threads,
+        input_size=args.input_size,
+        channels=tuple(int(c) for c in args.channels.split(",")),
+    )
     torch.set_num_threads(config.threads)
     t0 = time.time()
     data = load_masked_set(args.data, cache_size=config.cache_size, input_size=config.input_size)
@@ -505,10 +588,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         oof: dict[str, np.ndarray] = {}
         ious = cross_validate(data, config, args.cv, margins=margins, out_of_fold=oof)
         if args.save_cv:
-            np.savez_compressed(args.save_cv, boxes=data.boxes, shapes=data.shapes, names=np.array(data.names),
-                                **oof)  # type: ignore[arg-type]  # numpy's stub: **oof could hold "allow_pickle"
+            np.savez_compressed(args.save_cv, boxes=data.boxes, shapes=data.shapes, names=np.array(data.names), **oof)  # type: ignore[arg-type]  # numpy's stub: **oof could hold "allow_pickle"
         for m in margins:
-            print(f"cv{args.cv} margin={m:.2f}: mean_iou={ious[m].mean():.3f} min_iou={ious[m].min():.3f} n={len(ious[m])}")
+            print(
+                f"cv{args.cv} margin={m:.2f}: mean_iou={ious[m].mean():.3f} min_iou={ious[m].min():.3f} n={len(ious[m])}"
+            )
         worst = np.argsort(ious[margins[0]])[:5]
         print("worst:", ", ".join(f"{data.names[i]}={ious[margins[0]][i]:.3f}" for i in worst))
         summary[f"cv{args.cv}_mean_iou"] = round(float(ious[margins[0]].mean()), 4)
@@ -516,11 +600,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         t1 = time.time()
         model, losses = train_localiser(data, config, progress=_log_every(100, print))
-        train_ious = box_ious(predict_boxes(model, data, threshold=config.threshold, flip_average=config.flip_average), data.boxes)
-        summary |= {"train_mean_iou": round(float(train_ious.mean()), 4), "train_min_iou": round(float(train_ious.min()), 4),
-                    "train_seconds": round(time.time() - t1, 1)}
+        train_ious = box_ious(
+            predict_boxes(model, data, threshold=config.threshold, flip_average=config.flip_average), data.boxes
+        )
+        summary |= {
+            "train_mean_iou": round(float(train_ious.mean()), 4),
+            "train_min_iou": round(float(train_ious.min()), 4),
+            "train_seconds": round(time.time() - t1, 1),
+        }
         save_npz(model, config, args.out, summary)
-        print(f"trained in {time.time() - t1:.0f} s: train mean_iou={train_ious.mean():.3f} min_iou={train_ious.min():.3f}; wrote {args.out}")
+        print(
+            f"trained in {time.time() - t1:.0f} s: train mean_iou={train_ious.mean():.3f} min_iou={train_ious.min():.3f}; wrote {args.out}"
+        )
     return 0
 
 

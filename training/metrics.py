@@ -96,7 +96,9 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def evaluate(probabilities: np.ndarray | Sequence[Sequence[float]], labels: Sequence[int] | np.ndarray) -> BinaryMetrics:
+def evaluate(
+    probabilities: np.ndarray | Sequence[Sequence[float]], labels: Sequence[int] | np.ndarray
+) -> BinaryMetrics:
     """Metrics from softmax probabilities ``[N, 2]`` (or logits: argmax and ranking are the same).
 
     ``labels``: class index per sample (0 = pneumoconiosis, 1 = normal).

@@ -42,7 +42,16 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("pneumoview", "torch", "accelerate", "transformers", "open_clip_torch", "numpy", "safetensors", "pydicom"):
+    for name in (
+        "pneumoview",
+        "torch",
+        "accelerate",
+        "transformers",
+        "open_clip_torch",
+        "numpy",
+        "safetensors",
+        "pydicom",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -64,8 +73,15 @@ def headline_metrics(summary: Mapping[str, Mapping[str, float]]) -> dict[str, fl
     return out
 
 
-def build_model_card(result: Any, *, data_summary: Mapping[str, Any], base: Mapping[str, Any],
-                     fingerprints: Mapping[str, str], architecture: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_model_card(
+    result: Any,
+    *,
+    data_summary: Mapping[str, Any],
+    base: Mapping[str, Any],
+    fingerprints: Mapping[str, str],
+    architecture: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """JSON-able model card of a :class:`training.loop.RunResult`."""
     return {
         "kind": "pneumoview-training-run",
@@ -74,13 +90,22 @@ def build_model_card(result: Any, *, data_summary: Mapping[str, Any], base: Mapp
         "config": result.config.to_dict(),
         "split": result.split,
         "folds": [
-            {"fold": r.fold, "best_epoch": r.best_epoch, "metrics": r.metrics, "history": r.history,
-             "val_patients": r.val_patients, "val_scores": r.val_scores, "val_labels": r.val_labels,
-             "seconds": r.seconds}
+            {
+                "fold": r.fold,
+                "best_epoch": r.best_epoch,
+                "metrics": r.metrics,
+                "history": r.history,
+                "val_patients": r.val_patients,
+                "val_scores": r.val_scores,
+                "val_labels": r.val_labels,
+                "seconds": r.seconds,
+            }
             for r in result.folds
         ],
         "summary": result.summary,
-        "final_model": None if result.final is None else {"epochs": result.final.best_epoch, "history": result.final.history},
+        "final_model": None
+        if result.final is None
+        else {"epochs": result.final.best_epoch, "history": result.final.history},
         "weights_from": result.trainable_source,
         "comparison_with_active": result.comparison,
         "base_weights": dict(base),
@@ -198,8 +223,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, fingerprints: Mapping[str, str],
-                 card: Mapping[str, Any], demo: bool, name: str = "") -> Path:
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    result: Any,
+    config: Any,
+    fingerprints: Mapping[str, str],
+    card: Mapping[str, Any],
+    demo: bool,
+    name: str = "",
+) -> Path:
     """A NEW bundle at ``out_dir`` (refuses an existing path): tensors + manifest + model card + figures.
 
     Written in a hidden sibling folder and renamed into place, so it appears complete or not at all.
@@ -214,17 +247,25 @@ def write_bundle(out_dir: str | os.PathLike[str], *, result: Any, config: Any, f
     card = _jsonable(dict(card))
     training = {
         "metrics": headline_metrics(result.summary),
-        "cv": {"folds": result.config.folds, "run_folds": len(result.folds), "epochs": result.config.epochs,
-               "split_seed": result.split["seed"]},
+        "cv": {
+            "folds": result.config.folds,
+            "run_folds": len(result.folds),
+            "epochs": result.config.epochs,
+            "split_seed": result.split["seed"],
+        },
         "data_file_list_sha256": card["data"].get("file_list_sha256"),
-        "data_counts": {"images_per_class": card["data"].get("images_per_class"),
-                        "patients_per_class": card["data"].get("patients_per_class")},
+        "data_counts": {
+            "images_per_class": card["data"].get("images_per_class"),
+            "patients_per_class": card["data"].get("patients_per_class"),
+        },
         "weights_from": result.trainable_source,
         "model_card": MODEL_CARD_FILE,
         "config": result.config.to_dict(),
         "split": result.split,
     }
-    manifest = Manifest.create(config, base_fingerprints=fingerprints, training=_jsonable(training), name=name, demo=demo)
+    manifest = Manifest.create(
+        config, base_fingerprints=fingerprints, training=_jsonable(training), name=name, demo=demo
+    )
     from safetensors import SafetensorError
 
     try:

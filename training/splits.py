@@ -102,11 +102,17 @@ def folds_record(folds: Sequence[Fold], *, seed: int, hasher: PatientHasher | No
     """JSON-able record of a split: seed and validation patients per fold (keyed hashes when ``hasher``)."""
     if hasher is None:
         return {"seed": seed, "n_folds": len(folds), "val_patients": [list(f.val_patients) for f in folds]}
-    return {"seed": seed, "n_folds": len(folds), ID_SCHEME_KEY: ID_SCHEME,
-            "val_patients": [sorted({hasher(p) for p in f.val_patients}) for f in folds]}
+    return {
+        "seed": seed,
+        "n_folds": len(folds),
+        ID_SCHEME_KEY: ID_SCHEME,
+        "val_patients": [sorted({hasher(p) for p in f.val_patients}) for f in folds],
+    }
 
 
-def folds_from_record(record: dict[str, Any], patients: Sequence[str], hasher: PatientHasher | None = None) -> list[Fold]:
+def folds_from_record(
+    record: dict[str, Any], patients: Sequence[str], hasher: PatientHasher | None = None
+) -> list[Fold]:
     """Rebuild the folds of a split record over (possibly reordered) samples.
 
     A record of keyed hashes needs the ``hasher`` of the installation that wrote it. Raises
@@ -119,7 +125,9 @@ def folds_from_record(record: dict[str, Any], patients: Sequence[str], hasher: P
     fold_of_key = {p: f for f, members in enumerate(record["val_patients"]) for p in members}
     missing = sum(1 for p in key_of.values() if p not in fold_of_key)
     if missing:
-        raise TrainingDataError(f"{missing} patient(s) of these data are not in the recorded split "
-                                "(other data, or a split written on another installation)")
+        raise TrainingDataError(
+            f"{missing} patient(s) of these data are not in the recorded split "
+            "(other data, or a split written on another installation)"
+        )
     fold_of = {p: fold_of_key[k] for p, k in key_of.items()}
     return _folds_from_assignment(patients, fold_of, int(record["n_folds"]))

@@ -63,33 +63,58 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="folders or files (recursive)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", metavar="BUNDLE", help="model bundle folder (or a registered model's id); "
-                       "default: the active model")
-    which.add_argument("--demo", action="store_true",
-                       help=f"use the demo model (random weights: every result is marked '{DEMO_MARK}')")
+    which.add_argument(
+        "--model", metavar="BUNDLE", help="model bundle folder (or a registered model's id); default: the active model"
+    )
+    which.add_argument(
+        "--demo", action="store_true", help=f"use the demo model (random weights: every result is marked '{DEMO_MARK}')"
+    )
     parser.add_argument("--csv", required=True, type=Path, metavar="OUT.csv", help="report to write")
     parser.add_argument("--clip", type=Path, help="CLIP ViT-L/14 weights file (default: from settings)")
     parser.add_argument("--llama", type=Path, help="LLaMA-7B weights folder (default: from settings)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), help="default: from settings (auto)")
     parser.add_argument("--precision", choices=choices(Precision), help="default: from settings")
-    parser.add_argument("--quantisation", choices=choices(Quantisation),
-                        help="LLaMA linears in 8/4 bit: int8 / int4 on the CPU, int8 / nf4 on a GPU (bitsandbytes); "
-                        "auto: only when memory is short; default: from settings")
-    parser.add_argument("--threshold", type=float, help="probability at or above which the label is "
-                        "pneumoconiosis, within [0, 1] (default: from settings, 0.5)")
+    parser.add_argument(
+        "--quantisation",
+        choices=choices(Quantisation),
+        help="LLaMA linears in 8/4 bit: int8 / int4 on the CPU, int8 / nf4 on a GPU (bitsandbytes); "
+        "auto: only when memory is short; default: from settings",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="probability at or above which the label is pneumoconiosis, within [0, 1] (default: from settings, 0.5)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--include-pictures", action="store_true",
-                        help="also analyse PNG/JPEG/TIFF files (no DICOM header: suitability is not checked)")
+    parser.add_argument(
+        "--include-pictures",
+        action="store_true",
+        help="also analyse PNG/JPEG/TIFF files (no DICOM header: suitability is not checked)",
+    )
     parser.add_argument("--include-names", action="store_true", help="write patient names (off by default)")
-    parser.add_argument("--pseudonymise", action="store_true",
-                        help="replace identifiers by keyed hashes and leave out names, paths and comments")
-    parser.add_argument("--allow-unverified-clip", action="store_true",
-                        help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's")
+    parser.add_argument(
+        "--pseudonymise",
+        action="store_true",
+        help="replace identifiers by keyed hashes and leave out names, paths and comments",
+    )
+    parser.add_argument(
+        "--allow-unverified-clip",
+        action="store_true",
+        help="accept a CLIP TorchScript archive whose SHA-256 is not OpenAI's",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    parser.add_argument("--dicom-out", type=Path, metavar="DIR",
-                        help="also write a DICOM SR (TID 1500) and a Secondary Capture of the lung crop per image")
-    parser.add_argument("--distributed", action="store_true", help="split the files across the processes of "
-                        "`accelerate launch` / `torchrun`; rank 0 writes the one CSV (pneumoview/commands/distributed.py)")
+    parser.add_argument(
+        "--dicom-out",
+        type=Path,
+        metavar="DIR",
+        help="also write a DICOM SR (TID 1500) and a Secondary Capture of the lung crop per image",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="split the files across the processes of "
+        "`accelerate launch` / `torchrun`; rank 0 writes the one CSV (pneumoview/commands/distributed.py)",
+    )
 
 
 # --------------------------------------------------------------------------- checks before any work
@@ -158,8 +183,9 @@ def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine
         return InferenceEngine.load_demo(device=device, precision=precision, quantisation=demo_quantisation)
     active = _resolve_model(args, settings)
     if active.demo:  # the demo model chosen in the app, or a bundle trained on the demo base weights
-        return InferenceEngine.load_demo(bundle=active.bundle, device=device, precision=precision,
-                                    quantisation=demo_quantisation)
+        return InferenceEngine.load_demo(
+            bundle=active.bundle, device=device, precision=precision, quantisation=demo_quantisation
+        )
     assert active.bundle is not None
     clip = args.clip or (Path(active.clip_path) if active.clip_path else None)
     llama = args.llama or (Path(active.llama_path) if active.llama_path else None)
@@ -168,9 +194,17 @@ def load_engine(args: argparse.Namespace, settings: Settings) -> InferenceEngine
         if not args.quiet:
             print(f"pneumoview analyze: {message}", file=sys.stderr, flush=True)
 
-    return InferenceEngine.load(active.bundle, clip_path=clip, llama_path=llama, device=device, precision=precision,
-                                quantisation=quantisation, batch_size=args.batch_size,
-                                allow_unverified_clip=args.allow_unverified_clip, progress=say)
+    return InferenceEngine.load(
+        active.bundle,
+        clip_path=clip,
+        llama_path=llama,
+        device=device,
+        precision=precision,
+        quantisation=quantisation,
+        batch_size=args.batch_size,
+        allow_unverified_clip=args.allow_unverified_clip,
+        progress=say,
+    )
 
 
 # --------------------------------------------------------------------------- rows
@@ -192,12 +226,23 @@ def _row(item: _File, duplicates: Sequence[str]) -> ReportRow:
     r = item.record
     text = (lambda name: str(getattr(r, name, "") or "")) if r is not None else (lambda _name: "")
     return ReportRow(
-        path=os.fspath(item.path), result=item.result, status=item.status, reason_code=item.reason_code,
-        reason=item.reason, patient_id=text("patient_id"), patient_name=text("patient_name"),
-        study_uid=text("study_uid"), accession=text("accession"), study_date=text("study_date"),
-        series_uid=text("series_uid"), sop_instance_uid=text("sop_instance_uid"),
-        content_sha256=item.identity.content_sha256 if item.identity else "", modality=text("modality"),
-        view_position=text("view_position"), body_part=text("body_part"), duplicates=tuple(duplicates),
+        path=os.fspath(item.path),
+        result=item.result,
+        status=item.status,
+        reason_code=item.reason_code,
+        reason=item.reason,
+        patient_id=text("patient_id"),
+        patient_name=text("patient_name"),
+        study_uid=text("study_uid"),
+        accession=text("accession"),
+        study_date=text("study_date"),
+        series_uid=text("series_uid"),
+        sop_instance_uid=text("sop_instance_uid"),
+        content_sha256=item.identity.content_sha256 if item.identity else "",
+        modality=text("modality"),
+        view_position=text("view_position"),
+        body_part=text("body_part"),
+        duplicates=tuple(duplicates),
         notes=item.notes,
     )
 
@@ -208,8 +253,12 @@ def _duplicates(files: Sequence[_File]) -> dict[int, list[str]]:
     for i, item in enumerate(files):
         if item.record is not None and item.record.sop_instance_uid:
             by_uid.setdefault(item.record.sop_instance_uid, []).append(i)
-    return {i: [os.fspath(files[j].path) for j in group if j != i]
-            for group in by_uid.values() if len(group) > 1 for i in group}
+    return {
+        i: [os.fspath(files[j].path) for j in group if j != i]
+        for group in by_uid.values()
+        if len(group) > 1
+        for i in group
+    }
 
 
 def _status(item: _File) -> str:
@@ -260,8 +309,16 @@ def collect(folders: Sequence[Path], include_pictures: bool) -> tuple[list[_File
     return files, todo
 
 
-def analyse(engine: InferenceEngine, todo: Sequence[_File], threshold: float, batch_size: int,
-            progress: Callable[[int], None], *, dicom_out: Path | None = None, operating_point_id: str = "") -> None:
+def analyse(
+    engine: InferenceEngine,
+    todo: Sequence[_File],
+    threshold: float,
+    batch_size: int,
+    progress: Callable[[int], None],
+    *,
+    dicom_out: Path | None = None,
+    operating_point_id: str = "",
+) -> None:
     """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result.
 
     With ``dicom_out``, each analysed image also gets its DICOM results (:mod:`pneumoview.pacs.export`);
@@ -338,10 +395,25 @@ def run(args: argparse.Namespace) -> int:
 
     with tqdm(total=len(todo), desc="analysing", unit="image", file=sys.stderr, disable=args.quiet) as bar:
         if not distributed.requested(args):
-            analyse(engine, todo, threshold, args.batch_size, bar.update, dicom_out=args.dicom_out,
-                    operating_point_id=operating_point_id)
-        elif not distributed.analyse(engine, todo, threshold, args.batch_size, bar.update, analyse_share=analyse,
-                                     dicom_out=args.dicom_out, operating_point_id=operating_point_id):
+            analyse(
+                engine,
+                todo,
+                threshold,
+                args.batch_size,
+                bar.update,
+                dicom_out=args.dicom_out,
+                operating_point_id=operating_point_id,
+            )
+        elif not distributed.analyse(
+            engine,
+            todo,
+            threshold,
+            args.batch_size,
+            bar.update,
+            analyse_share=analyse,
+            dicom_out=args.dicom_out,
+            operating_point_id=operating_point_id,
+        ):
             return EXIT_OK  # rank 0 writes the CSV and reports
     duplicates = _duplicates(files)
     order = sorted(range(len(files)), key=lambda i: os.fsencode(files[i].path))
@@ -349,6 +421,9 @@ def run(args: argparse.Namespace) -> int:
 
     counts = {s: sum(_status(f) == s for f in files) for s in (ANALYSED, NOT_ANALYSED, FAILED, UNREADABLE)}
     demo = f" [{engine.model_name}: {DEMO_MARK}]" if engine.demo else ""
-    print(f"analysed {counts[ANALYSED]} image(s), {counts[NOT_ANALYSED]} not analysed, {counts[FAILED]} failed, "
-          f"{counts[UNREADABLE]} unreadable -> {args.csv}{demo}", file=sys.stderr)
+    print(
+        f"analysed {counts[ANALYSED]} image(s), {counts[NOT_ANALYSED]} not analysed, {counts[FAILED]} failed, "
+        f"{counts[UNREADABLE]} unreadable -> {args.csv}{demo}",
+        file=sys.stderr,
+    )
     return EXIT_SOME_NOT_ANALYSED if counts[FAILED] or counts[UNREADABLE] else EXIT_OK

@@ -34,12 +34,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-sensitivity", type=float, metavar="S", help="e.g. 0.90")
     target.add_argument("--target-specificity", type=float, metavar="S", help="e.g. 0.80")
-    parser.add_argument("--prevalence", type=float, metavar="P",
-                        help="expected prevalence among screened workers (default: the data's own)")
+    parser.add_argument(
+        "--prevalence",
+        type=float,
+        metavar="P",
+        help="expected prevalence among screened workers (default: the data's own)",
+    )
     parser.add_argument("--json", required=True, type=Path, metavar="OUT", help="figures and the full table")
     parser.add_argument("--plot", type=Path, metavar="OUT.png", help="ROC plot with the chosen point")
-    parser.add_argument("--save", action="store_true",
-                        help="save the threshold as this bundle's current operating point (audited)")
+    parser.add_argument(
+        "--save", action="store_true", help="save the threshold as this bundle's current operating point (audited)"
+    )
     parser.add_argument("--who", default="", help="name recorded with a saved operating point (default: settings)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates for the AUC CI")
     parser.add_argument("--seed", type=int, default=20240229, help="bootstrap seed")
@@ -74,10 +79,16 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
     """Figures -> JSON (and plot); with ``--save`` the operating point is stored and audited."""
     from pneumoview.calibration import calibrate, save_roc_plot
 
-    result = calibrate(data.scores, data.positive, target_sensitivity=args.target_sensitivity,
-                       target_specificity=args.target_specificity, prevalence=args.prevalence,
-                       n_bootstrap=args.bootstrap, seed=args.seed,
-                       groups=data.groups if data.groups and len(set(data.groups)) < len(data.groups) else None)
+    result = calibrate(
+        data.scores,
+        data.positive,
+        target_sensitivity=args.target_sensitivity,
+        target_specificity=args.target_specificity,
+        prevalence=args.prevalence,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        groups=data.groups if data.groups and len(set(data.groups)) < len(data.groups) else None,
+    )
     out: dict[str, Any] = {
         **result.to_dict(),
         "bundle_fingerprint": manifest.weights_sha256,
@@ -102,10 +113,13 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
         raise ExportError(f"cannot write the output: {exc.strerror or exc}", path=args.json) from exc
     if not args.quiet:
         c = result.chosen
-        print(f"threshold {c.threshold:.4f}: sensitivity {c.sensitivity:.3f} "
-              f"({c.sensitivity_ci[0]:.3f}-{c.sensitivity_ci[1]:.3f}), specificity {c.specificity:.3f} "
-              f"({c.specificity_ci[0]:.3f}-{c.specificity_ci[1]:.3f}), AUC {result.auc:.3f} "
-              f"({result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f}), n={result.n}", file=sys.stderr)
+        print(
+            f"threshold {c.threshold:.4f}: sensitivity {c.sensitivity:.3f} "
+            f"({c.sensitivity_ci[0]:.3f}-{c.sensitivity_ci[1]:.3f}), specificity {c.specificity:.3f} "
+            f"({c.specificity_ci[0]:.3f}-{c.specificity_ci[1]:.3f}), AUC {result.auc:.3f} "
+            f"({result.auc_ci[0]:.3f}-{result.auc_ci[1]:.3f}), n={result.n}",
+            file=sys.stderr,
+        )
     return out
 
 
@@ -115,19 +129,34 @@ def save_point(args: argparse.Namespace, result: Any, manifest: Any, summary: di
     from pneumoview.store import ResultStore
 
     who = args.who or load_settings().reviewer_name
-    point = OperatingPoint.new(bundle_fingerprint=manifest.weights_sha256, bundle_id=manifest.model_id,
-                               threshold=result.threshold, created_by=who, data_summary=summary,
-                               figures=result.figures())
+    point = OperatingPoint.new(
+        bundle_fingerprint=manifest.weights_sha256,
+        bundle_id=manifest.model_id,
+        threshold=result.threshold,
+        created_by=who,
+        data_summary=summary,
+        figures=result.figures(),
+    )
     OperatingPointStore().save(point)
     with ResultStore() as store:
-        store.audit("operating-point-changed", actor=who, detail={
-            "operating_point_id": point.id, "bundle_fingerprint": point.bundle_fingerprint,
-            "bundle_id": point.bundle_id, "threshold": point.threshold, "kind": point.kind,
-            "source": "pneumoview calibrate"})
+        store.audit(
+            "operating-point-changed",
+            actor=who,
+            detail={
+                "operating_point_id": point.id,
+                "bundle_fingerprint": point.bundle_fingerprint,
+                "bundle_id": point.bundle_id,
+                "threshold": point.threshold,
+                "kind": point.kind,
+                "source": "pneumoview calibrate",
+            },
+        )
     return point
 
 
-def score_data(source: Path, engine, *, batch_size: int = 8, quiet: bool = True) -> ScoredData:  # engine: InferenceEngine
+def score_data(
+    source: Path, engine, *, batch_size: int = 8, quiet: bool = True
+) -> ScoredData:  # engine: InferenceEngine
     """Every labelled image of ``source`` through the engine's own preprocessing and model.
 
     Files that cannot be read or cropped are skipped and counted (their reasons go to stderr
@@ -150,19 +179,28 @@ def score_data(source: Path, engine, *, batch_size: int = 8, quiet: bool = True)
         used.append(sample)
     if not crops:
         raise TrainingDataError("no image of the data set could be read", path=source)
-    scores = np.concatenate([engine.probabilities(np.stack(crops[i:i + batch_size]))
-                             for i in range(0, len(crops), batch_size)])
+    scores = np.concatenate(
+        [engine.probabilities(np.stack(crops[i : i + batch_size])) for i in range(0, len(crops), batch_size)]
+    )
     root = source if source.is_dir() else source.parent
     listing = hashlib.sha256()
     for sample in sorted(used, key=lambda s: str(s.path)):
-        rel = sample.path.resolve().relative_to(root.resolve()) if sample.path.resolve().is_relative_to(root.resolve()) \
+        rel = (
+            sample.path.resolve().relative_to(root.resolve())
+            if sample.path.resolve().is_relative_to(root.resolve())
             else Path(sample.path.name)
+        )
         listing.update(f"{rel.as_posix()}\t{sample.label}\n".encode())
     pos = np.asarray(positive, dtype=bool)
     summary = {
-        "source_name": source.name, "n": int(pos.size), "n_positive": int(pos.sum()),
-        "n_negative": int((~pos).sum()), "n_patients": len({s.patient_id for s in used}),
-        "skipped_unreadable": skipped, "unlabelled": len(problems), "file_list_sha256": listing.hexdigest(),
+        "source_name": source.name,
+        "n": int(pos.size),
+        "n_positive": int(pos.sum()),
+        "n_negative": int((~pos).sum()),
+        "n_patients": len({s.patient_id for s in used}),
+        "skipped_unreadable": skipped,
+        "unlabelled": len(problems),
+        "file_list_sha256": listing.hexdigest(),
     }
     return ScoredData(np.asarray(scores, dtype=np.float64), pos, summary, groups=[s.patient_id for s in used])
 

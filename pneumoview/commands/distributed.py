@@ -41,8 +41,17 @@ def torch_device_type(engine: Any) -> str:
     return str(getattr(plan, "device_type", "cpu"))
 
 
-def analyse(engine: Any, todo: list[Any], threshold: float, batch_size: int, progress: Callable[[int], None], *,
-            analyse_share: Callable[..., None], dicom_out: Path | None = None, operating_point_id: str = "") -> bool:
+def analyse(
+    engine: Any,
+    todo: list[Any],
+    threshold: float,
+    batch_size: int,
+    progress: Callable[[int], None],
+    *,
+    analyse_share: Callable[..., None],
+    dicom_out: Path | None = None,
+    operating_point_id: str = "",
+) -> bool:
     """Analyse this process's share of ``todo`` (analyze's files) and give every file its result on rank 0.
 
     Results travel as :class:`pneumoview.results.ImageResult` JSON. Returns True on the process that
@@ -57,11 +66,21 @@ def analyse(engine: Any, todo: list[Any], threshold: float, batch_size: int, pro
     indexed = sorted(enumerate(todo), key=lambda item: os.fsencode(item[1].path))
     with state.split_between_processes(indexed) as mine:
         share = list(mine)
-        print(f"pneumoview analyze: process {state.process_index + 1} of {state.num_processes}: "
-              f"{len(share)} of {len(todo)} file(s)", file=sys.stderr, flush=True)
-        analyse_share(engine, [item for _, item in share], threshold, batch_size,
-                      progress if state.is_local_main_process else (lambda _n: None), dicom_out=dicom_out,
-                      operating_point_id=operating_point_id)
+        print(
+            f"pneumoview analyze: process {state.process_index + 1} of {state.num_processes}: "
+            f"{len(share)} of {len(todo)} file(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        analyse_share(
+            engine,
+            [item for _, item in share],
+            threshold,
+            batch_size,
+            progress if state.is_local_main_process else (lambda _n: None),
+            dicom_out=dicom_out,
+            operating_point_id=operating_point_id,
+        )
     mine_done = [(index, item.result.to_json() if item.result is not None else "") for index, item in share]
     done = gather_object(mine_done) if state.num_processes > 1 else mine_done
     if not state.is_main_process:

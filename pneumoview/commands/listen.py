@@ -26,20 +26,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from pneumoview.pacs.scp import DEFAULT_AE_TITLE, DEFAULT_PORT, LOOPBACK
 
     parser.add_argument("--aet", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free)"
+    )
     parser.add_argument("--host", default=LOOPBACK, help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--into", type=Path, required=True, metavar="DIR", help="the inbox folder")
     parser.add_argument("--allow", default="", metavar="AET,...", help="calling AE titles allowed (default: any)")
-    parser.add_argument("--quiet", type=float, default=10.0, metavar="SECONDS",
-                        help="a study is complete after this long without new images (default 10)")
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a study is complete after this long without new images (default 10)",
+    )
     parser.add_argument("--analyse", "--analyze", action="store_true", help="analyse each study when complete")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--demo", action="store_true", help="analyse with the demo model (marked DEMO)")
     which.add_argument("--model", metavar="BUNDLE", help="analyse with this bundle (default: the active model)")
     parser.add_argument("--results", type=Path, metavar="DIR", help="CSV reports of --analyse (default: DIR-results)")
     parser.add_argument("--dicom-out", type=Path, metavar="DIR", help="also write SR + Secondary Capture here")
-    parser.add_argument("--send-results", metavar="HOST:PORT:AET|URL",
-                        help="send the new SR + Secondary Capture of each analysed study there (needs --dicom-out)")
+    parser.add_argument(
+        "--send-results",
+        metavar="HOST:PORT:AET|URL",
+        help="send the new SR + Secondary Capture of each analysed study there (needs --dicom-out)",
+    )
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate: accept DICOM over TLS only")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)  # tests: stop after this long
@@ -61,8 +71,16 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 def analyse_command(study_dir: Path, args: argparse.Namespace) -> list[str]:
     """The ``pneumoview analyze`` child command for one complete study."""
     results = args.results or args.into.with_name(args.into.name + "-results")
-    command = [sys.executable, "-m", "pneumoview", "analyze", str(study_dir), "--quiet",
-               "--csv", str(results / f"{study_dir.name}.csv")]
+    command = [
+        sys.executable,
+        "-m",
+        "pneumoview",
+        "analyze",
+        str(study_dir),
+        "--quiet",
+        "--csv",
+        str(results / f"{study_dir.name}.csv"),
+    ]
     command += ["--demo"] if args.demo else ["--model", args.model] if args.model else []
     if args.dicom_out:
         command += ["--dicom-out", str(args.dicom_out)]
@@ -86,13 +104,20 @@ def _analyse_study(study: Path, args: argparse.Namespace) -> None:
         return
     print(f"sent {len(report.sent)} of {len(new)} result object(s)", file=sys.stderr, flush=True)
 
+
 def run(args: argparse.Namespace) -> int:
     from pneumoview.pacs.scp import ListenerConfig, ListenerEvent, StorageListener
 
     allowed = tuple(a.strip() for a in args.allow.split(",") if a.strip())
-    config = ListenerConfig(inbox=args.into, ae_title=args.aet, port=args.port, host=args.host,
-                            allowed_callers=allowed, quiet_seconds=args.quiet,
-                            ssl_context=tls_context(args.tls_cert, args.tls_key))
+    config = ListenerConfig(
+        inbox=args.into,
+        ae_title=args.aet,
+        port=args.port,
+        host=args.host,
+        allowed_callers=allowed,
+        quiet_seconds=args.quiet,
+        ssl_context=tls_context(args.tls_cert, args.tls_key),
+    )
     if args.send_results and not args.dicom_out:
         raise ConfigError("--send-results needs --dicom-out (the folder the results are written to)")
     if args.analyse:

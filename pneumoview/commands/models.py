@@ -53,16 +53,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("first")
     p.add_argument("second")
     p = actions.add_parser(
-        "import-reference", help="register the reference implementation's released checkpoint as a bundle",
+        "import-reference",
+        help="register the reference implementation's released checkpoint as a bundle",
         description="Read the reference PneumoLLM checkpoint (torch.save file) safely - tensors only, never "
-                    "code - and register it as a bundle (not activated unless --activate).")
+        "code - and register it as a bundle (not activated unless --activate).",
+    )
     p.add_argument("checkpoint")
     p.add_argument("--name", default="", help="display name (default: from the file name)")
-    p.add_argument("--architecture", default="",
-                   help="architecture config name or JSON file (default: the full ViT-L/14 + LLaMA-7B model)")
+    p.add_argument(
+        "--architecture",
+        default="",
+        help="architecture config name or JSON file (default: the full ViT-L/14 + LLaMA-7B model)",
+    )
     p.add_argument("--activate", action="store_true", help="make it the active model as well")
-    actions.add_parser("use-demo", help="use the built-in demo model (random weights, not a diagnosis) until "
-                                        "a bundle is activated")
+    actions.add_parser(
+        "use-demo", help="use the built-in demo model (random weights, not a diagnosis) until a bundle is activated"
+    )
 
 
 def _entry_dict(entry: BundleEntry, active_id: str | None, *, manifest: bool = False) -> dict[str, Any]:
@@ -98,9 +104,11 @@ def _override_note() -> str | None:
     except ConfigError:
         return None
     if settings.active_bundle:
-        return (f"note: the settings name the bundle {settings.active_bundle}, which the app and "
-                "'pneumoview analyze' use instead of the registry's active model; clear it in Settings "
-                "to use the registry")
+        return (
+            f"note: the settings name the bundle {settings.active_bundle}, which the app and "
+            "'pneumoview analyze' use instead of the registry's active model; clear it in Settings "
+            "to use the registry"
+        )
     return None
 
 
@@ -111,8 +119,9 @@ def _activated(text: str, out: Any) -> None:
         print(note, file=sys.stderr)
 
 
-def import_reference(registry: ModelRegistry, checkpoint: str | Path, *, name: str = "",
-                     architecture: str = "") -> BundleEntry:
+def import_reference(
+    registry: ModelRegistry, checkpoint: str | Path, *, name: str = "", architecture: str = ""
+) -> BundleEntry:
     """Turn the reference checkpoint into a bundle (in a temporary folder beside the registry's
     bundles) and register it; the temporary folder is removed whatever happens."""
     from pneumoview.inference.bundle import bundle_from_reference_checkpoint
@@ -227,8 +236,15 @@ def _compare(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int
 
 
 _ACTIONS: dict[str, Callable[[ModelRegistry, argparse.Namespace, Any], int]] = {
-    "list": _list, "show": _show, "add": _add, "activate": _activate, "rollback": _rollback, "remove": _remove,
-    "import-reference": _import_reference, "use-demo": _use_demo, "compare": _compare,
+    "list": _list,
+    "show": _show,
+    "add": _add,
+    "activate": _activate,
+    "rollback": _rollback,
+    "remove": _remove,
+    "import-reference": _import_reference,
+    "use-demo": _use_demo,
+    "compare": _compare,
 }
 
 

@@ -57,15 +57,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _find(args: argparse.Namespace) -> int:
     modalities = [m for m in args.modality.split(",") if m.strip()]
-    matches = _client(args).find_studies(patient_id=args.patient_id, patient_name=args.name, date=args.date,
-                                         modalities=modalities)
+    matches = _client(args).find_studies(
+        patient_id=args.patient_id, patient_name=args.name, date=args.date, modalities=modalities
+    )
     for m in matches:
         if args.json:
             print(json.dumps(asdict(m), ensure_ascii=False))
         else:
             count = "?" if m.instances is None else m.instances
-            print(f"{m.study_uid}\t{m.study_date}\t{m.patient_id}\t{m.patient_name}\t{','.join(m.modalities)}\t"
-                  f"{count} image(s)\t{m.study_description}")
+            print(
+                f"{m.study_uid}\t{m.study_date}\t{m.patient_id}\t{m.patient_name}\t{','.join(m.modalities)}\t"
+                f"{count} image(s)\t{m.study_description}"
+            )
     print(f"{len(matches)} study(ies)", file=sys.stderr)
     return 0
 
@@ -93,15 +96,19 @@ def _move(args: argparse.Namespace, inbox) -> int:
     from pneumoview.pacs.scp import ListenerConfig, StorageListener
 
     stored = threading.Event()
-    listener = StorageListener(ListenerConfig(inbox=inbox.root, ae_title=args.aet, port=args.move_port),
-                               lambda e: stored.set() if e.kind == "stored" else None)
+    listener = StorageListener(
+        ListenerConfig(inbox=inbox.root, ae_title=args.aet, port=args.move_port),
+        lambda e: stored.set() if e.kind == "stored" else None,
+    )
     listener.start()
     try:
         _client(args).move_study(args.study, args.aet)
     finally:
         listener.stop()
-    print(f"retrieved {listener.stored} instance(s) into {args.into} (C-MOVE), {listener.refused} refused",
-          file=sys.stderr)
+    print(
+        f"retrieved {listener.stored} instance(s) into {args.into} (C-MOVE), {listener.refused} refused",
+        file=sys.stderr,
+    )
     return 1 if listener.refused else 0
 
 

@@ -22,12 +22,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="write the readings as CSV (and PDF pages)")
     export.add_argument("--csv", required=True, type=Path, metavar="OUT.csv", help="CSV file to write")
     export.add_argument("--pdf", type=Path, metavar="DIR", help="also write one PDF page per study into DIR")
-    export.add_argument("--pseudonymise", action="store_true",
-                        help="keyed hashes for patient ID and study UID; free-text columns left out")
+    export.add_argument(
+        "--pseudonymise",
+        action="store_true",
+        help="keyed hashes for patient ID and study UID; free-text columns left out",
+    )
     export.add_argument("--database", type=Path, metavar="FILE", help="results database (default: the app's)")
-    export.add_argument("--rule", type=Path, metavar="RULE.json",
-                        help='final-determination rule, e.g. {"agree_on": "major", "large_opacities": true} '
-                             "(default: two readers agree on 0 vs 1/2/3 and on large opacities)")
+    export.add_argument(
+        "--rule",
+        type=Path,
+        metavar="RULE.json",
+        help='final-determination rule, e.g. {"agree_on": "major", "large_opacities": true} '
+        "(default: two readers agree on 0 vs 1/2/3 and on large opacities)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
             raise ExportError("the PDF folder does not exist", path=args.pdf)
         summary = export_readings_csv(args.csv, repo, pseudonymise=args.pseudonymise, key=key)
         pages = len(write_study_pdfs(args.pdf, repo, pseudonymise=args.pseudonymise, key=key)) if args.pdf else 0
-        store.audit("readings-exported", detail={"rows": summary.rows, "pdf_pages": pages,
-                                                 "pseudonymised": bool(args.pseudonymise)})
-    print(f"{summary.rows} reading(s) written to {summary.path}" + (f", {pages} PDF page(s) to {args.pdf}" if pages else ""),
-          file=sys.stderr)
+        store.audit(
+            "readings-exported",
+            detail={"rows": summary.rows, "pdf_pages": pages, "pseudonymised": bool(args.pseudonymise)},
+        )
+    print(
+        f"{summary.rows} reading(s) written to {summary.path}"
+        + (f", {pages} PDF page(s) to {args.pdf}" if pages else ""),
+        file=sys.stderr,
+    )
     return 0

@@ -293,8 +293,10 @@ def display_image_from_frame(frame: DecodedFrame, *, source: Path | None = None)
             default = presets[0] if presets else auto_window(values)
             if not presets:
                 notes.append("no window in the file: automatic window (0.5-99.5 percentiles)")
-        invert = pixels.ndim == 2 and photometric != "PALETTE COLOR" and should_invert(
-            photometric, str(header.get("PresentationLUTShape", "") or "")
+        invert = (
+            pixels.ndim == 2
+            and photometric != "PALETTE COLOR"
+            and should_invert(photometric, str(header.get("PresentationLUTShape", "") or ""))
         )
         stored_bits = int(header.get("BitsStored", 0) or 0)
     except DECODER_ERRORS as exc:
@@ -373,10 +375,14 @@ def display_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
         write_dataset(buffer, correct_ambiguous_vr(copy.deepcopy(image.voi_lut), True))
         voi = base64.b64encode(buffer.getvalue()).decode("ascii")
     meta = {
-        "photometric": image.photometric, "invert": image.invert,
+        "photometric": image.photometric,
+        "invert": image.invert,
         "windows": [dataclasses.asdict(w) for w in image.windows],
-        "default_window": dataclasses.asdict(image.default_window), "notes": list(image.notes),
-        "voi_lut": voi, "number_of_frames": image.number_of_frames, "stored_bits": image.stored_bits,
+        "default_window": dataclasses.asdict(image.default_window),
+        "notes": list(image.notes),
+        "voi_lut": voi,
+        "number_of_frames": image.number_of_frames,
+        "stored_bits": image.stored_bits,
     }
     return meta, {"values": image.values}
 
@@ -389,8 +395,13 @@ def _window(data: object) -> Window:
     if not isinstance(data, dict):
         raise TypeError("window expected")
     index = data.get("lut_index")
-    return Window(center=float(data["center"]), width=float(data["width"]), function=str(data["function"]),
-                  name=str(data["name"]), lut_index=int(index) if index is not None else None)
+    return Window(
+        center=float(data["center"]),
+        width=float(data["width"]),
+        function=str(data["function"]),
+        name=str(data["name"]),
+        lut_index=int(index) if index is not None else None,
+    )
 
 
 def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarray], *, source: Path) -> DisplayImage:
@@ -408,9 +419,14 @@ def display_image_from_parts(meta: dict[str, object], arrays: dict[str, np.ndarr
         if not isinstance(windows, list) or not isinstance(notes, list):
             raise TypeError("lists expected")
         return DisplayImage(
-            values=values, photometric=str(meta["photometric"]), invert=bool(meta["invert"]),
-            windows=[_window(w) for w in windows], default_window=_window(meta["default_window"]),
-            notes=[str(n) for n in notes], voi_lut=voi, source=source,
+            values=values,
+            photometric=str(meta["photometric"]),
+            invert=bool(meta["invert"]),
+            windows=[_window(w) for w in windows],
+            default_window=_window(meta["default_window"]),
+            notes=[str(n) for n in notes],
+            voi_lut=voi,
+            source=source,
             number_of_frames=int(meta["number_of_frames"]),  # type: ignore[call-overload]
             stored_bits=int(meta["stored_bits"]),  # type: ignore[call-overload]
         )

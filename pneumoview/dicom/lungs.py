@@ -71,7 +71,7 @@ class LungBox:
     def height(self) -> int:
         return self.y1 - self.y0
 
-    def iou(self, other: "LungBox") -> float:
+    def iou(self, other: LungBox) -> float:
         """Intersection over union of two rectangles (pixel areas)."""
         return box_iou((self.x0, self.y0, self.x1, self.y1), (other.x0, other.y0, other.x1, other.y1))
 
@@ -116,7 +116,7 @@ class LungNet:
     flip_average: bool = False
 
     @classmethod
-    def from_npz(cls, path: str | Path) -> "LungNet":
+    def from_npz(cls, path: str | Path) -> LungNet:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: np.asarray(data[k]) for k in data.files}

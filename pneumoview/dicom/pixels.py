@@ -154,8 +154,9 @@ def _full_dataset(path: Path, header: Dataset | None = None) -> Dataset:
     A deflated file is inflated at most to :func:`inflate_cap` of its ``header``."""
     with open_readonly(path) as handle:
         if is_deflated(handle):
-            dataset: Dataset = read_deflated(handle, stop_before_pixels=False,
-                                             cap=inflate_cap(header if header is not None else Dataset()))
+            dataset: Dataset = read_deflated(
+                handle, stop_before_pixels=False, cap=inflate_cap(header if header is not None else Dataset())
+            )
         else:
             dataset = pydicom.dcmread(handle, force=True)
     if "PixelData" not in dataset:
@@ -166,7 +167,9 @@ def _full_dataset(path: Path, header: Dataset | None = None) -> Dataset:
         dataset.file_meta.TransferSyntaxUID = (
             pydicom.uid.ImplicitVRLittleEndian
             if implicit
-            else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+            else pydicom.uid.ExplicitVRLittleEndian
+            if little
+            else pydicom.uid.ExplicitVRBigEndian
         )
     return dataset
 
@@ -187,7 +190,9 @@ def _first_frame(path: Path, header: Dataset, transfer_syntax: str) -> np.ndarra
     plugins = decoding_plugins(transfer_syntax)
     if not plugins:
         uid = pydicom.uid.UID(transfer_syntax)
-        what = f"no decoder for {uid.name} is installed" if uid.is_transfer_syntax else f"unknown transfer syntax {uid!r}"
+        what = (
+            f"no decoder for {uid.name} is installed" if uid.is_transfer_syntax else f"unknown transfer syntax {uid!r}"
+        )
         raise PixelDecodeError(f"unsupported: {what}", path=path, tag="(0002,0010)")
     failures: list[tuple[str, BaseException]] = []
     for plugin in plugins:

@@ -48,8 +48,9 @@ ONE_LUNG = "one-lung-field"
 FALLBACK = "fallback-crop"
 
 #: Codes that put an image below the gate (its result is marked); the rest are cautions.
-FAILING = frozenset({EXPOSURE_BRIGHT, EXPOSURE_DARK, SPACING_COARSE, MATRIX_SMALL, LUNGS_CUT_OFF, LATERAL,
-                     ROTATION, ONE_LUNG, FALLBACK})
+FAILING = frozenset(
+    {EXPOSURE_BRIGHT, EXPOSURE_DARK, SPACING_COARSE, MATRIX_SMALL, LUNGS_CUT_OFF, LATERAL, ROTATION, ONE_LUNG, FALLBACK}
+)
 #: What each code means, for tooltips and the README.
 DESCRIPTIONS: dict[str, str] = {
     EXPOSURE_BRIGHT: "much of the lung crop is clipped to white (under-penetrated)",
@@ -118,9 +119,12 @@ class HeaderFacts:
     def from_record(cls, record: Any) -> HeaderFacts:
         """From ``pneumoview.dicom.scan.ImageRecord`` (or anything with the same attribute names)."""
         spacing = getattr(record, "pixel_spacing", None)
-        return cls(rows=getattr(record, "rows", None) or None, columns=getattr(record, "columns", None) or None,
-                   pixel_spacing=tuple(spacing) if spacing else None,
-                   view_position=str(getattr(record, "view_position", "") or ""))
+        return cls(
+            rows=getattr(record, "rows", None) or None,
+            columns=getattr(record, "columns", None) or None,
+            pixel_spacing=tuple(spacing) if spacing else None,
+            view_position=str(getattr(record, "view_position", "") or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -168,8 +172,9 @@ def resolution(header: HeaderFacts, t: QualityThresholds) -> tuple[list[str], di
     return codes, {"pixel_spacing_mm": spacing, "matrix_min_side": None if side is None else float(side)}
 
 
-def lungs_cut_off(box: LungBox, image_shape: Sequence[int], t: QualityThresholds,
-                  mask: np.ndarray | None = None) -> list[str]:
+def lungs_cut_off(
+    box: LungBox, image_shape: Sequence[int], t: QualityThresholds, mask: np.ndarray | None = None
+) -> list[str]:
     """The lung fields within ``edge_tolerance`` of an image edge: the mask's own rectangle when
     the mask is given (the crop box carries a margin that is clipped at the edges), else the box."""
     if box.fallback:

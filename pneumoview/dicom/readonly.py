@@ -237,8 +237,10 @@ class _AscendingTags:
 
     def __call__(self, tag: int, vr: str | None, length: int) -> bool:
         if int(tag) <= self.last:
-            raise InflateError(f"deflated data set: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) out of "
-                               "order (corrupt, or padded with junk)")
+            raise InflateError(
+                f"deflated data set: element ({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X}) out of "
+                "order (corrupt, or padded with junk)"
+            )
         self.last = int(tag)
         self.count += 1
         if self.count > MAX_TOP_LEVEL_ELEMENTS:

@@ -115,12 +115,21 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def _error_reply(exc: BaseException) -> dict[str, Any]:
     if _out_of_memory(exc):
-        return {"ok": False, "error": "DecoderError", "code": DECODER_MEMORY,
-                "reason": "the decoder ran out of memory (memory limit)"}
+        return {
+            "ok": False,
+            "error": "DecoderError",
+            "code": DECODER_MEMORY,
+            "reason": "the decoder ran out of memory (memory limit)",
+        }
     if isinstance(exc, PneumoViewError):
-        return {"ok": False, "error": type(exc).__name__, "reason": exc.reason,
-                "path": os.fspath(exc.path) if exc.path is not None else None, "tag": exc.tag,
-                "code": getattr(exc, "code", None)}
+        return {
+            "ok": False,
+            "error": type(exc).__name__,
+            "reason": exc.reason,
+            "path": os.fspath(exc.path) if exc.path is not None else None,
+            "tag": exc.tag,
+            "code": getattr(exc, "code", None),
+        }
     text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return {"ok": False, "error": "DecoderError", "code": DECODER_ERROR, "reason": f"unexpected decoder error: {text}"}
 
@@ -192,8 +201,9 @@ def worker_main(conn: Connection, memory_bytes: int) -> None:
 class _Worker:
     def __init__(self, context: Any, memory_bytes: int) -> None:
         self.conn, child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(child_conn, memory_bytes), daemon=True,
-                                       name="pneumoview-decoder")
+        self.process = context.Process(
+            target=worker_main, args=(child_conn, memory_bytes), daemon=True, name="pneumoview-decoder"
+        )
         self.process.start()
         child_conn.close()
 
@@ -221,8 +231,13 @@ class _Worker:
 class DecoderPool:
     """Up to ``workers`` decoder processes, each used by one call at a time (thread-safe)."""
 
-    def __init__(self, *, workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = DEFAULT_WORKERS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    ) -> None:
         self.workers = max(1, int(workers))
         self.timeout_s = float(timeout_s)
         self.memory_bytes = int(memory_bytes)
@@ -271,8 +286,12 @@ class DecoderPool:
         if healthy and self._closed:
             worker.kill()
 
-    def run(self, fn: Callable[..., Any], path: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
-            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def run(
+        self,
+        fn: Callable[..., Any],
+        path: str | os.PathLike[str],
+        params: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Run task ``fn(path, **params)`` in a worker; returns its ``(meta, arrays)``.
 
         Raises the task's PneumoViewError, or DecoderError (crashed / timeout / memory / error).
@@ -293,8 +312,12 @@ class DecoderPool:
             raise _error_from_reply(reply, path)
         return dict(reply.get("meta") or {}), arrays
 
-    def _exchange(self, worker: _Worker, request: bytes, path: str | os.PathLike[str],
-                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _exchange(
+        self,
+        worker: _Worker,
+        request: bytes,
+        path: str | os.PathLike[str],
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         deadline = time.monotonic() + self.timeout_s
         try:
             worker.conn.send_bytes(request)
@@ -309,11 +332,13 @@ class DecoderPool:
             code, text = worker.exit_reason()
             raise DecoderError(code, text, path=path) from None
         except (OSError, ValueError, TypeError, KeyError) as exc:  # a garbled reply: the worker is not trusted
-            raise DecoderError(DECODER_CRASHED, f"unusable reply from the decoder ({type(exc).__name__})",
-                               path=path) from exc
+            raise DecoderError(
+                DECODER_CRASHED, f"unusable reply from the decoder ({type(exc).__name__})", path=path
+            ) from exc
 
-    def _receive_array(self, worker: _Worker, described: dict[str, Any], deadline: float,
-                       path: str | os.PathLike[str]) -> np.ndarray:
+    def _receive_array(
+        self, worker: _Worker, described: dict[str, Any], deadline: float, path: str | os.PathLike[str]
+    ) -> np.ndarray:
         dtype = str(described["dtype"])
         if dtype not in _DTYPES:
             raise ValueError(f"unexpected dtype {dtype}")
@@ -407,8 +432,9 @@ def default_pool() -> DecoderPool:
         return _pool
 
 
-def run(fn: Callable[..., tuple[dict[str, Any], dict[str, np.ndarray]]], path: str | os.PathLike[str],
-        **params: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def run(
+    fn: Callable[..., tuple[dict[str, Any], dict[str, np.ndarray]]], path: str | os.PathLike[str], **params: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run task ``fn(path, **params)`` in this process's pool (in-process inside a worker)."""
     if _IN_WORKER:
         return fn(Path(path), **params)

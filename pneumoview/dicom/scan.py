@@ -365,7 +365,9 @@ def _record_from_dataset(path: Path, ds: Dataset) -> ImageRecord:
         transfer_syntax = (
             pydicom.uid.ImplicitVRLittleEndian
             if implicit or implicit is None
-            else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+            else pydicom.uid.ExplicitVRLittleEndian
+            if little
+            else pydicom.uid.ExplicitVRBigEndian
         )
     return ImageRecord(
         path=path,
@@ -448,7 +450,9 @@ def group_records(records: Iterable[ImageRecord]) -> list[Patient]:
         study_key = (patient_key, r.study_uid)
         study = studies.get(study_key)
         if study is None:
-            study = studies[study_key] = Study(r.study_uid, r.study_date, r.study_time, r.study_description, r.accession)
+            study = studies[study_key] = Study(
+                r.study_uid, r.study_date, r.study_time, r.study_description, r.accession
+            )
             patient.studies.append(study)
         series_key = (patient_key, r.study_uid, r.series_uid)
         series = series_map.get(series_key)

@@ -63,10 +63,14 @@ def assess(record: ImageRecord) -> Suitability:
     secondary = sop.startswith(SECONDARY_CAPTURE_PREFIX)
     text = _words(record)
     if sop == DX_FOR_PROCESSING or "FOR PROCESSING" in {t.upper() for t in record.image_type}:
-        return Suitability(False, FOR_PROCESSING, "DX 'for processing' (raw detector) image: needs the 'for presentation' version")
+        return Suitability(
+            False, FOR_PROCESSING, "DX 'for processing' (raw detector) image: needs the 'for presentation' version"
+        )
     if not secondary and modality not in RADIOGRAPH_MODALITIES:
         return Suitability(
-            False, UNSUPPORTED_MODALITY, f"modality {modality or 'not stated'}: only CR/DX chest radiographs are analysed"
+            False,
+            UNSUPPORTED_MODALITY,
+            f"modality {modality or 'not stated'}: only CR/DX chest radiographs are analysed",
         )
     if secondary and modality not in SECONDARY_CAPTURE_MODALITIES:
         return Suitability(
@@ -94,7 +98,9 @@ def assess(record: ImageRecord) -> Suitability:
         cautions.append("view position not recorded: check that this is a frontal (PA/AP) view")
     if min(record.rows, record.columns) < MIN_SIDE:
         return Suitability(
-            False, TOO_SMALL, f"image is {record.columns}x{record.rows}: too small to analyse (needs {MIN_SIDE} px a side)"
+            False,
+            TOO_SMALL,
+            f"image is {record.columns}x{record.rows}: too small to analyse (needs {MIN_SIDE} px a side)",
         )
     kind = "secondary capture of a chest radiograph" if secondary else f"{view or 'frontal'} chest {modality}"
     return Suitability(True, None, kind, tuple(cautions))

@@ -64,8 +64,9 @@ def _check_tensors(tensors: Mapping[str, Any], config: PneumoLLMConfig, what: st
         raise BundleError(f"{what} do not fit architecture {config.name!r}: " + "; ".join(problems))
 
 
-def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any], manifest: Manifest,
-                *, overwrite: bool = False) -> Path:
+def save_bundle(
+    directory: str | os.PathLike[str], trainable: Mapping[str, Any], manifest: Manifest, *, overwrite: bool = False
+) -> Path:
     """Write ``trainable`` tensors + ``manifest`` as a bundle directory, atomically; returns its path.
 
     Tensors must be exactly those of ``manifest.config`` (:func:`trainable_state_dict` gives them)
@@ -86,12 +87,16 @@ def save_bundle(directory: str | os.PathLike[str], trainable: Mapping[str, Any],
     try:
         with atomic_dir(target, replace=overwrite) as staging:
             weights = staging.path / WEIGHTS_FILE
-            save_file(tensors, str(weights), metadata={"format": "pt", "architecture": config.name,
-                                                       "model_id": manifest.model_id})
+            save_file(
+                tensors,
+                str(weights),
+                metadata={"format": "pt", "architecture": config.name, "model_id": manifest.model_id},
+            )
             manifest.weights_file = WEIGHTS_FILE
             manifest.weights_sha256 = file_sha256(weights)
             (staging.path / MANIFEST_FILE).write_text(
-                json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
     except Exception as exc:
         if not isinstance(exc, OSError) and not _is_safetensors_error(exc):
             raise
@@ -132,8 +137,10 @@ def load_bundle(directory: str | os.PathLike[str]) -> tuple[Manifest, dict[str, 
 
 _REFERENCE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^layers\.(\d+)\.adapter_attn\.(conv_A|conv_D)\.(weight|bias)$"), r"decoder_adapters.\1.\2.\3"),
-    (re.compile(r"^backbone\.visual\.transformer\.resblocks\.(\d+)\.adapter_attn\.(conv_A|conv_D)\.(weight|bias)$"),
-     r"vision_adapters.\1.\2.\3"),
+    (
+        re.compile(r"^backbone\.visual\.transformer\.resblocks\.(\d+)\.adapter_attn\.(conv_A|conv_D)\.(weight|bias)$"),
+        r"vision_adapters.\1.\2.\3",
+    ),
     (re.compile(r"^adapter_proj\.conv_A\.(weight|bias)$"), r"projection.linear1.\1"),
     (re.compile(r"^adapter_proj\.conv_B\.(weight|bias)$"), r"projection.linear2.\1"),
     (re.compile(r"^adapter_output_cls\.weight$"), r"head.fc.weight"),
@@ -153,8 +160,9 @@ def reference_to_pneumoview_name(name: str) -> str:
     raise BundleError(f"unknown tensor {name!r} in the reference checkpoint")
 
 
-def import_reference_checkpoint(path: str | os.PathLike[str], *, config: PneumoLLMConfig | None = None
-                                ) -> tuple[dict[str, Any], dict[str, Any]]:
+def import_reference_checkpoint(
+    path: str | os.PathLike[str], *, config: PneumoLLMConfig | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read the reference's ``torch.save`` checkpoint safely: (our tensors, ``vars(args)``).
 
     Loaded with ``torch.load(weights_only=True)`` and only ``argparse.Namespace`` allowed as a
@@ -166,9 +174,14 @@ def import_reference_checkpoint(path: str | os.PathLike[str], *, config: PneumoL
     return state, args
 
 
-def bundle_from_reference_checkpoint(checkpoint: str | os.PathLike[str], directory: str | os.PathLike[str], *,
-                                     base_fingerprints: Mapping[str, str] | None = None, name: str = "",
-                                     config: PneumoLLMConfig | None = None) -> Path:
+def bundle_from_reference_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    base_fingerprints: Mapping[str, str] | None = None,
+    name: str = "",
+    config: PneumoLLMConfig | None = None,
+) -> Path:
     """Turn the reference's released checkpoint into a PneumoView bundle (ImageNet normalisation).
 
     The reference does not record which CLIP/LLaMA files it was trained on: pass their
@@ -181,8 +194,12 @@ def bundle_from_reference_checkpoint(checkpoint: str | os.PathLike[str], directo
         "epoch": epoch,
         "args": json.loads(json.dumps(args, default=str)),
     }
-    manifest = Manifest.create(config, base_fingerprints=base_fingerprints or {}, training=training,
-                               name=name or f"PneumoLLM reference ({Path(checkpoint).name})")
+    manifest = Manifest.create(
+        config,
+        base_fingerprints=base_fingerprints or {},
+        training=training,
+        name=name or f"PneumoLLM reference ({Path(checkpoint).name})",
+    )
     return save_bundle(directory, state, manifest)
 
 
@@ -197,8 +214,9 @@ def _first_line(exc: BaseException) -> str:
     return "unsafe content" if "weights_only" in first or "weights only" in first.lower() else first[:200]
 
 
-def _read_reference(path: str | os.PathLike[str], config: PneumoLLMConfig | None
-                    ) -> tuple[dict[str, Any], dict[str, Any], Any, PneumoLLMConfig]:
+def _read_reference(
+    path: str | os.PathLike[str], config: PneumoLLMConfig | None
+) -> tuple[dict[str, Any], dict[str, Any], Any, PneumoLLMConfig]:
     import pickle
 
     import torch

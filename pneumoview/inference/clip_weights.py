@@ -50,18 +50,15 @@ def _is_torchscript(path: Path) -> bool:
         return any("/code/" in name for name in zf.namelist())
 
 
-
 def _keep_visual(state: Mapping[str, Tensor], path: Path) -> dict[str, Tensor]:
-    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     if visual:
         return visual
     if "conv1.weight" in state and "class_embedding" in state:  # already a bare visual tower
         return dict(state)
     if any(k.startswith(("visual.trunk.", "trunk.")) for k in state):
         raise WeightsError("this is a timm-based CLIP; PneumoLLM needs OpenAI's ViT-L/14 tower", path=path)
-    raise WeightsError(
-        "no CLIP visual tower in this file (no 'visual.*' tensors): is it a CLIP checkpoint?", path=path
-    )
+    raise WeightsError("no CLIP visual tower in this file (no 'visual.*' tensors): is it a CLIP checkpoint?", path=path)
 
 
 def clip_visual_shape(state: Mapping[str, Tensor]) -> dict[str, int]:
@@ -134,8 +131,9 @@ def read_clip_visual(
     )
 
 
-def _read_torchscript(path: Path, expected_sha256: str | None, allow_unverified: bool,
-                      notes: list[str]) -> dict[str, Tensor]:
+def _read_torchscript(
+    path: Path, expected_sha256: str | None, allow_unverified: bool, notes: list[str]
+) -> dict[str, Tensor]:
     """The tensors of an OpenAI TorchScript archive whose SHA-256 is accepted (see :func:`read_clip_visual`);
     an unverified archive the user allowed adds a line to ``notes``."""
     digest = sha256_file(path)
@@ -165,4 +163,3 @@ def _read_torchscript(path: Path, expected_sha256: str | None, allow_unverified:
 def load_clip_visual(path: str | os.PathLike[str], **kwargs: object) -> dict[str, Tensor]:
     """State dict of CLIP's visual tower, keys without ``visual.`` (see :func:`read_clip_visual`)."""
     return read_clip_visual(path, **kwargs).state  # type: ignore[arg-type]
-

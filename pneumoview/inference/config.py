@@ -236,12 +236,24 @@ def trainable_shapes(config: PneumoLLMConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{prefix}.{i}.conv_D.bias"] = (dim,)
     if config.use_engine:
         e = config.engine
-        shapes.update({"engine.linear1.weight": (e.hidden, v.width), "engine.linear1.bias": (e.hidden,),
-                       "engine.linear2.weight": (e.num_tokens, e.hidden), "engine.linear2.bias": (e.num_tokens,)})
+        shapes.update(
+            {
+                "engine.linear1.weight": (e.hidden, v.width),
+                "engine.linear1.bias": (e.hidden,),
+                "engine.linear2.weight": (e.num_tokens, e.hidden),
+                "engine.linear2.bias": (e.num_tokens,),
+            }
+        )
     p = config.projection.hidden
-    shapes.update({"projection.linear1.weight": (p, v.width), "projection.linear1.bias": (p,),
-                   "projection.linear2.weight": (d.hidden_size, p), "projection.linear2.bias": (d.hidden_size,),
-                   "head.fc.weight": (config.num_classes, d.hidden_size)})
+    shapes.update(
+        {
+            "projection.linear1.weight": (p, v.width),
+            "projection.linear1.bias": (p,),
+            "projection.linear2.weight": (d.hidden_size, p),
+            "projection.linear2.bias": (d.hidden_size,),
+            "head.fc.weight": (config.num_classes, d.hidden_size),
+        }
+    )
     return shapes
 
 
@@ -258,8 +270,11 @@ def tensor_fit_problems(given: Mapping[str, tuple[int, ...]], expected: Mapping[
         problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    wrong = [f"{k} {tuple(given[k])} != {tuple(shape)}" for k, shape in expected.items()
-             if k in given and tuple(given[k]) != tuple(shape)]
+    wrong = [
+        f"{k} {tuple(given[k])} != {tuple(shape)}"
+        for k, shape in expected.items()
+        if k in given and tuple(given[k]) != tuple(shape)
+    ]
     if wrong:
         problems.append(f"{len(wrong)} wrong shapes: " + "; ".join(wrong[:3]))
     return problems
@@ -279,19 +294,33 @@ def check_preprocessing(preprocessing: Mapping[str, Any], config: PneumoLLMConfi
     """
     size = preprocessing.get("image_size")
     if isinstance(size, bool) or not isinstance(size, int) or size != config.vision.image_size:
-        raise ConfigError(f"preprocessing image_size must be {config.vision.image_size} (the vision tower's "
-                          f"input size), not {size!r}")
+        raise ConfigError(
+            f"preprocessing image_size must be {config.vision.image_size} (the vision tower's input size), not {size!r}"
+        )
     for key, low, high, low_open in (("mean", 0.0, 1.0, False), ("std", 0.0, MAX_STD, True)):
         values = preprocessing.get(key)
-        ok = isinstance(values, (list, tuple)) and len(values) == 3 and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-            and (low < x if low_open else low <= x) and x <= high for x in values)
+        ok = (
+            isinstance(values, (list, tuple))
+            and len(values) == 3
+            and all(
+                isinstance(x, (int, float))
+                and not isinstance(x, bool)
+                and math.isfinite(x)
+                and (low < x if low_open else low <= x)
+                and x <= high
+                for x in values
+            )
+        )
         if not ok:
             bounds = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
             raise ConfigError(f"preprocessing {key} must be 3 finite numbers in {bounds}, not {values!r}")
     margin = preprocessing.get("margin")
-    if margin is not None and not (isinstance(margin, (int, float)) and not isinstance(margin, bool)
-                                   and math.isfinite(margin) and 0.0 <= margin <= MAX_MARGIN):
+    if margin is not None and not (
+        isinstance(margin, (int, float))
+        and not isinstance(margin, bool)
+        and math.isfinite(margin)
+        and 0.0 <= margin <= MAX_MARGIN
+    ):
         raise ConfigError(f"preprocessing margin must be empty or a number in [0, {MAX_MARGIN:g}], not {margin!r}")
 
 
@@ -323,8 +352,10 @@ def validate_config(config: PneumoLLMConfig) -> PneumoLLMConfig:
     if config.num_classes != len(config.class_names):
         problems.append(f"num_classes {config.num_classes} != {len(config.class_names)} class_names")
     if tuple(config.class_names) != CLASS_ORDER:
-        problems.append(f"class_names must be {list(CLASS_ORDER)} in this order (index 0 is the positive class), "
-                        f"not {list(config.class_names)}")
+        problems.append(
+            f"class_names must be {list(CLASS_ORDER)} in this order (index 0 is the positive class), "
+            f"not {list(config.class_names)}"
+        )
     if config.num_tokens > d.max_position_embeddings:
         problems.append("more tokens than decoder.max_position_embeddings")
     p = config.preprocessing
@@ -332,8 +363,17 @@ def validate_config(config: PneumoLLMConfig) -> PneumoLLMConfig:
         problems.append(f"preprocessing.image_size {p.image_size} != vision.image_size {v.image_size}")
     if any(s <= 0 for s in p.std):
         problems.append("preprocessing.std must be positive")
-    for n in (v.width, v.layers, d.hidden_size, d.layers, d.intermediate_size, a.hidden,
-              config.engine.hidden, config.engine.num_tokens, config.projection.hidden):
+    for n in (
+        v.width,
+        v.layers,
+        d.hidden_size,
+        d.layers,
+        d.intermediate_size,
+        a.hidden,
+        config.engine.hidden,
+        config.engine.num_tokens,
+        config.projection.hidden,
+    ):
         if n < 1:
             problems.append("all sizes must be positive")
             break

@@ -66,8 +66,11 @@ def default_demo_dir() -> Path:
 def _is_complete(paths: DemoPaths) -> bool:
     from pneumoview.inference.bundle import read_manifest
 
-    if not (paths.clip.is_file() and (paths.llama / "config.json").is_file()
-            and (paths.llama / "model.safetensors").is_file()):
+    if not (
+        paths.clip.is_file()
+        and (paths.llama / "config.json").is_file()
+        and (paths.llama / "model.safetensors").is_file()
+    ):
         return False
     try:
         manifest = read_manifest(paths.bundle)
@@ -120,10 +123,13 @@ def _write(paths: DemoPaths) -> None:
         DEMO_WEIGHTS_KEY: True,
     }
     (paths.llama / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-    save_file({f"model.{k}": v for k, v in decoder.items()}, str(paths.llama / "model.safetensors"),
-              metadata={DEMO_WEIGHTS_KEY: "1", "format": "pt"})
+    save_file(
+        {f"model.{k}": v for k, v in decoder.items()},
+        str(paths.llama / "model.safetensors"),
+        metadata={DEMO_WEIGHTS_KEY: "1", "format": "pt"},
+    )
     fingerprints = {
-        "clip": fingerprint_state({k[len("visual."):]: v for k, v in visual.items()}),
+        "clip": fingerprint_state({k[len("visual.") :]: v for k, v in visual.items()}),
         "llama": fingerprint_state(decoder),
     }
     manifest = Manifest.create(

@@ -91,8 +91,12 @@ def _check_clip_fits(config: PneumoLLMConfig, shape: dict[str, int], path: Path)
 
 def _check_llama_fits(config: PneumoLLMConfig, hf: dict, path: Path) -> list[str]:
     d = config.decoder
-    want = {"hidden_size": d.hidden_size, "num_hidden_layers": d.layers, "num_attention_heads": d.heads,
-            "intermediate_size": d.intermediate_size}
+    want = {
+        "hidden_size": d.hidden_size,
+        "num_hidden_layers": d.layers,
+        "num_attention_heads": d.heads,
+        "intermediate_size": d.intermediate_size,
+    }
     got = {k: hf.get(k) for k in want}
     kv = hf.get("num_key_value_heads") or hf.get("num_attention_heads")
     if got != want or kv != d.kv_heads:
@@ -115,8 +119,15 @@ def _check_llama_fits(config: PneumoLLMConfig, hf: dict, path: Path) -> list[str
 class InferenceEngine:
     """A loaded PneumoLLM, ready to ``predict``. Build with :meth:`load` or :meth:`load_demo`; ``demo`` is True when every result is marked DEMO."""
 
-    def __init__(self, model: torch.nn.Module, manifest: Manifest, plan: Plan, *, demo: bool = False,
-                 report: LoadReport | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        manifest: Manifest,
+        plan: Plan,
+        *,
+        demo: bool = False,
+        report: LoadReport | None = None,
+    ) -> None:
         self.model = model.eval()
         self.manifest = manifest
         self.plan = plan
@@ -189,13 +200,20 @@ class InferenceEngine:
         say("reading the model bundle")
         manifest, trained = load_bundle(bundle)
         config = manifest.model_config()
-        plan = choose_plan(config, device=device, precision=precision, quantisation=quantisation,
-                           batch_size=batch_size)
+        plan = choose_plan(config, device=device, precision=precision, quantisation=quantisation, batch_size=batch_size)
         report = LoadReport(plan=plan)
 
         visual_state, decoder_state, base_demo = _read_base_weights(
-            config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip, say=say,
-            report=report, cache=prepared_cache)
+            config,
+            manifest,
+            plan,
+            clip_path,
+            llama_path,
+            allow_unverified_clip=allow_unverified_clip,
+            say=say,
+            report=report,
+            cache=prepared_cache,
+        )
         if not manifest.base_fingerprints:
             report.notes.append("the bundle records no base-weight fingerprints (imported?): not verified")
         demo = bool(manifest.demo or base_demo)
@@ -209,9 +227,16 @@ class InferenceEngine:
         return cls(model, manifest, plan, demo=demo, report=report)
 
     @classmethod
-    def load_demo(cls, directory: str | Path | None = None, *, device: str = "cpu",
-             precision: str = "auto", bundle: str | Path | None = None, quantisation: str = "none",
-             prepared_cache: bool = True) -> InferenceEngine:
+    def load_demo(
+        cls,
+        directory: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+        bundle: str | Path | None = None,
+        quantisation: str = "none",
+        prepared_cache: bool = True,
+    ) -> InferenceEngine:
         """The demo model (tiny, random weights, every output marked DEMO), generated on first use.
 
         ``bundle``: another bundle trained on the demo base weights (``train --demo``) to run on
@@ -222,8 +247,15 @@ class InferenceEngine:
         from pneumoview.inference.demo import ensure_demo_model
 
         paths = ensure_demo_model(directory)
-        engine = cls.load(bundle if bundle else paths.bundle, clip_path=paths.clip, llama_path=paths.llama,
-                          device=device, precision=precision, quantisation=quantisation, prepared_cache=prepared_cache)
+        engine = cls.load(
+            bundle if bundle else paths.bundle,
+            clip_path=paths.clip,
+            llama_path=paths.llama,
+            device=device,
+            precision=precision,
+            quantisation=quantisation,
+            prepared_cache=prepared_cache,
+        )
         if not engine.demo:  # demo base weights always mark their results; never let that slip
             raise BundleError("the demo bundle is not marked as a demo", path=bundle or paths.bundle)
         return engine
@@ -262,13 +294,19 @@ class InferenceEngine:
         with torch.random.fork_rng(devices=[]):  # fresh trainables from the seed too: every plan gets the same
             torch.manual_seed(seed)
             model = _assemble(config, plan, visual, decoder, None)
-        manifest = Manifest.create(config, base_fingerprints={}, name=f"random {config.name} (benchmark only)",
-                                   demo=True, model_id=f"random-{config.name}")
+        manifest = Manifest.create(
+            config,
+            base_fingerprints={},
+            name=f"random {config.name} (benchmark only)",
+            demo=True,
+            model_id=f"random-{config.name}",
+        )
         return cls(model, manifest, plan, demo=True)
 
     @staticmethod
-    def random_tensor(name: str, like: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu", *,
-                      seed: int = 0) -> torch.Tensor:
+    def random_tensor(
+        name: str, like: torch.Tensor, dtype: torch.dtype, device: str | torch.device = "cpu", *, seed: int = 0
+    ) -> torch.Tensor:
         """The random base tensor ``name`` of :meth:`random`: norms 1, biases 0, else N(0, 0.02) from a
         generator seeded by ``seed`` and the name (the same tensor whatever the plan or the order)."""
         import zlib
@@ -349,7 +387,7 @@ class InferenceEngine:
         for start in range(0, n, size):
             if cancel is not None and cancel():
                 raise CancelledError(f"analysis cancelled after {start} of {n} images")
-            probs = self.probabilities(crops[start:start + size])
+            probs = self.probabilities(crops[start : start + size])
             out.extend(self._prediction(float(p), threshold) for p in probs)
             if progress is not None:
                 progress(min(start + size, n), n)
@@ -360,21 +398,42 @@ class InferenceEngine:
         names = self.class_names
         class_name = names[0] if positive else names[1]
         label = display_label(class_name, demo=self.demo)
-        return Prediction(probability=probability, label=label, threshold=threshold, model_id=self.model_id,
-                          model_name=self.model_name, demo=self.demo, positive=positive, class_name=class_name)
+        return Prediction(
+            probability=probability,
+            label=label,
+            threshold=threshold,
+            model_id=self.model_id,
+            model_name=self.model_name,
+            demo=self.demo,
+            positive=positive,
+            class_name=class_name,
+        )
 
 
 def _needs_conversion(plan: Plan, clip: _weights.LoadedWeights, llama: _weights.LoadedWeights) -> bool:
     """True when the plan's tensors differ from the files' (cast, quantised, or not safetensors)."""
-    stored_as_used = (clip.source_format == "safetensors" and clip.source_dtype == plan.vision_dtype
-                      and llama.source_format == "hf-folder" and llama.source_dtype == plan.decoder_dtype
-                      and any(Path(llama.path).glob("*.safetensors")))
+    stored_as_used = (
+        clip.source_format == "safetensors"
+        and clip.source_dtype == plan.vision_dtype
+        and llama.source_format == "hf-folder"
+        and llama.source_dtype == plan.decoder_dtype
+        and any(Path(llama.path).glob("*.safetensors"))
+    )
     return bool(plan.quantisation) or not stored_as_used
 
 
-def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, clip_path: Path, llama_path: Path,
-                       *, allow_unverified_clip: bool, say: Callable[[str], None], report: LoadReport,
-                       cache: bool) -> tuple[dict, dict, bool]:
+def _read_base_weights(
+    config: PneumoLLMConfig,
+    manifest: Manifest,
+    plan: Plan,
+    clip_path: Path,
+    llama_path: Path,
+    *,
+    allow_unverified_clip: bool,
+    say: Callable[[str], None],
+    report: LoadReport,
+    cache: bool,
+) -> tuple[dict, dict, bool]:
     """(vision state, decoder state, demo) as the plan uses them, checked against the bundle.
 
     CPU plans whose tensors are converted (cast, quantised) come from the prepared-weights cache
@@ -397,8 +456,15 @@ def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, 
         visual_state, decoder_state, demo = hit.visual, hit.decoder, bool(info.get("demo"))
     else:
         visual_state, decoder_state, demo, info = _read_weight_files(
-            config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip, say=say,
-            report=report)
+            config,
+            manifest,
+            plan,
+            clip_path,
+            llama_path,
+            allow_unverified_clip=allow_unverified_clip,
+            say=say,
+            report=report,
+        )
         fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
         if entry is not None and info.pop("converted"):
             say("saving prepared weights for the next start")
@@ -410,16 +476,25 @@ def _read_base_weights(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, 
     return visual_state, decoder_state, demo
 
 
-def _read_weight_files(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, clip_path: Path, llama_path: Path,
-                       *, allow_unverified_clip: bool, say: Callable[[str], None], report: LoadReport
-                       ) -> tuple[dict, dict, bool, dict[str, object]]:
+def _read_weight_files(
+    config: PneumoLLMConfig,
+    manifest: Manifest,
+    plan: Plan,
+    clip_path: Path,
+    llama_path: Path,
+    *,
+    allow_unverified_clip: bool,
+    say: Callable[[str], None],
+    report: LoadReport,
+) -> tuple[dict, dict, bool, dict[str, object]]:
     """Read both base weights from their files into the plan's dtypes (CPU int8 / int4: quantised per
     tensor as read). Returns (vision state, decoder state, demo, what the cache records about them)."""
     say("reading CLIP weights")
     # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
     # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
-    clip = _weights.read_clip_visual(clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip,
-                                     device=plan.device)
+    clip = _weights.read_clip_visual(
+        clip_path, dtype=plan.vision_dtype, allow_unverified=allow_unverified_clip, device=plan.device
+    )
     _check_clip_fits(config, clip.config, clip_path)
     check_fingerprints(manifest, {"clip": clip.fingerprint}, path=clip_path, only=("clip",))  # before the LLaMA read
     llama_config = _weights.peek_llama_config(llama_path)
@@ -430,21 +505,33 @@ def _read_weight_files(config: PneumoLLMConfig, manifest: Manifest, plan: Plan, 
         from pneumoview.inference.quant_cpu import state_transform
 
         transform = state_transform(plan.quantisation, plan.decoder_dtype)
-    llama = _weights.read_llama_decoder(llama_path, dtype=plan.decoder_dtype,
-                                        device="cpu" if plan.quantisation else plan.device, transform=transform,
-                                        progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"))
+    llama = _weights.read_llama_decoder(
+        llama_path,
+        dtype=plan.decoder_dtype,
+        device="cpu" if plan.quantisation else plan.device,
+        transform=transform,
+        progress=lambda done, total: say(f"reading LLaMA weights ({done}/{total})"),
+    )
     demo = bool(clip.demo or llama.demo)
     report.notes += clip.notes + llama.notes
     report.clip_format, report.llama_format = clip.source_format, llama.source_format
     info: dict[str, object] = {
-        "clip_fingerprint": clip.fingerprint, "llama_fingerprint": llama.fingerprint, "clip_shape": clip.config,
-        "llama_config": llama_config, "clip_format": clip.source_format, "llama_format": llama.source_format,
-        "notes": clip.notes + llama.notes, "demo": demo, "converted": _needs_conversion(plan, clip, llama)}
+        "clip_fingerprint": clip.fingerprint,
+        "llama_fingerprint": llama.fingerprint,
+        "clip_shape": clip.config,
+        "llama_config": llama_config,
+        "clip_format": clip.source_format,
+        "llama_format": llama.source_format,
+        "notes": clip.notes + llama.notes,
+        "demo": demo,
+        "converted": _needs_conversion(plan, clip, llama),
+    }
     return clip.state, llama.state, demo, info
 
 
-def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_state: dict,
-              trained: dict | None) -> torch.nn.Module:
+def _assemble(
+    config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_state: dict, trained: dict | None
+) -> torch.nn.Module:
     """Meta build -> base weights assigned (no copy) -> quantise (CUDA) -> device -> trained tensors.
 
     CPU int8 / int4 plans get ``decoder_state`` already quantised (:mod:`pneumoview.inference.quant_cpu`):
@@ -462,8 +549,7 @@ def _assemble(config: PneumoLLMConfig, plan: Plan, visual_state: dict, decoder_s
         install_quantised_linears(model.decoder, decoder_state, plan.quantisation)  # pops: int8 freed as packed
     load_base_weights(model, visual_state, decoder_state)
     if plan.quantisation and plan.device_type != "cpu":
-        quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device,
-                                 compute_dtype=plan.decoder_dtype)
+        quantise_decoder_linears(model.decoder, plan.quantisation, device=plan.device, compute_dtype=plan.decoder_dtype)
     materialize(model, plan.device)  # dtypes kept as loaded (vision / decoder may differ); rotary rebuilt
     if trained is not None:
         load_trainable_state_dict(model, trained)

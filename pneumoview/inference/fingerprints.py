@@ -81,4 +81,3 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 22) -> str:
         return _SHA256_CACHE[key]
     _SHA256_CACHE[key] = file_sha256(path, chunk=chunk)
     return _SHA256_CACHE[key]
-

@@ -73,7 +73,7 @@ def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
     if tokens.shape[0] != 1:  # sequence-first (L, N, D) transformer
         tokens = tokens.transpose(0, 1)
     relevance = torch.relu(tokens[0, 1:].sum(dim=-1)).cpu().numpy()
-    side = round(relevance.size ** 0.5)
+    side = round(relevance.size**0.5)
     if side * side != relevance.size:
         raise ValueError(f"{relevance.size} patch tokens do not form a square grid")
     if not np.isfinite(relevance).all():
@@ -84,5 +84,9 @@ def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
     peak = float(crop_map.max())
     if peak > 0:
         crop_map = crop_map / peak
-    return Heatmap(crop_map.astype(np.float32), probability, block=block,
-                   patch_relevance=relevance.reshape(side, side).astype(np.float32))
+    return Heatmap(
+        crop_map.astype(np.float32),
+        probability,
+        block=block,
+        patch_relevance=relevance.reshape(side, side).astype(np.float32),
+    )

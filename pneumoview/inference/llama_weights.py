@@ -77,7 +77,10 @@ def _meta_permute(w: Tensor, n_heads: int) -> Tensor:
 
 def _check_decoder_complete(state: Mapping[str, Tensor], n_layers: int, path: Path) -> None:
     missing = [
-        f"layers.{i}.{name}" for i in range(n_layers) for name in LLAMA_LAYER_TENSORS if f"layers.{i}.{name}" not in state
+        f"layers.{i}.{name}"
+        for i in range(n_layers)
+        for name in LLAMA_LAYER_TENSORS
+        if f"layers.{i}.{name}" not in state
     ]
     if "norm.weight" not in state:
         missing.append("norm.weight")
@@ -128,7 +131,10 @@ def _iter_file_tensors(file: Path, wanted: Callable[[str], bool]) -> Iterator[tu
 
 
 def _read_hf_folder(
-    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None, device: str | torch.device | None,
+    folder: Path,
+    dtype: torch.dtype | None,
+    progress: ProgressFn | None,
+    device: str | torch.device | None,
     transform: TransformFn | None = None,
 ) -> LoadedWeights:
     config_path = folder / "config.json"
@@ -197,7 +203,10 @@ def _meta_config(params: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict
 
 
 def _read_meta_folder(
-    folder: Path, dtype: torch.dtype | None, progress: ProgressFn | None, device: str | torch.device | None,
+    folder: Path,
+    dtype: torch.dtype | None,
+    progress: ProgressFn | None,
+    device: str | torch.device | None,
     transform: TransformFn | None = None,
 ) -> LoadedWeights:
     params_path = folder / "params.json"

@@ -72,9 +72,17 @@ class Manifest:
     weights_sha256: str = ""  # filled in by save_bundle
 
     @classmethod
-    def create(cls, config: PneumoLLMConfig, *, base_fingerprints: Mapping[str, str],
-               training: Mapping[str, Any] | None = None, name: str = "", demo: bool = False,
-               preprocessing: Mapping[str, Any] | None = None, model_id: str | None = None) -> Manifest:
+    def create(
+        cls,
+        config: PneumoLLMConfig,
+        *,
+        base_fingerprints: Mapping[str, str],
+        training: Mapping[str, Any] | None = None,
+        name: str = "",
+        demo: bool = False,
+        preprocessing: Mapping[str, Any] | None = None,
+        model_id: str | None = None,
+    ) -> Manifest:
         """A new manifest for ``config`` (preprocessing defaults to the config's), stamped now."""
         created = datetime.now(timezone.utc).replace(microsecond=0)
         return cls(
@@ -106,8 +114,11 @@ class Manifest:
         if not isinstance(data, Mapping):
             raise BundleError("manifest must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(data))
         if missing:
             raise BundleError(f"manifest lacks {', '.join(missing)}")
@@ -116,9 +127,21 @@ class Manifest:
             raise BundleError(f"bundle format {version!r} is newer than this PneumoView understands ({FORMAT_VERSION})")
         # Unknown keys from a newer minor revision are ignored rather than fatal.
         kwargs = {k: v for k, v in data.items() if k in names}
-        kinds = {"config": dict, "preprocessing": dict, "class_names": list, "base_fingerprints": dict,
-                 "training": dict, "demo": bool, "architecture": str, "app_version": str, "created": str,
-                 "model_id": str, "name": str, "weights_file": str, "weights_sha256": str}
+        kinds = {
+            "config": dict,
+            "preprocessing": dict,
+            "class_names": list,
+            "base_fingerprints": dict,
+            "training": dict,
+            "demo": bool,
+            "architecture": str,
+            "app_version": str,
+            "created": str,
+            "model_id": str,
+            "name": str,
+            "weights_file": str,
+            "weights_sha256": str,
+        }
         for key, kind in kinds.items():
             if key in kwargs and not isinstance(kwargs[key], kind):
                 raise BundleError(f"manifest field {key!r} must be a JSON {kind.__name__}")
@@ -205,8 +228,10 @@ def _check_manifest(manifest: Manifest, config: PneumoLLMConfig) -> None:
     if manifest.architecture != config.name:
         raise BundleError(f"manifest architecture {manifest.architecture!r} != config name {config.name!r}")
     if list(manifest.class_names) != list(config.class_names):
-        raise BundleError(f"manifest class_names {manifest.class_names} must be {list(config.class_names)} "
-                          "(index 0 is the positive class)")
+        raise BundleError(
+            f"manifest class_names {manifest.class_names} must be {list(config.class_names)} "
+            "(index 0 is the positive class)"
+        )
     try:
         check_preprocessing(manifest.preprocessing, config)
     except ConfigError as exc:
@@ -254,30 +279,36 @@ def check_bundle(directory: str | os.PathLike[str]) -> Manifest:
     for tensor_file in sorted(root.glob("*.safetensors")):
         check_safetensors_header(tensor_file)
     header = {k: v for k, v in check_safetensors_header(weights).items() if k != "__metadata__"}
-    problems = tensor_fit_problems({k: tuple(v.get("shape", ())) for k, v in header.items()},
-                                   trainable_shapes(config))
+    problems = tensor_fit_problems({k: tuple(v.get("shape", ())) for k, v in header.items()}, trainable_shapes(config))
     not_f32 = sorted(k for k, v in header.items() if v.get("dtype") != "F32")
     if not_f32:
         problems.append(f"not float32: {', '.join(not_f32[:3])}")
     if problems:
-        raise BundleError(f"bundle tensors do not fit architecture {config.name!r}: " + "; ".join(problems),
-                          path=weights)
+        raise BundleError(
+            f"bundle tensors do not fit architecture {config.name!r}: " + "; ".join(problems), path=weights
+        )
     try:
         arrays = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"unreadable weights file: {exc}", path=weights) from exc
     bad = sorted(k for k, v in arrays.items() if not np.isfinite(v).all())
     if bad:
-        raise BundleError(f"{len(bad)} bundle tensors hold NaN or infinite values (e.g. {', '.join(bad[:3])})",
-                          path=weights)
+        raise BundleError(
+            f"{len(bad)} bundle tensors hold NaN or infinite values (e.g. {', '.join(bad[:3])})", path=weights
+        )
     return manifest
 
 
 _BASE_NAMES = {"clip": "CLIP", "llama": "LLaMA"}
 
 
-def check_fingerprints(manifest: Manifest, actual: Mapping[str, str], *, path: str | os.PathLike[str] | None = None,
-                       only: tuple[str, ...] | None = None) -> None:
+def check_fingerprints(
+    manifest: Manifest,
+    actual: Mapping[str, str],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    only: tuple[str, ...] | None = None,
+) -> None:
     """Refuse base weights other than the ones the bundle was trained on (the one fingerprint rule).
 
     ``actual`` maps "clip"/"llama" to fingerprints of the weights offered. Every fingerprint the
@@ -293,10 +324,15 @@ def check_fingerprints(manifest: Manifest, actual: Mapping[str, str], *, path: s
         if got is None:
             problems.append(f"{key}: no fingerprint given (the bundle expects {expected[:20]}...)")
         elif got != expected:
-            problems.append(f"other {_BASE_NAMES.get(key, key)} weights ({key}): the bundle expects "
-                            f"{expected[:20]}..., these are {got[:20]}...")
+            problems.append(
+                f"other {_BASE_NAMES.get(key, key)} weights ({key}): the bundle expects "
+                f"{expected[:20]}..., these are {got[:20]}..."
+            )
     if problems:
         name = manifest.name or manifest.model_id
         raise FingerprintMismatchError(
-            f"model {name!r} does not fit these base weights - " + "; ".join(problems)
-            + " (choose the base weights it was trained on)", path=path)
+            f"model {name!r} does not fit these base weights - "
+            + "; ".join(problems)
+            + " (choose the base weights it was trained on)",
+            path=path,
+        )

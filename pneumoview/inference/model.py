@@ -44,8 +44,14 @@ TRAINABLE_MODULES = ("vision_adapters", "decoder_adapters", "engine", "projectio
 IGNORED_DECODER_KEYS = ("embed_tokens.weight", "rotary_emb.inv_freq")
 
 
-def emitter_mask(num_source: int, num_tokens: int, *, batch: int = 1, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> Tensor:
+def emitter_mask(
+    num_source: int,
+    num_tokens: int,
+    *,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Information-emitter additive mask [batch, 1, N, N]: 0 where key < num_source, -inf elsewhere.
 
     Not causal: source tokens see each other both ways; diagnosis tokens read only source tokens.
@@ -145,16 +151,15 @@ class PneumoLLM(nn.Module):
         return self.decoder.norm.weight.dtype
 
 
-
 def build_trainable_modules(config: PneumoLLMConfig) -> dict[str, nn.Module | None]:
     """Fresh trainable modules (float32, on the current default device), keyed by TRAINABLE_MODULES."""
     v, d, a = config.vision, config.decoder, config.adapter
     modules: dict[str, nn.Module | None] = {
         "vision_adapters": make_adapters(v.width, v.layers, hidden=a.hidden, groups=a.groups, dropout=a.dropout),
-        "decoder_adapters": make_adapters(d.hidden_size, d.layers, hidden=a.hidden, groups=a.groups,
-                                          dropout=a.dropout),
-        "engine": (MultiTokenEngine(v.width, config.engine.hidden, config.engine.num_tokens)
-                   if config.use_engine else None),
+        "decoder_adapters": make_adapters(d.hidden_size, d.layers, hidden=a.hidden, groups=a.groups, dropout=a.dropout),
+        "engine": (
+            MultiTokenEngine(v.width, config.engine.hidden, config.engine.num_tokens) if config.use_engine else None
+        ),
         "projection": VisualProjection(v.width, config.projection.hidden, d.hidden_size),
         "head": ClassifierHead(d.hidden_size, config.num_classes),
     }
@@ -172,13 +177,19 @@ def expected_trainable_shapes(config: PneumoLLMConfig) -> dict[str, tuple[int, .
         modules = build_trainable_modules(config)
     return {
         f"{prefix}.{key}": tuple(tensor.shape)
-        for prefix, module in modules.items() if module is not None
+        for prefix, module in modules.items()
+        if module is not None
         for key, tensor in module.state_dict().items()
     }
 
 
-def build_model(config: PneumoLLMConfig, *, device: torch.device | str = "cpu",
-                base_dtype: torch.dtype = torch.float32, empty_base: bool = False) -> PneumoLLM:
+def build_model(
+    config: PneumoLLMConfig,
+    *,
+    device: torch.device | str = "cpu",
+    base_dtype: torch.dtype = torch.float32,
+    empty_base: bool = False,
+) -> PneumoLLM:
     """PneumoLLM with frozen, randomly initialised (or empty) backbones and fresh trainable parts.
 
     ``device="meta"``: nothing is allocated (counting, or ``load_base_weights`` + ``materialize``).
@@ -213,8 +224,9 @@ def decoder_state_keys(model: PneumoLLM) -> list[str]:
     return _state_keys(model.decoder)
 
 
-def _load_backbone(module: nn.Module, state: Mapping[str, Tensor], what: str, strict: bool,
-                   ignored: tuple[str, ...] = ()) -> None:
+def _load_backbone(
+    module: nn.Module, state: Mapping[str, Tensor], what: str, strict: bool, ignored: tuple[str, ...] = ()
+) -> None:
     expected = module.state_dict()
     given = {k: v for k, v in state.items() if k not in ignored}
     shapes = {k: tuple(v.shape) for k, v in expected.items() if strict or k in given}
@@ -227,8 +239,9 @@ def _load_backbone(module: nn.Module, state: Mapping[str, Tensor], what: str, st
     module.load_state_dict({k: v for k, v in given.items() if k in expected}, strict=strict, assign=True)
 
 
-def load_base_weights(model: PneumoLLM, visual_state: Mapping[str, Tensor], decoder_state: Mapping[str, Tensor],
-                      *, strict: bool = True) -> None:
+def load_base_weights(
+    model: PneumoLLM, visual_state: Mapping[str, Tensor], decoder_state: Mapping[str, Tensor], *, strict: bool = True
+) -> None:
     """Put pretrained backbone tensors into ``model`` with ``assign=True`` (no copy, dtype kept).
 
     ``visual_state``: open_clip VisionTransformer keys without ``visual.``; ``decoder_state``: HF
@@ -245,8 +258,9 @@ def load_base_weights(model: PneumoLLM, visual_state: Mapping[str, Tensor], deco
         reset_rotary(model.decoder, norm.device)
 
 
-def materialize(model: PneumoLLM, device: torch.device | str, dtype: torch.dtype | None = None, *,
-                allow_uninitialised: bool = False) -> PneumoLLM:
+def materialize(
+    model: PneumoLLM, device: torch.device | str, dtype: torch.dtype | None = None, *, allow_uninitialised: bool = False
+) -> PneumoLLM:
     """Move ``model`` to ``device``: backbones cast to ``dtype`` (if given), trainables float32.
 
     Trainable parts still on meta get fresh reference initialisation there. Backbone tensors still
@@ -268,7 +282,7 @@ def materialize(model: PneumoLLM, device: torch.device | str, dtype: torch.dtype
             continue
         if any(p.is_meta for p in module.parameters()):
             module.to_empty(device=device)
-            for unit in (module if isinstance(module, nn.ModuleList) else [module]):
+            for unit in module if isinstance(module, nn.ModuleList) else [module]:
                 assert isinstance(unit, (Adapter, MultiTokenEngine, VisualProjection, ClassifierHead))
                 unit.reset_parameters()  # the reference initialisation of each part
         module.to(device=device, dtype=torch.float32)
@@ -318,13 +332,18 @@ def _trainable_tensors(model: PneumoLLM) -> dict[str, Tensor]:
 
 def trainable_parameters(model: PneumoLLM) -> list[nn.Parameter]:
     """The parameters an optimiser should see (adapters, engine, projection, head)."""
-    return [p for prefix in TRAINABLE_MODULES if getattr(model, prefix) is not None
-            for p in getattr(model, prefix).parameters()]
+    return [
+        p
+        for prefix in TRAINABLE_MODULES
+        if getattr(model, prefix) is not None
+        for p in getattr(model, prefix).parameters()
+    ]
 
 
 def count_parameters(model: PneumoLLM) -> dict[str, int]:
     """Parameter counts: ``trainable`` (requires_grad), ``vision`` / ``decoder`` (frozen towers, no
     adapters), each trainable part, ``total``. Works on the meta device."""
+
     def n(module: nn.Module | None) -> int:
         return 0 if module is None else sum(p.numel() for p in module.parameters())
 

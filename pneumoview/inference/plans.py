@@ -129,14 +129,16 @@ def _parameter_split(config_json: str) -> dict[str, int]:
 
     config = config_from_dict(json.loads(config_json))
     model = build_model(config, device="meta")
-    decoder_linear = sum(
-        m.weight.numel() for m in model.decoder.modules() if isinstance(m, nn.Linear)
-    )
+    decoder_linear = sum(m.weight.numel() for m in model.decoder.modules() if isinstance(m, nn.Linear))
     decoder_total = sum(p.numel() for p in model.decoder.parameters())
     vision = sum(p.numel() for p in model.visual.parameters())
     trainable = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("visual.", "decoder.")))
-    return {"vision": vision, "decoder_linear": decoder_linear, "decoder_other": decoder_total - decoder_linear,
-            "trainable": trainable}
+    return {
+        "vision": vision,
+        "decoder_linear": decoder_linear,
+        "decoder_other": decoder_total - decoder_linear,
+        "trainable": trainable,
+    }
 
 
 def parameter_split(config: PneumoLLMConfig) -> dict[str, int]:
@@ -158,16 +160,24 @@ def activation_bytes(config: PneumoLLMConfig, batch_size: int, dtype: torch.dtyp
     return int(batch_size * 2 * (vit + dec) * width_bytes)
 
 
-def estimate_bytes(config: PneumoLLMConfig, *, vision_dtype: torch.dtype, decoder_dtype: torch.dtype,
-                   quantisation: str | None, batch_size: int) -> int:
+def estimate_bytes(
+    config: PneumoLLMConfig,
+    *,
+    vision_dtype: torch.dtype,
+    decoder_dtype: torch.dtype,
+    quantisation: str | None,
+    batch_size: int,
+) -> int:
     """Bytes needed on the device: weights (as planned) + trainables (fp32) + batch activations."""
     split = parameter_split(config)
     dsize = torch.finfo(decoder_dtype).bits // 8
     linear_bytes = _QUANT_BYTES[quantisation] if quantisation else dsize
-    weights = (split["vision"] * (torch.finfo(vision_dtype).bits // 8)
-               + split["decoder_linear"] * linear_bytes
-               + split["decoder_other"] * dsize
-               + split["trainable"] * 4)
+    weights = (
+        split["vision"] * (torch.finfo(vision_dtype).bits // 8)
+        + split["decoder_linear"] * linear_bytes
+        + split["decoder_other"] * dsize
+        + split["trainable"] * 4
+    )
     act = activation_bytes(config, batch_size, max(vision_dtype, decoder_dtype, key=lambda t: torch.finfo(t).bits))
     return int(weights + act)
 
@@ -191,8 +201,15 @@ def resolve_device(device: str, *, cuda: bool | None = None, mps: bool | None = 
     return device
 
 
-def _host_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: str, batch_size: int,
-               free_bytes: int | None, cpu_bf16: bool | None) -> Plan:
+def _host_plan(
+    config: PneumoLLMConfig,
+    dev: str,
+    precision: str,
+    quantisation: str,
+    batch_size: int,
+    free_bytes: int | None,
+    cpu_bf16: bool | None,
+) -> Plan:
     """CPU / MPS: dtypes by instruction set; on the CPU, int8 / int4 decoder linears when asked or short of RAM."""
     kind = torch.device(dev).type
     if kind == "cpu":
@@ -213,18 +230,22 @@ def _host_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: 
     free = host_available_bytes() if free_bytes is None else free_bytes
 
     def need(quant: str | None) -> int:
-        return estimate_bytes(config, vision_dtype=vision, decoder_dtype=decoder, quantisation=quant,
-                              batch_size=batch_size)
+        return estimate_bytes(
+            config, vision_dtype=vision, decoder_dtype=decoder, quantisation=quant, batch_size=batch_size
+        )
 
     quant: str | None = None
     if kind == "cpu" and quantisation in ("int8", "int4", "nf4"):
         quant = "int4" if quantisation == "nf4" else quantisation
         why += f"; LLaMA linears {_QUANT_WORDS[quant]} as asked" + (
-            " (NF4 needs a CUDA GPU: the CPU's 4-bit kernel instead)" if quantisation == "nf4" else "")
+            " (NF4 needs a CUDA GPU: the CPU's 4-bit kernel instead)" if quantisation == "nf4" else ""
+        )
     elif kind == "cpu" and quantisation == "auto" and need(None) > free:
         quant = "int8" if need("int8") <= free else "int4"
-        why += (f"; only {free / GIB:.1f} GB of RAM free (bf16 needs ~{need(None) / GIB:.1f} GB): "
-                f"LLaMA linears {_QUANT_WORDS[quant]}")
+        why += (
+            f"; only {free / GIB:.1f} GB of RAM free (bf16 needs ~{need(None) / GIB:.1f} GB): "
+            f"LLaMA linears {_QUANT_WORDS[quant]}"
+        )
     if quant is not None:
         from pneumoview.inference.quant_cpu import check_cpu_mode
 
@@ -235,11 +256,20 @@ def _host_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: 
     return Plan(dev, vision, decoder, quant, estimate, free, batch_size, why)
 
 
-def _cuda_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: str, batch_size: int,
-               free_bytes: int | None, cuda_bf16: bool | None, bnb: bool | None) -> Plan:
+def _cuda_plan(
+    config: PneumoLLMConfig,
+    dev: str,
+    precision: str,
+    quantisation: str,
+    batch_size: int,
+    free_bytes: int | None,
+    cuda_bf16: bool | None,
+    bnb: bool | None,
+) -> Plan:
     """CUDA: bf16 (fp16 without bf16) towers; 8-bit then NF4 LLaMA linears (bitsandbytes) when short."""
-    bf16_ok = (torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16) if precision in ("auto", "bf16") \
-        else False
+    bf16_ok = (
+        (torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16) if precision in ("auto", "bf16") else False
+    )
     if precision == "auto":
         dtype = torch.bfloat16 if bf16_ok else torch.float16
     else:
@@ -265,8 +295,9 @@ def _cuda_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: 
     for quant in options:
         if quant is not None and not bnb:
             continue
-        need = estimate_bytes(config, vision_dtype=dtype, decoder_dtype=dtype, quantisation=quant,
-                              batch_size=batch_size)
+        need = estimate_bytes(
+            config, vision_dtype=dtype, decoder_dtype=dtype, quantisation=quant, batch_size=batch_size
+        )
         tried.append(f"{quant or _NAMES[dtype]} ~{need / GIB:.1f} GB")
         if need <= free:
             if quant is None:
@@ -274,8 +305,11 @@ def _cuda_plan(config: PneumoLLMConfig, dev: str, precision: str, quantisation: 
             else:
                 why = f"full {_NAMES[dtype]} does not fit; LLaMA linears {quant} through bitsandbytes"
             return Plan(dev, dtype, dtype, quant, need, free, batch_size, why)
-    hint = "" if bnb or quantisation == "none" else " (installing bitsandbytes would allow 8-/4-bit: pip install " \
-        "pneumoview[gpu])"
+    hint = (
+        ""
+        if bnb or quantisation == "none"
+        else " (installing bitsandbytes would allow 8-/4-bit: pip install pneumoview[gpu])"
+    )
     raise InsufficientMemoryError(
         f"not enough GPU memory: {free / GIB:.1f} GB free, needs {' / '.join(tried) or 'more'}{hint}; "
         "close other GPU programs, lower the batch size, or use --device cpu"
@@ -347,15 +381,29 @@ def quantise_decoder_linears(decoder: nn.Module, mode: str, *, device: str, comp
             if weight.is_meta:
                 raise ConfigError(f"decoder weight {name} is not loaded; load base weights before quantising")
             if mode == "int8":
-                layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
-                                            has_fp16_weights=False, threshold=6.0, device="meta")
-                layer.weight = bnb.nn.Int8Params(weight.to(compute_dtype).cpu(), requires_grad=False,
-                                                 has_fp16_weights=False)
+                layer = bnb.nn.Linear8bitLt(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    has_fp16_weights=False,
+                    threshold=6.0,
+                    device="meta",
+                )
+                layer.weight = bnb.nn.Int8Params(
+                    weight.to(compute_dtype).cpu(), requires_grad=False, has_fp16_weights=False
+                )
             else:
-                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                          compute_dtype=compute_dtype, quant_type="nf4", device="meta")
-                layer.weight = bnb.nn.Params4bit(weight.to(compute_dtype).cpu(), requires_grad=False,
-                                                 quant_type="nf4", compress_statistics=True)
+                layer = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=compute_dtype,
+                    quant_type="nf4",
+                    device="meta",
+                )
+                layer.weight = bnb.nn.Params4bit(
+                    weight.to(compute_dtype).cpu(), requires_grad=False, quant_type="nf4", compress_statistics=True
+                )
             if child.bias is not None:
                 layer.bias = nn.Parameter(child.bias.detach().to(compute_dtype), requires_grad=False)
             layer = layer.to(device)  # quantises on the way to the GPU

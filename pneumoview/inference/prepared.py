@@ -63,13 +63,25 @@ def _pair_id(clip_path: Path, llama_path: Path) -> str:
 
 def plan_key(plan: Plan) -> dict[str, object]:
     """The parts of a :class:`~pneumoview.inference.plans.Plan` the prepared tensors depend on."""
-    return {"device": plan.device_type, "vision": str(plan.vision_dtype), "decoder": str(plan.decoder_dtype),
-            "quantisation": plan.quantisation}
+    return {
+        "device": plan.device_type,
+        "vision": str(plan.vision_dtype),
+        "decoder": str(plan.decoder_dtype),
+        "quantisation": plan.quantisation,
+    }
 
 
 def cache_key(clip_path: Path, llama_path: Path, plan: Plan) -> str:
-    text = json.dumps({"format": CACHE_FORMAT, "plan": plan_key(plan), "torch": torch.__version__.split("+")[0],
-                       "clip": _identity(clip_path), "llama": _identity(llama_path)}, sort_keys=True)
+    text = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "plan": plan_key(plan),
+            "torch": torch.__version__.split("+")[0],
+            "clip": _identity(clip_path),
+            "llama": _identity(llama_path),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -101,8 +113,8 @@ def load_entry(path: Path) -> Prepared | None:
     except (WeightsError, KeyError, ValueError, TypeError):
         path.unlink(missing_ok=True)
         return None
-    visual = {k[len(VISUAL):]: v for k, v in tensors.items() if k.startswith(VISUAL)}
-    decoder = {k[len(DECODER):]: v for k, v in tensors.items() if k.startswith(DECODER)}
+    visual = {k[len(VISUAL) :]: v for k, v in tensors.items() if k.startswith(VISUAL)}
+    decoder = {k[len(DECODER) :]: v for k, v in tensors.items() if k.startswith(DECODER)}
     if not visual or not decoder or len(visual) + len(decoder) != len(tensors):
         path.unlink(missing_ok=True)
         return None
@@ -131,6 +143,6 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
         if other != path:
             other.unlink(missing_ok=True)
     others = sorted((p for p in path.parent.glob("*.safetensors") if p != path), key=lambda p: p.stat().st_mtime)
-    for old in others[:max(0, len(others) + 1 - MAX_ENTRIES)]:
+    for old in others[: max(0, len(others) + 1 - MAX_ENTRIES)]:
         old.unlink(missing_ok=True)
     return path

@@ -33,8 +33,15 @@ from pneumoview.errors import ConfigError
 #: Suffix of the per-row scale (int8) or scales-and-zeros (int4) stored beside a quantised weight.
 SCALE_SUFFIX = "_qscale"
 #: The decoder's linear weights (Hugging Face LlamaModel names, per layer).
-LINEAR_NAMES = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
+LINEAR_NAMES = (
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+)
 INT4_GROUP = 128
 #: Group sizes the CPU int4 kernel takes, largest first; a layer whose input size none divides stays int8.
 INT4_GROUPS = (128, 64, 32)
@@ -84,7 +91,8 @@ class CpuInt8Linear(nn.Module):
         with warnings.catch_warnings():  # quantised-tensor constructors warn about their future
             warnings.simplefilter("ignore", UserWarning)
             q = torch._make_per_channel_quantized_tensor(
-                qweight.contiguous(), scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
+                qweight.contiguous(), scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0
+            )
             self._packed = torch.ops.quantized.linear_prepack(q, None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -141,8 +149,9 @@ def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tens
 
     def transform(name: str, tensor: Tensor) -> dict[str, Tensor]:
         if is_linear_weight(name):
-            group = next((g for g in INT4_GROUPS if tensor.shape[1] % g == 0), None) if tensor.shape[0] % 16 == 0 \
-                else None  # the int4 packing needs 16 | output size
+            group = (
+                next((g for g in INT4_GROUPS if tensor.shape[1] % g == 0), None) if tensor.shape[0] % 16 == 0 else None
+            )  # the int4 packing needs 16 | output size
             q, scale = quantise_int4(tensor, group) if mode == "int4" and group else quantise_int8(tensor)
             return {name: q, name + SCALE_SUFFIX: scale}
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:

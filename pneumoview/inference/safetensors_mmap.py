@@ -29,8 +29,15 @@ import torch
 from pneumoview.errors import WeightsError
 
 DTYPES: dict[str, torch.dtype] = {
-    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
-    "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
     "BOOL": torch.bool,
 }
 MAX_HEADER = 100 * 1024 * 1024
@@ -65,8 +72,12 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsError(f"safetensors entry {name!r} is malformed ({exc})", path=path) from None
         width = torch.empty(0, dtype=dtype).element_size()
-        if min(shape, default=0) < 0 or not 0 <= begin <= end or start + end > size \
-                or end - begin != math.prod(shape) * width:
+        if (
+            min(shape, default=0) < 0
+            or not 0 <= begin <= end
+            or start + end > size
+            or end - begin != math.prod(shape) * width
+        ):
             raise WeightsError(f"safetensors entry {name!r} does not fit the file (truncated?)", path=path)
     return header, metadata, start
 
@@ -80,8 +91,9 @@ def _map(fd: int, offset: int, length: int, dtype: torch.dtype, shape: list[int]
     return flat.view(shape)  # keeps ``region`` alive; unmapped when the tensor goes
 
 
-def iter_tensors(path: str | os.PathLike[str], wanted: Callable[[str], bool] = lambda _k: True
-                 ) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(
+    path: str | os.PathLike[str], wanted: Callable[[str], bool] = lambda _k: True
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for each wanted entry, in file order, each backed by its own private map."""
     path = Path(path)
     header, _metadata, start = read_header(path)
@@ -111,8 +123,9 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[st
     return dict(iter_tensors(path)), metadata
 
 
-def save(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-         ) -> None:
+def save(
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Write a standard safetensors file tensor by tensor (no second copy of the data in memory,
     unlike ``safetensors.torch.save_file``, which builds every tensor's bytes first)."""
     names = sorted(tensors)

@@ -35,7 +35,19 @@ from pneumoview.inference.llama_weights import (
 from pneumoview.inference.weights_common import DEMO_WEIGHTS_KEY, LoadedWeights
 
 __all__ = [
-    "DEMO_WEIGHTS_KEY", "FINGERPRINT_EDGE", "FINGERPRINT_SAMPLES", "FINGERPRINT_VERSION", "LLAMA_LAYER_TENSORS",
-    "OPENAI_CLIP_SHA256", "LoadedWeights", "clip_visual_shape", "fingerprint_state", "load_clip_visual",
-    "load_llama_decoder", "peek_llama_config", "read_clip_visual", "read_llama_decoder", "sha256_file",
+    "DEMO_WEIGHTS_KEY",
+    "FINGERPRINT_EDGE",
+    "FINGERPRINT_SAMPLES",
+    "FINGERPRINT_VERSION",
+    "LLAMA_LAYER_TENSORS",
+    "OPENAI_CLIP_SHA256",
+    "LoadedWeights",
+    "clip_visual_shape",
+    "fingerprint_state",
+    "load_clip_visual",
+    "load_llama_decoder",
+    "peek_llama_config",
+    "read_clip_visual",
+    "read_llama_decoder",
+    "sha256_file",
 ]

@@ -36,11 +36,9 @@ class LoadedWeights:
     notes: list[str] = field(default_factory=list)
     demo: bool = False  # the random demo weights (marked in their files), never a real model
 
-
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state.values())
-
 
 
 def _torch_load(path: Path) -> object:
@@ -74,7 +72,6 @@ def _dominant_dtype(state: Mapping[str, Tensor]) -> torch.dtype | None:
     return max(sizes, key=sizes.__getitem__) if sizes else None
 
 
-
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
@@ -84,6 +81,5 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
     if not state:
         raise WeightsError("the file holds no tensors", path=path)
     if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
-

@@ -98,14 +98,27 @@ def write_result_files(
     Returns ``(paths written, "")``, or ``([], reason)`` when this source cannot get DICOM results
     (not DICOM, no identity, non-finite values); an unwritable folder still raises ExportError.
     """
-    result = ModelResult(probability=float(probability), threshold=float(threshold), label=label,
-                         class_names=tuple(class_names), model_name=model_name, model_version=model_version,
-                         bundle_fingerprint=bundle_fingerprint, demo=demo)
+    result = ModelResult(
+        probability=float(probability),
+        threshold=float(threshold),
+        label=label,
+        class_names=tuple(class_names),
+        model_name=model_name,
+        model_version=model_version,
+        bundle_fingerprint=bundle_fingerprint,
+        demo=demo,
+    )
     return write_model_result(source, out_dir, result, crop=crop, heatmap=heatmap)
 
 
-def write_model_result(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], result: ModelResult, *,
-                       crop: np.ndarray | None = None, heatmap: np.ndarray | None = None) -> tuple[list[Path], str]:
+def write_model_result(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    result: ModelResult,
+    *,
+    crop: np.ndarray | None = None,
+    heatmap: np.ndarray | None = None,
+) -> tuple[list[Path], str]:
     """:func:`write_dicom_results`, with the reason instead of an exception when ``source`` cannot get them.
 
     Returns ``(paths written, "")``, or ``([], reason)`` when this source cannot get DICOM results
@@ -119,8 +132,13 @@ def write_model_result(source: str | os.PathLike[str], out_dir: str | os.PathLik
         return [], f"no DICOM result: {exc}"
 
 
-def write_decision_file(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], decision: str,
-                        result: ModelResult, reviewer: str = "") -> Path:
+def write_decision_file(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    decision: str,
+    result: ModelResult,
+    reviewer: str = "",
+) -> Path:
     """The reader's decision SR (:func:`~pneumoview.pacs.sr.build_decision_sr`) written as ``DR-<uid>.dcm``."""
     from pneumoview.pacs.sr import build_decision_sr
 

@@ -40,8 +40,9 @@ def render_crop(crop: np.ndarray, result: ModelResult, heatmap: np.ndarray | Non
         if heat.shape != unit.shape or not np.isfinite(heat).all():
             raise ValueError("the heatmap must be finite and have the crop's shape")
         unit = np.clip(0.6 * unit + 0.4 * np.clip(heat, 0.0, 1.0), 0.0, 1.0)
-    picture = Image.fromarray(np.round(unit * 255.0).astype(np.uint8), mode="L").resize((SC_SIZE, SC_SIZE),
-                                                                                       Image.Resampling.BILINEAR)
+    picture = Image.fromarray(np.round(unit * 255.0).astype(np.uint8), mode="L").resize(
+        (SC_SIZE, SC_SIZE), Image.Resampling.BILINEAR
+    )
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default(size=18) if hasattr(ImageFont, "FreeTypeFont") else ImageFont.load_default()
     finding = "present" if result.positive else "absent"
@@ -72,8 +73,9 @@ def build_sc(source: Dataset, crop: np.ndarray, result: ModelResult, heatmap: np
             coordinate_system="PATIENT",
             series_instance_uid=derived_uid("sc-series", source.StudyInstanceUID, result.bundle_fingerprint),
             series_number=SC_SERIES_NUMBER,
-            sop_instance_uid=derived_uid("sc", source.SOPInstanceUID, result.bundle_fingerprint,
-                                         f"{result.threshold:.6f}"),
+            sop_instance_uid=derived_uid(
+                "sc", source.SOPInstanceUID, result.bundle_fingerprint, f"{result.threshold:.6f}"
+            ),
             instance_number=1,
             manufacturer=MANUFACTURER,
             patient_orientation=("L", "F"),  # replaced below by the source's own value (or empty)

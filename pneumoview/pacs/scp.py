@@ -151,13 +151,22 @@ class StorageListener:
         ae.maximum_associations = self.config.max_associations
         if self.config.allowed_callers:
             ae.require_calling_aet = [a.strip() for a in self.config.allowed_callers if a.strip()]
-        handlers: list[Any] = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_REJECTED, self._handle_rejected),
-                    (evt.EVT_ABORTED, self._handle_aborted)]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_REJECTED, self._handle_rejected),
+            (evt.EVT_ABORTED, self._handle_aborted),
+        ]
         try:
-            self._server = ae.start_server((self.config.host, self.config.port), block=False,
-                                           evt_handlers=handlers, ssl_context=self.config.ssl_context)
+            self._server = ae.start_server(
+                (self.config.host, self.config.port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=self.config.ssl_context,
+            )
         except OSError as exc:
-            raise ListenerError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from exc
+            raise ListenerError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from exc
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick, name="pacs-quiet-period", daemon=True)
         self._ticker.start()
@@ -223,8 +232,10 @@ class StorageListener:
         self._emit(ListenerEvent("rejected", reason="association rejected", calling_ae=calling))
 
     def _handle_aborted(self, event) -> None:
-        log.warning("association from %s aborted (protocol error, invalid message, or the caller gave up)",
-                    event.assoc.requestor.ae_title)
+        log.warning(
+            "association from %s aborted (protocol error, invalid message, or the caller gave up)",
+            event.assoc.requestor.ae_title,
+        )
 
     # --- quiet period --------------------------------------------------------------------
     def _tick(self) -> None:

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pneumoview.errors import CancelledError
-from pneumoview.errors import PacsError
+from pneumoview.errors import CancelledError, PacsError
 from pneumoview.pacs.scp import DEFAULT_AE_TITLE, Inbox, check_received
 
 log = logging.getLogger("pneumoview.pacs.scu")
@@ -43,8 +42,14 @@ RETRIEVE_SOP_CLASSES = (
 )
 #: Transfer syntaxes offered for retrieval: uncompressed first, then what pydicom's plugins decode.
 RETRIEVE_TRANSFER_SYNTAXES = (
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.5",
 )
 
 
@@ -97,8 +102,14 @@ class TransferReport:
 class Client:
     """One calling AE talking to one PACS."""
 
-    def __init__(self, pacs: PacsAddress, *, calling_aet: str = DEFAULT_AE_TITLE, timeout: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        pacs: PacsAddress,
+        *,
+        calling_aet: str = DEFAULT_AE_TITLE,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.pacs = pacs
         self.calling_aet = calling_aet
         self.timeout = timeout
@@ -132,8 +143,15 @@ class Client:
             raise PacsError(f"C-ECHO to {self.pacs} failed")
 
     # --- C-FIND ----------------------------------------------------------------------------
-    def find_studies(self, *, patient_id: str = "", patient_name: str = "", date: str = "",
-                     modalities: Sequence[str] = (), limit: int = 500) -> list[StudyMatch]:
+    def find_studies(
+        self,
+        *,
+        patient_id: str = "",
+        patient_name: str = "",
+        date: str = "",
+        modalities: Sequence[str] = (),
+        limit: int = 500,
+    ) -> list[StudyMatch]:
         """Studies matching the keys (DICOM wildcards ``*``/``?`` and date ranges ``YYYYMMDD-YYYYMMDD``)."""
         from pydicom.dataset import Dataset
 
@@ -163,8 +181,14 @@ class Client:
         return matches
 
     # --- C-GET -----------------------------------------------------------------------------
-    def get_study(self, study_uid: str, inbox: Inbox, *, progress: Callable[[int, int], None] | None = None,
-                  cancel: threading.Event | None = None) -> TransferReport:
+    def get_study(
+        self,
+        study_uid: str,
+        inbox: Inbox,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TransferReport:
         """C-GET the whole study into ``inbox`` (our AE acts as Storage SCP on the same association)."""
         from pydicom.dataset import Dataset
         from pynetdicom import build_role, evt
@@ -228,8 +252,9 @@ class Client:
             assoc.release()
 
     # --- C-STORE ---------------------------------------------------------------------------
-    def send_files(self, files: Iterable[str | os.PathLike[str]], *,
-                   progress: Callable[[int, int], None] | None = None) -> TransferReport:
+    def send_files(
+        self, files: Iterable[str | os.PathLike[str]], *, progress: Callable[[int, int], None] | None = None
+    ) -> TransferReport:
         """C-STORE each DICOM file (streamed from disk, not decoded); per-file failures are reported."""
         import pydicom
 
@@ -258,8 +283,14 @@ class Client:
                 if code in (0x0000, 0xB000, 0xB007, 0xB006):
                     report.sent.append(path)
                 else:
-                    report.failed.append((str(path), f"C-STORE status 0x{code & 0xFFFF:04X}" if code >= 0
-                                          else "no response (association lost or context refused)"))
+                    report.failed.append(
+                        (
+                            str(path),
+                            f"C-STORE status 0x{code & 0xFFFF:04X}"
+                            if code >= 0
+                            else "no response (association lost or context refused)",
+                        )
+                    )
                 if progress is not None:
                     progress(index, len(items))
         finally:

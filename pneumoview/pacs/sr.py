@@ -26,8 +26,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from pneumoview.labels import DEMO_MARK
-from pneumoview.results import ImageResult
 from pneumoview.pacs.uids import derived_uid
+from pneumoview.results import ImageResult
 
 #: Local coding scheme of PneumoView's own concepts.
 CODING_SCHEME = "99PNEUMOVIEW"
@@ -76,9 +76,17 @@ class ModelResult:
         if result.probability is None or result.threshold is None:
             raise ValueError(f"{result.image.path}: not analysed ({result.reason_code or result.status})")
         prov = result.provenance
-        return cls(probability=result.probability, threshold=result.threshold, label=result.label,
-                   class_names=result.class_names, model_name=prov.bundle_name, model_version=prov.bundle_id,
-                   bundle_fingerprint=prov.bundle_fingerprint, demo=result.demo, notes=result.notes)
+        return cls(
+            probability=result.probability,
+            threshold=result.threshold,
+            label=result.label,
+            class_names=result.class_names,
+            model_name=prov.bundle_name,
+            model_version=prov.bundle_id,
+            bundle_fingerprint=prov.bundle_fingerprint,
+            demo=result.demo,
+            notes=result.notes,
+        )
 
     def check(self) -> None:
         """ValueError for a non-finite or out-of-range probability / threshold."""
@@ -90,8 +98,17 @@ class ModelResult:
 
 
 #: Type 2 Patient / General Study attributes (PS3.3 C.7.1.1, C.7.2.1) copied into derived objects.
-IDENTITY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                  "ReferringPhysicianName", "StudyID", "AccessionNumber")
+IDENTITY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def with_identity(source: Dataset) -> Dataset:
@@ -185,26 +202,34 @@ def build_decision_sr(source: Dataset, decision: str, result: ModelResult, revie
     result.check()
     source = with_identity(source)
     observer = hd.sr.PersonObserverIdentifyingAttributes(name=(reviewer or "Reader^Unknown").replace(" ", "^")[:64])
-    context = hd.sr.ObservationContext(observer_person_context=hd.sr.ObserverContext(
-        observer_type=codes.cid270.Person, observer_identifying_attributes=observer))
+    context = hd.sr.ObservationContext(
+        observer_person_context=hd.sr.ObserverContext(
+            observer_type=codes.cid270.Person, observer_identifying_attributes=observer
+        )
+    )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid("decision-tracking", source.SOPInstanceUID, result.bundle_fingerprint),
-            identifier="reader decision"),
+            identifier="reader decision",
+        ),
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(READER_DECISION, DECISION_CODES[decision]),
             hd.sr.QualitativeEvaluation(PNEUMOCONIOSIS, PRESENT if result.positive else ABSENT),
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
-    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=CHEST_XRAY,
-                                     imaging_measurements=[group])
+    report = hd.sr.MeasurementReport(
+        observation_context=context, procedure_reported=CHEST_XRAY, imaging_measurements=[group]
+    )
     sr = hd.sr.ComprehensiveSR(
-        evidence=[source], content=report[0],
+        evidence=[source],
+        content=report[0],
         series_instance_uid=derived_uid("decision-series", source.StudyInstanceUID),
         series_number=SR_SERIES_NUMBER + 2,
         sop_instance_uid=derived_uid("decision", source.SOPInstanceUID, result.bundle_fingerprint, decision, reviewer),
-        instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
         series_description=_series_description("reader decision", result.demo),
     )
     sr.CodingSchemeIdentificationSequence = [coding_scheme_item()]

@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from pneumoview.errors import CancelledError
-from pneumoview.errors import PacsError
+from pneumoview.errors import CancelledError, PacsError
 from pneumoview.pacs.scp import Inbox, check_received
 from pneumoview.pacs.scu import StudyMatch, TransferReport
 
@@ -34,20 +33,41 @@ class WebClient:
         session = self._client._session
         session.request = _with_timeout(session.request, timeout)  # type: ignore[method-assign]
 
-    def find_studies(self, *, patient_id: str = "", patient_name: str = "", date: str = "",
-                     modalities: Sequence[str] = (), limit: int = 500) -> list[StudyMatch]:
-        filters = {k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name), ("StudyDate", date),
-                                     ("ModalitiesInStudy", ",".join(m.strip().upper() for m in modalities
-                                                                    if m.strip()))) if v}
+    def find_studies(
+        self,
+        *,
+        patient_id: str = "",
+        patient_name: str = "",
+        date: str = "",
+        modalities: Sequence[str] = (),
+        limit: int = 500,
+    ) -> list[StudyMatch]:
+        filters = {
+            k: v
+            for k, v in (
+                ("PatientID", patient_id),
+                ("PatientName", patient_name),
+                ("StudyDate", date),
+                ("ModalitiesInStudy", ",".join(m.strip().upper() for m in modalities if m.strip())),
+            )
+            if v
+        }
         try:
-            answers = self._client.search_for_studies(search_filters=filters, fields=list(STUDY_FIELDS), limit=limit,
-                                                      fuzzymatching=False)
+            answers = self._client.search_for_studies(
+                search_filters=filters, fields=list(STUDY_FIELDS), limit=limit, fuzzymatching=False
+            )
         except Exception as exc:
             raise PacsError(f"QIDO-RS search at {self.url} failed: {_why(exc)}") from exc
         return [_study_from_json(a) for a in answers]
 
-    def get_study(self, study_uid: str, inbox: Inbox, *, progress: Callable[[int, int], None] | None = None,
-                  cancel: threading.Event | None = None) -> TransferReport:
+    def get_study(
+        self,
+        study_uid: str,
+        inbox: Inbox,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TransferReport:
         """WADO-RS retrieve of every instance of the study, written one by one into ``inbox``."""
         report = TransferReport()
         try:
@@ -74,8 +94,9 @@ class WebClient:
                 progress(index, total)
         return report
 
-    def send_files(self, files: Iterable[str | os.PathLike[str]], *,
-                   progress: Callable[[int, int], None] | None = None) -> TransferReport:
+    def send_files(
+        self, files: Iterable[str | os.PathLike[str]], *, progress: Callable[[int, int], None] | None = None
+    ) -> TransferReport:
         """STOW-RS each file (one request per file, so one bad file does not fail the others)."""
         import pydicom
 
@@ -125,8 +146,12 @@ def _study_from_json(answer: dict) -> StudyMatch:
     modalities = answer.get("00080061", {}).get("Value") or []
     count = _first(answer, "00201208")
     return StudyMatch(
-        study_uid=_first(answer, "0020000D"), patient_id=_first(answer, "00100020"),
-        patient_name=_first(answer, "00100010"), study_date=_first(answer, "00080020"),
-        study_description=_first(answer, "00081030"), accession_number=_first(answer, "00080050"),
-        modalities=tuple(str(m) for m in modalities), instances=int(count) if count.isdigit() else None,
+        study_uid=_first(answer, "0020000D"),
+        patient_id=_first(answer, "00100020"),
+        patient_name=_first(answer, "00100010"),
+        study_date=_first(answer, "00080020"),
+        study_description=_first(answer, "00081030"),
+        accession_number=_first(answer, "00080050"),
+        modalities=tuple(str(m) for m in modalities),
+        instances=int(count) if count.isdigit() else None,
     )

@@ -108,17 +108,22 @@ def reader_pair(readings: Iterable[SubmittedReading], reader_a: str, reader_b: s
     prof = confusion([str(a.profusion) for a, _ in pairs], [str(b.profusion) for _, b in pairs], PROFUSION)
     major = confusion(major_a, major_b, MAJOR)
     return Agreement(
-        reader_a, reader_b, len(pairs), major, MAJOR, kappa(major),
-        prof, kappa(prof, "linear"), kappa(prof, "quadratic"),
+        reader_a,
+        reader_b,
+        len(pairs),
+        major,
+        MAJOR,
+        kappa(major),
+        prof,
+        kappa(prof, "linear"),
+        kappa(prof, "quadratic"),
     )
 
 
 def reader_vs_ai(readings: Iterable[SubmittedReading], ai: Mapping[str, AiSuggestion], reader: str) -> Agreement:
     """Binary agreement (0 vs 1/2/3 against the AI's label at its operating point)."""
     pairs = [
-        (by[reader].reading, ai[study])
-        for study, by in _classified(readings).items()
-        if reader in by and study in ai
+        (by[reader].reading, ai[study]) for study, by in _classified(readings).items() if reader in by and study in ai
     ]
     a = ["1+" if (r.major_category or 0) >= 1 else "0" for r, _ in pairs]
     b = ["1+" if s.positive else "0" for _, s in pairs]
@@ -131,7 +136,7 @@ def all_pairs(readings: Sequence[SubmittedReading]) -> list[Agreement]:
     readers = sorted({r.reader for r in readings})
     out = []
     for i, a in enumerate(readers):
-        for b in readers[i + 1:]:
+        for b in readers[i + 1 :]:
             agreement = reader_pair(readings, a, b)
             if agreement.n:
                 out.append(agreement)

@@ -26,11 +26,29 @@ from pneumoview.report import _format_date, _format_number, _format_time, guard_
 
 #: Column names, in file order.
 COLUMNS: tuple[str, ...] = (
-    "study_uid", "patient_id", "study_date", "reader", "submitted_at",
-    "film_quality", "film_quality_reason",
-    "small_opacities", "primary_shape", "secondary_shape", "zones", "profusion", "large_opacities",
-    "pleural_abnormalities", "plaques", "costophrenic_obliteration", "diffuse_thickening",
-    "symbols", "comments", "ai_probability", "ai_threshold", "ai_label", "final",
+    "study_uid",
+    "patient_id",
+    "study_date",
+    "reader",
+    "submitted_at",
+    "film_quality",
+    "film_quality_reason",
+    "small_opacities",
+    "primary_shape",
+    "secondary_shape",
+    "zones",
+    "profusion",
+    "large_opacities",
+    "pleural_abnormalities",
+    "plaques",
+    "costophrenic_obliteration",
+    "diffuse_thickening",
+    "symbols",
+    "comments",
+    "ai_probability",
+    "ai_threshold",
+    "ai_label",
+    "final",
 )
 FREE_TEXT: tuple[str, ...] = ("film_quality_reason", "comments")
 
@@ -81,11 +99,15 @@ def _row(
         "reader": sub.reader,
         "submitted_at": _format_time(sub.submitted_at),
         **reading_cells(sub.reading),
-        "ai_probability": "", "ai_threshold": "", "ai_label": "",
+        "ai_probability": "",
+        "ai_threshold": "",
+        "ai_label": "",
         "final": final.text(),
     }
     if sub.result_id is not None:
-        rows = repo.store._query("SELECT probability, threshold, label, demo FROM results WHERE id = ?", (sub.result_id,))
+        rows = repo.store._query(
+            "SELECT probability, threshold, label, demo FROM results WHERE id = ?", (sub.result_id,)
+        )
         if rows:
             r = rows[0]
             cells["ai_probability"] = _format_number(r["probability"])

@@ -54,15 +54,30 @@ FILM_QUALITY: dict[int, str] = {
 }
 #: The 12-point profusion scale, lowest first (3.2).
 PROFUSION: tuple[str, ...] = (
-    "0/-", "0/0", "0/1", "1/0", "1/1", "1/2", "2/1", "2/2", "2/3", "3/2", "3/3", "3/+",
+    "0/-",
+    "0/0",
+    "0/1",
+    "1/0",
+    "1/1",
+    "1/2",
+    "2/1",
+    "2/2",
+    "2/3",
+    "3/2",
+    "3/3",
+    "3/+",
 )
 #: Shape/size letters: p q r rounded (up to 1.5, 1.5-3, 3-10 mm), s t u irregular (3.2).
 SHAPES: tuple[str, ...] = ("p", "q", "r", "s", "t", "u")
 #: Zones: right/left x upper/middle/lower (3.2).
 ZONES: tuple[str, ...] = ("RU", "RM", "RL", "LU", "LM", "LL")
 ZONE_NAMES: dict[str, str] = {
-    "RU": "right upper", "RM": "right middle", "RL": "right lower",
-    "LU": "left upper", "LM": "left middle", "LL": "left lower",
+    "RU": "right upper",
+    "RM": "right middle",
+    "RL": "right lower",
+    "LU": "left upper",
+    "LM": "left middle",
+    "LL": "left lower",
 }
 #: Large opacities: none, A (<= 50 mm), B, C (> right upper zone) (3.2).
 LARGE_OPACITIES: tuple[str, ...] = ("0", "A", "B", "C")
@@ -71,8 +86,10 @@ SIDES: tuple[str, ...] = ("R", "L")
 PLAQUE_SITES: tuple[str, ...] = ("in_profile", "face_on", "diaphragm", "other")
 DIFFUSE_SITES: tuple[str, ...] = ("in_profile", "face_on")
 SITE_NAMES: dict[str, str] = {
-    "in_profile": "chest wall in profile", "face_on": "chest wall face on",
-    "diaphragm": "diaphragm", "other": "other sites",
+    "in_profile": "chest wall in profile",
+    "face_on": "chest wall face on",
+    "diaphragm": "diaphragm",
+    "other": "other sites",
 }
 #: Extent along the lateral chest wall: 1 (< 1/4), 2 (1/4-1/2), 3 (> 1/2) (3.3).
 EXTENTS: tuple[int, ...] = (1, 2, 3)
@@ -298,10 +315,12 @@ class Reading:
             zones=frozenset(_str_list(data.get("zones", []), "zones")),
             large_opacities=_text(data, "large_opacities", "0"),
             plaques=PleuralThickening.from_json_dict(_mapping(data, "plaques"), name="plaques"),
-            costophrenic_obliteration=frozenset(_str_list(data.get("costophrenic_obliteration", []),
-                                                          "costophrenic_obliteration")),
-            diffuse_thickening=PleuralThickening.from_json_dict(_mapping(data, "diffuse_thickening"),
-                                                                name="diffuse_thickening"),
+            costophrenic_obliteration=frozenset(
+                _str_list(data.get("costophrenic_obliteration", []), "costophrenic_obliteration")
+            ),
+            diffuse_thickening=PleuralThickening.from_json_dict(
+                _mapping(data, "diffuse_thickening"), name="diffuse_thickening"
+            ),
             symbols=frozenset(_str_list(data.get("symbols", []), "symbols")),
             comments=_text(data, "comments"),
         )
@@ -361,7 +380,8 @@ def _check_parenchyma(r: Reading) -> Iterator[ReadingValidationError]:
     if r.profusion in ("0/-", "0/0"):
         if has_shape:
             yield ReadingValidationError(
-                f"profusion {r.profusion} means no small opacities: no shape/size may be recorded", field="primary_shape"
+                f"profusion {r.profusion} means no small opacities: no shape/size may be recorded",
+                field="primary_shape",
             )
         if r.zones:
             yield ReadingValidationError(
@@ -372,8 +392,9 @@ def _check_parenchyma(r: Reading) -> Iterator[ReadingValidationError]:
         yield ReadingValidationError("a secondary shape/size needs a primary one", field="primary_shape")
     if r.small_opacities or has_shape or r.zones:
         if r.primary_shape is None:
-            yield ReadingValidationError(f"profusion {r.profusion} with small opacities needs a primary shape/size",
-                                         field="primary_shape")
+            yield ReadingValidationError(
+                f"profusion {r.profusion} with small opacities needs a primary shape/size", field="primary_shape"
+            )
         if r.primary_shape is not None and r.secondary_shape is None:
             yield ReadingValidationError(
                 "record the secondary shape/size (the primary letter again when one kind predominates)",
@@ -393,7 +414,9 @@ def _check_pleura(p: PleuralThickening, name: str, allowed: tuple[str, ...]) -> 
     for mapping, what in ((p.sites, "sites"), (p.calcification, "calcification")):
         for site, sides in mapping.items():
             if site not in allowed:
-                yield ReadingValidationError(f"{site!r} is not a site here ({', '.join(allowed)})", field=f"{name}.{what}")
+                yield ReadingValidationError(
+                    f"{site!r} is not a site here ({', '.join(allowed)})", field=f"{name}.{what}"
+                )
             yield from _check_sides(sides, f"{name}.{what}")
     for site in allowed:
         lone = sorted(p.calcified(site) - p.sides(site))
@@ -406,11 +429,13 @@ def _check_pleura(p: PleuralThickening, name: str, allowed: tuple[str, ...]) -> 
     for side in SIDES:
         grade = p.extent.get(side)
         if grade is None and side in wall:
-            yield ReadingValidationError(f"chest-wall thickening on side {side} needs its extent (1-3)",
-                                         field=f"{name}.extent")
+            yield ReadingValidationError(
+                f"chest-wall thickening on side {side} needs its extent (1-3)", field=f"{name}.extent"
+            )
         elif grade is not None and side not in wall:
-            yield ReadingValidationError(f"extent on side {side} needs chest-wall thickening on that side",
-                                         field=f"{name}.extent")
+            yield ReadingValidationError(
+                f"extent on side {side} needs chest-wall thickening on that side", field=f"{name}.extent"
+            )
         elif grade is not None and grade not in EXTENTS:
             yield ReadingValidationError(f"extent must be 1, 2 or 3, not {grade!r}", field=f"{name}.extent")
         width = p.width.get(side)
@@ -431,8 +456,9 @@ def _check_symbols(r: Reading) -> Iterator[ReadingValidationError]:
     if unknown:
         yield ReadingValidationError(f"unknown symbol(s) {', '.join(unknown)}", field="symbols")
     if "ax" in r.symbols and not r.small_opacities:
-        yield ReadingValidationError("ax (coalescence of small opacities) needs small opacities of profusion 1/0 "
-                                     "or more", field="symbols")
+        yield ReadingValidationError(
+            "ax (coalescence of small opacities) needs small opacities of profusion 1/0 or more", field="symbols"
+        )
     if "od" in r.symbols and not r.comments.strip():
         yield ReadingValidationError("od (other disease) needs a comment saying which", field="comments")
 

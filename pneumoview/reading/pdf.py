@@ -68,12 +68,17 @@ def _reader_lines(reader: str, when: str, reading: Reading, pseudonymise: bool) 
     if reading.classified:
         shapes = f"{c['primary_shape']}/{c['secondary_shape']}" if c["primary_shape"] else "-"
         zones = c["zones"] or "-"
-        parenchyma = (f"Small opacities {c['small_opacities']}; shape/size {shapes}; zones {zones}; "
-                      f"profusion {c['profusion']}; large opacities {c['large_opacities']}")
+        parenchyma = (
+            f"Small opacities {c['small_opacities']}; shape/size {shapes}; zones {zones}; "
+            f"profusion {c['profusion']}; large opacities {c['large_opacities']}"
+        )
         out.append(("text", parenchyma))
         out.append(("text", f"Pleural abnormalities {c['pleural_abnormalities']}"))
-        for label, key in (("plaques", "plaques"), ("costophrenic angle obliterated", "costophrenic_obliteration"),
-                           ("diffuse thickening", "diffuse_thickening")):
+        for label, key in (
+            ("plaques", "plaques"),
+            ("costophrenic angle obliterated", "costophrenic_obliteration"),
+            ("diffuse thickening", "diffuse_thickening"),
+        ):
             if c[key]:
                 out.append(("text", f"  {label}: {c[key]}"))
         symbols = ", ".join(f"{s} ({SYMBOLS[s]})" for s in c["symbols"].split())
@@ -106,12 +111,25 @@ def write_study_pdf(
                 break
             if style == "head":
                 y -= 0.012
-            figure.text(0.06, y, part, fontsize=sizes[style], weight="bold" if style != "text" else "normal",
-                        va="top", family="DejaVu Sans")
+            figure.text(
+                0.06,
+                y,
+                part,
+                fontsize=sizes[style],
+                weight="bold" if style != "text" else "normal",
+                va="top",
+                family="DejaVu Sans",
+            )
             y -= 0.022 if style == "text" else 0.03
     figure.text(0.06, 0.03, NOT_A_DEVICE, fontsize=7, va="bottom", style="italic")
-    figure.text(0.94, 0.03, f"PneumoView {__version__} - {utc_now()[:19].replace('T', ' ')} UTC", fontsize=7,
-                va="bottom", ha="right")
+    figure.text(
+        0.94,
+        0.03,
+        f"PneumoView {__version__} - {utc_now()[:19].replace('T', ' ')} UTC",
+        fontsize=7,
+        va="bottom",
+        ha="right",
+    )
     metadata = {"Title": "ILO classification report", "Creator": f"PneumoView {__version__}"}
     try:
         with atomic_open(target, "wb") as handle:

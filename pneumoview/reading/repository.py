@@ -34,9 +34,7 @@ class ReadingRepository:
         """Register the reader on first sign-in; returns the normalised name."""
         reader = rules.reader_name(name)
         with self.store._write() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO readers (name, created_at) VALUES (?, ?)", (reader, utc_now())
-            )
+            cursor = conn.execute("INSERT OR IGNORE INTO readers (name, created_at) VALUES (?, ?)", (reader, utc_now()))
             if cursor.rowcount:
                 self.store._audit(conn, "reader-added", None, reader, {})
         return reader
@@ -120,8 +118,12 @@ class ReadingRepository:
             return None
         r = rows[0]
         return AiSuggestion(
-            probability=float(r["probability"]), threshold=float(r["threshold"]), label=str(r["label"]),
-            demo=bool(r["demo"]), model_name=str(r["model_name"]), result_id=int(r["id"]),
+            probability=float(r["probability"]),
+            threshold=float(r["threshold"]),
+            label=str(r["label"]),
+            demo=bool(r["demo"]),
+            model_name=str(r["model_name"]),
+            result_id=int(r["id"]),
         )
 
     # -- rows ----------------------------------------------------------------------

@@ -130,8 +130,9 @@ def load_final_rule(path: str | os.PathLike[str]) -> FinalRule:
     try:
         data = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ReadingError(f"cannot read the final-determination rule {source.name}: {exc}", field="final_rule") \
-            from exc
+        raise ReadingError(
+            f"cannot read the final-determination rule {source.name}: {exc}", field="final_rule"
+        ) from exc
     if not isinstance(data, dict):
         raise ReadingError(f"{source.name} must hold a JSON object", field="final_rule")
     return FinalRule.from_json_dict(data)
@@ -177,7 +178,9 @@ def latest_per_reader(readings: Iterable[SubmittedReading]) -> list[SubmittedRea
     return sorted(latest.values(), key=lambda r: first[r.reader])
 
 
-def determine(study_uid: str, readings: Iterable[SubmittedReading], rule: FinalRule | None = None) -> FinalDetermination:
+def determine(
+    study_uid: str, readings: Iterable[SubmittedReading], rule: FinalRule | None = None
+) -> FinalDetermination:
     """Apply ``rule`` to a study's readings (any order; extra readings after a decision are ignored)."""
     rule = rule or FinalRule()
     ordered = [r for r in latest_per_reader(readings) if r.study_uid == study_uid]

@@ -56,13 +56,13 @@ FINAL_EVENTS = ("done", "cancelled", "error")
 class EngineSpec:
     """Which model to run: the demo model, or a bundle with the base weights (paths as text)."""
 
-    kind: str                      # "demo" (bundle: "" = the demo's own) | "bundle"
+    kind: str  # "demo" (bundle: "" = the demo's own) | "bundle"
     bundle: str = ""
     clip_path: str = ""
     llama_path: str = ""
     device: str = "auto"
     precision: str = "auto"
-    quantisation: str = ""         # "" = the settings' quantisation (pneumoview.precision.Quantisation)
+    quantisation: str = ""  # "" = the settings' quantisation (pneumoview.precision.Quantisation)
 
     def __post_init__(self) -> None:
         if self.kind not in ("demo", "bundle"):
@@ -119,10 +119,17 @@ class LoadedModel:
     class_names: list[str] = field(default_factory=list)
 
 
-def analyse_request(spec: EngineSpec, items: Sequence[WorkItem], *, threshold: float, batch_size: int = 8,
-                    operating_point_id: str = "") -> dict[str, Any]:
-    return {"cmd": "analyse", "engine": asdict(spec), "threshold": float(threshold), "batch_size": int(batch_size),
-            "operating_point_id": operating_point_id, "items": [asdict(i) for i in items]}
+def analyse_request(
+    spec: EngineSpec, items: Sequence[WorkItem], *, threshold: float, batch_size: int = 8, operating_point_id: str = ""
+) -> dict[str, Any]:
+    return {
+        "cmd": "analyse",
+        "engine": asdict(spec),
+        "threshold": float(threshold),
+        "batch_size": int(batch_size),
+        "operating_point_id": operating_point_id,
+        "items": [asdict(i) for i in items],
+    }
 
 
 def validate_request(spec: EngineSpec) -> dict[str, Any]:
@@ -181,14 +188,15 @@ class AnalysisClient:
     Thread-safe for one request at a time; :meth:`cancel` may be called from any thread.
     """
 
-    def __init__(self, command: list[str] | None = None,
-                 environment: Callable[[], dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, command: list[str] | None = None, environment: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self.command = command or worker_command()
         self._environment = environment or (lambda: {**os.environ, "PYTHONUNBUFFERED": "1"})
         self._process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self.loaded: dict[str, Any] | None = None    # the last ``loaded`` event
+        self.loaded: dict[str, Any] | None = None  # the last ``loaded`` event
         self.loaded_spec: EngineSpec | None = None
 
     @property
@@ -205,8 +213,14 @@ class AnalysisClient:
             self.loaded = None
             self.loaded_spec = None
             self._process = subprocess.Popen(
-                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
-                bufsize=1, env=self._environment())
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+                env=self._environment(),
+            )
         assert self._process is not None
         return self._process
 
@@ -223,8 +237,11 @@ class AnalysisClient:
             try:
                 event = decode_event(line)
             except (ValueError, KeyError, TypeError) as exc:
-                event = {"event": "error", "type": "PneumoViewError",
-                         "reason": f"the analysis process sent a malformed message: {exc}"}
+                event = {
+                    "event": "error",
+                    "type": "PneumoViewError",
+                    "reason": f"the analysis process sent a malformed message: {exc}",
+                }
             if event is None:
                 continue
             if event.get("event") == "loaded":
@@ -233,11 +250,15 @@ class AnalysisClient:
             if event.get("event") in FINAL_EVENTS:
                 return
         code = process.wait()
-        yield {"event": "error", "type": "PneumoViewError",
-               "reason": f"the analysis process stopped unexpectedly (exit code {code})"}
+        yield {
+            "event": "error",
+            "type": "PneumoViewError",
+            "reason": f"the analysis process stopped unexpectedly (exit code {code})",
+        }
 
-    def request(self, spec: EngineSpec, request: dict[str, Any],
-                on_event: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def request(
+        self, spec: EngineSpec, request: dict[str, Any], on_event: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
         """Send one request and pass every event to ``on_event``; returns the final event."""
         with self._lock:
             self._send({**request, "engine": asdict(spec)})

@@ -33,16 +33,22 @@ def engine_provenance(engine: InferenceEngine, threshold: float, *, operating_po
     manifest = engine.manifest
     plan = engine.plan
     return Provenance(
-        bundle_id=str(manifest.model_id), bundle_name=engine.model_name,
+        bundle_id=str(manifest.model_id),
+        bundle_name=engine.model_name,
         bundle_fingerprint=str(getattr(manifest, "weights_sha256", "") or ""),
         base_fingerprints={str(k): str(v) for k, v in (manifest.base_fingerprints or {}).items()},
-        operating_point_id=operating_point_id, threshold=float(threshold), software_version=__version__,
+        operating_point_id=operating_point_id,
+        threshold=float(threshold),
+        software_version=__version__,
         preprocessing=json.loads(json.dumps(dict(manifest.preprocessing))),
-        device=str(plan.device), plan=plan.summary() if hasattr(plan, "summary") else str(plan))
+        device=str(plan.device),
+        plan=plan.summary() if hasattr(plan, "summary") else str(plan),
+    )
 
 
-def predict_results(engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity, ModelInput]],
-                    provenance: Provenance) -> list[ImageResult]:
+def predict_results(
+    engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity, ModelInput]], provenance: Provenance
+) -> list[ImageResult]:
     """One forward pass over prepared images -> one result each, in order (non-finite -> failure)."""
     from dataclasses import replace
 
@@ -52,10 +58,19 @@ def predict_results(engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity
     out = []
     for (identity, model_input), probability in zip(batch, probabilities, strict=True):
         box = model_input.box
-        prov = replace(provenance, crop_box=(int(box.x0), int(box.y0), int(box.x1), int(box.y1)),
-                       crop_fallback=bool(box.fallback))
-        out.append(analysed(identity, float(probability), class_names=engine.class_names, demo=bool(engine.demo),
-                            provenance=prov, notes=tuple(model_input.notes)))
+        prov = replace(
+            provenance, crop_box=(int(box.x0), int(box.y0), int(box.x1), int(box.y1)), crop_fallback=bool(box.fallback)
+        )
+        out.append(
+            analysed(
+                identity,
+                float(probability),
+                class_names=engine.class_names,
+                demo=bool(engine.demo),
+                provenance=prov,
+                notes=tuple(model_input.notes),
+            )
+        )
     return out
 
 
@@ -64,14 +79,14 @@ def predict_results(engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity
 PREPARE_ERRORS = (PneumoViewError, ValueError, OSError, MemoryError, RuntimeError)
 
 
-def prepare_failure(identity: ImageIdentity, exc: BaseException, provenance: Provenance,
-                    demo: bool) -> ImageResult:
+def prepare_failure(identity: ImageIdentity, exc: BaseException, provenance: Provenance, demo: bool) -> ImageResult:
     """The result of an image that could not be prepared for the model (a per-image failure)."""
     if isinstance(exc, PneumoViewError):
         return failed(identity, reason_code(exc), exc.reason, status=FAILED, provenance=provenance, demo=demo)
     if isinstance(exc, MemoryError):
-        return failed(identity, "out-of-memory", "not enough memory to prepare this image", provenance=provenance,
-                      demo=demo)
+        return failed(
+            identity, "out-of-memory", "not enough memory to prepare this image", provenance=provenance, demo=demo
+        )
     return failed(identity, "preprocessing-error", f"{type(exc).__name__}: {exc}", provenance=provenance, demo=demo)
 
 
@@ -101,7 +116,7 @@ class _Child:
                 self.cancel.set()
             else:
                 self.requests.put(request)
-        self.requests.put(None)            # parent went away
+        self.requests.put(None)  # parent went away
 
     def load(self, spec: EngineSpec) -> Any:
         if self.engine is not None and self.spec == spec:
@@ -117,19 +132,31 @@ class _Child:
         self.engine = None
         quantisation = spec.quantisation or _settings_value("quantisation", "auto")
         if spec.demo:  # the demo, or a bundle trained on its base weights
-            engine = InferenceEngine.load_demo(bundle=spec.bundle or None,
-                                          quantisation="none" if quantisation == "auto" else quantisation)
+            engine = InferenceEngine.load_demo(
+                bundle=spec.bundle or None, quantisation="none" if quantisation == "auto" else quantisation
+            )
         else:
-            engine = InferenceEngine.load(Path(spec.bundle), clip_path=Path(spec.clip_path),
-                                          llama_path=Path(spec.llama_path), device=spec.device,
-                                          precision=spec.precision, quantisation=quantisation)
+            engine = InferenceEngine.load(
+                Path(spec.bundle),
+                clip_path=Path(spec.clip_path),
+                llama_path=Path(spec.llama_path),
+                device=spec.device,
+                precision=spec.precision,
+                quantisation=quantisation,
+            )
         self.engine, self.spec = engine, spec
         manifest, plan = engine.manifest, engine.plan
         loaded = LoadedModel(
-            model_name=engine.model_name, model_id=engine.model_id, demo=bool(engine.demo),
-            model_version=str(getattr(manifest, "model_id", "")), created=str(getattr(manifest, "created", "")),
-            fingerprint=str(getattr(manifest, "weights_sha256", "")), device=str(plan.device),
-            plan=plan.describe() if hasattr(plan, "describe") else str(plan), class_names=list(engine.class_names))
+            model_name=engine.model_name,
+            model_id=engine.model_id,
+            demo=bool(engine.demo),
+            model_version=str(getattr(manifest, "model_id", "")),
+            created=str(getattr(manifest, "created", "")),
+            fingerprint=str(getattr(manifest, "weights_sha256", "")),
+            device=str(plan.device),
+            plan=plan.describe() if hasattr(plan, "describe") else str(plan),
+            class_names=list(engine.class_names),
+        )
         self.send("loaded", **asdict(loaded))
         return engine
 
@@ -137,14 +164,15 @@ class _Child:
         self.cancel.clear()
         engine = self.load(EngineSpec(**request["engine"]))
         items = [WorkItem(**item) for item in request["items"]]
-        provenance = engine_provenance(engine, float(request.get("threshold", 0.5)),
-                                       operating_point_id=str(request.get("operating_point_id", "")))
+        provenance = engine_provenance(
+            engine, float(request.get("threshold", 0.5)), operating_point_id=str(request.get("operating_point_id", ""))
+        )
         batch_size = max(1, int(request.get("batch_size", 8)))
         total, done = len(items), 0
         for start in range(0, total, batch_size):
             if self.cancel.is_set():
                 raise CancelledError("analysis cancelled")
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             ready: list[tuple[WorkItem, Any]] = []
             outcome: dict[str, ImageResult] = {}
             for item in chunk:
@@ -167,10 +195,19 @@ class _Child:
         model_input = engine.prepare(Path(request["path"]))
         heat = compute_heatmap(engine, model_input.crop)
         box = model_input.box
-        self.send("heatmap", key=request["key"], size=int(heat.crop_map.shape[0]), crop_map=encode_map(heat.crop_map),
-                  box=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)], fallback=bool(box.fallback),
-                  image_shape=list(model_input.image_shape), probability=heat.probability, label=heat.label,
-                  method=heat.method, demo=bool(engine.demo))
+        self.send(
+            "heatmap",
+            key=request["key"],
+            size=int(heat.crop_map.shape[0]),
+            crop_map=encode_map(heat.crop_map),
+            box=[int(box.x0), int(box.y0), int(box.x1), int(box.y1)],
+            fallback=bool(box.fallback),
+            image_shape=list(model_input.image_shape),
+            probability=heat.probability,
+            label=heat.label,
+            method=heat.method,
+            demo=bool(engine.demo),
+        )
         self.send("done", count=1)
 
     def next_request(self) -> dict[str, Any] | None:
@@ -206,12 +243,18 @@ class _Child:
             except CancelledError:
                 self.send("cancelled")
             except PneumoViewError as exc:
-                self.send("error", type=type(exc).__name__, reason=exc.reason,
-                          path=str(exc.path) if exc.path else None, code=getattr(exc, "code", None))
+                self.send(
+                    "error",
+                    type=type(exc).__name__,
+                    reason=exc.reason,
+                    path=str(exc.path) if exc.path else None,
+                    code=getattr(exc, "code", None),
+                )
             except MemoryError:
                 self.send("error", type="InsufficientMemoryError", reason="not enough memory")
             except Exception as exc:  # noqa: BLE001 - report to the GUI, keep serving
                 import traceback
+
                 traceback.print_exc()
                 self.send("error", type="PneumoViewError", reason=f"{type(exc).__name__}: {exc}")
 

@@ -46,11 +46,11 @@ def _sqlite_error(exc: sqlite3.Error, action: str, path: Path) -> StoreError:
     name = getattr(exc, "sqlite_errorname", "")
     text = str(exc)
     if name == "SQLITE_FULL" or "database or disk is full" in text:
-        return StoreError(f"disk full: cannot {action} the results database (free some space and try again)",
-                          path=path)
+        return StoreError(f"disk full: cannot {action} the results database (free some space and try again)", path=path)
     if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
-        return StoreError(f"cannot {action} the results database: it is read-only (check the folder's permissions)",
-                          path=path)
+        return StoreError(
+            f"cannot {action} the results database: it is read-only (check the folder's permissions)", path=path
+        )
     if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
         return StoreError(f"cannot {action} the results database: disk I/O error ({text})", path=path)
     return StoreError(f"cannot {action} the results database: {text}", path=path)
@@ -97,9 +97,7 @@ class ResultStore:
             raise StoreError("the results database is closed", path=self.path)
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             self.journal_mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous=FULL")
@@ -229,7 +227,8 @@ class ResultStore:
             return
         old = conn.execute(
             "SELECT image_key FROM images WHERE content_sha256 = '' AND path = ? AND image_key IN (?, ?)",
-            (info.path, info.sop_instance_uid or info.path, info.path)).fetchone()
+            (info.path, info.sop_instance_uid or info.path, info.path),
+        ).fetchone()
         if old is None:
             return
         old_key = old["image_key"]
@@ -258,15 +257,35 @@ class ResultStore:
                 "INSERT INTO results (image_key, model_id, model_name, model_version, model_fingerprint, "
                 "probability, threshold, label, demo, unsupported_code, unsupported_reason, analysed_at, plan, device, "
                 "status, result_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, prov.bundle_id, prov.bundle_name, prov.software_version, prov.bundle_fingerprint,
-                 result.probability, prov.threshold, result.label, int(result.demo), result.reason_code,
-                 result.reason, result.analysed_at or utc_now(), prov.plan, prov.device, result.status, ""),
+                (
+                    key,
+                    prov.bundle_id,
+                    prov.bundle_name,
+                    prov.software_version,
+                    prov.bundle_fingerprint,
+                    result.probability,
+                    prov.threshold,
+                    result.label,
+                    int(result.demo),
+                    result.reason_code,
+                    result.reason,
+                    result.analysed_at or utc_now(),
+                    prov.plan,
+                    prov.device,
+                    result.status,
+                    "",
+                ),
             )
             result_id = int(cursor.lastrowid or 0)
             saved = result.with_id(result_id)
             conn.execute("UPDATE results SET result_json = ? WHERE id = ?", (saved.to_json(), result_id))
-            self._audit(conn, "result-saved", key, "",
-                        {"result_id": result_id, "model_id": prov.bundle_id, "status": result.status})
+            self._audit(
+                conn,
+                "result-saved",
+                key,
+                "",
+                {"result_id": result_id, "model_id": prov.bundle_id, "status": result.status},
+            )
         return saved
 
     def save_many(self, items: Iterable[tuple[ImageResult, ImageInfo | None]]) -> list[ImageResult]:
@@ -294,7 +313,13 @@ class ResultStore:
             return self._insert_decision(conn, image_key, decision, comment, reviewer, when, result_id)
 
     def _insert_decision(
-        self, conn: sqlite3.Connection, image_key: str, decision: str, comment: str, reviewer: str, when: str,
+        self,
+        conn: sqlite3.Connection,
+        image_key: str,
+        decision: str,
+        comment: str,
+        reviewer: str,
+        when: str,
         result_id: int | None | object = ...,
     ) -> Decision:
         if decision not in DECISIONS:
@@ -303,8 +328,11 @@ class ResultStore:
             raise StoreError(f"cannot record a decision for unknown image {image_key!r}")
         if result_id is ...:
             result_id = conn.execute("SELECT MAX(id) FROM results WHERE image_key = ?", (image_key,)).fetchone()[0]
-        elif result_id is not None and conn.execute(
-                "SELECT 1 FROM results WHERE id = ? AND image_key = ?", (result_id, image_key)).fetchone() is None:
+        elif (
+            result_id is not None
+            and conn.execute("SELECT 1 FROM results WHERE id = ? AND image_key = ?", (result_id, image_key)).fetchone()
+            is None
+        ):
             raise StoreError(f"result {result_id} is not a result of image {image_key!r}")
         cursor = conn.execute(
             "INSERT INTO decisions (image_key, decision, comment, reviewer, reviewed_at, result_id) "
@@ -312,8 +340,13 @@ class ResultStore:
             (image_key, decision, comment, reviewer, when, result_id),
         )
         decision_id = int(cursor.lastrowid or 0)
-        self._audit(conn, "decision-saved", image_key, reviewer,
-                    {"decision_id": decision_id, "decision": decision, "result_id": result_id})
+        self._audit(
+            conn,
+            "decision-saved",
+            image_key,
+            reviewer,
+            {"decision_id": decision_id, "decision": decision, "result_id": result_id},
+        )
         return _decision(conn.execute("SELECT * FROM decisions WHERE id = ?", (decision_id,)).fetchone())
 
     def save_study_decision(
@@ -331,13 +364,17 @@ class ResultStore:
         with self._write() as conn:
             keys = [
                 r["image_key"]
-                for r in conn.execute("SELECT image_key FROM images WHERE study_uid = ? ORDER BY image_key", (study_uid,))
+                for r in conn.execute(
+                    "SELECT image_key FROM images WHERE study_uid = ? ORDER BY image_key", (study_uid,)
+                )
             ]
             if not study_uid or not keys:
                 raise StoreError(f"no images of study {study_uid!r} in the results database")
             return [self._insert_decision(conn, k, decision, comment, reviewer, when) for k in keys]
 
-    def audit(self, kind: str, *, image_key: str | None = None, actor: str = "", detail: dict[str, Any] | None = None) -> None:
+    def audit(
+        self, kind: str, *, image_key: str | None = None, actor: str = "", detail: dict[str, Any] | None = None
+    ) -> None:
         """Record an event that is not a result or decision (e.g. ``export``, ``model-activated``)."""
         with self._write() as conn:
             self._audit(conn, kind, image_key, actor, detail or {})
@@ -348,8 +385,11 @@ class ResultStore:
         return _image(rows[0]) if rows else None
 
     def result(self, result_id: int) -> ImageResult | None:
-        rows = self._query("SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
-                           "ON i.image_key = r.image_key WHERE r.id = ?", (result_id,))
+        rows = self._query(
+            "SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
+            "ON i.image_key = r.image_key WHERE r.id = ?",
+            (result_id,),
+        )
         return _result(rows[0], rows[0]) if rows else None
 
     def result_for(self, image_key: str) -> ImageResult | None:
@@ -362,8 +402,11 @@ class ResultStore:
         return self._results(image_key, "")
 
     def _results(self, image_key: str, order: str) -> list[ImageResult]:
-        rows = self._query("SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
-                           f"ON i.image_key = r.image_key WHERE r.image_key = ? ORDER BY r.id {order}", (image_key,))
+        rows = self._query(
+            "SELECT r.*, i.sop_instance_uid, i.path FROM results r JOIN images i "
+            f"ON i.image_key = r.image_key WHERE r.image_key = ? ORDER BY r.id {order}",
+            (image_key,),
+        )
         return [_result(r, r) for r in rows]
 
     def decision_for(self, image_key: str) -> Decision | None:
@@ -373,7 +416,9 @@ class ResultStore:
 
     def decision_history(self, image_key: str) -> list[Decision]:
         """Every decision for an image, oldest first."""
-        return [_decision(r) for r in self._query("SELECT * FROM decisions WHERE image_key = ? ORDER BY id", (image_key,))]
+        return [
+            _decision(r) for r in self._query("SELECT * FROM decisions WHERE image_key = ? ORDER BY id", (image_key,))
+        ]
 
     def states(self, image_keys: Iterable[str]) -> dict[str, ImageState]:
         """Latest result and decision (and the result it judged) for each known key (unknown keys are absent)."""
@@ -381,7 +426,10 @@ class ResultStore:
         out: dict[str, ImageState] = {}
         for chunk in _chunks(keys):
             marks = ", ".join("?" for _ in chunk)
-            images = {r["image_key"]: _image(r) for r in self._query(f"SELECT * FROM images WHERE image_key IN ({marks})", chunk)}
+            images = {
+                r["image_key"]: _image(r)
+                for r in self._query(f"SELECT * FROM images WHERE image_key IN ({marks})", chunk)
+            }
             latest = f"SELECT MAX(id) FROM results WHERE image_key IN ({marks}) GROUP BY image_key"
             decisions = {
                 r["image_key"]: _decision(r)
@@ -412,9 +460,7 @@ class ResultStore:
         root = display_path(Path(folder).resolve())
         prefix = root.rstrip(os.sep) + os.sep
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._query(
-            "SELECT * FROM images WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (escaped + "%",)
-        )
+        rows = self._query("SELECT * FROM images WHERE path LIKE ? ESCAPE '\\' ORDER BY path", (escaped + "%",))
         # LIKE is case-insensitive for ASCII; keep exact-prefix matches only.
         return [_image(r) for r in rows if r["path"].startswith(prefix)]
 
@@ -425,8 +471,11 @@ class ResultStore:
         out: dict[str, tuple[str, str, str]] = {}
         for chunk in _chunks(wanted):
             marks = ", ".join("?" for _ in chunk)
-            for r in self._query(f"SELECT path, sop_instance_uid, content_sha256, file_stamp FROM images "
-                                 f"WHERE path IN ({marks}) AND content_sha256 != '' AND file_stamp != ''", chunk):
+            for r in self._query(
+                f"SELECT path, sop_instance_uid, content_sha256, file_stamp FROM images "
+                f"WHERE path IN ({marks}) AND content_sha256 != '' AND file_stamp != ''",
+                chunk,
+            ):
                 out[r["path"]] = (r["sop_instance_uid"], r["content_sha256"], r["file_stamp"])
         return out
 
@@ -437,8 +486,11 @@ class ResultStore:
         by_uid: dict[str, list[tuple[str, str]]] = {}
         for chunk in _chunks(uids):
             marks = ", ".join("?" for _ in chunk)
-            for r in self._query(f"SELECT image_key, sop_instance_uid, path FROM images "
-                                 f"WHERE sop_instance_uid IN ({marks}) ORDER BY path", chunk):
+            for r in self._query(
+                f"SELECT image_key, sop_instance_uid, path FROM images "
+                f"WHERE sop_instance_uid IN ({marks}) ORDER BY path",
+                chunk,
+            ):
                 by_uid.setdefault(r["sop_instance_uid"], []).append((r["image_key"], r["path"]))
         return {i.image_key: [p for k, p in by_uid.get(i.sop_instance_uid, []) if k != i.image_key] for i in wanted}
 
@@ -447,15 +499,22 @@ class ResultStore:
         the other files sharing its UID), ordered by patient, study, path. ``image_keys`` limits it to
         the user's selection."""
         if image_keys is None:
-            keys = [r["image_key"] for r in self._query(
-                "SELECT image_key FROM images i WHERE EXISTS (SELECT 1 FROM results WHERE image_key = i.image_key) "
-                "OR EXISTS (SELECT 1 FROM decisions WHERE image_key = i.image_key)")]
+            keys = [
+                r["image_key"]
+                for r in self._query(
+                    "SELECT image_key FROM images i WHERE EXISTS (SELECT 1 FROM results WHERE image_key = i.image_key) "
+                    "OR EXISTS (SELECT 1 FROM decisions WHERE image_key = i.image_key)"
+                )
+            ]
         else:
             keys = list(dict.fromkeys(image_keys))
         states = self.states(keys)
         dups = self.duplicates(s.image for s in states.values())
-        rows = [report_row(state, duplicates=dups.get(key, ())) for key, state in states.items()
-                if state.result is not None or state.decision is not None]
+        rows = [
+            report_row(state, duplicates=dups.get(key, ()))
+            for key, state in states.items()
+            if state.result is not None or state.decision is not None
+        ]
         rows.sort(key=lambda r: (r.patient_id, r.study_uid, r.path))
         return rows
 
@@ -466,8 +525,7 @@ class ResultStore:
         else:
             rows = self._query("SELECT * FROM audit_events WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit))
         return [
-            AuditEvent(r["id"], r["at"], r["kind"], r["image_key"], r["actor"], json.loads(r["detail"]))
-            for r in rows
+            AuditEvent(r["id"], r["at"], r["kind"], r["image_key"], r["actor"], json.loads(r["detail"])) for r in rows
         ]
 
     def audit_chain(self) -> tuple[list[auditlog.ChainEntry], int, set[str]]:

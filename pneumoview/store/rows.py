@@ -64,6 +64,7 @@ class ImageInfo:
     @classmethod
     def from_record(cls, record: ImageRecord, identity: ImageIdentity, file_stamp: str = "") -> ImageInfo:
         """From a scan's ImageRecord and the file's :class:`~pneumoview.results.ImageIdentity`."""
+
         def text(name: str) -> str:
             value = getattr(record, name, "")
             return "" if value is None else str(value)
@@ -136,27 +137,63 @@ def _result(row: sqlite3.Row, image: sqlite3.Row | ImageInfo | None = None) -> I
     """A results row -> ImageResult (its JSON; rows from before schema v3 are rebuilt from their columns)."""
     if row["result_json"]:
         return ImageResult.from_json(row["result_json"]).with_id(int(row["id"]))
-    uid = (image["sop_instance_uid"] if image is not None and not isinstance(image, ImageInfo)
-           else image.sop_instance_uid if image is not None else "")
-    path = (image["path"] if image is not None and not isinstance(image, ImageInfo)
-            else image.path if image is not None else "")
+    uid = (
+        image["sop_instance_uid"]
+        if image is not None and not isinstance(image, ImageInfo)
+        else image.sop_instance_uid
+        if image is not None
+        else ""
+    )
+    path = (
+        image["path"]
+        if image is not None and not isinstance(image, ImageInfo)
+        else image.path
+        if image is not None
+        else ""
+    )
     identity = ImageIdentity(uid, "", path)
-    provenance = Provenance(bundle_id=row["model_id"], bundle_name=row["model_name"],
-                            bundle_fingerprint=row["model_fingerprint"], threshold=row["threshold"],
-                            software_version=row["model_version"], device=row["device"], plan=row["plan"])
+    provenance = Provenance(
+        bundle_id=row["model_id"],
+        bundle_name=row["model_name"],
+        bundle_fingerprint=row["model_fingerprint"],
+        threshold=row["threshold"],
+        software_version=row["model_version"],
+        device=row["device"],
+        plan=row["plan"],
+    )
     try:
         if row["unsupported_code"] or row["probability"] is None:
-            return ImageResult(image=identity, status=NOT_ANALYSED, reason_code=row["unsupported_code"] or "unknown",
-                               reason=row["unsupported_reason"], demo=bool(row["demo"]), provenance=provenance,
-                               analysed_at=row["analysed_at"], id=int(row["id"]))
-        return ImageResult(image=identity, status=ANALYSED, class_names=LEGACY_CLASS_NAMES,
-                           probability=float(row["probability"]), label=plain_label(row["label"]),
-                           demo=bool(row["demo"]), provenance=provenance, analysed_at=row["analysed_at"],
-                           id=int(row["id"]))
+            return ImageResult(
+                image=identity,
+                status=NOT_ANALYSED,
+                reason_code=row["unsupported_code"] or "unknown",
+                reason=row["unsupported_reason"],
+                demo=bool(row["demo"]),
+                provenance=provenance,
+                analysed_at=row["analysed_at"],
+                id=int(row["id"]),
+            )
+        return ImageResult(
+            image=identity,
+            status=ANALYSED,
+            class_names=LEGACY_CLASS_NAMES,
+            probability=float(row["probability"]),
+            label=plain_label(row["label"]),
+            demo=bool(row["demo"]),
+            provenance=provenance,
+            analysed_at=row["analysed_at"],
+            id=int(row["id"]),
+        )
     except ValueError as exc:
-        return ImageResult(image=identity, status=FAILED, reason_code="invalid-record",
-                           reason=f"a result recorded before schema v3 is inconsistent: {exc}",
-                           provenance=provenance, analysed_at=row["analysed_at"], id=int(row["id"]))
+        return ImageResult(
+            image=identity,
+            status=FAILED,
+            reason_code="invalid-record",
+            reason=f"a result recorded before schema v3 is inconsistent: {exc}",
+            provenance=provenance,
+            analysed_at=row["analysed_at"],
+            id=int(row["id"]),
+        )
 
 
 def _decision(row: sqlite3.Row) -> Decision:
@@ -167,16 +204,27 @@ def _image(row: sqlite3.Row) -> ImageInfo:
     return _from_row(ImageInfo, row)
 
 
-
 def report_row(state: ImageState, *, duplicates: Sequence[str] = ()) -> ReportRow:
     """A stored image's CSV row: its header fields, latest result, latest decision and review status."""
     info, decision = state.image, state.decision
     return ReportRow(
-        path=info.path, result=state.result, patient_id=info.patient_id, patient_name=info.patient_name,
-        study_uid=info.study_uid, accession=info.accession, study_date=info.study_date, series_uid=info.series_uid,
-        sop_instance_uid=info.sop_instance_uid, content_sha256=info.content_sha256, modality=info.modality,
-        view_position=info.view_position, body_part=info.body_part,
-        decision=decision.decision if decision else "", comment=decision.comment if decision else "",
-        reviewer=decision.reviewer if decision else "", reviewed_at=decision.reviewed_at if decision else "",
-        review_status=state.review_status, duplicates=tuple(duplicates),
+        path=info.path,
+        result=state.result,
+        patient_id=info.patient_id,
+        patient_name=info.patient_name,
+        study_uid=info.study_uid,
+        accession=info.accession,
+        study_date=info.study_date,
+        series_uid=info.series_uid,
+        sop_instance_uid=info.sop_instance_uid,
+        content_sha256=info.content_sha256,
+        modality=info.modality,
+        view_position=info.view_position,
+        body_part=info.body_part,
+        decision=decision.decision if decision else "",
+        comment=decision.comment if decision else "",
+        reviewer=decision.reviewer if decision else "",
+        reviewed_at=decision.reviewed_at if decision else "",
+        review_status=state.review_status,
+        duplicates=tuple(duplicates),
     )

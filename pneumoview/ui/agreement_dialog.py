@@ -35,16 +35,18 @@ SUMMARY_HEADERS = ("rater A", "rater B", "studies", "agreement", "kappa (major)"
 
 def summary_cells(a: Agreement) -> list[str]:
     observed = "n/a" if a.observed is None else f"{a.observed:.0%}"
-    weighted = (format_kappa(a.kappa_linear), format_kappa(a.kappa_quadratic)) if a.profusion_table is not None \
-        else ("-", "-")
+    weighted = (
+        (format_kappa(a.kappa_linear), format_kappa(a.kappa_quadratic)) if a.profusion_table is not None else ("-", "-")
+    )
     return [a.rater_a, a.rater_b, str(a.n), observed, format_kappa(a.kappa_major), *weighted]
 
 
 class AgreementDialog(QDialog):
     """Pairs on top (select one), its confusion tables below, the kappa plot on the right."""
 
-    def __init__(self, readings: Sequence[SubmittedReading], ai: Mapping[str, AiSuggestion],
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, readings: Sequence[SubmittedReading], ai: Mapping[str, AiSuggestion], parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Reader agreement")
         self.resize(1100, 700)
@@ -97,11 +99,13 @@ class AgreementDialog(QDialog):
             self.major_title.setText("No two readers (or a reader and the AI) have classified the same study yet.")
 
     @classmethod
-    def from_repository(cls, repo: ReadingRepository, parent: QWidget | None = None, *,
-                        reader: str | None = None) -> AgreementDialog:
+    def from_repository(
+        cls, repo: ReadingRepository, parent: QWidget | None = None, *, reader: str | None = None
+    ) -> AgreementDialog:
         """Blinding holds here too: only studies that are final, or that ``reader`` has read."""
         readings = [
-            r for study, rs in repo.by_study().items()
+            r
+            for study, rs in repo.by_study().items()
             if repo.final(study).status == FINAL or (reader and any(x.reader == reader for x in rs))
             for r in rs
         ]
@@ -133,9 +137,11 @@ class AgreementDialog(QDialog):
         self.figure.clear()
         axes = self.figure.add_subplot(1, 1, 1)
         names = [f"{p.rater_a} vs {p.rater_b}" for p in self.pairs]
-        series = (("major", [p.kappa_major for p in self.pairs]),
-                  ("linear (profusion)", [p.kappa_linear for p in self.pairs]),
-                  ("quadratic (profusion)", [p.kappa_quadratic for p in self.pairs]))
+        series = (
+            ("major", [p.kappa_major for p in self.pairs]),
+            ("linear (profusion)", [p.kappa_linear for p in self.pairs]),
+            ("quadratic (profusion)", [p.kappa_quadratic for p in self.pairs]),
+        )
         height = 0.25
         for i, (label, values) in enumerate(series):
             ys = [row + (i - 1) * height for row in range(len(names))]

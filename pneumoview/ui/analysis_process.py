@@ -18,7 +18,14 @@ from pneumoview.service.analysis import (
 #: the analysis child does not inherit them, the model wants its cores.
 THREAD_ENV_SET_HERE: set[str] = set()
 
-__all__ = ["THREAD_ENV_SET_HERE", "AnalysisClient", "EngineSpec", "child_environment", "error_from_event", "worker_command"]
+__all__ = [
+    "THREAD_ENV_SET_HERE",
+    "AnalysisClient",
+    "EngineSpec",
+    "child_environment",
+    "error_from_event",
+    "worker_command",
+]
 
 
 def child_environment() -> dict[str, str]:

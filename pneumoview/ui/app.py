@@ -26,22 +26,25 @@ GUI_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_
 ICON = ("icons", "pneumoview.svg")
 
 
-
-
 def limit_gui_process_threads() -> None:
     """Apply :data:`GUI_THREAD_ENV` (only where the user has not chosen a value)."""
     for name, value in GUI_THREAD_ENV.items():
         if name not in os.environ:
             os.environ[name] = value
             THREAD_ENV_SET_HERE.add(name)
+
+
 STYLE = ("styles", "pneumoview.qss")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", type=Path, help="folders or DICOM files to open at start")
     parser.add_argument("--demo", action="store_true", help="use the built-in demo model (not a diagnosis)")
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="open the main window offscreen, check resources, exit (for packaging)")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="open the main window offscreen, check resources, exit (for packaging)",
+    )
     parser.add_argument("--no-style", action="store_true", help="use Qt's default look instead of the style sheet")
     parser.add_argument("--analysis-worker", action="store_true", help=argparse.SUPPRESS)  # the app's own child
 
@@ -126,7 +129,7 @@ def _require_display() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.analysis_worker:   # the analysis child process: no Qt, JSON lines on stdin/stdout
+    if args.analysis_worker:  # the analysis child process: no Qt, JSON lines on stdin/stdout
         # A separate process entry, named (like the CLI's sub-commands) so that the GUI process's
         # import graph never reaches torch: the worker module is only ever imported in the child.
         worker = importlib.import_module("pneumoview.service.analysis_worker")

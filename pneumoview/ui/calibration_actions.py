@@ -91,9 +91,13 @@ class CalibrationActions:
 
         try:
             threshold = threshold_for_bundle(
-                self, spec.bundle, default=float(self.settings.threshold), who=self.settings.reviewer_name,  # type: ignore[arg-type]
+                self,
+                spec.bundle,
+                default=float(self.settings.threshold),
+                who=self.settings.reviewer_name,  # type: ignore[arg-type]
                 audit=self.audit_event,
-                open_calibration=lambda fingerprint, model_id: self.open_calibration_dialog(fingerprint, model_id))
+                open_calibration=lambda fingerprint, model_id: self.open_calibration_dialog(fingerprint, model_id),
+            )
             if threshold is None:
                 return None
             point = OperatingPointStore().threshold_for(bundle_identity(spec.bundle)[0]).point
@@ -123,11 +127,22 @@ class CalibrationActions:
                 return None
         spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
         dialog = CalibrationDialog(
-            self, bundle_fingerprint=fingerprint or "", bundle_id=model_id or "",  # type: ignore[arg-type]
-            who=self.settings.reviewer_name, calibrate_command=None if spec is None else calibrate_command_for(spec),
-            on_saved=lambda p: self.audit_event("operating-point-changed", {
-                "operating_point_id": p.id, "bundle_fingerprint": p.bundle_fingerprint, "bundle_id": p.bundle_id,
-                "threshold": p.threshold, "kind": p.kind}))
+            self,
+            bundle_fingerprint=fingerprint or "",
+            bundle_id=model_id or "",  # type: ignore[arg-type]
+            who=self.settings.reviewer_name,
+            calibrate_command=None if spec is None else calibrate_command_for(spec),
+            on_saved=lambda p: self.audit_event(
+                "operating-point-changed",
+                {
+                    "operating_point_id": p.id,
+                    "bundle_fingerprint": p.bundle_fingerprint,
+                    "bundle_id": p.bundle_id,
+                    "threshold": p.threshold,
+                    "kind": p.kind,
+                },
+            ),
+        )
         dialog.show()
         self._calibration_dialog = dialog
         return dialog
@@ -177,8 +192,7 @@ class CalibrationActions:
 
         heat, grey, crop = outcome
         crop_rgb, full_rgb = overlays(heat, grey, crop)
-        dialog = HeatmapDialog(crop_rgb, full_rgb, label=str(heat["label"]), demo=bool(heat.get("demo")),
-                               parent=self)  # type: ignore[arg-type]
+        dialog = HeatmapDialog(crop_rgb, full_rgb, label=str(heat["label"]), demo=bool(heat.get("demo")), parent=self)  # type: ignore[arg-type]
         dialog.show()
         self._heatmap_dialog = dialog
         self._status("Heatmap ready (model attention, not a lesion finding).")  # type: ignore[attr-defined]

@@ -60,10 +60,17 @@ class CalibrationDialog(QDialog):
 
     scoringFinished = Signal(bool, str)  # ok, message
 
-    def __init__(self, parent: QWidget | None = None, *, bundle_fingerprint: str = "", bundle_id: str = "",
-                 who: str = "", points: OperatingPointStore | None = None,
-                 on_saved: Callable[[OperatingPoint], None] | None = None,
-                 calibrate_command: Callable[[Path, Path], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        bundle_fingerprint: str = "",
+        bundle_id: str = "",
+        who: str = "",
+        points: OperatingPointStore | None = None,
+        on_saved: Callable[[OperatingPoint], None] | None = None,
+        calibrate_command: Callable[[Path, Path], list[str]] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.calibrate_command = calibrate_command
         self.process: QProcess | None = None
@@ -99,8 +106,11 @@ class CalibrationDialog(QDialog):
         self.score_button.setEnabled(self.calibrate_command is not None)
         self.score_button.clicked.connect(self._choose_folder)
         top.addWidget(self.score_button)
-        for text, widget in (("Target", self.target_combo), ("at least", self.target_spin),
-                             ("Prevalence", self.prevalence_spin)):
+        for text, widget in (
+            ("Target", self.target_combo),
+            ("at least", self.target_spin),
+            ("Prevalence", self.prevalence_spin),
+        ):
             top.addWidget(QLabel(text))
             top.addWidget(widget)
         layout.addLayout(top)
@@ -119,8 +129,9 @@ class CalibrationDialog(QDialog):
         splitter.addWidget(self.canvas)
         layout.addWidget(splitter, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        self.save_button = buttons.addButton("Save as this model's operating point",
-                                             QDialogButtonBox.ButtonRole.ActionRole)
+        self.save_button = buttons.addButton(
+            "Save as this model's operating point", QDialogButtonBox.ButtonRole.ActionRole
+        )
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self.save)
         buttons.rejected.connect(self.reject)
@@ -146,8 +157,9 @@ class CalibrationDialog(QDialog):
         appear when it ends (``scoringFinished``)."""
         import tempfile
 
-        if self.calibrate_command is None or (self.process is not None
-                                              and self.process.state() != QProcess.ProcessState.NotRunning):
+        if self.calibrate_command is None or (
+            self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        ):
             return
         self._scratch = tempfile.TemporaryDirectory(prefix="pneumoview-calibrate-")
         out = Path(self._scratch.name) / "scores.json"
@@ -183,11 +195,23 @@ class CalibrationDialog(QDialog):
             scores, positive = data["scores"], data["positive"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PneumoViewError(f"not a calibration file of pneumoview calibrate ({exc})", path=path) from exc
-        self.set_data(scores, positive, summary=dict(data.get("data_summary") or {}),
-                      data_fingerprint=str(data.get("bundle_fingerprint", "")), demo=bool(data.get("demo")))
+        self.set_data(
+            scores,
+            positive,
+            summary=dict(data.get("data_summary") or {}),
+            data_fingerprint=str(data.get("bundle_fingerprint", "")),
+            demo=bool(data.get("demo")),
+        )
 
-    def set_data(self, scores: Any, positive: Any, *, summary: dict[str, Any] | None = None,
-                 data_fingerprint: str = "", demo: bool = False) -> None:
+    def set_data(
+        self,
+        scores: Any,
+        positive: Any,
+        *,
+        summary: dict[str, Any] | None = None,
+        data_fingerprint: str = "",
+        demo: bool = False,
+    ) -> None:
         self.scores = np.asarray(scores, dtype=np.float64)
         self.positive = np.asarray(positive, dtype=bool)
         self.summary, self.data_fingerprint, self.demo = dict(summary or {}), data_fingerprint, demo
@@ -201,9 +225,12 @@ class CalibrationDialog(QDialog):
         value = float(self.target_spin.value())
         try:
             self.calibration = calibrate(
-                self.scores, self.positive, prevalence=float(self.prevalence_spin.value()),
+                self.scores,
+                self.positive,
+                prevalence=float(self.prevalence_spin.value()),
                 target_sensitivity=value if target == "sensitivity" else None,
-                target_specificity=value if target == "specificity" else None)
+                target_specificity=value if target == "specificity" else None,
+            )
         except PneumoViewError as exc:
             self.calibration = None
             self.figures_label.setText(f"Cannot calibrate: {exc.message}")
@@ -216,8 +243,14 @@ class CalibrationDialog(QDialog):
         ppv = "n/a" if p.ppv is None else f"{p.ppv:.3f}"
         npv = "n/a" if p.npv is None else f"{p.npv:.3f}"
         matches = bool(self.bundle_fingerprint) and self.data_fingerprint == self.bundle_fingerprint
-        note = "" if matches else ("<br><b>These scores come from another model than the one in use: "
-                                   "they cannot set its operating point.</b>")
+        note = (
+            ""
+            if matches
+            else (
+                "<br><b>These scores come from another model than the one in use: "
+                "they cannot set its operating point.</b>"
+            )
+        )
         demo = "<b>DEMO - not a diagnosis:</b> " if self.demo else ""
         self.figures_label.setText(
             f"{demo}n = {r.n} ({r.n_positive} pneumoconiosis, {r.n_negative} normal); "
@@ -227,12 +260,20 @@ class CalibrationDialog(QDialog):
             f"At prevalence {p.prevalence:.1%}: {p.referrals_per_100:.1f} referrals per 100 workers, "
             f"PPV {ppv}, NPV {npv}"
             + (f", {p.referred_per_case_found:.1f} referred per case found" if p.referred_per_case_found else "")
-            + f".{note}")
+            + f".{note}"
+        )
         self.table.setRowCount(len(r.table))
         chosen_row = 0
         for i, row in enumerate(r.table):
-            cells = (f"{row.threshold:.4f}", _ci(row.sensitivity, row.sensitivity_ci),
-                     _ci(row.specificity, row.specificity_ci), str(row.tp), str(row.fp), str(row.tn), str(row.fn))
+            cells = (
+                f"{row.threshold:.4f}",
+                _ci(row.sensitivity, row.sensitivity_ci),
+                _ci(row.specificity, row.specificity_ci),
+                str(row.tp),
+                str(row.fp),
+                str(row.tn),
+                str(row.fn),
+            )
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
             if row is c:
@@ -250,10 +291,16 @@ class CalibrationDialog(QDialog):
         if self.calibration is None or self.data_fingerprint != self.bundle_fingerprint or not self.bundle_fingerprint:
             return None
         try:
-            point = self.points.save(OperatingPoint.new(
-                bundle_fingerprint=self.bundle_fingerprint, bundle_id=self.bundle_id,
-                threshold=self.calibration.threshold, created_by=self.who, data_summary=self.summary,
-                figures=self.calibration.figures()))
+            point = self.points.save(
+                OperatingPoint.new(
+                    bundle_fingerprint=self.bundle_fingerprint,
+                    bundle_id=self.bundle_id,
+                    threshold=self.calibration.threshold,
+                    created_by=self.who,
+                    data_summary=self.summary,
+                    figures=self.calibration.figures(),
+                )
+            )
         except PneumoViewError as exc:
             QMessageBox.warning(self, "Operating point not saved", exc.message)
             return None
@@ -269,14 +316,20 @@ class CalibrationDialog(QDialog):
 CALIBRATE, CONFIRM, CANCEL = "calibrate", "confirm", "cancel"
 
 
-def operating_point_box(parent: QWidget | None, *, bundle_id: str, default: float) -> tuple[QMessageBox, dict[Any, str]]:
+def operating_point_box(
+    parent: QWidget | None, *, bundle_id: str, default: float
+) -> tuple[QMessageBox, dict[Any, str]]:
     """The question asked when a bundle has no operating point; the dict maps buttons to choices."""
-    box = QMessageBox(QMessageBox.Icon.Question, "No operating point for this model",
-                      f"Model {bundle_id or '(unnamed)'} has no operating point on this computer.\n\n"
-                      "A threshold belongs to one model: WHO's guidance for chest X-ray CAD asks each site "
-                      "to calibrate it on its own population. Calibrate now (pneumoview calibrate on "
-                      f"labelled local images), or confirm the default threshold {default:.2f} for this model "
-                      "(recorded as not calibrated).", parent=parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Question,
+        "No operating point for this model",
+        f"Model {bundle_id or '(unnamed)'} has no operating point on this computer.\n\n"
+        "A threshold belongs to one model: WHO's guidance for chest X-ray CAD asks each site "
+        "to calibrate it on its own population. Calibrate now (pneumoview calibrate on "
+        f"labelled local images), or confirm the default threshold {default:.2f} for this model "
+        "(recorded as not calibrated).",
+        parent=parent,
+    )
     calibrate_button = box.addButton("Calibrate...", QMessageBox.ButtonRole.ActionRole)
     confirm_button = box.addButton(f"Use {default:.2f} for this model", QMessageBox.ButtonRole.AcceptRole)
     cancel_button = box.addButton(QMessageBox.StandardButton.Cancel)
@@ -294,8 +347,11 @@ def calibrate_command_for(spec: Any) -> Callable[[Path, Path], list[str]]:
     import sys
 
     def command(data: Path, out: Path) -> list[str]:
-        base = [sys.executable, "calibrate"] if getattr(sys, "frozen", False) else [
-            sys.executable, "-m", "pneumoview", "calibrate"]
+        base = (
+            [sys.executable, "calibrate"]
+            if getattr(sys, "frozen", False)
+            else [sys.executable, "-m", "pneumoview", "calibrate"]
+        )
         args = [str(data), "--target-sensitivity", "0.9", "--json", str(out), "-q"]
         if spec.demo:
             return base + args + ["--demo"]
@@ -317,11 +373,17 @@ def bundle_identity(bundle_dir: str | Path) -> tuple[str, str]:
     return str(manifest.get("weights_sha256", "")), str(manifest.get("model_id", ""))
 
 
-def threshold_for_bundle(parent: QWidget | None, bundle_dir: str | Path, *, default: float, who: str,
-                         points: OperatingPointStore | None = None,
-                         audit: Callable[[str, dict[str, Any]], None] | None = None,
-                         ask: Callable[..., str] = ask_operating_point,
-                         open_calibration: Callable[[str, str], None] | None = None) -> float | None:
+def threshold_for_bundle(
+    parent: QWidget | None,
+    bundle_dir: str | Path,
+    *,
+    default: float,
+    who: str,
+    points: OperatingPointStore | None = None,
+    audit: Callable[[str, dict[str, Any]], None] | None = None,
+    ask: Callable[..., str] = ask_operating_point,
+    open_calibration: Callable[[str, str], None] | None = None,
+) -> float | None:
     """The threshold to analyse with: the bundle's operating point, else the user's answer.
 
     Returns None when the user chose to calibrate first or cancelled (the analysis does not start).
@@ -333,11 +395,20 @@ def threshold_for_bundle(parent: QWidget | None, bundle_dir: str | Path, *, defa
         return answer.threshold
     choice = ask(parent, bundle_id=model_id, default=default)
     if choice == CONFIRM:
-        point = points.confirm_default(bundle_fingerprint=fingerprint, bundle_id=model_id, threshold=default,
-                                       created_by=who)
+        point = points.confirm_default(
+            bundle_fingerprint=fingerprint, bundle_id=model_id, threshold=default, created_by=who
+        )
         if audit is not None:
-            audit("operating-point-changed", {"operating_point_id": point.id, "bundle_fingerprint": fingerprint,
-                                              "bundle_id": model_id, "threshold": default, "kind": point.kind})
+            audit(
+                "operating-point-changed",
+                {
+                    "operating_point_id": point.id,
+                    "bundle_fingerprint": fingerprint,
+                    "bundle_id": model_id,
+                    "threshold": default,
+                    "kind": point.kind,
+                },
+            )
         return default
     if choice == CALIBRATE and open_calibration is not None:
         open_calibration(fingerprint, model_id)

@@ -29,15 +29,24 @@ DELIMITERS = ((",", "Comma (,)"), (";", "Semicolon (;) - Excel with a decimal co
 class ExportDialog(QDialog):
     """Asks for the file and the options of :class:`pneumoview.report.ExportOptions`."""
 
-    def __init__(self, parent: QWidget | None, settings: Settings, *, selected_count: int | None = None,
-                 settings_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None,
+        settings: Settings,
+        *,
+        selected_count: int | None = None,
+        settings_path: Path | None = None,
+    ) -> None:
         super().__init__(parent)
         self.settings = settings
         self.settings_path = settings_path
         self.setWindowTitle("Export selected images to CSV" if selected_count is not None else "Export all to CSV")
         layout = QVBoxLayout(self)
-        scope = (f"{selected_count} selected image(s)" if selected_count is not None
-                 else "every analysed or reviewed image in the results database")
+        scope = (
+            f"{selected_count} selected image(s)"
+            if selected_count is not None
+            else "every analysed or reviewed image in the results database"
+        )
         layout.addWidget(QLabel(f"Exports {scope}: model results and reviewer decisions."))
         form = QFormLayout()
         folder = settings.export.last_directory or str(Path.home())
@@ -49,8 +58,9 @@ class ExportDialog(QDialog):
         row.addWidget(self.path_edit, 1)
         row.addWidget(browse)
         form.addRow("File", row)
-        self.pseudonymise = QCheckBox("Pseudonymise (keyed hashes of patient ID, study UID, accession; "
-                                      "no names, paths or comments)")
+        self.pseudonymise = QCheckBox(
+            "Pseudonymise (keyed hashes of patient ID, study UID, accession; no names, paths or comments)"
+        )
         self.pseudonymise.setChecked(settings.export.pseudonymise)
         self.include_names = QCheckBox("Include patient names")
         self.include_names.setChecked(settings.export.include_names)
@@ -59,8 +69,14 @@ class ExportDialog(QDialog):
         self.delimiter = QComboBox()
         for value, text in DELIMITERS:
             self.delimiter.addItem(text, value)
-        self.delimiter.setCurrentIndex(max(0, [d for d, _ in DELIMITERS].index(settings.export.delimiter)
-                                           if settings.export.delimiter in [d for d, _ in DELIMITERS] else 0))
+        self.delimiter.setCurrentIndex(
+            max(
+                0,
+                [d for d, _ in DELIMITERS].index(settings.export.delimiter)
+                if settings.export.delimiter in [d for d, _ in DELIMITERS]
+                else 0,
+            )
+        )
         form.addRow("", self.pseudonymise)
         form.addRow("", self.include_names)
         form.addRow("", self.include_paths)
@@ -96,6 +112,10 @@ class ExportDialog(QDialog):
         self.settings.export.include_names = self.include_names.isChecked()
         self.settings.export.include_source_path = self.include_paths.isChecked()
         self.settings.export.delimiter = self.delimiter.currentData()
-        return ExportOptions(pseudonymise=pseudonymise, key=key, include_names=self.include_names.isChecked(),
-                             include_source_path=self.include_paths.isChecked(),
-                             delimiter=self.delimiter.currentData())
+        return ExportOptions(
+            pseudonymise=pseudonymise,
+            key=key,
+            include_names=self.include_names.isChecked(),
+            include_source_path=self.include_paths.isChecked(),
+            delimiter=self.delimiter.currentData(),
+        )

@@ -35,22 +35,26 @@ def _pixmap(rgb: np.ndarray, longest: int) -> QPixmap:
     image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
     pixmap = QPixmap.fromImage(image)
     if max(h, w) > longest:
-        pixmap = pixmap.scaled(longest, longest, Qt.AspectRatioMode.KeepAspectRatio,
-                               Qt.TransformationMode.SmoothTransformation)
+        pixmap = pixmap.scaled(
+            longest, longest, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
     return pixmap
 
 
 class HeatmapDialog(QDialog):
     """Two overlays side by side under a caption that says what the colours are not."""
 
-    def __init__(self, crop_rgb: np.ndarray, full_rgb: np.ndarray, *, label: str, demo: bool,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, crop_rgb: np.ndarray, full_rgb: np.ndarray, *, label: str, demo: bool, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model attention - not a lesion finding")
         layout = QVBoxLayout(self)
         prefix = f"<b>{DEMO_MARK}</b> (random demo model). " if demo else ""
-        self.caption = QLabel(f"{prefix}<b>{label}.</b> Red-yellow marks the parts of the lung crop that raised "
-                              "the model's score; it does not show where disease is.")
+        self.caption = QLabel(
+            f"{prefix}<b>{label}.</b> Red-yellow marks the parts of the lung crop that raised "
+            "the model's score; it does not show where disease is."
+        )
         self.caption.setWordWrap(True)
         layout.addWidget(self.caption)
         row = QHBoxLayout()

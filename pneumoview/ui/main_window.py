@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 MODEL_INPUT_CACHE = 16
 GIL_SWITCH_INTERVAL_S = 0.002
-EXPAND_ALL_LIMIT = 300      # images; above this the browser opens with patients expanded only
+EXPAND_ALL_LIMIT = 300  # images; above this the browser opens with patients expanded only
 
 
 def _warm_up_imports() -> None:
@@ -87,6 +87,7 @@ def _warm_up_imports() -> None:
 def _prepare_model_input(path: Path) -> Any:
     """Worker thread: the crop the model sees (imports the preprocessing on first use, off the GUI thread)."""
     from pneumoview.ui.calibration_actions import prepare_with_quality  # + the image-quality badge
+
     return prepare_with_quality(path)
 
 
@@ -94,6 +95,7 @@ def model_configured(settings: Settings) -> bool:
     """True when a model can run now (read afresh): the demo choice, or a bundle (explicit, or the
     registry's active one) with the base weights it needs (:mod:`pneumoview.active_model`)."""
     from pneumoview.active_model import resolve_active_model
+
     model = resolve_active_model(settings)
     return model is not None and model.ready
 
@@ -103,6 +105,7 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
         return Path(settings.active_bundle)
     try:
         from pneumoview.registry import ModelRegistry
+
         entry = ModelRegistry().active()
     except PneumoViewError as exc:
         log.warning("model registry unreadable: %s", exc.message)
@@ -151,11 +154,12 @@ _CHECKABLE = frozenset({"viewer.set_overlay_visible", "viewer.set_invert"})
 class MainWindow(CalibrationActions, QMainWindow):
     """PneumoView's main window. ``settings_path`` / ``database_path`` default to :mod:`pneumoview.paths`."""
 
-    analysisFinished = Signal(int)       # images analysed
-    scanFinished = Signal(int)           # images added
+    analysisFinished = Signal(int)  # images analysed
+    scanFinished = Signal(int)  # images added
 
-    def __init__(self, *, settings_path: Path | None = None, database_path: Path | None = None,
-                 pool: QThreadPool | None = None) -> None:
+    def __init__(
+        self, *, settings_path: Path | None = None, database_path: Path | None = None, pool: QThreadPool | None = None
+    ) -> None:
         super().__init__()
         self.setWindowTitle("PneumoView")
         self.setObjectName("mainWindow")
@@ -169,11 +173,11 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._open_result_store(database_path)
         adapter = ResultStoreAdapter(self.result_store) if self.result_store is not None else None
         self.session = ReviewSession(adapter)
-        self.engine_spec: EngineSpec | None = None      # the last analysis's model (resolved afresh each time)
+        self.engine_spec: EngineSpec | None = None  # the last analysis's model (resolved afresh each time)
         self.engine_is_demo = False
-        self._demo_fallback = False       # demo chosen, but the registry could not record it
-        self._pending_analysis: list[str] = []           # keys the "no model" prompt was asked for
-        self._model_missing = ""                          # why the active model cannot run yet
+        self._demo_fallback = False  # demo chosen, but the registry could not record it
+        self._pending_analysis: list[str] = []  # keys the "no model" prompt was asked for
+        self._model_missing = ""  # why the active model cannot run yet
         self.analysis_client = AnalysisClient()
         self._task: Job | None = None
         self._task_started = 0.0
@@ -193,17 +197,19 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._build_status_bar()
         self._build_actions()
         from pneumoview.ui.reading_dialogs import ReadingMenuController
+
         self.reading_menu = ReadingMenuController.install_on(self)
         self.session.problems_changed.connect(self._on_problems)
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())
         self._apply_settings()
         from pneumoview.ui.pacs_browser import install_pacs
+
         self.pacs = install_pacs(self)  # the PACS menu: browser, listener (pneumoview.pacs)
         warm_up = FunctionJob(_warm_up_imports)
         self._jobs.append(warm_up)
         self.pool.start(warm_up)
-        if self._startup_error is not None:      # shown once the window is up
+        if self._startup_error is not None:  # shown once the window is up
             timer = QTimer(self)
             timer.setSingleShot(True)
             timer.timeout.connect(lambda: self._error(*self._startup_error))
@@ -215,10 +221,13 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._startup_error: tuple[str, str] | None = None
         try:
             from pneumoview.store import ResultStore
+
             self.result_store = ResultStore(database_path)
         except StoreError as exc:
-            self._startup_error = ("The results database cannot be opened",
-                                   f"{exc.message}\nResults will not be saved.")
+            self._startup_error = (
+                "The results database cannot be opened",
+                f"{exc.message}\nResults will not be saved.",
+            )
 
     # ------------------------------------------------------------------ layout
     def _build_browser(self) -> None:
@@ -235,8 +244,17 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
         self.tree.setColumnWidth(COL_NAME, 210)
-        for col, width in ((COL_STATUS, 110), (COL_SCORE, 250), (COL_DECISION, 110), (4, 70), (5, 82), (6, 75),
-                           (7, 40), (8, 36), (9, 58)):
+        for col, width in (
+            (COL_STATUS, 110),
+            (COL_SCORE, 250),
+            (COL_DECISION, 110),
+            (4, 70),
+            (5, 82),
+            (6, 75),
+            (7, 40),
+            (8, 36),
+            (9, 58),
+        ):
             self.tree.setColumnWidth(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.filter_edit = QLineEdit()
@@ -248,7 +266,8 @@ class MainWindow(CalibrationActions, QMainWindow):
         for status in Status:
             self.status_filter.addItem(status.value.capitalize(), status)
         self.status_filter.currentIndexChanged.connect(
-            lambda _i: self.proxy.set_status(self.status_filter.currentData()))
+            lambda _i: self.proxy.set_status(self.status_filter.currentData())
+        )
         browser = QWidget()
         layout = QVBoxLayout(browser)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -315,8 +334,9 @@ class MainWindow(CalibrationActions, QMainWindow):
         dock = QDockWidget("Problems and tags", self)
         dock.setObjectName("bottomDock")
         dock.setWidget(self.bottom_tabs)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
         self.resizeDocks([dock], [190], Qt.Orientation.Vertical)
         self.bottom_dock = dock
@@ -334,7 +354,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         for w in (self.eta_label, self.progress, self.cancel_button):
             bar.addPermanentWidget(w)
             policy = w.sizePolicy()
-            policy.setRetainSizeWhenHidden(True)   # showing them later does not re-lay out the window
+            policy.setRetainSizeWhenHidden(True)  # showing them later does not re-lay out the window
             w.setSizePolicy(policy)
             w.hide()
 
@@ -359,8 +379,13 @@ class MainWindow(CalibrationActions, QMainWindow):
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("mainToolbar")
         toolbar.setMovable(False)
-        for act in (self.act_open_folder, self.act_open_files, self.act_analyse_selected, self.act_analyse_all,
-                    self.act_export_all):
+        for act in (
+            self.act_open_folder,
+            self.act_open_files,
+            self.act_analyse_selected,
+            self.act_analyse_all,
+            self.act_export_all,
+        ):
             toolbar.addAction(act)
         self.addActions([self.act_next_study, self.act_prev_study, self.act_cancel])
 
@@ -442,8 +467,11 @@ class MainWindow(CalibrationActions, QMainWindow):
             self.open_paths(files)
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of DICOM images",
-                                                  self.settings.recent_folders[0] if self.settings.recent_folders else "")
+        folder = QFileDialog.getExistingDirectory(
+            self,
+            "Open a folder of DICOM images",
+            self.settings.recent_folders[0] if self.settings.recent_folders else "",
+        )
         if folder:
             self.open_paths([Path(folder)])
 
@@ -482,8 +510,9 @@ class MainWindow(CalibrationActions, QMainWindow):
             self._save_settings_in_background()
             self._refresh_recent_menu()
         note = " (cancelled: partial)" if getattr(result, "cancelled", False) else ""
-        self._task_done(f"{len(result.images)} image(s) read, {len(added)} new, "
-                        f"{len(result.problems)} problem(s){note}")
+        self._task_done(
+            f"{len(result.images)} image(s) read, {len(added)} new, {len(result.problems)} problem(s){note}"
+        )
         if select_first and added:
             first = self._first_image(self.proxy.index(0, 0))
             self.select_key(first.data(KEY_ROLE) if first.isValid() else added[0])
@@ -561,7 +590,8 @@ class MainWindow(CalibrationActions, QMainWindow):
         index = self.proxy.mapFromSource(source)
         if index.isValid():
             self.tree.selectionModel().setCurrentIndex(
-                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+            )
             self.tree.scrollTo(index)
 
     def _first_image(self, index: QModelIndex) -> QModelIndex:
@@ -694,11 +724,12 @@ class MainWindow(CalibrationActions, QMainWindow):
         """Switch to the built-in demo model (random weights; every output marked DEMO), remembered
         across restarts in the model registry; runs the analysis the "no model" prompt was asked for."""
         from pneumoview.registry import ModelRegistry
+
         try:
             ModelRegistry().use_demo()
             self._demo_fallback = False
         except PneumoViewError as exc:
-            self._demo_fallback = True        # used in this window; not remembered
+            self._demo_fallback = True  # used in this window; not remembered
             self._error("The demo choice cannot be saved", exc.message)
         self.engine_spec = EngineSpec("demo")
         self.engine_is_demo = True
@@ -714,6 +745,7 @@ class MainWindow(CalibrationActions, QMainWindow):
     def _spec_for_settings(self) -> EngineSpec | None:
         """The active model, resolved afresh (registry + settings) whenever an analysis starts."""
         from pneumoview.active_model import resolve_active_model
+
         model = resolve_active_model(self.settings)
         if (model is None or not model.ready) and self._demo_fallback:
             return EngineSpec("demo")
@@ -723,8 +755,14 @@ class MainWindow(CalibrationActions, QMainWindow):
         if model.demo:
             return EngineSpec("demo", bundle=str(model.bundle or ""))
         s = self.settings
-        return EngineSpec("bundle", bundle=str(model.bundle), clip_path=model.clip_path, llama_path=model.llama_path,
-                          device=s.device, precision=s.precision)
+        return EngineSpec(
+            "bundle",
+            bundle=str(model.bundle),
+            clip_path=model.clip_path,
+            llama_path=model.llama_path,
+            device=s.device,
+            precision=s.precision,
+        )
 
     def analyse_selected(self) -> AnalysisJob | None:
         return self.analyse(self.selected_keys())
@@ -732,7 +770,7 @@ class MainWindow(CalibrationActions, QMainWindow):
     def analyse_all(self) -> AnalysisJob | None:
         """Analyse the images that have no current result (the rest keep theirs and their decisions)."""
         keys = list(self.session.entries)
-        self.session.record_unsupported(keys)   # reports list why the others were not analysed
+        self.session.record_unsupported(keys)  # reports list why the others were not analysed
         todo = self.session.without_current_result(keys)
         if keys and not todo and self.session.analysable(keys):
             self._status("Every image already has a result; use Analysis > Re-analyse All to analyse them again.")
@@ -746,17 +784,22 @@ class MainWindow(CalibrationActions, QMainWindow):
         fingerprint = str(loaded.get("fingerprint", "")) if loaded else None
         at_stake = self.session.decisions_at_stake(keys, fingerprint)
         model = "the current model" if loaded else "the chosen model (not loaded yet, so any decided image counts)"
-        text = (f"Analyse all {len(keys)} image(s) again with {model}?\n\n"
-                f"{at_stake} reviewer decision(s) were made on another model's output and will need re-review "
-                "if the new result differs; they are kept, marked 'needs re-review'.")
+        text = (
+            f"Analyse all {len(keys)} image(s) again with {model}?\n\n"
+            f"{at_stake} reviewer decision(s) were made on another model's output and will need re-review "
+            "if the new result differs; they are kept, marked 'needs re-review'."
+        )
         return len(keys), at_stake, text
 
     def reanalyse_all(self, *, confirm: Callable[[str], bool] | None = None) -> AnalysisJob | None:
         """Analyse every image again, after asking when decisions would need re-review."""
         images, at_stake, text = self.reanalyse_prompt()
         if images and at_stake:
-            ask = confirm or (lambda question: QMessageBox.question(
-                self, "Re-analyse all images?", question) == QMessageBox.StandardButton.Yes)
+            ask = confirm or (
+                lambda question: (
+                    QMessageBox.question(self, "Re-analyse all images?", question) == QMessageBox.StandardButton.Yes
+                )
+            )
             if not ask(text):
                 self._status("Re-analysis cancelled: nothing changed.")
                 return None
@@ -767,7 +810,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         if not keys:
             self._status("Nothing to analyse: open a folder first.")
             return None
-        self.engine_spec = self._spec_for_settings()   # whatever is active now, wherever it was activated
+        self.engine_spec = self._spec_for_settings()  # whatever is active now, wherever it was activated
         self.engine_is_demo = bool(self.engine_spec is not None and self.engine_spec.demo)
         if self.engine_spec is None:
             self.diagnosis.set_model_installed(False)
@@ -790,9 +833,14 @@ class MainWindow(CalibrationActions, QMainWindow):
             identity = self.session.entries[k].identity
             assert identity is not None  # analysable() keeps only identified files
             items.append(WorkItem.for_identity(k, identity))
-        job = AnalysisJob(items, self.analysis_client, self.engine_spec, threshold=threshold,
-                          operating_point_id=operating_point_id,
-                          persist=self._persist_outputs)
+        job = AnalysisJob(
+            items,
+            self.analysis_client,
+            self.engine_spec,
+            threshold=threshold,
+            operating_point_id=operating_point_id,
+            persist=self._persist_outputs,
+        )
         job.signals.progress.connect(self._on_progress)
         job.signals.partial.connect(self._on_analysis_partial)
         job.signals.finished.connect(lambda n, s=skipped: self._on_analysis_done(n, s))
@@ -802,14 +850,21 @@ class MainWindow(CalibrationActions, QMainWindow):
         return job
 
     def _offer_model_setup(self, keys: Sequence[str] = ()) -> None:
-        self._pending_analysis = list(keys)       # "Use demo model" analyses them at once
+        self._pending_analysis = list(keys)  # "Use demo model" analyses them at once
         missing, self._model_missing = self._model_missing, ""
-        first = (f"The active model cannot run yet: {missing}." if missing else
-                 "No PneumoLLM model is installed, so nothing can be analysed yet.")
-        box = QMessageBox(QMessageBox.Icon.Information, "No model installed",
-                          f"{first}\n\n"
-                          "Set up the model (CLIP and LLaMA weights and a trained bundle), or try the "
-                          "demo model (random weights: its output is not a diagnosis).", parent=self)
+        first = (
+            f"The active model cannot run yet: {missing}."
+            if missing
+            else "No PneumoLLM model is installed, so nothing can be analysed yet."
+        )
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "No model installed",
+            f"{first}\n\n"
+            "Set up the model (CLIP and LLaMA weights and a trained bundle), or try the "
+            "demo model (random weights: its output is not a diagnosis).",
+            parent=self,
+        )
         setup = box.addButton("Set up model...", QMessageBox.ButtonRole.AcceptRole)
         demo = box.addButton("Use demo model", QMessageBox.ButtonRole.ActionRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -872,14 +927,20 @@ class MainWindow(CalibrationActions, QMainWindow):
     # ------------------------------------------------------------------ dialogs
     def export_dialog(self, *, selected: bool) -> None:
         from pneumoview.ui.export_dialog import ExportDialog
-        dialog = ExportDialog(self, self.settings, selected_count=len(self.selected_keys()) if selected else None,
-                              settings_path=self.settings_path)
+
+        dialog = ExportDialog(
+            self,
+            self.settings,
+            selected_count=len(self.selected_keys()) if selected else None,
+            settings_path=self.settings_path,
+        )
         if dialog.exec():
             self.export(dialog.target_path(), selected=selected, options=dialog.options())
 
     def export(self, path: Path, *, selected: bool, options: Any) -> Any:
         """Write the CSV report (:func:`pneumoview.report.export_csv`); returns its summary."""
         from pneumoview.report import export_csv
+
         keys = self.selected_keys() if selected else None
         try:
             rows = self.session.report_rows(keys)
@@ -888,9 +949,11 @@ class MainWindow(CalibrationActions, QMainWindow):
             self._error("Export failed", getattr(exc, "message", str(exc)))
             return None
         if self.result_store is not None:
-            self.result_store.audit("export", actor=self.settings.reviewer_name,
-                                    detail={"path": str(path), "rows": summary.rows,
-                                            "pseudonymised": bool(options.pseudonymise)})
+            self.result_store.audit(
+                "export",
+                actor=self.settings.reviewer_name,
+                detail={"path": str(path), "rows": summary.rows, "pseudonymised": bool(options.pseudonymise)},
+            )
         self.settings.export.last_directory = str(Path(path).parent)
         self._save_settings()
         self._status(f"Exported {summary.rows} row(s) to {path}")
@@ -898,20 +961,32 @@ class MainWindow(CalibrationActions, QMainWindow):
 
     def open_settings_dialog(self) -> None:
         from pneumoview.ui.settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
-            old = (self.settings.clip_path, self.settings.llama_path, self.settings.active_bundle,
-                   self.settings.device, self.settings.precision)
+            old = (
+                self.settings.clip_path,
+                self.settings.llama_path,
+                self.settings.active_bundle,
+                self.settings.device,
+                self.settings.precision,
+            )
             self.settings = dialog.result_settings()
             self._save_settings()
-            new = (self.settings.clip_path, self.settings.llama_path, self.settings.active_bundle,
-                   self.settings.device, self.settings.precision)
+            new = (
+                self.settings.clip_path,
+                self.settings.llama_path,
+                self.settings.active_bundle,
+                self.settings.device,
+                self.settings.precision,
+            )
             if old != new and not self.engine_is_demo:
-                self.engine_spec = None       # rebuilt from the new settings at the next analysis
+                self.engine_spec = None  # rebuilt from the new settings at the next analysis
             self._apply_settings()
 
     def open_setup_dialog(self) -> None:
         from pneumoview.ui.setup_dialog import ModelSetupDialog
+
         dialog = ModelSetupDialog(self.settings, self, client=self.analysis_client)
         dialog.demoRequested.connect(self.use_demo_model)
         dialog.modelActivated.connect(self._on_model_activated)
@@ -926,6 +1001,7 @@ class MainWindow(CalibrationActions, QMainWindow):
     def _leave_demo(self) -> None:
         """The user set up a real model: stop using the demo choice (here and after a restart)."""
         from pneumoview.registry import ModelRegistry
+
         self._demo_fallback = False
         try:
             ModelRegistry().leave_demo()
@@ -935,6 +1011,7 @@ class MainWindow(CalibrationActions, QMainWindow):
     def open_model_manager(self) -> None:
         """Model > Model Manager: the registry's bundles; activate / roll back / remove."""
         from pneumoview.ui.model_manager import ModelManagerDialog
+
         dialog = ModelManagerDialog(self)
         dialog.modelActivated.connect(self._on_model_activated)
         dialog.exec()
@@ -942,6 +1019,7 @@ class MainWindow(CalibrationActions, QMainWindow):
     def rollback_model(self) -> None:
         """Re-activate the previously active bundle (``pneumoview models rollback``)."""
         from pneumoview.registry import ModelRegistry
+
         try:
             entry = ModelRegistry().rollback()
         except PneumoViewError as exc:
@@ -980,7 +1058,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.pool.waitForDone(10000)
         self.view_pool.waitForDone(10000)
         self.analysis_client.close()
-        self.session.store = None           # late signals must not write to a closed database
+        self.session.store = None  # late signals must not write to a closed database
         if self.result_store is not None:
             self.result_store.close()
             self.result_store = None

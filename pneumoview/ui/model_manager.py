@@ -43,9 +43,13 @@ def format_fingerprints(fingerprints: dict[str, str]) -> str:
 
 
 def _ask(parent: QWidget, text: str) -> bool:
-    answer = QMessageBox.question(parent, "Remove model", text,
-                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                  QMessageBox.StandardButton.No)
+    answer = QMessageBox.question(
+        parent,
+        "Remove model",
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
     return answer == QMessageBox.StandardButton.Yes
 
 
@@ -54,8 +58,13 @@ class ModelManagerDialog(QDialog):
 
     modelActivated = Signal(str)  # registry id now active
 
-    def __init__(self, parent: QWidget | None = None, *, registry: ModelRegistry | None = None,
-                 confirm: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        registry: ModelRegistry | None = None,
+        confirm: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model manager")
         self.setMinimumSize(960, 360)
@@ -112,8 +121,11 @@ class ModelManagerDialog(QDialog):
         except PneumoViewError as exc:
             self.entries, self.active_id, demo, history = [], None, False, []
             self._say(exc.message, error=True)
-        self.demo_note.setText("The built-in demo model is in use (random weights: not a diagnosis). "
-                               "Activate a bundle to use it instead." if demo else "")
+        self.demo_note.setText(
+            "The built-in demo model is in use (random weights: not a diagnosis). Activate a bundle to use it instead."
+            if demo
+            else ""
+        )
         self.demo_note.setVisible(demo)
         self.table.setRowCount(len(self.entries))
         for row, entry in enumerate(self.entries):
@@ -168,8 +180,9 @@ class ModelManagerDialog(QDialog):
     # ------------------------------------------------------------------ actions
     def _update_buttons(self) -> None:
         selected = self.selected_id()
-        self.activate_button.setEnabled(selected is not None and (selected != self.active_id
-                                                                   or self.demo_note.isVisibleTo(self)))
+        self.activate_button.setEnabled(
+            selected is not None and (selected != self.active_id or self.demo_note.isVisibleTo(self))
+        )
         self.remove_button.setEnabled(selected is not None and selected != self.active_id)
 
     def _say(self, text: str, *, error: bool = False) -> None:

@@ -176,8 +176,11 @@ class PacsBrowserDialog(QDialog):
         except PneumoViewError as exc:
             self.status.setText(exc.message)
             return None
-        keys = {"patient_id": self.patient_id.text().strip(), "patient_name": self.patient_name.text().strip(),
-                "date": self.date.text().strip()}
+        keys = {
+            "patient_id": self.patient_id.text().strip(),
+            "patient_name": self.patient_name.text().strip(),
+            "date": self.date.text().strip(),
+        }
         self.settings.pacs_remote = self.remote.text().strip()
         return self._run(FunctionJob(lambda: client.find_studies(**keys)), self._show_matches, "Searching...")
 
@@ -196,8 +199,9 @@ class PacsBrowserDialog(QDialog):
         job = RetrieveJob(client, uids, inbox_folder(self.settings))
         job.signals.partial.connect(self.studyRetrieved.emit)
         job.signals.problems.connect(lambda problems: self.status.setText(problems[0][1]))
-        return self._run(job, lambda folders: self.status.setText(f"Retrieved {len(folders)} study(ies)."),
-                         "Retrieving...")
+        return self._run(
+            job, lambda folders: self.status.setText(f"Retrieved {len(folders)} study(ies)."), "Retrieving..."
+        )
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -242,8 +246,15 @@ class PacsBrowserDialog(QDialog):
     def _show_matches(self, matches: list[Any]) -> None:
         self.table.setRowCount(len(matches))
         for row, m in enumerate(matches):
-            values = (m.patient_id, m.patient_name, m.study_date, ",".join(m.modalities),
-                      "" if m.instances is None else str(m.instances), m.study_description, m.study_uid)
+            values = (
+                m.patient_id,
+                m.patient_name,
+                m.study_date,
+                ",".join(m.modalities),
+                "" if m.instances is None else str(m.instances),
+                m.study_description,
+                m.study_uid,
+            )
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(value))
         self.table.resizeColumnsToContents()
@@ -274,8 +285,14 @@ class ListenerSettingsDialog(QDialog):
         self.on_start = QCheckBox("Start the listener with PneumoView")
         self.on_start.setChecked(settings.pacs_listen_on_start)
         form = QFormLayout(self)
-        for label, widget in (("AE title", self.ae_title), ("Port", self.port), ("Interface", self.interface),
-                              ("Allowed callers", self.allowed), ("Inbox", self.inbox), ("", self.on_start)):
+        for label, widget in (
+            ("AE title", self.ae_title),
+            ("Port", self.port),
+            ("Interface", self.interface),
+            ("Allowed callers", self.allowed),
+            ("Inbox", self.inbox),
+            ("", self.on_start),
+        ):
             form.addRow(label, widget)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -296,10 +313,15 @@ class PacsIntegration(QObject):
 
     studyArrived = Signal(object)  # Path of a complete study folder (emitted from the listener's thread)
 
-    def __init__(self, window: QMainWindow, open_paths: Callable[[list[Path]], Any],
-                 settings: Callable[[], Settings], save: Callable[[], None],
-                 selected: Callable[[], list[tuple[Path, Any, Any]]] | None = None,
-                 items_for: Callable[[list[str]], list[tuple[Path, Any, Any]]] | None = None) -> None:
+    def __init__(
+        self,
+        window: QMainWindow,
+        open_paths: Callable[[list[Path]], Any],
+        settings: Callable[[], Settings],
+        save: Callable[[], None],
+        selected: Callable[[], list[tuple[Path, Any, Any]]] | None = None,
+        items_for: Callable[[list[str]], list[tuple[Path, Any, Any]]] | None = None,
+    ) -> None:
         super().__init__(window)
         self._selected = selected or list
         self._items_for = items_for or (lambda keys: [])
@@ -421,8 +443,13 @@ class PacsIntegration(QObject):
         if self.listener is not None:
             return
         s = self._settings()
-        config = ListenerConfig(inbox=inbox_folder(s), ae_title=s.pacs_ae_title, port=s.pacs_port,
-                                host=s.pacs_interface, allowed_callers=tuple(s.pacs_allowed_callers))
+        config = ListenerConfig(
+            inbox=inbox_folder(s),
+            ae_title=s.pacs_ae_title,
+            port=s.pacs_port,
+            host=s.pacs_interface,
+            allowed_callers=tuple(s.pacs_allowed_callers),
+        )
         listener = StorageListener(config, self._on_event)
         try:
             listener.start()
@@ -448,12 +475,19 @@ class PacsIntegration(QObject):
 
 def install_pacs(window: Any) -> PacsIntegration:
     """Add the *PACS* menu to PneumoView's main window (uses its ``open_paths``, ``settings``, ``_save_settings``)."""
+
     def items_for(keys: list[str]) -> list[tuple[Path, Any, Any]]:
         entries = [window.session.entries.get(key) for key in keys]
         return [(e.path, e.result if e.has_current_result else None, e.decision) for e in entries if e is not None]
 
-    pacs = PacsIntegration(window, window.open_paths, lambda: window.settings, window._save_settings,
-                           lambda: items_for(window.selected_keys()), items_for)
+    pacs = PacsIntegration(
+        window,
+        window.open_paths,
+        lambda: window.settings,
+        window._save_settings,
+        lambda: items_for(window.selected_keys()),
+        items_for,
+    )
     window.session.entries_changed.connect(pacs.entries_changed)
     return pacs
 

@@ -55,7 +55,8 @@ class NoModelBanner(QFrame):
             "<b>No model is installed.</b><br>Analysis needs the PneumoLLM base weights "
             "(CLIP ViT-L/14 and LLaMA-7B) and a trained adapter bundle. You can set them up now, "
             "or try the application with the built-in demo model (random weights: its output is "
-            f"<b>{DEMO_MARK}</b>).")
+            f"<b>{DEMO_MARK}</b>)."
+        )
         layout.addWidget(self.text)
         buttons = QHBoxLayout()
         self.setup_button = QPushButton("Set up model...")
@@ -98,7 +99,7 @@ class DiagnosisPanel(QGroupBox):
         layout.addWidget(self.details)
         layout.addStretch(1)
         self.threshold = 0.5
-        self.model_text = ""            # "name, id, device" of the loaded engine (if any)
+        self.model_text = ""  # "name, id, device" of the loaded engine (if any)
         self.show_entry(None)
 
     def set_model_installed(self, installed: bool) -> None:
@@ -123,8 +124,9 @@ class DiagnosisPanel(QGroupBox):
             if result is not None:
                 self.details.setText(html.escape(result.reason))
             else:
-                self.details.setText(f"Failed: {html.escape(entry.error)}" if entry.error
-                                     else "Use Analysis > Analyse selected.")
+                self.details.setText(
+                    f"Failed: {html.escape(entry.error)}" if entry.error else "Use Analysis > Analyse selected."
+                )
             return
         prov = result.provenance
         threshold = prov.threshold if prov.threshold is not None else self.threshold
@@ -136,16 +138,24 @@ class DiagnosisPanel(QGroupBox):
         label_text = f"<b>{html.escape(result.label)}</b> at threshold {threshold:.2f}"
         now = result.label_at(self.threshold)
         if abs(threshold - self.threshold) > 1e-9 and now != result.label:
-            label_text += (f"<br><span style='color:#a05000'>at the current threshold {self.threshold:.2f} it would be "
-                           f"{html.escape(now)}: analyse again to apply it</span>")
+            label_text += (
+                f"<br><span style='color:#a05000'>at the current threshold {self.threshold:.2f} it would be "
+                f"{html.escape(now)}: analyse again to apply it</span>"
+            )
         box = prov.crop_box
         rows = [
             ("Label", label_text),
             ("Model", html.escape(prov.bundle_name)),
             ("Version", html.escape(prov.bundle_id)),
             ("Bundle fingerprint", f"<code>{prov.model_fingerprint or 'unknown'}</code>"),
-            ("Base weights", "<br>".join(f"{html.escape(k)} <code>{html.escape(v[:24])}</code>"
-                                         for k, v in sorted(prov.base_fingerprints.items())) or "unknown"),
+            (
+                "Base weights",
+                "<br>".join(
+                    f"{html.escape(k)} <code>{html.escape(v[:24])}</code>"
+                    for k, v in sorted(prov.base_fingerprints.items())
+                )
+                or "unknown",
+            ),
             ("Operating point", html.escape(prov.operating_point_id) or "threshold from settings"),
             ("Device / plan", html.escape(prov.plan or prov.device or "unknown")),
             ("Lung box", " ".join(str(v) for v in box) if box else "unknown"),
@@ -155,12 +165,22 @@ class DiagnosisPanel(QGroupBox):
         if prov.crop_fallback:
             rows.append(("Lung box", "<span style='color:#a05000'>not found: whole image used</span>"))
         if entry.review_status == "needs re-review":
-            rows.append(("Review", ("<span style='color:#a05000'><b>needs re-review</b>: the result changed since "
-                                    "the decision</span>")))
+            rows.append(
+                (
+                    "Review",
+                    (
+                        "<span style='color:#a05000'><b>needs re-review</b>: the result changed since "
+                        "the decision</span>"
+                    ),
+                )
+            )
         if entry.duplicates:
             rows.append(("Duplicate UID", "<br>".join(html.escape(p) for p in entry.duplicates)))
-        self.details.setText("<table>" + "".join(
-            f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
+        self.details.setText(
+            "<table>"
+            + "".join(f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows)
+            + "</table>"
+        )
 
 
 class ModelInputPanel(QGroupBox):
@@ -193,8 +213,9 @@ class ModelInputPanel(QGroupBox):
         grey = np.clip(np.asarray(crop, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         self.image.setText("")
         self.image.setPixmap(QPixmap.fromImage(to_qimage(grey)))
-        self.warning.setText("Lungs not found: the model saw the whole image (resized). "
-                             "Check that this is a frontal chest radiograph.")
+        self.warning.setText(
+            "Lungs not found: the model saw the whole image (resized). Check that this is a frontal chest radiograph."
+        )
         self.warning.setVisible(bool(fallback))
         self.notes.setText("; ".join(notes))
 
@@ -202,7 +223,7 @@ class ModelInputPanel(QGroupBox):
 class ReviewPanel(QGroupBox):
     """Agree / disagree / uncertain and a comment, for the image or the whole study."""
 
-    decisionRequested = Signal(str, str, bool)      # decision, comment, whole study
+    decisionRequested = Signal(str, str, bool)  # decision, comment, whole study
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Reviewer decision", parent)
@@ -239,8 +260,9 @@ class ReviewPanel(QGroupBox):
         self.show_entry(None)
 
     def set_reviewer(self, name: str) -> None:
-        self.reviewer.setText(f"Reviewer: <b>{name}</b>" if name else
-                              "Reviewer: <i>not set (Settings > Reviewer name)</i>")
+        self.reviewer.setText(
+            f"Reviewer: <b>{name}</b>" if name else "Reviewer: <i>not set (Settings > Reviewer name)</i>"
+        )
 
     def _save(self) -> None:
         checked = self.group.checkedButton()
@@ -276,4 +298,6 @@ class ReviewPanel(QGroupBox):
 def entry_summary(entry: Any) -> str:
     """One line for the status bar."""
     r = entry.record
-    return f"{r.patient_name or r.patient_id}  {r.modality} {r.view_position}  {r.rows}x{r.columns}  {entry.status_text()}"
+    return (
+        f"{r.patient_name or r.patient_id}  {r.modality} {r.view_position}  {r.rows}x{r.columns}  {entry.status_text()}"
+    )

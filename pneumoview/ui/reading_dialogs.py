@@ -74,10 +74,12 @@ class ReaderSignInDialog(QDialog):
 def reading_summary(reader: str, when: str, cells: dict[str, str]) -> str:
     """Another reader's form as a few lines of text (shown only after one's own submission)."""
     shapes = f"{cells['primary_shape']}/{cells['secondary_shape']}" if cells["primary_shape"] else "-"
-    return (f"{reader} ({when[:16].replace('T', ' ')}): quality {cells['film_quality']}, profusion "
-            f"{cells['profusion'] or '-'}, shape {shapes}, zones {cells['zones'] or '-'}, large "
-            f"{cells['large_opacities'] or '-'}, pleural {cells['pleural_abnormalities'] or '-'}, symbols "
-            f"{cells['symbols'] or '-'}")
+    return (
+        f"{reader} ({when[:16].replace('T', ' ')}): quality {cells['film_quality']}, profusion "
+        f"{cells['profusion'] or '-'}, shape {shapes}, zones {cells['zones'] or '-'}, large "
+        f"{cells['large_opacities'] or '-'}, pleural {cells['pleural_abnormalities'] or '-'}, symbols "
+        f"{cells['symbols'] or '-'}"
+    )
 
 
 class ReadingDialog(QDialog):
@@ -162,8 +164,9 @@ class ArbitrationQueueDialog(QDialog):
 class ExportReadingsDialog(QDialog):
     """CSV of every reading (and optionally a PDF page per study), pseudonymised on request."""
 
-    def __init__(self, repo: ReadingRepository, key_provider: Callable[[], bytes],
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, repo: ReadingRepository, key_provider: Callable[[], bytes], parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export readings")
         self.repo, self.key_provider = repo, key_provider
@@ -203,8 +206,9 @@ class ExportReadingsDialog(QDialog):
         pseudo = self.pseudonymise.isChecked()
         try:
             key = self.key_provider() if pseudo else None
-            self.summary = export_readings_csv(Path(self.csv_path.text().strip()), self.repo, pseudonymise=pseudo,
-                                               key=key)
+            self.summary = export_readings_csv(
+                Path(self.csv_path.text().strip()), self.repo, pseudonymise=pseudo, key=key
+            )
             if self.pdf_dir.text().strip():
                 write_study_pdfs(Path(self.pdf_dir.text().strip()), self.repo, pseudonymise=pseudo, key=key)
         except PneumoViewError as exc:
@@ -234,8 +238,13 @@ class ReadingMenuController:
     """Opens the reading dialogs for a window; ``repo`` and ``study`` are callables so the window
     stays the owner of its database and its selection."""
 
-    def __init__(self, parent: QWidget, repo: Callable[[], ReadingRepository | None],
-                 study: Callable[[], str | None], key_provider: Callable[[], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget,
+        repo: Callable[[], ReadingRepository | None],
+        study: Callable[[], str | None],
+        key_provider: Callable[[], bytes] | None = None,
+    ) -> None:
         self.parent, self._repo, self._study = parent, repo, study
         self.rule: FinalRule | None = None  # None: the default rule (see pneumoview.reading.rules)
         self.suggested_name = ""  # offered in the sign-in dialog (the app's reviewer name)
@@ -246,6 +255,7 @@ class ReadingMenuController:
     def install_on(cls, window: QMainWindow) -> ReadingMenuController:
         """The Reading menu for PneumoView's main window: its ``result_store`` and the study of
         its ``current_entry()`` (Study Instance UID (0020,000D) of the image on screen)."""
+
         def repo() -> ReadingRepository | None:
             store = getattr(window, "result_store", None)
             return ReadingRepository(store) if store is not None else None

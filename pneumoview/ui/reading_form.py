@@ -77,11 +77,18 @@ def named(widget: W, name: str) -> W:
 
 #: How a validation error's ``field`` is named in the form's messages.
 FIELD_LABELS: dict[str, str] = {
-    "film_quality": "Quality", "film_quality_reason": "Quality reason", "profusion": "Profusion",
-    "primary_shape": "Shape/size", "secondary_shape": "Secondary shape/size", "zones": "Zones",
-    "large_opacities": "Large opacities", "plaques": "Pleural plaques",
-    "costophrenic_obliteration": "Costophrenic angle", "diffuse_thickening": "Diffuse pleural thickening",
-    "symbols": "Symbols", "comments": "Comments",
+    "film_quality": "Quality",
+    "film_quality_reason": "Quality reason",
+    "profusion": "Profusion",
+    "primary_shape": "Shape/size",
+    "secondary_shape": "Secondary shape/size",
+    "zones": "Zones",
+    "large_opacities": "Large opacities",
+    "plaques": "Pleural plaques",
+    "costophrenic_obliteration": "Costophrenic angle",
+    "diffuse_thickening": "Diffuse pleural thickening",
+    "symbols": "Symbols",
+    "comments": "Comments",
 }
 
 
@@ -116,10 +123,13 @@ class _Pleura(QGroupBox):
         row = len(sites) + 1
         self.extents: dict[str, QComboBox] = {}
         self.widths: dict[str, QComboBox] = {}
-        for col, side in enumerate(SIDES):
-            self.extents[side] = _combo(f"{prefix}_extent_{side}", [("extent -", None)] +
-                                       [(f"extent {e}", e) for e in EXTENTS])
-            self.widths[side] = _combo(f"{prefix}_width_{side}", [("width -", None)] + [(f"width {w}", w) for w in WIDTHS])
+        for side in SIDES:
+            self.extents[side] = _combo(
+                f"{prefix}_extent_{side}", [("extent -", None)] + [(f"extent {e}", e) for e in EXTENTS]
+            )
+            self.widths[side] = _combo(
+                f"{prefix}_width_{side}", [("width -", None)] + [(f"width {w}", w) for w in WIDTHS]
+            )
         grid.addWidget(QLabel("chest wall R"), row, 0)
         grid.addWidget(self.extents["R"], row, 1, 1, 2)
         grid.addWidget(self.widths["R"], row, 3, 1, 2)
@@ -343,10 +353,16 @@ class ReadingForm(QWidget):
     def field_widget(self, field: str | None) -> QWidget | None:
         """The widget where a validation error's ``field`` is entered."""
         simple = {
-            "film_quality": self.quality, "film_quality_reason": self.quality_reason, "profusion": self.profusion,
-            "primary_shape": self.primary, "secondary_shape": self.secondary, "zones": self.zones["RU"],
-            "large_opacities": self.large, "costophrenic_obliteration": self.cpa["R"],
-            "symbols": self.symbols["aa"], "comments": self.comments,
+            "film_quality": self.quality,
+            "film_quality_reason": self.quality_reason,
+            "profusion": self.profusion,
+            "primary_shape": self.primary,
+            "secondary_shape": self.secondary,
+            "zones": self.zones["RU"],
+            "large_opacities": self.large,
+            "costophrenic_obliteration": self.cpa["R"],
+            "symbols": self.symbols["aa"],
+            "comments": self.comments,
         }
         if field in simple:
             return simple[field]
@@ -360,8 +376,9 @@ class ReadingForm(QWidget):
     def validate(self) -> list[str]:
         """Show the validator's messages; returns them (empty when the reading is valid)."""
         problems = self.reading().problems()
-        texts = [f"{FIELD_LABELS.get((p.field or '').split('.')[0], p.field or 'Reading')}: {p.reason}"
-                 for p in problems]
+        texts = [
+            f"{FIELD_LABELS.get((p.field or '').split('.')[0], p.field or 'Reading')}: {p.reason}" for p in problems
+        ]
         self.messages.setText("\n".join(texts))
         if problems:
             widget = self.field_widget(problems[0].field)

@@ -59,8 +59,10 @@ def quantisations_for(device: str) -> list[str]:
 def add_memory_rows(form: QFormLayout, settings: Settings, device_combo: QComboBox) -> tuple[QComboBox, QSpinBox]:
     """LLaMA quantisation picker (follows the device picker) and the idle minutes before the model is released."""
     quant_combo = QComboBox()
-    quant_combo.setToolTip("auto: 8-bit only when memory is short; int8 / int4: smaller and, on the CPU, faster, "
-                           "with slightly different probabilities; nf4: 4-bit on a GPU (bitsandbytes)")
+    quant_combo.setToolTip(
+        "auto: 8-bit only when memory is short; int8 / int4: smaller and, on the CPU, faster, "
+        "with slightly different probabilities; nf4: 4-bit on a GPU (bitsandbytes)"
+    )
 
     def refill(device: str) -> None:
         current = quant_combo.currentText() or settings.quantisation
@@ -181,6 +183,7 @@ class SettingsDialog(QDialog):
     def _registry_entries() -> list:
         try:
             from pneumoview.registry import ModelRegistry
+
             return ModelRegistry().list()
         except PneumoViewError:
             return []

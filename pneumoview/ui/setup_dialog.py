@@ -79,6 +79,7 @@ def check_paths(clip: str, llama: str, bundle: str | None, *, needs_base: bool =
         problems.append(f"LLaMA weights: no such folder: {llama}")
     if bundle:
         from pneumoview.inference.manifest import check_bundle
+
         try:
             check_bundle(Path(bundle))
         except PneumoViewError as exc:
@@ -98,8 +99,9 @@ def import_reference_in_child(checkpoint: str, name: str = "") -> str:
     never imported here); returns the new registry id, or raises BundleError with the child's one line."""
     args = ["models", "import-reference", checkpoint, "--activate", *(["--name", name] if name else [])]
     try:
-        done = subprocess.run(pneumoview_command(*args), capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
-                              check=False)
+        done = subprocess.run(
+            pneumoview_command(*args), capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BundleError(f"the import did not finish: {exc}", path=checkpoint) from exc
     lines = done.stdout.split()
@@ -115,8 +117,9 @@ class ModelSetupDialog(QDialog):
     demoRequested = Signal()
     modelActivated = Signal(str)  # registry id of an imported (and activated) bundle
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None, *,
-                 client: AnalysisClient | None = None) -> None:
+    def __init__(
+        self, settings: Settings, parent: QWidget | None = None, *, client: AnalysisClient | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model setup")
         self.setMinimumWidth(640)
@@ -130,7 +133,8 @@ class ModelSetupDialog(QDialog):
         intro = QLabel(
             "PneumoLLM needs the frozen base models, which PneumoView cannot download for you "
             "(licences): OpenAI CLIP ViT-L/14 and LLaMA-7B, plus a trained adapter bundle "
-            "(from the model registry, a colleague, or the retraining wizard).")
+            "(from the model registry, a colleague, or the retraining wizard)."
+        )
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QFormLayout()
@@ -150,8 +154,10 @@ class ModelSetupDialog(QDialog):
         buttons = QDialogButtonBox()
         self.validate_button = QPushButton("Validate (loads the model)")
         self.import_button = QPushButton("Import reference checkpoint...")
-        self.import_button.setToolTip("The reference PneumoLLM implementation's released checkpoint (.pth): "
-                                      "registered as a bundle and activated; files with code are refused.")
+        self.import_button.setToolTip(
+            "The reference PneumoLLM implementation's released checkpoint (.pth): "
+            "registered as a bundle and activated; files with code are refused."
+        )
         self.demo_button = QPushButton("Use demo model instead")
         buttons.addButton(self.validate_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(self.import_button, QDialogButtonBox.ButtonRole.ActionRole)
@@ -183,8 +189,9 @@ class ModelSetupDialog(QDialog):
         s = self.result_settings()
         model = self._model(s)
         bundle = s.active_bundle or (str(model.bundle) if model is not None and model.bundle else None)
-        problems = check_paths(s.clip_path or "", s.llama_path or "", bundle,
-                               needs_base=not (model is not None and model.demo))
+        problems = check_paths(
+            s.clip_path or "", s.llama_path or "", bundle, needs_base=not (model is not None and model.demo)
+        )
         if model is None:
             problems.append("Bundle: none given and the model registry has no active bundle.")
         self._show(problems, ok=False)
@@ -209,12 +216,19 @@ class ModelSetupDialog(QDialog):
         if model.demo:
             spec = EngineSpec("demo", bundle=str(model.bundle))
         else:
-            spec = EngineSpec("bundle", bundle=str(model.bundle), clip_path=s.clip_path or "",
-                              llama_path=s.llama_path or "", device=s.device, precision=s.precision)
+            spec = EngineSpec(
+                "bundle",
+                bundle=str(model.bundle),
+                clip_path=s.clip_path or "",
+                llama_path=s.llama_path or "",
+                device=s.device,
+                precision=s.precision,
+            )
         self._job = ValidateJob(self.client, spec)
         self._job.signals.finished.connect(self._validated)
         self._job.signals.failed.connect(lambda msg: self._validated(PneumoViewError(msg)))
         from PySide6.QtCore import QThreadPool
+
         QThreadPool.globalInstance().start(self._job)
 
     def _validated(self, result: Any) -> None:
@@ -224,19 +238,20 @@ class ModelSetupDialog(QDialog):
             self._show([explain(result)], ok=False)
             return
         self.loaded = result
-        self._show([], ok=True, text=f"The model loads: {result.get('model_name', '')}\n"
-                                     f"Plan: {result.get('plan', '')}")
+        self._show([], ok=True, text=f"The model loads: {result.get('model_name', '')}\nPlan: {result.get('plan', '')}")
 
     # ------------------------------------------------------------------ reference checkpoint
     def choose_reference_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Reference checkpoint", "",
-                                              "PyTorch checkpoints (*.pth *.pt *.bin);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Reference checkpoint", "", "PyTorch checkpoints (*.pth *.pt *.bin);;All files (*)"
+        )
         if path:
             self.import_reference(path)
 
     def import_reference(self, checkpoint: str) -> FunctionJob:
         """Import ``checkpoint`` in a child process (worker thread); the result shows in the dialog."""
         from PySide6.QtCore import QThreadPool
+
         self.import_button.setEnabled(False)
         self._show([], ok=False, text=f"Importing {Path(checkpoint).name} (reads tensors only)...")
         job = FunctionJob(import_reference_in_child, checkpoint)
@@ -252,8 +267,12 @@ class ModelSetupDialog(QDialog):
             self._show([f"The checkpoint was not imported.\n{result.message}"], ok=False)
             return
         self.bundle_edit.clear()  # use the registry's active bundle: the one just imported
-        self._show([], ok=True, text=f"Imported and activated as {result}. It runs on the CLIP / LLaMA "
-                                     "weights above (the reference does not record which ones it was trained on).")
+        self._show(
+            [],
+            ok=True,
+            text=f"Imported and activated as {result}. It runs on the CLIP / LLaMA "
+            "weights above (the reference does not record which ones it was trained on).",
+        )
         self.modelActivated.emit(str(result))
 
     def done(self, code: int) -> None:

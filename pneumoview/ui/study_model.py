@@ -16,18 +16,30 @@ from PySide6.QtGui import QBrush, QColor, QFont
 from pneumoview.labels import DEMO_MARK
 from pneumoview.session import ImageEntry, ReviewSession, Status, file_key
 
-KEY_ROLE = Qt.ItemDataRole.UserRole + 1      # image key (images only)
-KIND_ROLE = Qt.ItemDataRole.UserRole + 2     # "patient" | "study" | "series" | "image"
-SORT_ROLE = Qt.ItemDataRole.UserRole + 3     # value used for sorting
-FILTER_ROLE = Qt.ItemDataRole.UserRole + 4   # text searched by the filter
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # image key (images only)
+KIND_ROLE = Qt.ItemDataRole.UserRole + 2  # "patient" | "study" | "series" | "image"
+SORT_ROLE = Qt.ItemDataRole.UserRole + 3  # value used for sorting
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 4  # text searched by the filter
 
 COLUMNS: tuple[str, ...] = (
-    "Patient / study / series / image", "Status", "AI score", "Decision",
-    "Patient ID", "Study date", "Accession", "Mod.", "View", "Body part",
+    "Patient / study / series / image",
+    "Status",
+    "AI score",
+    "Decision",
+    "Patient ID",
+    "Study date",
+    "Accession",
+    "Mod.",
+    "View",
+    "Body part",
 )
 COL_NAME, COL_STATUS, COL_SCORE, COL_DECISION, COL_PID, COL_DATE, COL_ACC, COL_MOD, COL_VIEW, COL_BODY = range(10)
 #: Columns computed from the session (status, score, decision); the others are tag texts.
 DYNAMIC_COLUMNS = (COL_STATUS, COL_SCORE, COL_DECISION)
+
+
+#: The invalid index (the root), as the default argument of the model methods (never mutated).
+_ROOT = QModelIndex()
 
 
 @dataclass(eq=False)
@@ -35,8 +47,8 @@ class _Node:
     kind: str
     parent: _Node | None
     row: int
-    texts: list[str]                           # name, patient ID, date, accession, modality, view, body part
-    key: str | None = None                      # image key (images)
+    texts: list[str]  # name, patient ID, date, accession, modality, view, body part
+    key: str | None = None  # image key (images)
     children: list[_Node] = field(default_factory=list)
 
     def image_keys(self) -> list[str]:
@@ -85,26 +97,59 @@ class StudyTreeModel(QAbstractItemModel):
         self._root = _Node("root", None, 0, [])
         self._by_key = {}
         for patient in self.session.patients() if self.session.entries else []:
-            p = self._add(self._root, "patient", [
-                patient.patient_name or "(no name)", patient.patient_id, "", "", "", "", ""])
+            p = self._add(
+                self._root, "patient", [patient.patient_name or "(no name)", patient.patient_id, "", "", "", "", ""]
+            )
             for study in patient.studies:
-                s = self._add(p, "study", [
-                    study.description or "Study", patient.patient_id, format_date(study.study_date),
-                    study.accession, "", "", ""])
+                s = self._add(
+                    p,
+                    "study",
+                    [
+                        study.description or "Study",
+                        patient.patient_id,
+                        format_date(study.study_date),
+                        study.accession,
+                        "",
+                        "",
+                        "",
+                    ],
+                )
                 for series in study.series:
                     label = f"Series {series.series_number}" if series.series_number is not None else "Series"
                     if series.description:
                         label += f": {series.description}"
-                    se = self._add(s, "series", [label, patient.patient_id, format_date(study.study_date),
-                                                 study.accession, series.modality, "", ""])
+                    se = self._add(
+                        s,
+                        "series",
+                        [
+                            label,
+                            patient.patient_id,
+                            format_date(study.study_date),
+                            study.accession,
+                            series.modality,
+                            "",
+                            "",
+                        ],
+                    )
                     for record in series.images:
                         key = file_key(record)
                         name = record.path.name
                         if record.instance_number is not None:
                             name = f"#{record.instance_number}  {name}"
-                        node = self._add(se, "image", [
-                            name, record.patient_id, format_date(record.study_date), record.accession,
-                            record.modality, record.view_position, record.body_part], key=key)
+                        node = self._add(
+                            se,
+                            "image",
+                            [
+                                name,
+                                record.patient_id,
+                                format_date(record.study_date),
+                                record.accession,
+                                record.modality,
+                                record.view_position,
+                                record.body_part,
+                            ],
+                            key=key,
+                        )
                         self._by_key[key] = node
         self.endResetModel()
 
@@ -161,13 +206,13 @@ class StudyTreeModel(QAbstractItemModel):
         return list(self._by_key)
 
     # -- QAbstractItemModel ------------------------------------------------------------------
-    def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:
+    def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> QModelIndex:
         node = self.node(parent)
         if 0 <= row < len(node.children) and 0 <= column < len(COLUMNS):
             return self.createIndex(row, column, node.children[row])
         return QModelIndex()
 
-    def parent(self, index: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:  # type: ignore[override]
+    def parent(self, index: QModelIndex | QPersistentModelIndex = _ROOT) -> QModelIndex:  # type: ignore[override]
         if not index.isValid():
             return QModelIndex()
         node: _Node = index.internalPointer()
@@ -176,12 +221,12 @@ class StudyTreeModel(QAbstractItemModel):
             return QModelIndex()
         return self.createIndex(parent.row, 0, parent)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802
         if parent.isValid() and parent.column() != 0:
             return 0
         return len(self.node(parent).children)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802
         return len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
@@ -237,8 +282,11 @@ class StudyTreeModel(QAbstractItemModel):
             if entry is None:
                 return ""
             if col == COL_STATUS:
-                return entry.status_text() if not tooltip or entry.suitability is None else (
-                    f"{entry.status_text()}\n{entry.suitability.reason}")
+                return (
+                    entry.status_text()
+                    if not tooltip or entry.suitability is None
+                    else (f"{entry.status_text()}\n{entry.suitability.reason}")
+                )
             if col == COL_SCORE:
                 return score_text(entry, self.threshold)
             if col == COL_DECISION and entry.decision is not None:
@@ -289,14 +337,14 @@ class StudyFilterProxy(QSortFilterProxyModel):
         self.invalidateFilter()
 
     def set_status(self, status: Status | str | None) -> None:
-        self._status = Status(status) if status else None   # combo box data comes back as str
+        self._status = Status(status) if status else None  # combo box data comes back as str
         self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
         model = self.sourceModel()
         index = model.index(source_row, 0, source_parent)
         if index.data(KIND_ROLE) != "image":
-            return False   # parents are shown when one of their images is (recursive filtering)
+            return False  # parents are shown when one of their images is (recursive filtering)
         if self._status is not None:
             entry = model.session.entries.get(index.data(KEY_ROLE))
             if entry is None or entry.status is not self._status:

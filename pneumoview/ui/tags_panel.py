@@ -66,7 +66,7 @@ class TagsPanel(QWidget):
         layout.addWidget(self.tree)
         self._path: Path | None = None
         self._jobs: list[FunctionJob] = []
-        self.pool: QThreadPool | None = None     # None = the global pool
+        self.pool: QThreadPool | None = None  # None = the global pool
 
     def show_path(self, path: Path | None) -> None:
         self._path = Path(path) if path is not None else None

@@ -37,12 +37,13 @@ from pneumoview.ui.workers import FunctionJob, start
 
 log = logging.getLogger(__name__)
 
-PREVIEW_MAX = 1280          # longest side of the screen-sized preview, pixels
+PREVIEW_MAX = 1280  # longest side of the screen-sized preview, pixels
 ZOOM_MIN, ZOOM_MAX = 0.02, 32.0
 
 
 def _display_module() -> Any:
     from pneumoview.dicom import display
+
     return display
 
 
@@ -84,7 +85,7 @@ def brightness_presets(display: Any) -> list[Any]:
         return Window(center=(a + b) / 2, width=b - a, name=name)
 
     presets = list(display.windows)
-    if display.default_window not in presets:      # no window in the file: the automatic one
+    if display.default_window not in presets:  # no window in the file: the automatic one
         presets.insert(0, display.default_window)
     presets = [w if w.name else dataclasses.replace(w, name=f"File {i + 1}") for i, w in enumerate(presets)]
     presets += [
@@ -101,10 +102,10 @@ class PreparedView:
     """A DICOM image made ready for the viewer (built in a worker thread)."""
 
     path: Path
-    display: Any                # DisplayImage at full resolution
-    preview: Any                # DisplayImage with values downsampled (may be ``display`` itself)
-    presets: list[Any]          # Window presets, file's first
-    scale: float                # preview pixels per full-resolution pixel (<= 1)
+    display: Any  # DisplayImage at full resolution
+    preview: Any  # DisplayImage with values downsampled (may be ``display`` itself)
+    presets: list[Any]  # Window presets, file's first
+    scale: float  # preview pixels per full-resolution pixel (<= 1)
 
     @property
     def width(self) -> int:
@@ -162,8 +163,8 @@ class ViewCache:
 class ImageViewer(QWidget):
     """Shows one radiograph with window/level, invert, zoom, pan and the lung-box overlay."""
 
-    windowChanged = Signal(object)      # Window
-    imageLoaded = Signal(object)        # Path
+    windowChanged = Signal(object)  # Window
+    imageLoaded = Signal(object)  # Path
     loadFailed = Signal(str)
     zoomChanged = Signal(float)
 
@@ -186,7 +187,7 @@ class ImageViewer(QWidget):
         self._full_generation = 0
         self._zoom = 1.0
         self._fit = True
-        self._offset = QPointF(0, 0)       # widget position of image pixel (0, 0)
+        self._offset = QPointF(0, 0)  # widget position of image pixel (0, 0)
         self._drag_start: QPointF | None = None
         self._drag_mode = ""
         self._drag_window: Any = None
@@ -197,8 +198,8 @@ class ImageViewer(QWidget):
         self._full_timer.setSingleShot(True)
         self._full_timer.setInterval(150)
         self._full_timer.timeout.connect(self._request_full_render)
-        self.render_ms: list[float] = []   # recent preview render times (benchmarks/tests)
-        self.pool: QThreadPool | None = None   # None = the global pool
+        self.render_ms: list[float] = []  # recent preview render times (benchmarks/tests)
+        self.pool: QThreadPool | None = None  # None = the global pool
 
     # -- loading -----------------------------------------------------------------------------
     def show_path(self, path: Path | None) -> None:
@@ -256,9 +257,14 @@ class ImageViewer(QWidget):
         if not same_image:
             default = view.display.default_window
             # The preset equal to the default window (it may carry a display name).
-            self.window = next((p for p in view.presets
-                                if (p.center, p.width, p.function) == (default.center, default.width, default.function)),
-                               default)
+            self.window = next(
+                (
+                    p
+                    for p in view.presets
+                    if (p.center, p.width, p.function) == (default.center, default.width, default.function)
+                ),
+                default,
+            )
             self.invert = bool(view.display.invert)
             self._fit = True
         self._render_preview()
@@ -308,9 +314,16 @@ class ImageViewer(QWidget):
         self.invert = bool(self.view.display.invert)
         self._fit = True
         default = self.view.display.default_window
-        self.set_window(next((p for p in self.view.presets
-                              if (p.center, p.width, p.function) == (default.center, default.width, default.function)),
-                             default))
+        self.set_window(
+            next(
+                (
+                    p
+                    for p in self.view.presets
+                    if (p.center, p.width, p.function) == (default.center, default.width, default.function)
+                ),
+                default,
+            )
+        )
 
     def fit(self) -> None:
         self._fit = True
@@ -338,8 +351,7 @@ class ImageViewer(QWidget):
         zoom = max(ZOOM_MIN, min(ZOOM_MAX, zoom))
         self._fit = False
         self._zoom = zoom
-        self._offset = QPointF(anchor_widget.x() - anchor_image.x() * zoom,
-                               anchor_widget.y() - anchor_image.y() * zoom)
+        self._offset = QPointF(anchor_widget.x() - anchor_image.x() * zoom, anchor_widget.y() - anchor_image.y() * zoom)
         self._schedule_full()
         self.update()
         self.zoomChanged.emit(zoom)
@@ -365,8 +377,11 @@ class ImageViewer(QWidget):
         self.render_ms = (self.render_ms + [(time.perf_counter() - t0) * 1000])[-50:]
 
     def _needs_full(self) -> bool:
-        return self.view is not None and self.view.scale < 1.0 and self.zoom * self.view.width > (
-            self.view.preview.values.shape[1] * 1.05)
+        return (
+            self.view is not None
+            and self.view.scale < 1.0
+            and self.zoom * self.view.width > (self.view.preview.values.shape[1] * 1.05)
+        )
 
     def _schedule_full(self) -> None:
         if self._needs_full() and self._full_image is None:
@@ -417,14 +432,19 @@ class ImageViewer(QWidget):
                 pen.setStyle(Qt.PenStyle.DashLine)
             painter.setPen(pen)
             painter.drawRect(rect)
-            painter.drawText(rect.adjusted(6, 4, 0, 0).topLeft() + QPointF(0, 12),
-                             "whole image (lungs not found)" if self.box_fallback else "model input")
+            painter.drawText(
+                rect.adjusted(6, 4, 0, 0).topLeft() + QPointF(0, 12),
+                "whole image (lungs not found)" if self.box_fallback else "model input",
+            )
         if self.window is not None:
-            text = (f"W {self.window.width:.0f}  L {self.window.center:.0f}"
-                    f"{'  inverted' if self.invert else ''}  zoom {z * 100:.0f}%")
+            text = (
+                f"W {self.window.width:.0f}  L {self.window.center:.0f}"
+                f"{'  inverted' if self.invert else ''}  zoom {z * 100:.0f}%"
+            )
             metrics = painter.fontMetrics()
-            box = QRectF(4, self.height() - metrics.height() - 8, metrics.horizontalAdvance(text) + 10,
-                         metrics.height() + 4)
+            box = QRectF(
+                4, self.height() - metrics.height() - 8, metrics.horizontalAdvance(text) + 10, metrics.height() + 4
+            )
             painter.fillRect(box, QColor(0, 0, 0, 170))
             painter.setPen(QColor(230, 230, 230))
             painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
@@ -435,8 +455,8 @@ class ImageViewer(QWidget):
         if self.view is None:
             return
         pan = event.button() == Qt.MouseButton.MiddleButton or (
-            event.button() == Qt.MouseButton.LeftButton
-            and event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+            event.button() == Qt.MouseButton.LeftButton and event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+        )
         if pan:
             self._drag_mode = "pan"
             self._drag_offset = self._current_offset()
@@ -459,9 +479,9 @@ class ImageViewer(QWidget):
             self.update()
         elif self._drag_mode == "window" and self._drag_window is not None:
             span = max(float(self._value_span()), 1.0)
-            step = span / max(self.width(), 200)     # one widget width = the full value range
+            step = span / max(self.width(), 200)  # one widget width = the full value range
             w = max(1.0, self._drag_window.width + delta.x() * step)
-            sign = -1.0 if self.invert else 1.0      # drag down = darker on screen
+            sign = -1.0 if self.invert else 1.0  # drag down = darker on screen
             c = self._drag_window.center - delta.y() * step * sign
             window = dataclasses.replace(self._drag_window, center=c, width=w, name="Custom")
             self.set_window(window)
@@ -488,7 +508,7 @@ class ImageViewer(QWidget):
             return
         anchor = event.position()
         image_point = self._widget_to_image(anchor)
-        self._set_zoom(self.zoom * (1.25 ** steps), anchor_widget=anchor, anchor_image=image_point)
+        self._set_zoom(self.zoom * (1.25**steps), anchor_widget=anchor, anchor_image=image_point)
         event.accept()
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802

@@ -60,10 +60,17 @@ from pneumoview.service.training import (
     memory_warning,
 )
 
-METRICS = (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("accuracy", "Accuracy"),
-           ("auc", "ROC AUC"), ("avg", "AVG"))
-PRESETS = {"quick": {"epochs": 3, "folds": 5, "run_folds": 1, "final": False},
-           "paper": {"epochs": 100, "folds": 5, "run_folds": None, "final": True}}
+METRICS = (
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("accuracy", "Accuracy"),
+    ("auc", "ROC AUC"),
+    ("avg", "AVG"),
+)
+PRESETS = {
+    "quick": {"epochs": 3, "folds": 5, "run_folds": 1, "final": False},
+    "paper": {"epochs": 100, "folds": 5, "run_folds": None, "final": True},
+}
 
 
 __all__ = ["JsonLineBuffer", "RetrainWizard", "TrainingProcess"]  # JsonLineBuffer: from pneumoview.service.training
@@ -154,8 +161,10 @@ class DataPage(QWizardPage):
         super().__init__()
         self.w = wizard
         self.setTitle("Training data")
-        self.setSubTitle("A folder with one sub-folder per class (normal/, pneumoconiosis/) or a CSV "
-                         "with columns path,label,patient_id. DICOM, PNG and JPEG are read.")
+        self.setSubTitle(
+            "A folder with one sub-folder per class (normal/, pneumoconiosis/) or a CSV "
+            "with columns path,label,patient_id. DICOM, PNG and JPEG are read."
+        )
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("folder or CSV file")
         folder_btn = QPushButton("Folder...")
@@ -172,8 +181,11 @@ class DataPage(QWizardPage):
         if not real_ok and clip and llama:
             why = " - these are the demo model's weights, not CLIP ViT-L/14 and LLaMA-7B"
         self.base_real = QRadioButton(
-            f"Base weights from the settings (CLIP: {clip or 'not set'}; LLaMA: {llama or 'not set'}){why}")
-        self.base_demo = QRadioButton("Demo: tiny architecture with demo weights (to try the wizard; NOT a diagnostic model)")
+            f"Base weights from the settings (CLIP: {clip or 'not set'}; LLaMA: {llama or 'not set'}){why}"
+        )
+        self.base_demo = QRadioButton(
+            "Demo: tiny architecture with demo weights (to try the wizard; NOT a diagnostic model)"
+        )
         group = QButtonGroup(self)
         group.addButton(self.base_real)
         group.addButton(self.base_demo)
@@ -232,8 +244,9 @@ class SummaryPage(QWizardPage):
         self.summary, self.estimate, self._done = None, None, False
         self.text.setPlainText("Checking the data...")
         self.progress.setRange(0, 0)
-        self.proc.start([self.w.data_path(), *self.w.base_arguments(), "--validate-only", "--folds", "2",
-                         *self.w.extra_args])
+        self.proc.start(
+            [self.w.data_path(), *self.w.base_arguments(), "--validate-only", "--folds", "2", *self.w.extra_args]
+        )
         self.completeChanged.emit()
 
     def cleanupPage(self) -> None:
@@ -344,16 +357,21 @@ class PresetPage(QWizardPage):
     def memory_warning_text(self) -> str | None:
         est = self.chosen_estimate()
         device = str(self.device.currentData() or "cpu")
-        return memory_warning(est.get("memory_gb") if est else None,
-                              self.w.summary_page.machine_memory_gb.get(device), device=device)
+        return memory_warning(
+            est.get("memory_gb") if est else None, self.w.summary_page.machine_memory_gb.get(device), device=device
+        )
 
     def validatePage(self) -> bool:
         warning = self.memory_warning_text()
         if warning is None:
             return True
-        answer = QMessageBox.question(self, "Not enough memory", warning + "\n\nStart the training anyway?",
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
+        answer = QMessageBox.question(
+            self,
+            "Not enough memory",
+            warning + "\n\nStart the training anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def _update_estimate(self) -> None:
@@ -370,8 +388,16 @@ class PresetPage(QWizardPage):
         )
 
     def arguments(self) -> list[str]:
-        args = ["--preset", self.preset(), "--epochs", str(self.epochs.value()), "--folds", str(self.folds.value()),
-                "--device", str(self.device.currentData() or "auto")]
+        args = [
+            "--preset",
+            self.preset(),
+            "--epochs",
+            str(self.epochs.value()),
+            "--folds",
+            str(self.folds.value()),
+            "--device",
+            str(self.device.currentData() or "auto"),
+        ]
         if self.preset() == "quick":
             args += ["--run-folds", "1", "--no-final"]
         if self.checkpointing.isChecked():
@@ -450,8 +476,10 @@ class TrainPage(QWizardPage):
             fold = "final model" if event["fold"] < 0 else f"fold {event['fold'] + 1}"
             auc = f", validation AUC {_pct(event.get('auc'))}" if "auc" in event else ""
             loss = math.nan if event["train_loss"] is None else event["train_loss"]
-            self.status.setText(f"{fold}, epoch {event['epoch']}/{event['epochs']}: loss {loss:.4f}{auc}"
-                                f" - about {_duration(event['eta_s'])} left")
+            self.status.setText(
+                f"{fold}, epoch {event['epoch']}/{event['epochs']}: loss {loss:.4f}{auc}"
+                f" - about {_duration(event['eta_s'])} left"
+            )
             self._draw()
         elif kind == "done":
             self.result = event
@@ -488,8 +516,10 @@ class TrainPage(QWizardPage):
             self.status.setText("Finished. " + self.result.get("text", "").splitlines()[0])
         elif code == EXIT_CANCELLED or self.proc.cancel_requested:
             self.progress.setValue(0)
-            self.status.setText("Cancelled. The checkpoint of the last finished epoch is kept; "
-                                "run the wizard again with the same settings to continue.")
+            self.status.setText(
+                "Cancelled. The checkpoint of the last finished epoch is kept; "
+                "run the wizard again with the same settings to continue."
+            )
         else:
             self.progress.setValue(0)
             self.status.setText(f"Training failed (exit code {code}).\n{stderr}")
@@ -532,14 +562,18 @@ class ResultsPage(QWizardPage):
         if comparison:
             old = comparison["summary"]
             old_header = "Active model, same folds"
-            note = (f"Both models evaluated on the same validation folds (mean +/- sd, %). The active model "
-                    f"({compared.get('model_id') if compared else '?'}) may have seen some of these images in its own training.")
+            note = (
+                f"Both models evaluated on the same validation folds (mean +/- sd, %). The active model "
+                f"({compared.get('model_id') if compared else '?'}) may have seen some of these images in its own training."
+            )
         elif active is not None:
             metrics = active.metrics
             old = {k: {"mean": metrics.get(k), "sd": metrics.get(f"{k}_sd")} for k, _ in METRICS}
             old_header = "Active model, its own report"
-            note = ("The active model was trained on other base weights or another architecture, so it could not be "
-                    "evaluated on the same folds; its own recorded figures are shown.")
+            note = (
+                "The active model was trained on other base weights or another architecture, so it could not be "
+                "evaluated on the same folds; its own recorded figures are shown."
+            )
         else:
             old, old_header = {}, "Active model"
             note = "There is no active model yet."
@@ -575,9 +609,18 @@ class RetrainWizard(QWizard):
 
     modelActivated = Signal(str)  # registry id of a newly activated model
 
-    def __init__(self, parent: QWidget | None = None, *, settings: Any = None, registry: Any = None,
-                 python: str | None = None, base_args: Sequence[str] | None = None,
-                 extra_args: Sequence[str] = (), runs_dir: str | Path | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        settings: Any = None,
+        registry: Any = None,
+        python: str | None = None,
+        base_args: Sequence[str] | None = None,
+        extra_args: Sequence[str] = (),
+        runs_dir: str | Path | None = None,
+        **_: Any,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Retrain PneumoLLM on my data")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)

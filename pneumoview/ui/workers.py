@@ -31,8 +31,8 @@ class WorkerSignals(QObject):
     """Signals of one job. ``progress(done, total, message)``; ``finished(result)`` or ``failed(message)``."""
 
     progress = Signal(int, int, str)
-    partial = Signal(object)          # a piece of the result (e.g. a batch of predictions)
-    problems = Signal(object)         # list[tuple[key, reason]]: items that could not be processed
+    partial = Signal(object)  # a piece of the result (e.g. a batch of predictions)
+    problems = Signal(object)  # list[tuple[key, reason]]: items that could not be processed
     finished = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
@@ -43,7 +43,7 @@ class Job(QRunnable):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setAutoDelete(False)      # Python keeps the reference (signals stay valid)
+        self.setAutoDelete(False)  # Python keeps the reference (signals stay valid)
         self.signals = WorkerSignals()
         self._cancel = threading.Event()
         self.done = threading.Event()
@@ -129,7 +129,7 @@ class ScanJob(Job):
 
         def progress(done: int, total: int) -> None:
             now = time.monotonic()
-            if now - last[0] > 0.05 or done == total:   # at most ~20 updates/s
+            if now - last[0] > 0.05 or done == total:  # at most ~20 updates/s
                 last[0] = now
                 self.report(done, total, f"Reading headers {done}/{total}")
 
@@ -150,9 +150,17 @@ class AnalysisJob(Job):
     ``progress(done, total, message)``.
     """
 
-    def __init__(self, items: Sequence[WorkItem], client: Any, spec: Any, *,
-                 threshold: float, batch_size: int = 8, operating_point_id: str = "",
-                 persist: Callable[[list[tuple[str, ImageResult]]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        items: Sequence[WorkItem],
+        client: Any,
+        spec: Any,
+        *,
+        threshold: float,
+        batch_size: int = 8,
+        operating_point_id: str = "",
+        persist: Callable[[list[tuple[str, ImageResult]]], Any] | None = None,
+    ) -> None:
         super().__init__()
         self.items = list(items)
         self.client = client
@@ -185,8 +193,13 @@ class AnalysisJob(Job):
 
         if self.is_cancelled():
             raise CancelledError("analysis cancelled")
-        request = analyse_request(self.spec, self.items, threshold=self.threshold, batch_size=self.batch_size,
-                                  operating_point_id=self.operating_point_id)
+        request = analyse_request(
+            self.spec,
+            self.items,
+            threshold=self.threshold,
+            batch_size=self.batch_size,
+            operating_point_id=self.operating_point_id,
+        )
         final = self.client.request(self.spec, request, self._on_event)
         if final.get("event") == "cancelled":
             raise CancelledError("analysis cancelled")
@@ -208,8 +221,9 @@ class ValidateJob(Job):
         from pneumoview.service.analysis import error_from_event
 
         loaded: dict[str, Any] = {}
-        final = self.client.request(self.spec, {"cmd": "validate"},
-                                    lambda e: loaded.update(e) if e.get("event") == "loaded" else None)
+        final = self.client.request(
+            self.spec, {"cmd": "validate"}, lambda e: loaded.update(e) if e.get("event") == "loaded" else None
+        )
         if final.get("event") == "error":
             return error_from_event(final)
         return loaded or self.client.loaded or {}

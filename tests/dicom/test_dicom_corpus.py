@@ -57,6 +57,9 @@ def test_every_pydicom_test_file_renders_or_says_why() -> None:
         assert problem.reason and problem.code in {PROBLEM_UNREADABLE, PROBLEM_DICOMDIR, PROBLEM_NO_IMAGE}
     # every file is accounted for: an image (rendered or failed with a reason) or a problem; only the
     # walker's skipped names (README files, hidden files: pneumoview.dicom.files) are not looked at
-    all_files = [p for p in get_testdata_files() if Path(p).is_relative_to(PYDICOM_TESTS) and Path(p).is_file()
-                 and not is_skipped_name(Path(p).name)]
+    all_files = [
+        p
+        for p in get_testdata_files()
+        if Path(p).is_relative_to(PYDICOM_TESTS) and Path(p).is_file() and not is_skipped_name(Path(p).name)
+    ]
     assert len(result.images) + len(result.problems) == result.files_seen == len(all_files)

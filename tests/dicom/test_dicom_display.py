@@ -125,8 +125,13 @@ def test_presentation_lut_shape_inverse_inverts_monochrome2(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("photometric", "shape", "expected"),
-    [("MONOCHROME1", None, True), ("MONOCHROME1", "INVERSE", True), ("MONOCHROME2", "IDENTITY", False),
-     ("MONOCHROME2", "INVERSE", True), ("MONOCHROME2", None, False)],
+    [
+        ("MONOCHROME1", None, True),
+        ("MONOCHROME1", "INVERSE", True),
+        ("MONOCHROME2", "IDENTITY", False),
+        ("MONOCHROME2", "INVERSE", True),
+        ("MONOCHROME2", None, False),
+    ],
 )
 def test_should_invert_never_inverts_twice(photometric: str, shape: str | None, expected: bool) -> None:
     assert should_invert(photometric, shape) is expected

@@ -30,7 +30,9 @@ def test_mutated_dicoms_never_take_pneumoview_down() -> None:
     args = argparse.Namespace(cases=CASES, jobs=1, seed=SEED, hang_s=120.0, memory_mib=768.0)
     summary = fuzz.supervise(args)
     totals = summary["totals"]
-    bad = [f"{f['outcome']}: {f['cls']} {f['source']} / {f['what']}: {f.get('detail', '')}" for f in summary["failures"]]
+    bad = [
+        f"{f['outcome']}: {f['cls']} {f['source']} / {f['what']}: {f.get('detail', '')}" for f in summary["failures"]
+    ]
     assert not bad, f"{len(bad)} failure(s):\n" + "\n".join(bad[:10])
     assert set(summary["classes"]) >= set(fuzz.MUTATIONS), summary["classes"]
     assert summary["cases"] >= CASES - 5

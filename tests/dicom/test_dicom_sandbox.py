@@ -72,8 +72,9 @@ def test_display_image_with_a_voi_lut_sequence_survives_the_trip() -> None:
     assert remote.invert == local.invert and remote.notes == local.notes
     index = next(w.lut_index for w in remote.windows if w.lut_index is not None)
     assert remote.voi_lut is not None and local.voi_lut is not None
-    np.testing.assert_array_equal(apply_voi_lut_item(remote.values, remote.voi_lut, index),
-                                  apply_voi_lut_item(local.values, local.voi_lut, index))
+    np.testing.assert_array_equal(
+        apply_voi_lut_item(remote.values, remote.voi_lut, index), apply_voi_lut_item(local.values, local.voi_lut, index)
+    )
 
 
 def test_task_errors_come_back_as_the_same_class(pool: sandbox.DecoderPool, tmp_path: Path) -> None:
@@ -90,8 +91,9 @@ def test_task_errors_come_back_as_the_same_class(pool: sandbox.DecoderPool, tmp_
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGABRT])  # SIGABRT: what GDCM's C++ abort gives
-def test_a_worker_killed_by_a_signal_is_decoder_crashed_and_replaced(pool: sandbox.DecoderPool, rg1_j2k: Path,
-                                                                     signum: signal.Signals) -> None:
+def test_a_worker_killed_by_a_signal_is_decoder_crashed_and_replaced(
+    pool: sandbox.DecoderPool, rg1_j2k: Path, signum: signal.Signals
+) -> None:
     threading.Thread(target=lambda: os.kill(_busy_worker_pid(pool), signum), daemon=True).start()
     with pytest.raises(DecoderError) as raised:
         pool.run(grey_task, rg1_j2k)  # ~1 s of JPEG 2000 decoding: the signal lands mid-decode
@@ -129,8 +131,9 @@ def test_a_decode_past_the_memory_limit_is_decoder_memory(tmp_path: Path) -> Non
 def test_concurrent_callers_share_the_pool(pool: sandbox.DecoderPool) -> None:
     paths = [Path(get_testdata_file(n)) for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb.dcm")] * 2
     shapes: list[tuple[int, ...]] = []
-    threads = [threading.Thread(target=lambda p=p: shapes.append(pool.run(grey_task, p)[1]["pixels"].shape))
-               for p in paths]
+    threads = [
+        threading.Thread(target=lambda p=p: shapes.append(pool.run(grey_task, p)[1]["pixels"].shape)) for p in paths
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -66,7 +66,9 @@ def test_scan_groups_like_the_dicomdir_index() -> None:
     for instance in fileset:
         ds = instance.load()
         expected.add((ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, Path(instance.path).resolve()))
-    folders = sorted({Path(instance.path).resolve().relative_to(DICOMDIR_TESTS.resolve()).parts[0] for instance in fileset})
+    folders = sorted(
+        {Path(instance.path).resolve().relative_to(DICOMDIR_TESTS.resolve()).parts[0] for instance in fileset}
+    )
     result = scan([DICOMDIR_TESTS / folder for folder in folders])
     got = set()
     for patient in result.patients():
@@ -197,9 +199,14 @@ def test_fast_header_fields_agree_with_pydicom_conversion_on_the_whole_corpus() 
     for record in records:
         ds = pydicom.dcmread(record.path, stop_before_pixels=True, force=True)
         for field, keyword in [
-            ("patient_id", "PatientID"), ("patient_name", "PatientName"), ("study_uid", "StudyInstanceUID"),
-            ("series_uid", "SeriesInstanceUID"), ("study_date", "StudyDate"), ("accession", "AccessionNumber"),
-            ("study_description", "StudyDescription"), ("series_description", "SeriesDescription"),
+            ("patient_id", "PatientID"),
+            ("patient_name", "PatientName"),
+            ("study_uid", "StudyInstanceUID"),
+            ("series_uid", "SeriesInstanceUID"),
+            ("study_date", "StudyDate"),
+            ("accession", "AccessionNumber"),
+            ("study_description", "StudyDescription"),
+            ("series_description", "SeriesDescription"),
             ("photometric", "PhotometricInterpretation"),
         ]:
             expected = _pydicom_text(ds, keyword)
@@ -284,7 +291,15 @@ def test_dicom_file_rule_preamble_or_dicom_name_with_a_plausible_tag(tmp_path: P
     (tmp_path / "bare.png").write_bytes(raw[132:])  # no preamble and a picture's name
     (tmp_path / "text.dcm").write_bytes(b"hello world, not DICOM")
     os.mkfifo(tmp_path / "pipe.dcm")
-    verdicts = {name: is_dicom_file(tmp_path / name)
-                for name in ("with.png", "bare.dcm", "IM0001", "bare.png", "text.dcm", "pipe.dcm")}
-    assert verdicts == {"with.png": True, "bare.dcm": True, "IM0001": True, "bare.png": False,
-                        "text.dcm": False, "pipe.dcm": False}
+    verdicts = {
+        name: is_dicom_file(tmp_path / name)
+        for name in ("with.png", "bare.dcm", "IM0001", "bare.png", "text.dcm", "pipe.dcm")
+    }
+    assert verdicts == {
+        "with.png": True,
+        "bare.dcm": True,
+        "IM0001": True,
+        "bare.png": False,
+        "text.dcm": False,
+        "pipe.dcm": False,
+    }

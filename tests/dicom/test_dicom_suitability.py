@@ -10,8 +10,8 @@ from pydicom.data import get_testdata_file
 
 from pneumoview.dicom.scan import ImageRecord, read_record
 from pneumoview.dicom.suitability import (
-    DX_FOR_PROCESSING,
     DX_FOR_PRESENTATION,
+    DX_FOR_PROCESSING,
     FOR_PROCESSING,
     LATERAL_VIEW,
     NOT_CHEST,

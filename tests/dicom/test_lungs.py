@@ -182,7 +182,10 @@ def test_margin_widens_the_box_and_is_clipped(chest: tuple[np.ndarray, np.ndarra
     wide = locate_lungs(grey, margin=0.05)
     assert DEFAULT_MARGIN == locate_lungs.__kwdefaults__["margin"]
     assert wide.x0 <= tight.x0 and wide.y0 <= tight.y0 and wide.x1 >= tight.x1 and wide.y1 >= tight.y1
-    for lo_t, hi_t, lo_w, hi_w, limit in ((tight.x0, tight.x1, wide.x0, wide.x1, w), (tight.y0, tight.y1, wide.y0, wide.y1, h)):
+    for lo_t, hi_t, lo_w, hi_w, limit in (
+        (tight.x0, tight.x1, wide.x0, wide.x1, w),
+        (tight.y0, tight.y1, wide.y0, wide.y1, h),
+    ):
         side = hi_t - lo_t
         expected_lo, expected_hi = max(0, lo_t - 0.05 * side), min(limit, hi_t + 0.05 * side)
         assert abs(lo_w - expected_lo) <= 2 and abs(hi_w - expected_hi) <= 2
@@ -250,6 +253,8 @@ def test_packaged_weights_are_small_and_load() -> None:
 
 
 def test_localiser_does_not_import_torch() -> None:
-    code = "import sys, numpy as np; import pneumoview.dicom.lungs as l; l.locate_lungs(np.zeros((64, 64), np.float32)); "
+    code = (
+        "import sys, numpy as np; import pneumoview.dicom.lungs as l; l.locate_lungs(np.zeros((64, 64), np.float32)); "
+    )
     code += "bad = [m for m in ('torch', 'PySide6', 'training') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

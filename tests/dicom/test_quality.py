@@ -33,8 +33,9 @@ def test_rg1_passes_with_its_header(rg1_uncompressed) -> None:
     assert report.measures["clipped_bright"] < 0.01 and report.measures["lung_asymmetry"] < 0.2
     # The same image with a gate asking for a larger matrix falls below it.
     strict = q.thresholds_from({"min_matrix": 2048})
-    assert q.MATRIX_SMALL in q.quality_codes(model_input.crop, model_input.box, shape, header=header, mask=mask,
-                                             thresholds=strict)
+    assert q.MATRIX_SMALL in q.quality_codes(
+        model_input.crop, model_input.box, shape, header=header, mask=mask, thresholds=strict
+    )
 
 
 def test_real_image_with_apices_cut_off() -> None:
@@ -95,8 +96,8 @@ def test_box_touching_an_edge_and_fallback() -> None:
 
 def lungs(left_width: int, right_width: int) -> np.ndarray:
     mask = np.zeros((200, 200), bool)
-    mask[40:160, 100 - 10 - left_width:90] = True
-    mask[40:160, 110:110 + right_width] = True
+    mask[40:160, 100 - 10 - left_width : 90] = True
+    mask[40:160, 110 : 110 + right_width] = True
     return mask
 
 
@@ -114,8 +115,13 @@ def test_rotation_from_the_lung_mask() -> None:
 def test_thresholds_from_settings() -> None:
     assert q.thresholds_from(None) == q.QualityThresholds()
     assert q.thresholds_from({"max_pixel_spacing_mm": 0.3, "min_matrix": 1500.0}).min_matrix == 1500
-    for bad in ({"nonsense": 1}, {"clip_level": -0.1}, {"max_clipped_dark": float("nan")}, {"edge_tolerance": 2},
-                {"min_matrix": 10.5}):
+    for bad in (
+        {"nonsense": 1},
+        {"clip_level": -0.1},
+        {"max_clipped_dark": float("nan")},
+        {"edge_tolerance": 2},
+        {"min_matrix": 10.5},
+    ):
         with pytest.raises(ValueError):
             q.thresholds_from(bad)
 
@@ -128,8 +134,11 @@ def test_gate_thresholds_are_settings(tmp_path) -> None:
     save_settings(settings, tmp_path / "s.json")
     again = load_settings(tmp_path / "s.json")
     assert q.thresholds_from(again.quality).max_pixel_spacing_mm == 0.25 and again.monitor_band == 0.05
-    for bad in ({"quality": {"max_clipped_dark": 5}}, {"quality": {"bogus": 1}}, {"monitor_band": 2},
-                {"monitor_baseline_weeks": 0}):
+    for bad in (
+        {"quality": {"max_clipped_dark": 5}},
+        {"quality": {"bogus": 1}},
+        {"monitor_band": 2},
+        {"monitor_baseline_weeks": 0},
+    ):
         with pytest.raises(ConfigError):
             settings_from_dict(bad)
-

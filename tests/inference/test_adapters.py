@@ -46,7 +46,7 @@ def test_adapter_formula_and_groups() -> None:
     h = torch.randn(2, 5, d)
     a = h @ adapter.conv_A.weight[:, :, 0].T + adapter.conv_A.bias  # [2, 5, 8]
     w = adapter.conv_D.weight[:, :, 0]  # [d, 4]
-    expected_d = torch.cat([a[..., :4] @ w[: d // 2].T, a[..., 4:] @ w[d // 2:].T], dim=-1) + adapter.conv_D.bias
+    expected_d = torch.cat([a[..., :4] @ w[: d // 2].T, a[..., 4:] @ w[d // 2 :].T], dim=-1) + adapter.conv_D.bias
     torch.testing.assert_close(adapter(h), h + expected_d)
 
 

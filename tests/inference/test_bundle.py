@@ -49,8 +49,12 @@ def trained() -> tuple:
 
 
 def make_manifest(**kwargs) -> Manifest:
-    return Manifest.create(load_config(TINY_CONFIG), base_fingerprints=FINGERPRINTS,
-                           training={"epochs": 3, "metrics": {"auc": 0.75, "avg": 0.7}}, **kwargs)
+    return Manifest.create(
+        load_config(TINY_CONFIG),
+        base_fingerprints=FINGERPRINTS,
+        training={"epochs": 3, "metrics": {"auc": 0.75, "avg": 0.7}},
+        **kwargs,
+    )
 
 
 def test_round_trip_is_exact(tmp_path: Path, trained: tuple) -> None:
@@ -67,8 +71,9 @@ def test_round_trip_is_exact(tmp_path: Path, trained: tuple) -> None:
     other = build_model(load_config(TINY_CONFIG))
     load_trainable_state_dict(other, tensors)
     pixels = torch.randn(1, 3, 224, 224)
-    other.load_state_dict({**other.state_dict(), **{k: v for k, v in model.state_dict().items()
-                                                    if k.startswith(("visual.", "decoder."))}})
+    other.load_state_dict(
+        {**other.state_dict(), **{k: v for k, v in model.state_dict().items() if k.startswith(("visual.", "decoder."))}}
+    )
     with torch.no_grad():
         assert torch.equal(other(pixels), model(pixels))
 
@@ -179,8 +184,9 @@ def test_a_manifest_without_weights_sha256_is_refused(tmp_path: Path, trained: t
 
 
 def test_swapped_class_names_are_refused(tmp_path: Path, trained: tuple) -> None:
-    path = rewrite_bundle(save_bundle(tmp_path / "b", trained[1], make_manifest()),
-                          class_names=["normal", "pneumoconiosis"])
+    path = rewrite_bundle(
+        save_bundle(tmp_path / "b", trained[1], make_manifest()), class_names=["normal", "pneumoconiosis"]
+    )
     with pytest.raises(BundleError, match="class_names .* must be \\['pneumoconiosis', 'normal'\\]"):
         load_bundle(path)
     # swapped in the embedded architecture config as well: still refused (index 0 is the positive class)
@@ -191,16 +197,19 @@ def test_swapped_class_names_are_refused(tmp_path: Path, trained: tuple) -> None
         check_bundle(path)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"image_size": 100000}, "image_size must be 224"),
-    ({"image_size": "224"}, "image_size must be 224"),
-    ({"margin": -0.1}, "margin must be empty or a number in \\[0, 0.5\\]"),
-    ({"margin": float("nan")}, "margin"),
-    ({"mean": [float("nan"), 0.4, 0.4]}, "mean must be 3 finite numbers"),
-    ({"mean": [0.5, 0.5]}, "mean must be 3 finite numbers"),
-    ({"std": [0.2, 0.0, 0.2]}, "std must be 3 finite numbers in \\(0, 10\\]"),
-    ({"std": [0.2, float("inf"), 0.2]}, "std must be"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image_size": 100000}, "image_size must be 224"),
+        ({"image_size": "224"}, "image_size must be 224"),
+        ({"margin": -0.1}, "margin must be empty or a number in \\[0, 0.5\\]"),
+        ({"margin": float("nan")}, "margin"),
+        ({"mean": [float("nan"), 0.4, 0.4]}, "mean must be 3 finite numbers"),
+        ({"mean": [0.5, 0.5]}, "mean must be 3 finite numbers"),
+        ({"std": [0.2, 0.0, 0.2]}, "std must be 3 finite numbers in \\(0, 10\\]"),
+        ({"std": [0.2, float("inf"), 0.2]}, "std must be"),
+    ],
+)
 def test_preprocessing_values_are_range_checked(tmp_path: Path, trained: tuple, change: dict, message: str) -> None:
     path = save_bundle(tmp_path / "b", trained[1], make_manifest())
     data = json.loads((path / MANIFEST_FILE).read_text())
@@ -214,8 +223,10 @@ def test_preprocessing_values_are_range_checked(tmp_path: Path, trained: tuple, 
 def test_check_bundle_runs_without_torch(tmp_path: Path, trained: tuple) -> None:
     """Model Setup runs the full check in the GUI process, which never imports torch."""
     path = save_bundle(tmp_path / "b", trained[1], make_manifest())
-    code = ("import sys; from pneumoview.inference.bundle import check_bundle; "
-            f"m = check_bundle({str(path)!r}); print(m.architecture, 'torch' in sys.modules)")
+    code = (
+        "import sys; from pneumoview.inference.bundle import check_bundle; "
+        f"m = check_bundle({str(path)!r}); print(m.architecture, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["pneumollm-tiny", "False"]
 

@@ -34,8 +34,10 @@ def crops() -> np.ndarray:
     """Six grey 'crops' with different content (gradients + noise), float32 [6, 224, 224] in [0, 1]."""
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:224, 0:224].astype(np.float32) / 223.0
-    out = [np.clip(a * xx + (1 - a) * yy + 0.3 * rng.random((224, 224), dtype=np.float32) * b, 0, 1)
-           for a, b in zip(np.linspace(0, 1, 6), np.linspace(0.1, 1, 6))]
+    out = [
+        np.clip(a * xx + (1 - a) * yy + 0.3 * rng.random((224, 224), dtype=np.float32) * b, 0, 1)
+        for a, b in zip(np.linspace(0, 1, 6), np.linspace(0.1, 1, 6))
+    ]
     return np.stack(out).astype(np.float32)
 
 
@@ -50,8 +52,8 @@ def reference_probabilities(demo, crops: np.ndarray) -> np.ndarray:
 
     manifest, trained = load_bundle(demo.bundle)
     model = build_model(manifest.model_config(), device="cpu")
-    visual = {k[len("visual."):]: v for k, v in load_file(str(demo.clip)).items()}
-    decoder = {k[len("model."):]: v for k, v in load_file(str(demo.llama / "model.safetensors")).items()}
+    visual = {k[len("visual.") :]: v for k, v in load_file(str(demo.clip)).items()}
+    decoder = {k[len("model.") :]: v for k, v in load_file(str(demo.llama / "model.safetensors")).items()}
     model.visual.load_state_dict(visual)
     model.decoder.load_state_dict(decoder, strict=False)
     load_trainable_state_dict(model, trained)
@@ -62,8 +64,9 @@ def reference_probabilities(demo, crops: np.ndarray) -> np.ndarray:
 
 
 def test_fp32_engine_equals_an_independent_forward(demo, crops):
-    engine = InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu",
-                                  precision="fp32")
+    engine = InferenceEngine.load(
+        demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="fp32"
+    )
     assert engine.plan.vision_dtype == engine.plan.decoder_dtype == torch.float32
     got = np.array([p.probability for p in engine.predict(crops, batch_size=4)])
     np.testing.assert_allclose(got, reference_probabilities(demo, crops), rtol=1e-5, atol=1e-6)
@@ -183,14 +186,20 @@ def test_same_base_weights_as_meta_consolidated_and_torchscript_give_the_same_an
     fingerprints still match the bundle (content, not file form) and the predictions are the same."""
     hf_config = json.loads((demo.llama / "config.json").read_text())
     heads = hf_config["num_attention_heads"]
-    meta_names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
-                  "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
-                  "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-                  "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-                  "post_attention_layernorm": "ffn_norm"}
+    meta_names = {
+        "self_attn.q_proj": "attention.wq",
+        "self_attn.k_proj": "attention.wk",
+        "self_attn.v_proj": "attention.wv",
+        "self_attn.o_proj": "attention.wo",
+        "mlp.gate_proj": "feed_forward.w1",
+        "mlp.down_proj": "feed_forward.w2",
+        "mlp.up_proj": "feed_forward.w3",
+        "input_layernorm": "attention_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     meta: dict[str, torch.Tensor] = {"tok_embeddings.weight": torch.zeros(5, hf_config["hidden_size"])}
     for key, value in load_file(str(demo.llama / "model.safetensors")).items():
-        key = key[len("model."):]
+        key = key[len("model.") :]
         for hf, m in meta_names.items():
             key = key.replace(f".{hf}.", f".{m}.")
         if key.endswith(("attention.wq.weight", "attention.wk.weight")):
@@ -199,8 +208,17 @@ def test_same_base_weights_as_meta_consolidated_and_torchscript_give_the_same_an
     folder = tmp_path / "llama-meta"
     folder.mkdir()
     torch.save(meta, folder / "consolidated.00.pth")
-    (folder / "params.json").write_text(json.dumps({"dim": hf_config["hidden_size"], "n_layers": 2, "n_heads": heads,
-                                                    "norm_eps": hf_config["rms_norm_eps"], "vocab_size": -1}))
+    (folder / "params.json").write_text(
+        json.dumps(
+            {
+                "dim": hf_config["hidden_size"],
+                "n_layers": 2,
+                "n_heads": heads,
+                "norm_eps": hf_config["rms_norm_eps"],
+                "vocab_size": -1,
+            }
+        )
+    )
 
     from pneumoview.inference.towers import build_vision_tower
 
@@ -213,17 +231,19 @@ def test_same_base_weights_as_meta_consolidated_and_torchscript_give_the_same_an
             return self.visual(x)
 
     tower = build_vision_tower(engine.config.vision)  # plain open_clip tower, no adapter hooks
-    tower.load_state_dict({k[len("visual."):]: v for k, v in load_file(str(demo.clip)).items()})
+    tower.load_state_dict({k[len("visual.") :]: v for k, v in load_file(str(demo.clip)).items()})
     archive = tmp_path / "ViT-L-14.pt"
     torch.jit.save(torch.jit.script(Clip(tower)), str(archive))
     with pytest.raises(WeightsError, match="SHA-256"):  # not OpenAI's file
         InferenceEngine.load(demo.bundle, clip_path=archive, llama_path=folder, device="cpu")
-    other = InferenceEngine.load(demo.bundle, clip_path=archive, llama_path=folder, device="cpu",
-                                 allow_unverified_clip=True)
+    other = InferenceEngine.load(
+        demo.bundle, clip_path=archive, llama_path=folder, device="cpu", allow_unverified_clip=True
+    )
     assert other.report.llama_format == "meta-consolidated" and other.report.clip_format == "openai-torchscript"
     assert other.report.fingerprints == engine.report.fingerprints
-    np.testing.assert_allclose([p.probability for p in other.predict(crops)],
-                               [p.probability for p in engine.predict(crops)], atol=1e-6)
+    np.testing.assert_allclose(
+        [p.probability for p in other.predict(crops)], [p.probability for p in engine.predict(crops)], atol=1e-6
+    )
 
 
 def test_a_bundle_without_fingerprints_loads_but_wrong_sizes_are_refused(demo, tmp_path):
@@ -259,8 +279,9 @@ def test_a_llama_of_another_size_is_refused_by_its_config(demo, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     other = tmp_path / "llama-other"
-    LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2)).save_pretrained(other)
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=10, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    ).save_pretrained(other)
     with pytest.raises(WeightsError, match="not the decoder architecture") as info:
         InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=other, device="cpu")
     assert "hidden 32" in info.value.reason and "needs 64" in info.value.reason

@@ -30,17 +30,21 @@ def test_parameter_split_of_the_full_model_matches_the_spec(full):
 
 
 def test_memory_estimates_are_in_the_right_range(full):
-    bf16 = estimate_bytes(full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation=None,
-                          batch_size=1)
-    nf4 = estimate_bytes(full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation="nf4",
-                         batch_size=1)
-    int8 = estimate_bytes(full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation="int8",
-                          batch_size=1)
+    bf16 = estimate_bytes(
+        full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation=None, batch_size=1
+    )
+    nf4 = estimate_bytes(
+        full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation="nf4", batch_size=1
+    )
+    int8 = estimate_bytes(
+        full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation="int8", batch_size=1
+    )
     assert 12.5 * GB < bf16 < 14 * GB
     assert 6 * GB < int8 < 7.5 * GB
     assert 3 * GB < nf4 < 4.5 * GB
-    big = estimate_bytes(full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation=None,
-                         batch_size=64)
+    big = estimate_bytes(
+        full, vision_dtype=torch.bfloat16, decoder_dtype=torch.bfloat16, quantisation=None, batch_size=64
+    )
     assert big > bf16  # activations grow with the batch
 
 
@@ -70,8 +74,12 @@ def test_cuda_without_bitsandbytes_or_bf16(full):
 
 def test_cpu_plan_and_impossible_requests(full):
     cpu = choose_plan(full, device="auto", cuda=False, mps=False, free_bytes=64 * GB, cpu_bf16=False)
-    assert (cpu.device, cpu.vision_dtype, cpu.decoder_dtype, cpu.quantisation) == \
-        ("cpu", torch.float32, torch.bfloat16, None)
+    assert (cpu.device, cpu.vision_dtype, cpu.decoder_dtype, cpu.quantisation) == (
+        "cpu",
+        torch.float32,
+        torch.bfloat16,
+        None,
+    )
     fast = choose_plan(full, device="cpu", cuda=False, free_bytes=64 * GB, cpu_bf16=True)
     assert fast.vision_dtype == fast.decoder_dtype == torch.bfloat16 and "AVX512-BF16" in fast.reason
     assert "warning" not in cpu.reason
@@ -83,8 +91,9 @@ def test_cpu_plan_and_impossible_requests(full):
     assert choose_plan(full, device="cpu", quantisation="none", cuda=False, free_bytes=8 * GB).quantisation is None
     asked = choose_plan(full, device="cpu", quantisation="int8", cuda=False, free_bytes=64 * GB)
     assert asked.quantisation == "int8" and "as asked" in asked.reason and "8-bit" in asked.describe()
-    assert choose_plan(full, device="cpu", precision="fp32", cuda=False, free_bytes=64 * GB).decoder_dtype == \
-        torch.float32
+    assert (
+        choose_plan(full, device="cpu", precision="fp32", cuda=False, free_bytes=64 * GB).decoder_dtype == torch.float32
+    )
     nf4 = choose_plan(full, device="cpu", quantisation="nf4", cuda=False, free_bytes=64 * GB)
     assert nf4.quantisation == "int4" and "NF4 needs a CUDA GPU" in nf4.reason  # 4-bit, the CPU's kernel
     with pytest.raises(ConfigError, match="Apple"):

@@ -16,8 +16,7 @@ from pneumoview.preprocess import prepare
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> InferenceEngine:
     demo = ensure_demo_model(tmp_path_factory.mktemp("demo") / "demo-model")
-    return InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu",
-                                precision="fp32")
+    return InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ def test_mapped_back_through_the_crop_box(heat, rg1_input) -> None:
     box = rg1_input.box
     assert full.shape == rg1_input.image_shape
     outside = full.copy()
-    outside[box.y0:box.y1, box.x0:box.x1] = 0
+    outside[box.y0 : box.y1, box.x0 : box.x1] = 0
     assert not outside.any()
     # Cropping the full-size map the way the model's crop was made gives the crop's map back.
     again = crop_to_model(full, box, 224)
@@ -98,8 +97,9 @@ def test_resize_matches_torch_and_encoding_round_trips(heat) -> None:
     from pneumoview.inference.heatmap import decode_map, encode_map, resize_bilinear
 
     ours = resize_bilinear(grid, (224, 200))
-    theirs = torch.nn.functional.interpolate(torch.from_numpy(grid)[None, None], size=(224, 200), mode="bilinear",
-                                             align_corners=False)[0, 0].numpy()
+    theirs = torch.nn.functional.interpolate(
+        torch.from_numpy(grid)[None, None], size=(224, 200), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     back = decode_map(encode_map(heat.crop_map), 224)
     assert np.abs(back - heat.crop_map).max() <= 0.5 / 255 + 1e-6
@@ -110,4 +110,7 @@ def test_the_window_can_import_the_map_helpers_without_torch() -> None:
     import sys
 
     code = "import sys, pneumoview.inference.heatmap; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -54,6 +54,7 @@ def pixels() -> torch.Tensor:
 
 # --- full size on meta ---------------------------------------------------------------------------
 
+
 def _vit_l14_visual_params() -> int:
     """ViT-L/14 visual tower from its definition (patch 14, width 1024, 24 blocks, 257 tokens, proj 768)."""
     w, layers, mlp, tokens, out = 1024, 24, 4096, (224 // 14) ** 2 + 1, 768
@@ -106,9 +107,10 @@ def test_full_size_state_keys_are_the_pretrained_ones() -> None:
     assert clip_cfg["quick_gelu"] is True
     with torch.device("meta"):
         clip = open_clip.model.CLIP(**clip_cfg)
-        llama = LlamaModel(LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                       num_attention_heads=32))
-    clip_visual = {k[len("visual."):]: tuple(v.shape) for k, v in clip.state_dict().items() if k.startswith("visual.")}
+        llama = LlamaModel(
+            LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
+        )
+    clip_visual = {k[len("visual.") :]: tuple(v.shape) for k, v in clip.state_dict().items() if k.startswith("visual.")}
     ours = {k: tuple(v.shape) for k, v in model.visual.state_dict().items()}
     assert ours == clip_visual
     assert visual_state_keys(model) == list(clip_visual)
@@ -130,6 +132,7 @@ def test_quick_gelu_and_hf_settings() -> None:
 
 # --- trainability -----------------------------------------------------------------------------------
 
+
 def test_only_adapters_engine_projection_head_require_grad(pixels: torch.Tensor) -> None:
     model = tiny().train()
     for name, param in model.named_parameters():
@@ -147,6 +150,7 @@ def test_only_adapters_engine_projection_head_require_grad(pixels: torch.Tensor)
 
 
 # --- source tokens ----------------------------------------------------------------------------------
+
 
 def _manual_class_tokens(visual: nn.Module, pixels: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
     """Class token of the residual stream after the given blocks, written out by hand (no ln_post/proj)."""
@@ -198,6 +202,7 @@ def test_decoder_adapters_change_logits(pixels: torch.Tensor) -> None:
 
 # --- information emitter ------------------------------------------------------------------------------
 
+
 def test_emitter_mask_values() -> None:
     mask = emitter_mask(6, 10, batch=3)
     assert mask.shape == (3, 1, 10, 10) and mask.dtype == torch.float32
@@ -234,7 +239,7 @@ def test_emitter_is_not_causal_and_diagnosis_tokens_ignore_each_other(impl: str)
     # source position 0 reads source s-1 (a causal mask would forbid it)
     assert not torch.allclose(base[:, 0], changed_source[:, 0])
     # diagnosis token s reads only source tokens (and its own query), never another diagnosis token
-    assert torch.equal(base[:, s:n - 1], changed_diag[:, s:n - 1])
+    assert torch.equal(base[:, s : n - 1], changed_diag[:, s : n - 1])
 
 
 def test_eager_and_sdpa_agree(pixels: torch.Tensor) -> None:
@@ -282,6 +287,7 @@ def test_batch_items_are_independent(pixels: torch.Tensor) -> None:
 
 # --- weights: base loading, materialising, trainables ----------------------------------------------------
 
+
 def test_load_base_weights_into_an_empty_model_reproduces_logits(pixels: torch.Tensor) -> None:
     source = tiny(seed=3)
     randomise_trainables(source)
@@ -296,8 +302,7 @@ def test_load_base_weights_into_an_empty_model_reproduces_logits(pixels: torch.T
     assert torch.count_nonzero(empty.vision_adapters[0].conv_D.weight) == 0  # fresh init
     assert torch.count_nonzero(empty.vision_adapters[0].conv_A.weight) > 0
     load_trainable_state_dict(empty, trainable_state_dict(source))
-    torch.testing.assert_close(empty.decoder.rotary_emb.inv_freq, source.decoder.rotary_emb.inv_freq, rtol=0,
-                               atol=0)
+    torch.testing.assert_close(empty.decoder.rotary_emb.inv_freq, source.decoder.rotary_emb.inv_freq, rtol=0, atol=0)
     with torch.no_grad():
         assert torch.equal(empty(pixels), source(pixels))
 
@@ -364,6 +369,7 @@ def test_trainable_state_round_trip_and_mismatch() -> None:
 
 # --- preprocessing --------------------------------------------------------------------------------------------
 
+
 def test_preprocess_tensor_replicates_grey_and_normalises() -> None:
     preprocessing = load_config(FULL_CONFIG).preprocessing
     crops = np.random.default_rng(0).random((2, 224, 224), dtype=np.float32)
@@ -382,6 +388,7 @@ def test_preprocess_tensor_replicates_grey_and_normalises() -> None:
 
 
 # --- adapters sit exactly where the spec puts them ------------------------------------------------------------
+
 
 def test_vision_block_is_x_plus_attn_of_adapted_norm() -> None:
     model = tiny()
@@ -455,6 +462,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(pixels: torch.Tensor) -
 
 # --- against independent implementations ----------------------------------------------------------------------
 
+
 def test_last_source_token_through_ln_post_and_proj_is_clips_image_embedding(pixels: torch.Tensor) -> None:
     """Our tower is open_clip's OpenAI-style CLIP tower: same weights -> same image embedding."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
@@ -464,17 +472,28 @@ def test_last_source_token_through_ln_post_and_proj_is_clips_image_embedding(pix
     assert v.source_layers[-1] == v.layers - 1
 
     def clip_model(quick_gelu: bool) -> nn.Module:
-        return CLIP(embed_dim=v.output_dim, quick_gelu=quick_gelu,
-                    vision_cfg=CLIPVisionCfg(layers=v.layers, width=v.width, head_width=v.head_width,
-                                             patch_size=v.patch_size, image_size=v.image_size),
-                    text_cfg=CLIPTextCfg(context_length=8, vocab_size=10, width=32, heads=2, layers=1)).eval()
+        return CLIP(
+            embed_dim=v.output_dim,
+            quick_gelu=quick_gelu,
+            vision_cfg=CLIPVisionCfg(
+                layers=v.layers,
+                width=v.width,
+                head_width=v.head_width,
+                patch_size=v.patch_size,
+                image_size=v.image_size,
+            ),
+            text_cfg=CLIPTextCfg(context_length=8, vocab_size=10, width=32, heads=2, layers=1),
+        ).eval()
 
     torch.manual_seed(21)
     clip = clip_model(quick_gelu=True)
     gelu_clip = clip_model(quick_gelu=False)  # open_clip's plain config: nn.GELU
     gelu_clip.load_state_dict(clip.state_dict())
-    load_base_weights(model, {k[len("visual."):]: t for k, t in clip.state_dict().items() if k.startswith("visual.")},
-                      model.decoder.state_dict())
+    load_base_weights(
+        model,
+        {k[len("visual.") :]: t for k, t in clip.state_dict().items() if k.startswith("visual.")},
+        model.decoder.state_dict(),
+    )
     with torch.no_grad():
         ours = model.visual.ln_post(model.source_tokens(pixels)[:, -1]) @ model.visual.proj
         theirs = clip.encode_image(pixels)
@@ -506,7 +525,7 @@ def _meta_llama_forward(model: PneumoLLM, y: torch.Tensor) -> torch.Tensor:
         return torch.view_as_real(xc * freqs_cis).flatten(3)
 
     mask = torch.zeros(seqlen, seqlen)
-    mask[:, model.config.num_source_tokens:] = float("-inf")
+    mask[:, model.config.num_source_tokens :] = float("-inf")
     h = y
     for layer, adapter in zip(model.decoder.layers, model.decoder_adapters):
         attn = layer.self_attn
@@ -516,7 +535,7 @@ def _meta_llama_forward(model: PneumoLLM, y: torch.Tensor) -> torch.Tensor:
         xv = (x @ attn.v_proj.weight.T).view(bsz, seqlen, n_heads, head_dim)
         xq, xk = rotary(xq), rotary(xk)
         q, k, v = xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2)
-        scores = (q @ k.transpose(2, 3)) / head_dim ** 0.5 + mask
+        scores = (q @ k.transpose(2, 3)) / head_dim**0.5 + mask
         out = (scores.float().softmax(dim=-1) @ v).transpose(1, 2).reshape(bsz, seqlen, dim)
         h = h + out @ attn.o_proj.weight.T
         m = layer.mlp
@@ -529,21 +548,24 @@ def _meta_llama_forward(model: PneumoLLM, y: torch.Tensor) -> torch.Tensor:
 def test_decoder_matches_a_meta_style_llama_with_reference_adapters(impl: str) -> None:
     model = tiny(impl, seed=30)
     randomise_trainables(model, seed=31)
-    y = torch.randn(2, model.config.num_tokens, model.config.decoder.hidden_size,
-                    generator=torch.Generator().manual_seed(32))
+    y = torch.randn(
+        2, model.config.num_tokens, model.config.decoder.hidden_size, generator=torch.Generator().manual_seed(32)
+    )
     with torch.no_grad():
         ours = model.decode(y)
         reference = _meta_llama_forward(model, y)
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(model.head(ours), reference.mean(dim=1) @ model.head.fc.weight.T,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            model.head(ours), reference.mean(dim=1) @ model.head.fc.weight.T, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_engine_and_projection_follow_the_spec() -> None:
     model = tiny()
     randomise_trainables(model, seed=40)
-    x = torch.randn(2, model.config.num_source_tokens, model.config.vision.width,
-                    generator=torch.Generator().manual_seed(41))
+    x = torch.randn(
+        2, model.config.num_source_tokens, model.config.vision.width, generator=torch.Generator().manual_seed(41)
+    )
     e, p = model.engine, model.projection
     with torch.no_grad():
         scores = torch.relu(x @ e.linear1.weight.T + e.linear1.bias) @ e.linear2.weight.T + e.linear2.bias  # [B,S,K]
@@ -551,6 +573,7 @@ def test_engine_and_projection_follow_the_spec() -> None:
         expected_tokens = torch.cat([x, weights @ x], dim=1)
         torch.testing.assert_close(model.tokens(x), expected_tokens)
         z = expected_tokens @ p.linear1.weight.T + p.linear1.bias
-        torch.testing.assert_close(model.projection(expected_tokens),
-                                   nn.functional.silu(z) @ p.linear2.weight.T + p.linear2.bias)
+        torch.testing.assert_close(
+            model.projection(expected_tokens), nn.functional.silu(z) @ p.linear2.weight.T + p.linear2.bias
+        )
     assert model.tokens(x).shape[1] == model.config.num_tokens

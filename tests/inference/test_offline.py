@@ -60,8 +60,9 @@ def test_full_path_attempts_no_network_connection(tmp_path):
 
     meta = write_meta(tmp_path / "meta", meta_state())
     hf = tmp_path / "hf"
-    LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2)).save_pretrained(hf)
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=20, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    ).save_pretrained(hf)
     clip = tmp_path / "open_clip_pytorch_model.bin"
     torch.save(tiny_clip().state_dict(), clip)
     folder = tmp_path / "study"
@@ -74,8 +75,13 @@ def test_full_path_attempts_no_network_connection(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env["PNEUMOVIEW_HOME"] = str(tmp_path / "home")
     env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: nothing to find there either
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(meta), str(hf), str(clip), str(folder)],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), str(meta), str(hf), str(clip), str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["trap_works"] is True

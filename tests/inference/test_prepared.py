@@ -104,8 +104,11 @@ def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, mo
 def test_writer_output_is_standard_safetensors_and_the_reader_checks_every_entry(tmp_path):
     from safetensors import safe_open
 
-    tensors = {"a": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "b": torch.tensor([1, -2], dtype=torch.int8),
-               "empty": torch.zeros(0, 4)}
+    tensors = {
+        "a": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3),
+        "b": torch.tensor([1, -2], dtype=torch.int8),
+        "empty": torch.zeros(0, 4),
+    }
     path = tmp_path / "x.safetensors"
     safetensors_mmap.save(path, tensors, {"k": "v"})
     with safe_open(str(path), framework="pt") as f:

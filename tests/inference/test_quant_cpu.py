@@ -57,15 +57,22 @@ def test_int4_layer_matches_the_float_layer_within_4_bit_error():
 def test_transform_quantises_linear_weights_only_and_install_checks_shapes():
     t = state_transform("int8", torch.bfloat16)
     out = t("layers.0.mlp.up_proj.weight", torch.randn(16, 32))
-    assert out["layers.0.mlp.up_proj.weight"].dtype == torch.int8 and "layers.0.mlp.up_proj.weight" + SCALE_SUFFIX in out
-    assert t("layers.0.input_layernorm.weight", torch.ones(32))["layers.0.input_layernorm.weight"].dtype == torch.bfloat16
+    assert (
+        out["layers.0.mlp.up_proj.weight"].dtype == torch.int8 and "layers.0.mlp.up_proj.weight" + SCALE_SUFFIX in out
+    )
+    assert (
+        t("layers.0.input_layernorm.weight", torch.ones(32))["layers.0.input_layernorm.weight"].dtype == torch.bfloat16
+    )
     parent = torch.nn.Module()
     parent.proj = torch.nn.Linear(32, 16, bias=False)
     with pytest.raises(ConfigError, match="lack"):
         install_quantised_linears(parent, {}, "int8")
     with pytest.raises(ConfigError, match="does not fit"):
-        install_quantised_linears(parent, {"proj.weight": torch.zeros(8, 32, dtype=torch.int8),
-                                           "proj.weight" + SCALE_SUFFIX: torch.ones(8)}, "int8")
+        install_quantised_linears(
+            parent,
+            {"proj.weight": torch.zeros(8, 32, dtype=torch.int8), "proj.weight" + SCALE_SUFFIX: torch.ones(8)},
+            "int8",
+        )
     with pytest.raises(ConfigError, match="must be one of"):
         state_transform("int3", None)
 
@@ -81,8 +88,12 @@ def test_int8_tiny_model_gives_the_bf16_labels_on_cxr_labelled(tmp_path, monkeyp
     with open(folder / "labels.csv", newline="", encoding="utf-8") as f:
         files = [folder / row["file"] for row in csv.DictReader(f)]
     assert len(files) >= 32
-    engines = {q: InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu",
-                                       precision="bf16", quantisation=q) for q in ("none", "int8")}
+    engines = {
+        q: InferenceEngine.load(
+            demo.bundle, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="bf16", quantisation=q
+        )
+        for q in ("none", "int8")
+    }
     assert engines["int8"].plan.quantisation == "int8"
     crops = np.stack([engines["none"].prepare(p).crop for p in files])
     probs = {q: e.probabilities(crops) for q, e in engines.items()}

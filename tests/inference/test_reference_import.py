@@ -46,8 +46,7 @@ def set_directly(model, ref: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.mark.parametrize("use_engine", [True, False])
-def test_imported_checkpoint_gives_the_same_logits_as_tensors_set_directly(tmp_path: Path,
-                                                                             use_engine: bool) -> None:
+def test_imported_checkpoint_gives_the_same_logits_as_tensors_set_directly(tmp_path: Path, use_engine: bool) -> None:
     config = load_config(TINY_CONFIG).replace(use_engine=use_engine)
     ref = reference_tensors(config)
     path = save_reference_checkpoint(tmp_path / "checkpoint-best.pth", ref)
@@ -79,8 +78,9 @@ def test_full_size_reference_layout_imports(tmp_path: Path, use_engine: bool) ->
     state, _ = import_reference_checkpoint(save_reference_checkpoint(tmp_path / "ckpt.pth", ref))
     assert len(state) == len(ref)
     assert torch.equal(state["decoder_adapters.31.conv_D.weight"], ref["layers.31.adapter_attn.conv_D.weight"])
-    assert torch.equal(state["vision_adapters.0.conv_A.bias"],
-                       ref["backbone.visual.transformer.resblocks.0.adapter_attn.conv_A.bias"])
+    assert torch.equal(
+        state["vision_adapters.0.conv_A.bias"], ref["backbone.visual.transformer.resblocks.0.adapter_attn.conv_A.bias"]
+    )
     assert torch.equal(state["head.fc.weight"], ref["adapter_output_cls.weight"])
     assert all(t.dtype == torch.float32 for t in state.values())
 
@@ -113,8 +113,9 @@ def test_unknown_names_wrong_shapes_and_non_checkpoints_are_refused(tmp_path: Pa
     config = load_config(TINY_CONFIG)
     ref = reference_tensors(config)
     with pytest.raises(BundleError, match="unknown tensor 'lora.weight'"):
-        import_reference_checkpoint(save_reference_checkpoint(tmp_path / "a.pth", {**ref, "lora.weight": torch.zeros(1)}),
-                                    config=config)
+        import_reference_checkpoint(
+            save_reference_checkpoint(tmp_path / "a.pth", {**ref, "lora.weight": torch.zeros(1)}), config=config
+        )
     bad = dict(ref)
     bad["adapter_output_cls.weight"] = torch.zeros(3, config.decoder.hidden_size)
     with pytest.raises(BundleError, match="wrong shapes"):

@@ -41,7 +41,7 @@ def clip_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def clip_visual_expected(clip_model) -> dict[str, torch.Tensor]:
-    return {k[len("visual."):]: v for k, v in clip_model.state_dict().items() if k.startswith("visual.")}
+    return {k[len("visual.") :]: v for k, v in clip_model.state_dict().items() if k.startswith("visual.")}
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +166,26 @@ def meta_state(params=PARAMS, dtype=torch.float32, seed: int = 1) -> dict[str, t
     def r(*shape, scale=0.08):
         return (torch.randn(*shape, generator=g) * scale).to(dtype)
 
-    sd = {"tok_embeddings.weight": r(vocab, d), "norm.weight": 1 + r(d, scale=0.1), "output.weight": r(vocab, d),
-          "rope.freqs": torch.zeros(d // params["n_heads"] // 2)}
+    sd = {
+        "tok_embeddings.weight": r(vocab, d),
+        "norm.weight": 1 + r(d, scale=0.1),
+        "output.weight": r(vocab, d),
+        "rope.freqs": torch.zeros(d // params["n_heads"] // 2),
+    }
     kv = d // params["n_heads"] * params.get("n_kv_heads", params["n_heads"])  # grouped-query attention
     for i in range(params["n_layers"]):
         p = f"layers.{i}."
-        sd |= {p + "attention.wq.weight": r(d, d), p + "attention.wk.weight": r(kv, d),
-               p + "attention.wv.weight": r(kv, d), p + "attention.wo.weight": r(d, d),
-               p + "feed_forward.w1.weight": r(inter, d), p + "feed_forward.w2.weight": r(d, inter),
-               p + "feed_forward.w3.weight": r(inter, d),
-               p + "attention_norm.weight": 1 + r(d, scale=0.1), p + "ffn_norm.weight": 1 + r(d, scale=0.1)}
+        sd |= {
+            p + "attention.wq.weight": r(d, d),
+            p + "attention.wk.weight": r(kv, d),
+            p + "attention.wv.weight": r(kv, d),
+            p + "attention.wo.weight": r(d, d),
+            p + "feed_forward.w1.weight": r(inter, d),
+            p + "feed_forward.w2.weight": r(d, inter),
+            p + "feed_forward.w3.weight": r(inter, d),
+            p + "attention_norm.weight": 1 + r(d, scale=0.1),
+            p + "ffn_norm.weight": 1 + r(d, scale=0.1),
+        }
     return sd
 
 
@@ -302,15 +312,25 @@ def test_hf_folder_sharded_safetensors_drops_embeddings_and_head(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=40, hidden_size=64, intermediate_size=172, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6)
+    cfg = LlamaConfig(
+        vocab_size=40,
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+    )
     model = LlamaForCausalLM(cfg).eval()
     folder = tmp_path / "llama-hf"
     model.save_pretrained(folder, max_shard_size="50KB")
     assert len(list(folder.glob("*.safetensors"))) > 1 and (folder / "model.safetensors.index.json").is_file()
     state, config = W.load_llama_decoder(folder, torch.bfloat16)
-    expected = {k[len("model."):]: v for k, v in model.state_dict().items()
-                if k.startswith("model.") and "embed_tokens" not in k}
+    expected = {
+        k[len("model.") :]: v
+        for k, v in model.state_dict().items()
+        if k.startswith("model.") and "embed_tokens" not in k
+    }
     assert sorted(state) == sorted(expected)
     assert all(t.dtype == torch.bfloat16 for t in state.values())
     assert config["num_key_value_heads"] == 2 and config["model_type"] == "llama"
@@ -320,8 +340,9 @@ def test_hf_folder_sharded_safetensors_drops_embeddings_and_head(tmp_path):
     h = torch.randn(1, 10, 64)
     with torch.no_grad():
         ours = hf_decoder(config, {k: v.float() for k, v in W.load_llama_decoder(folder)[0].items()})
-        torch.testing.assert_close(ours(inputs_embeds=h).last_hidden_state,
-                                   model.model(inputs_embeds=h).last_hidden_state)
+        torch.testing.assert_close(
+            ours(inputs_embeds=h).last_hidden_state, model.model(inputs_embeds=h).last_hidden_state
+        )
 
 
 def test_same_weights_meta_and_hf_folder_have_the_same_fingerprint(tmp_path):
@@ -354,7 +375,9 @@ def test_llama_errors_are_clear(tmp_path):
     hf = tmp_path / "hf"
     hf.mkdir()
     (hf / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
-    (hf / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    (hf / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
     with pytest.raises(WeightsError, match="missing: model-00001-of-00002"):
         W.read_llama_decoder(hf)
 
@@ -385,14 +408,26 @@ MEMORY_SCRIPT = textwrap.dedent(
 
 def write_fp32_hf_folder(folder: Path, d: int = 1024, inter: int = 2816, n: int = 4) -> None:
     """~200 MB of fp32 LLaMA shards (the worst case for a bf16 load: the target is half the size)."""
-    cfg = {"model_type": "llama", "hidden_size": d, "intermediate_size": inter, "num_hidden_layers": n,
-           "num_attention_heads": 8, "rms_norm_eps": 1e-6}
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": d,
+        "intermediate_size": inter,
+        "num_hidden_layers": n,
+        "num_attention_heads": 8,
+        "rms_norm_eps": 1e-6,
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
-    shapes = {"self_attn.q_proj.weight": (d, d), "self_attn.k_proj.weight": (d, d),
-              "self_attn.v_proj.weight": (d, d), "self_attn.o_proj.weight": (d, d),
-              "mlp.gate_proj.weight": (inter, d), "mlp.up_proj.weight": (inter, d),
-              "mlp.down_proj.weight": (d, inter), "input_layernorm.weight": (d,),
-              "post_attention_layernorm.weight": (d,)}
+    shapes = {
+        "self_attn.q_proj.weight": (d, d),
+        "self_attn.k_proj.weight": (d, d),
+        "self_attn.v_proj.weight": (d, d),
+        "self_attn.o_proj.weight": (d, d),
+        "mlp.gate_proj.weight": (inter, d),
+        "mlp.up_proj.weight": (inter, d),
+        "mlp.down_proj.weight": (d, inter),
+        "input_layernorm.weight": (d,),
+        "post_attention_layernorm.weight": (d,),
+    }
     for i in range(n):
         extra = {"model.norm.weight": torch.ones(d)} if i == n - 1 else {}
         tensors = {f"model.layers.{i}.{k}": torch.randn(s) for k, s in shapes.items()} | extra
@@ -408,8 +443,9 @@ def test_llama_peak_memory_is_about_the_target_size_not_an_fp32_copy(tmp_path):
     if not Path("/proc/self/status").is_file():
         pytest.skip("needs Linux /proc")
     write_fp32_hf_folder(tmp_path)
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                         check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)], capture_output=True, text=True, check=True, timeout=300
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     nbytes = r["nbytes"]  # bf16 result, ~101 MB; the fp32 files are ~202 MB
     assert 95e6 < nbytes < 110e6
@@ -440,8 +476,11 @@ def test_sha256_file_is_the_real_digest_and_notices_changes(tmp_path):
 def test_the_offline_switches_are_set_in_one_place_only():
     """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE: set by pneumoview/inference/__init__.py, nowhere else."""
     package = Path(W.__file__).resolve().parents[1]
-    setters = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
-                     if 'environ["HF_HUB_OFFLINE"]' in p.read_text(encoding="utf-8"))
+    setters = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if 'environ["HF_HUB_OFFLINE"]' in p.read_text(encoding="utf-8")
+    )
     assert setters == ["inference/__init__.py"]
     import os
 

@@ -28,8 +28,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def small_image(*, patient_id: str = "PV-TEST", study_uid: str | None = None, sop_uid: str | None = None,
-                size: int = 8, modality: str = "DX") -> Dataset:
+def small_image(
+    *,
+    patient_id: str = "PV-TEST",
+    study_uid: str | None = None,
+    sop_uid: str | None = None,
+    size: int = 8,
+    modality: str = "DX",
+) -> Dataset:
     """A tiny valid DX-like image (MONOCHROME2, 16 bits) with fresh UIDs."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -68,8 +74,12 @@ def upload(orthanc, path: Path) -> str:
     """Store ``path`` into Orthanc with dcmtk's storescu (pynetdicom where dcmtk is absent); its Orthanc id."""
     storescu = shutil.which("storescu")
     if storescu is not None:
-        subprocess.run([storescu, "-aet", "MODALITY", "-aec", orthanc.aet, LOOPBACK, str(orthanc.dicom_port),
-                        str(path)], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [storescu, "-aet", "MODALITY", "-aec", orthanc.aet, LOOPBACK, str(orthanc.dicom_port), str(path)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     else:
         from pneumoview.pacs.scu import Client, parse_pacs
 

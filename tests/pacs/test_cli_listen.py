@@ -30,9 +30,27 @@ def _parse(*argv: str) -> argparse.Namespace:
 def test_listen_receives_until_sigterm_and_refuses_strangers(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-m", "pneumoview", "listen", "--aet", "PVTEST", "--port", str(port),
-                              "--into", str(tmp_path / "inbox"), "--allow", "MODALITY,OTHER", "--quiet", "0.3"],
-                             stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pneumoview",
+            "listen",
+            "--aet",
+            "PVTEST",
+            "--port",
+            str(port),
+            "--into",
+            str(tmp_path / "inbox"),
+            "--allow",
+            "MODALITY,OTHER",
+            "--quiet",
+            "0.3",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert child.stderr is not None
         assert "listening as PVTEST on 127.0.0.1" in child.stderr.readline()

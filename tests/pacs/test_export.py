@@ -23,8 +23,9 @@ def test_non_dicom_source_gets_a_reason_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_non_finite_probability_is_refused_with_a_reason(rg1_uncompressed: Path, tmp_path: Path) -> None:
-    written, problem = write_result_files(rg1_uncompressed, tmp_path, probability=float("nan"), threshold=0.5,
-                                          label="x")
+    written, problem = write_result_files(
+        rg1_uncompressed, tmp_path, probability=float("nan"), threshold=0.5, label="x"
+    )
     assert written == [] and "finite" in problem
 
 
@@ -44,8 +45,10 @@ def test_source_without_identity_is_refused(tmp_path: Path) -> None:
 
 
 def test_pacs_package_imports_neither_qt_nor_torch() -> None:
-    code = ("import sys, pneumoview.pacs.scp, pneumoview.pacs.scu, pneumoview.pacs.web, pneumoview.pacs.sr, "
-            "pneumoview.pacs.sc, pneumoview.pacs.export, pneumoview.commands.pacs, pneumoview.commands.listen; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'torch')))")
+    code = (
+        "import sys, pneumoview.pacs.scp, pneumoview.pacs.scu, pneumoview.pacs.web, pneumoview.pacs.sr, "
+        "pneumoview.pacs.sc, pneumoview.pacs.export, pneumoview.commands.pacs, pneumoview.commands.listen; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'torch')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]"

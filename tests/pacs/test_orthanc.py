@@ -39,27 +39,40 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.slow
-def test_store_find_get_analyse_send_back_and_read_back(orthanc, rg1_in_orthanc, rg1_uncompressed, tmp_path,
-                                                         capsys) -> None:
+def test_store_find_get_analyse_send_back_and_read_back(
+    orthanc, rg1_in_orthanc, rg1_uncompressed, tmp_path, capsys
+) -> None:
     source = rg1_in_orthanc
-    code, out, _ = _cli(capsys, "pacs", "find", "--pacs", orthanc.pacs, "--patient-id", source.PatientID,
-                        "--modality", "CR,DX", "--json")
+    code, out, _ = _cli(
+        capsys,
+        "pacs",
+        "find",
+        "--pacs",
+        orthanc.pacs,
+        "--patient-id",
+        source.PatientID,
+        "--modality",
+        "CR,DX",
+        "--json",
+    )
     assert code == 0
     found = [json.loads(line) for line in out.splitlines()]
     assert [f["study_uid"] for f in found] == [source.StudyInstanceUID]
     assert found[0]["patient_id"] == source.PatientID and found[0]["study_date"] == source.StudyDate
 
     inbox = tmp_path / "inbox"
-    code, _, err = _cli(capsys, "pacs", "get", "--pacs", orthanc.pacs, "--study", source.StudyInstanceUID,
-                        "--into", str(inbox))
+    code, _, err = _cli(
+        capsys, "pacs", "get", "--pacs", orthanc.pacs, "--study", source.StudyInstanceUID, "--into", str(inbox)
+    )
     assert code == 0, err
     retrieved = inbox / source.StudyInstanceUID / f"{source.SOPInstanceUID}.dcm"
     assert sorted(p for p in inbox.rglob("*") if p.is_file()) == [retrieved]
     assert pydicom.dcmread(retrieved).PixelData == pydicom.dcmread(rg1_uncompressed).PixelData
 
     report, results = tmp_path / "report.csv", tmp_path / "results"
-    code, _, err = _cli(capsys, "analyze", str(inbox), "--demo", "--csv", str(report), "--dicom-out", str(results),
-                        "--quiet")
+    code, _, err = _cli(
+        capsys, "analyze", str(inbox), "--demo", "--csv", str(report), "--dicom-out", str(results), "--quiet"
+    )
     assert code == 0, err
     (row,) = list(csv.DictReader(io.StringIO(report.read_text(encoding="utf-8-sig"))))
     assert row["status"] == "analysed"
@@ -86,8 +99,9 @@ def test_store_find_get_analyse_send_back_and_read_back(orthanc, rg1_in_orthanc,
 
 
 def _study_id(orthanc, study_uid: str) -> str:
-    return next(i["ID"] for i in orthanc.rest("/tools/lookup", study_uid.encode(), method="POST")
-                if i["Type"] == "Study")
+    return next(
+        i["ID"] for i in orthanc.rest("/tools/lookup", study_uid.encode(), method="POST") if i["Type"] == "Study"
+    )
 
 
 def _wait_for(predicate, seconds: float = 20.0) -> bool:
@@ -120,8 +134,12 @@ def test_orthanc_and_storescu_send_to_the_listener(orthanc, tmp_path: Path) -> N
             other = small_image()
             other_path = tmp_path / "other.dcm"
             other.save_as(other_path, enforce_file_format=True)
-            subprocess.run([storescu, "-aet", "MODALITY", "-aec", "PNEUMOVIEW", LOOPBACK, str(listener.port),
-                            str(other_path)], check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [storescu, "-aet", "MODALITY", "-aec", "PNEUMOVIEW", LOOPBACK, str(listener.port), str(other_path)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             assert (listener.inbox.root / other.StudyInstanceUID / f"{other.SOPInstanceUID}.dcm").exists()
     finally:
         listener.stop()
@@ -134,8 +152,21 @@ def test_c_move_to_our_own_listener(orthanc, tmp_path: Path, capsys) -> None:
     upload(orthanc, path)
     port = free_port()
     orthanc.rest("/modalities/pvmove", {"AET": "PVMOVE", "Host": LOOPBACK, "Port": port}, "PUT")
-    code, _, err = _cli(capsys, "pacs", "get", "--pacs", orthanc.pacs, "--aet", "PVMOVE", "--study",
-                        image.StudyInstanceUID, "--into", str(tmp_path / "inbox"), "--move-port", str(port))
+    code, _, err = _cli(
+        capsys,
+        "pacs",
+        "get",
+        "--pacs",
+        orthanc.pacs,
+        "--aet",
+        "PVMOVE",
+        "--study",
+        image.StudyInstanceUID,
+        "--into",
+        str(tmp_path / "inbox"),
+        "--move-port",
+        str(port),
+    )
     assert code == 0, err
     assert (tmp_path / "inbox" / image.StudyInstanceUID / f"{image.SOPInstanceUID}.dcm").exists()
 
@@ -146,13 +177,23 @@ def test_dicomweb_find_get_and_stow(orthanc, tmp_path: Path, capsys) -> None:
     image.save_as(path, enforce_file_format=True)
     code, _, err = _cli(capsys, "pacs", "send", str(path), "--dicomweb", orthanc.dicomweb)  # STOW-RS
     assert code == 0, err
-    code, out, _ = _cli(capsys, "pacs", "find", "--dicomweb", orthanc.dicomweb, "--patient-id", image.PatientID,
-                        "--json")
+    code, out, _ = _cli(
+        capsys, "pacs", "find", "--dicomweb", orthanc.dicomweb, "--patient-id", image.PatientID, "--json"
+    )
     assert code == 0
     (match,) = [json.loads(line) for line in out.splitlines()]
     assert match["study_uid"] == image.StudyInstanceUID and match["patient_id"] == image.PatientID
-    code, _, err = _cli(capsys, "pacs", "get", "--dicomweb", orthanc.dicomweb, "--study", image.StudyInstanceUID,
-                        "--into", str(tmp_path / "inbox"))
+    code, _, err = _cli(
+        capsys,
+        "pacs",
+        "get",
+        "--dicomweb",
+        orthanc.dicomweb,
+        "--study",
+        image.StudyInstanceUID,
+        "--into",
+        str(tmp_path / "inbox"),
+    )
     assert code == 0, err
     got = tmp_path / "inbox" / image.StudyInstanceUID / f"{image.SOPInstanceUID}.dcm"
     assert pydicom.dcmread(got).PixelData == image.PixelData
@@ -202,14 +243,40 @@ def test_listen_analyses_complete_studies_and_sends_results_to_orthanc(orthanc, 
 
     port = free_port()
     inbox, results, out = tmp_path / "inbox", tmp_path / "csv", tmp_path / "dicom"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-m", "pneumoview", "listen", "--port", str(port), "--into", str(inbox),
-                              "--quiet", "0.5", "--analyse", "--demo", "--results", str(results), "--dicom-out",
-                              str(out), "--send-results", orthanc.pacs], stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pneumoview",
+            "listen",
+            "--port",
+            str(port),
+            "--into",
+            str(inbox),
+            "--quiet",
+            "0.5",
+            "--analyse",
+            "--demo",
+            "--results",
+            str(results),
+            "--dicom-out",
+            str(out),
+            "--send-results",
+            orthanc.pacs,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert child.stderr is not None and "listening as PNEUMOVIEW" in child.stderr.readline()
         report = Client(parse_pacs(f"{LOOPBACK}:{port}:PNEUMOVIEW"), calling_aet="MODALITY").send_files(
-            [rg1_uncompressed])
+            [rg1_uncompressed]
+        )
         assert len(report.sent) == 1
 
         def sr_in_orthanc() -> bool:

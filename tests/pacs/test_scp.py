@@ -244,9 +244,16 @@ CLIENT = textwrap.dedent("""
 def test_client_killed_mid_transfer_leaves_no_partial_file(listener, tmp_path: Path) -> None:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
-    client = subprocess.Popen([sys.executable, str(script), str(listener.port), str(Path(__file__).parent)],
-                              stdout=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    client = subprocess.Popen(
+        [sys.executable, str(script), str(listener.port), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert client.stdout is not None and client.stdout.readline().strip() == "partial"
         time.sleep(0.3)  # the first 39 PDUs (about 600 KiB) reach the listener
@@ -281,9 +288,29 @@ def test_tls_listener_accepts_tls_clients_only(tmp_path: Path) -> None:
     if openssl is None:
         pytest.skip("openssl not installed: cannot make a test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     scp = StorageListener(ListenerConfig(inbox=tmp_path / "inbox", port=0, ssl_context=server_ctx))

@@ -14,8 +14,15 @@ from pneumoview.labels import DEMO_MARK
 from pneumoview.pacs.export import write_dicom_results
 from pneumoview.pacs.sr import ModelResult, build_sr, read_sr
 
-RESULT = ModelResult(probability=0.73, threshold=0.5, label="pneumoconiosis", model_name="PneumoLLM test",
-                     model_version="model-123", bundle_fingerprint="ab" * 32, demo=False)
+RESULT = ModelResult(
+    probability=0.73,
+    threshold=0.5,
+    label="pneumoconiosis",
+    model_name="PneumoLLM test",
+    model_version="model-123",
+    bundle_fingerprint="ab" * 32,
+    demo=False,
+)
 
 
 @pytest.fixture
@@ -37,8 +44,16 @@ def test_sr_carries_finding_probability_threshold_and_source(source_header, prob
 
 def test_sr_copies_identity_never_invents_it(source_header) -> None:
     sr = build_sr(source_header, RESULT)
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                    "AccessionNumber", "StudyID", "StudyDate"):
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDate",
+    ):
         assert str(sr.get(keyword)) == str(source_header.get(keyword)), keyword
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
     assert sr.SOPInstanceUID.startswith("2.25.") and sr.SeriesInstanceUID.startswith("2.25.")

@@ -96,8 +96,11 @@ def test_listener_settings_dialog_round_trip(qtbot, tmp_path: Path) -> None:
     dialog.on_start.setChecked(True)
     dialog.apply(settings)
     settings.validate()
-    assert (settings.pacs_ae_title, settings.pacs_port, settings.pacs_allowed_callers) == ("CLINIC1", 4242,
-                                                                                             ["MOD1", "MOD2"])
+    assert (settings.pacs_ae_title, settings.pacs_port, settings.pacs_allowed_callers) == (
+        "CLINIC1",
+        4242,
+        ["MOD1", "MOD2"],
+    )
     assert settings.pacs_inbox == str(tmp_path / "in") and settings.pacs_listen_on_start
 
 
@@ -122,8 +125,10 @@ def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_p
     assert assoc.is_established
     assert assoc.send_c_store(image).Status == 0
     assoc.release()
-    qtbot.waitUntil(lambda: any(e.record.sop_instance_uid == image.SOPInstanceUID
-                                for e in window.session.entries.values()), timeout=30000)
+    qtbot.waitUntil(
+        lambda: any(e.record.sop_instance_uid == image.SOPInstanceUID for e in window.session.entries.values()),
+        timeout=30000,
+    )
     window.pacs.act_listen.setChecked(False)
     assert window.pacs.listener is None
     window.close()
@@ -156,9 +161,13 @@ def test_send_results_of_selected_images_to_orthanc(qtbot, orthanc, tmp_path, mo
     (key,) = list(window.session.entries)
     entry = window.session.entries[key]
     assert entry.identity is not None
-    entry.result = analysed(entry.identity, 0.31, class_names=CLASSES, demo=True,
-                            provenance=Provenance(bundle_id="m-1", bundle_name="M", bundle_fingerprint="d" * 64,
-                                                  threshold=0.5))
+    entry.result = analysed(
+        entry.identity,
+        0.31,
+        class_names=CLASSES,
+        demo=True,
+        provenance=Provenance(bundle_id="m-1", bundle_name="M", bundle_fingerprint="d" * 64, threshold=0.5),
+    )
     entry.decision = Decision(decision="disagree", comment="", reviewer="Dr Test")
     monkeypatch.setattr(window, "selected_keys", lambda: [key])
     window.pacs.act_send.trigger()  # the menu entry
@@ -192,9 +201,14 @@ def test_new_results_are_sent_automatically_when_asked(qtbot, orthanc, tmp_path,
     (key,) = list(window.session.entries)
     identity = window.session.entries[key].identity
     assert identity is not None
-    result = analysed(identity, 0.8, class_names=CLASSES, demo=True, analysed_at="2024-01-02T03:04:05Z",
-                      provenance=Provenance(bundle_id="m-2", bundle_name="M", bundle_fingerprint="e" * 64,
-                                            threshold=0.5))
+    result = analysed(
+        identity,
+        0.8,
+        class_names=CLASSES,
+        demo=True,
+        analysed_at="2024-01-02T03:04:05Z",
+        provenance=Provenance(bundle_id="m-2", bundle_name="M", bundle_fingerprint="e" * 64, threshold=0.5),
+    )
     window.session.set_results([(key, result)])
 
     def sent() -> bool:

@@ -25,7 +25,10 @@ def test_uids_are_created_in_one_place_only() -> None:
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[2] / "pneumoview"
-    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
-                 if p.name != "uids.py" and ("generate_uid" in p.read_text(encoding="utf-8")
-                                             or "uuid4().int" in p.read_text(encoding="utf-8"))]
+    offenders = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name != "uids.py"
+        and ("generate_uid" in p.read_text(encoding="utf-8") or "uuid4().int" in p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []

@@ -11,8 +11,11 @@ from pneumoview.reading.rules import AiSuggestion, SubmittedReading
 
 
 def _reading(profusion: str) -> Reading:
-    shapes = {} if profusion in ("0/-", "0/0", "0/1") else {
-        "primary_shape": "p", "secondary_shape": "p", "zones": frozenset({"RM"})}
+    shapes = (
+        {}
+        if profusion in ("0/-", "0/0", "0/1")
+        else {"primary_shape": "p", "secondary_shape": "p", "zones": frozenset({"RM"})}
+    )
     return Reading(film_quality=1, profusion=profusion, **shapes).validate()
 
 

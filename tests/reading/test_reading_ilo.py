@@ -21,8 +21,14 @@ R, L = frozenset({"R"}), frozenset({"L"})
 
 
 def _positive(**changes: object) -> Reading:
-    base = Reading(film_quality=1, profusion="1/1", primary_shape="q", secondary_shape="t",
-                   zones=frozenset({"RU", "LU", "RM"}), large_opacities="0")
+    base = Reading(
+        film_quality=1,
+        profusion="1/1",
+        primary_shape="q",
+        secondary_shape="t",
+        zones=frozenset({"RU", "LU", "RM"}),
+        large_opacities="0",
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -67,8 +73,17 @@ def test_errors_are_pneumoview_errors_carrying_the_field() -> None:
         (_positive(large_opacities="D"), "large_opacities"),
         (_positive(symbols=frozenset({"zz"})), "symbols"),
         (dataclasses.replace(normal_reading(), symbols=frozenset({"ax"})), "symbols"),
-        (dataclasses.replace(normal_reading(), profusion="0/1", primary_shape="p", secondary_shape="p",
-                             zones=frozenset({"RL"}), symbols=frozenset({"ax"})), "symbols"),
+        (
+            dataclasses.replace(
+                normal_reading(),
+                profusion="0/1",
+                primary_shape="p",
+                secondary_shape="p",
+                zones=frozenset({"RL"}),
+                symbols=frozenset({"ax"}),
+            ),
+            "symbols",
+        ),
         (dataclasses.replace(normal_reading(), symbols=frozenset({"od"})), "comments"),
         (Reading(film_quality=4, film_quality_reason="cut off", profusion="0/0"), "profusion"),
         (Reading(film_quality=4, film_quality_reason="cut off", symbols=frozenset({"tb"})), "symbols"),
@@ -85,8 +100,9 @@ def test_ax_is_accepted_with_small_opacities() -> None:
 
 
 def test_pleural_rules() -> None:
-    plaque = PleuralThickening(sites={"in_profile": R, "diaphragm": L}, calcification={"diaphragm": L},
-                               extent={"R": 2}, width={"R": "b"})
+    plaque = PleuralThickening(
+        sites={"in_profile": R, "diaphragm": L}, calcification={"diaphragm": L}, extent={"R": 2}, width={"R": "b"}
+    )
     assert _positive(plaques=plaque).problems() == []
     # width needs a plaque in profile on that side (face-on plaques have no width)
     face_on = PleuralThickening(sites={"face_on": L}, extent={"L": 1}, width={"L": "a"})
@@ -104,8 +120,9 @@ def test_pleural_rules() -> None:
     assert _positive(diffuse_thickening=dpt, costophrenic_obliteration=L).problems() == []
     assert _fields(_positive(diffuse_thickening=dpt, costophrenic_obliteration=R)) == ["diffuse_thickening"]
     dpt_diaphragm = PleuralThickening(sites={"diaphragm": L})
-    assert "diffuse_thickening.sites" in _fields(_positive(diffuse_thickening=dpt_diaphragm,
-                                                           costophrenic_obliteration=L))
+    assert "diffuse_thickening.sites" in _fields(
+        _positive(diffuse_thickening=dpt_diaphragm, costophrenic_obliteration=L)
+    )
     assert _fields(_positive(costophrenic_obliteration=frozenset({"X"}))) == ["costophrenic_obliteration"]
 
 
@@ -119,12 +136,19 @@ def test_derived_flags() -> None:
 
 def test_json_round_trip_is_exact_and_strict() -> None:
     reading = _positive(
-        film_quality=2, film_quality_reason="slightly over-exposed", large_opacities="B",
-        plaques=PleuralThickening(sites={"in_profile": R | L, "face_on": L}, calcification={"face_on": L},
-                                  extent={"R": 1, "L": 3}, width={"L": "c"}),
+        film_quality=2,
+        film_quality_reason="slightly over-exposed",
+        large_opacities="B",
+        plaques=PleuralThickening(
+            sites={"in_profile": R | L, "face_on": L},
+            calcification={"face_on": L},
+            extent={"R": 1, "L": 3},
+            width={"L": "c"},
+        ),
         costophrenic_obliteration=R,
         diffuse_thickening=PleuralThickening(sites={"in_profile": R}, extent={"R": 2}, width={"R": "a"}),
-        symbols=frozenset({"ax", "od", "em"}), comments="od: old rib resection, right",
+        symbols=frozenset({"ax", "od", "em"}),
+        comments="od: old rib resection, right",
     )
     text = json.dumps(reading.to_json_dict())
     again = Reading.from_json_dict(json.loads(text))

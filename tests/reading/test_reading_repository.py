@@ -29,11 +29,14 @@ def repo(store: ResultStore) -> ReadingRepository:
     return ReadingRepository(store)
 
 
-POSITIVE = Reading(film_quality=1, profusion="1/1", primary_shape="q", secondary_shape="q",
-                   zones=frozenset({"RU", "LU"}))
+POSITIVE = Reading(
+    film_quality=1, profusion="1/1", primary_shape="q", secondary_shape="q", zones=frozenset({"RU", "LU"})
+)
 
 
-def test_readings_are_stored_per_reader_with_timestamps_and_history(repo: ReadingRepository, store: ResultStore) -> None:
+def test_readings_are_stored_per_reader_with_timestamps_and_history(
+    repo: ReadingRepository, store: ResultStore
+) -> None:
     add_study(store, "1.2.840.1")
     a = repo.sign_in(" Ada  Okafor ")
     assert a == "Ada Okafor" and repo.sign_in("Ada Okafor") == a and repo.readers() == ["Ada Okafor"]

@@ -24,8 +24,11 @@ from pneumoview.reading.rules import (
 
 
 def reading(profusion: str = "0/0", large: str = "0") -> Reading:
-    shapes = {} if profusion in ("0/-", "0/0", "0/1") else {
-        "primary_shape": "q", "secondary_shape": "q", "zones": frozenset({"RU", "LU"})}
+    shapes = (
+        {}
+        if profusion in ("0/-", "0/0", "0/1")
+        else {"primary_shape": "q", "secondary_shape": "q", "zones": frozenset({"RU", "LU"})}
+    )
     return Reading(film_quality=1, profusion=profusion, large_opacities=large, **shapes).validate()
 
 
@@ -67,8 +70,12 @@ def test_rule_is_configurable() -> None:
 
 
 def test_third_reader_arbitrates_and_amendments_count_once() -> None:
-    readings = [sub(1, "A", reading("0/0")), sub(2, "B", reading("1/1")), sub(3, "A", reading("0/1")),
-                sub(4, "C", reading("1/2"))]
+    readings = [
+        sub(1, "A", reading("0/0")),
+        sub(2, "B", reading("1/1")),
+        sub(3, "A", reading("0/1")),
+        sub(4, "C", reading("1/2")),
+    ]
     final = determine("1.2.3", readings)
     assert (final.status, final.arbiter, final.category, final.decided_by) == (FINAL, "C", "1+", "arbitration")
     # A amends to 1/0: now A and B agree, no arbitration needed; C's reading is ignored

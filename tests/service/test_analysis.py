@@ -24,8 +24,9 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_error_events_become_the_right_exception() -> None:
-    err = error_from_event({"event": "error", "type": "FingerprintMismatchError", "reason": "clip differs",
-                            "path": "/x/clip.pt"})
+    err = error_from_event(
+        {"event": "error", "type": "FingerprintMismatchError", "reason": "clip differs", "path": "/x/clip.pt"}
+    )
     assert isinstance(err, FingerprintMismatchError) and isinstance(err, BundleError)
     assert err.reason == "clip differs" and err.path == Path("/x/clip.pt")
     assert type(error_from_event({"event": "error", "type": "NoSuchError", "reason": "?"})) is PneumoViewError
@@ -80,7 +81,8 @@ def test_a_non_finite_model_output_is_a_failure_never_a_label(demo_engine, rg1_u
 
 @pytest.mark.slow
 def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_uncompressed: Path) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_uncompressed: Path
+) -> None:
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     missing = tmp_path / "gone.dcm"
     missing.write_bytes(b"DICM? no")
@@ -112,8 +114,9 @@ def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
         same = next(e for e in again if e["event"] == "results")["items"][0].result
         assert same.probability == pytest.approx(r.probability, abs=1e-6)
         # Cancel: a long request stops after the batch in progress; the process stays usable.
-        many = analyse_request(EngineSpec("demo"), [WorkItem.for_identity(f"k{i}", rg1) for i in range(40)],
-                               threshold=0.5, batch_size=1)
+        many = analyse_request(
+            EngineSpec("demo"), [WorkItem.for_identity(f"k{i}", rg1) for i in range(40)], threshold=0.5, batch_size=1
+        )
         seen: list[dict] = []
 
         def cancel_after_first(event: dict) -> None:
@@ -125,8 +128,11 @@ def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
         assert stopped == {"event": "cancelled"}
         assert sum(e["event"] == "results" for e in seen) < 40
         # A bundle that does not exist: a BundleError comes back, and the process keeps serving.
-        bad = client.request(EngineSpec("bundle", bundle=str(tmp_path / "nope"), clip_path=str(missing),
-                                        llama_path=str(missing)), {"cmd": "validate"}, lambda e: None)
+        bad = client.request(
+            EngineSpec("bundle", bundle=str(tmp_path / "nope"), clip_path=str(missing), llama_path=str(missing)),
+            {"cmd": "validate"},
+            lambda e: None,
+        )
         assert bad["event"] == "error"
         assert isinstance(error_from_event(bad), PneumoViewError)
         assert client.running

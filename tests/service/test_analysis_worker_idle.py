@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from pneumoview.settings import Settings, save_settings
 from pneumoview.service import analysis_worker
 from pneumoview.service.analysis import EngineSpec
 from pneumoview.service.analysis_worker import _Child
+from pneumoview.settings import Settings, save_settings
 
 
 def test_idle_model_is_released_and_a_waiting_request_still_arrives(tmp_path, monkeypatch) -> None:

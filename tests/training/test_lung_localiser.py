@@ -68,14 +68,28 @@ def _synthetic_set(n: int = 6, size: int = 64) -> MaskedSet:
     yy, xx = np.mgrid[0:size, 0:size] / size
     images, masks = [], []
     for _ in range(n):
-        cy, dx, ry, rx = rng.uniform(0.45, 0.55), rng.uniform(0.18, 0.24), rng.uniform(0.25, 0.32), rng.uniform(0.1, 0.14)
-        m = (((yy - cy) / ry) ** 2 + ((xx - 0.5 + dx) / rx) ** 2 < 1) | (((yy - cy) / ry) ** 2 + ((xx - 0.5 - dx) / rx) ** 2 < 1)
+        cy, dx, ry, rx = (
+            rng.uniform(0.45, 0.55),
+            rng.uniform(0.18, 0.24),
+            rng.uniform(0.25, 0.32),
+            rng.uniform(0.1, 0.14),
+        )
+        m = (((yy - cy) / ry) ** 2 + ((xx - 0.5 + dx) / rx) ** 2 < 1) | (
+            ((yy - cy) / ry) ** 2 + ((xx - 0.5 - dx) / rx) ** 2 < 1
+        )
         images.append(np.where(m, 0.25, 0.8).astype(np.float32) + rng.normal(0, 0.03, (size, size)).astype(np.float32))
         masks.append(m.astype(np.float32))
     images_a, masks_a = np.stack(images).clip(0, 1), np.stack(masks)
     boxes = np.array([lungs.mask_box(m > 0.5) for m in masks_a])
-    return MaskedSet(images_a, masks_a, images_a[:, ::2, ::2].copy(), boxes, np.full((n, 2), size),
-                     [f"g{i % 3}" for i in range(n)], [f"im{i}" for i in range(n)])
+    return MaskedSet(
+        images_a,
+        masks_a,
+        images_a[:, ::2, ::2].copy(),
+        boxes,
+        np.full((n, 2), size),
+        [f"g{i % 3}" for i in range(n)],
+        [f"im{i}" for i in range(n)],
+    )
 
 
 def test_augmenter_batches_are_standardised_and_binary() -> None:

@@ -19,8 +19,16 @@ def test_gpu_train_check_runs_tiny_on_cpu() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        gc_on = measure_training(device="cpu", tiny=True, gradient_checkpointing=True, decoder_4bit=False,
-                                 images=8, batch=4, grad_accum=1, epochs=2)
+        gc_on = measure_training(
+            device="cpu",
+            tiny=True,
+            gradient_checkpointing=True,
+            decoder_4bit=False,
+            images=8,
+            batch=4,
+            grad_accum=1,
+            epochs=2,
+        )
         nf4 = measure_training(device="cpu", tiny=True, gradient_checkpointing=True, decoder_4bit=True, images=8)
     finally:
         torch.set_num_threads(threads)

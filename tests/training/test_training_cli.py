@@ -28,12 +28,30 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _common(csv: Path, cfg: Path, *extra: str) -> list[str]:
-    return [str(csv), "--random-base", "0", "--architecture", str(cfg), "--batch-size", "4", "--grad-accum", "1",
-            "--lr", "2e-3", "--warmup-epochs", "0.5", "--threads", "1", *extra]
+    return [
+        str(csv),
+        "--random-base",
+        "0",
+        "--architecture",
+        str(cfg),
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--lr",
+        "2e-3",
+        "--warmup-epochs",
+        "0.5",
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
-def test_pipeline_learns_a_synthetic_task_within_a_minute(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:
+def test_pipeline_learns_a_synthetic_task_within_a_minute(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture
+) -> None:
     from pneumoview.cli import main as pneumoview_main
     from pneumoview.registry import ModelRegistry
 
@@ -41,7 +59,9 @@ def test_pipeline_learns_a_synthetic_task_within_a_minute(tmp_path: Path, home: 
     cfg = small_config_file(tmp_path / "tiny64.json")
     out = tmp_path / "bundle"
     start = time.perf_counter()
-    rc = pneumoview_main(["train", *_common(csv, cfg, "--folds", "2", "--epochs", "4", "--no-final", "--out", str(out))])
+    rc = pneumoview_main(
+        ["train", *_common(csv, cfg, "--folds", "2", "--epochs", "4", "--no-final", "--out", str(out))]
+    )
     elapsed = time.perf_counter() - start
     assert rc == 0
     card = json.loads((out / "model_card.json").read_text())
@@ -57,8 +77,30 @@ def test_pipeline_learns_a_synthetic_task_within_a_minute(tmp_path: Path, home: 
     assert elapsed < 60
     # Negative control: the same run without learning (lr 0) must not pass the same bar.
     control = tmp_path / "control"
-    assert pneumoview_main(["train", *_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--lr", "0",
-                                              "--warmup-epochs", "0", "--no-register", "--out", str(control))]) == 0
+    assert (
+        pneumoview_main(
+            [
+                "train",
+                *_common(
+                    csv,
+                    cfg,
+                    "--folds",
+                    "2",
+                    "--epochs",
+                    "1",
+                    "--no-final",
+                    "--lr",
+                    "0",
+                    "--warmup-epochs",
+                    "0",
+                    "--no-register",
+                    "--out",
+                    str(control),
+                ),
+            ]
+        )
+        == 0
+    )
     control_card = json.loads((control / "model_card.json").read_text())
     assert control_card["summary"]["accuracy"]["mean"] < 0.75
     # The new bundle: manifest + tensors + model card + figures; registered, not active.
@@ -106,12 +148,48 @@ def test_resume_after_stops_equals_an_uninterrupted_run(tmp_path: Path, home: Pa
     assert len(card_b["comparison_with_active"]["folds"]) == 2
     # The split recorded in A's manifest is reused exactly, whatever --split-seed says.
     out_c = tmp_path / "c"
-    assert training_main(_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--split-seed", "99",
-                                 "--split-from", str(tmp_path / "a"), "--out", str(out_c), "--json-progress")) == 0
+    assert (
+        training_main(
+            _common(
+                csv,
+                cfg,
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--no-final",
+                "--split-seed",
+                "99",
+                "--split-from",
+                str(tmp_path / "a"),
+                "--out",
+                str(out_c),
+                "--json-progress",
+            )
+        )
+        == 0
+    )
     card_c = json.loads((out_c / "model_card.json").read_text())
     assert card_c["split"] == card_a["split"]
-    assert training_main(_common(csv, cfg, "--folds", "2", "--epochs", "1", "--no-final", "--split-seed", "99",
-                                 "--out", str(tmp_path / "d"), "--json-progress")) == 0
+    assert (
+        training_main(
+            _common(
+                csv,
+                cfg,
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--no-final",
+                "--split-seed",
+                "99",
+                "--out",
+                str(tmp_path / "d"),
+                "--json-progress",
+            )
+        )
+        == 0
+    )
     card_d = json.loads((tmp_path / "d" / "model_card.json").read_text())
     assert card_d["split"]["val_patients"] != card_a["split"]["val_patients"]
 
@@ -124,8 +202,14 @@ def test_sigterm_keeps_the_checkpoint_and_a_rerun_resumes(tmp_path: Path, home: 
     argv = _common(csv, cfg, "--folds", "2", "--epochs", "30", "--no-final", "--json-progress", "--out", str(out))
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PNEUMOVIEW_HOME": str(home), "PYTHONPATH": pythonpath}
-    proc = subprocess.Popen([sys.executable, "-m", "training", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
     events = []
     try:
         for line in proc.stdout:
@@ -175,8 +259,28 @@ def test_a_demo_trained_bundle_predicts_in_the_engine_what_training_measured(tmp
 
     csv = make_synthetic_dataset(tmp_path / "syn", n_patients=6, images_per_patient=1, seed=5)
     out = tmp_path / "bundle"
-    rc = training_main([str(csv), "--demo", "--folds", "2", "--run-folds", "1", "--no-final", "--epochs", "1",
-                        "--batch-size", "4", "--grad-accum", "1", "--threads", "1", "--json-progress", "--out", str(out)])
+    rc = training_main(
+        [
+            str(csv),
+            "--demo",
+            "--folds",
+            "2",
+            "--run-folds",
+            "1",
+            "--no-final",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--grad-accum",
+            "1",
+            "--threads",
+            "1",
+            "--json-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     card = json.loads((out / "model_card.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())

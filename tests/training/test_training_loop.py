@@ -50,10 +50,15 @@ def test_bce_on_one_hot_pair_matches_formula() -> None:
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
     labels = torch.tensor([0, 1])
     sig = torch.sigmoid
-    expected = -(
-        torch.log(sig(torch.tensor(2.0))) + torch.log(1 - sig(torch.tensor(-1.0)))
-        + torch.log(1 - sig(torch.tensor(0.5))) + torch.log(sig(torch.tensor(0.3)))
-    ) / 4
+    expected = (
+        -(
+            torch.log(sig(torch.tensor(2.0)))
+            + torch.log(1 - sig(torch.tensor(-1.0)))
+            + torch.log(1 - sig(torch.tensor(0.5)))
+            + torch.log(sig(torch.tensor(0.3)))
+        )
+        / 4
+    )
     assert bce_one_hot_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -68,7 +73,9 @@ def test_checkpoint_round_trip_with_optimizer_and_rng(tmp_path: Path) -> None:
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(4, 3))
     b = torch.nn.Parameter(torch.zeros(4))
-    opt = torch.optim.AdamW([{"params": [w], "weight_decay": 0.02}, {"params": [b], "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": [w], "weight_decay": 0.02}, {"params": [b], "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.95)
+    )
     for _ in range(3):
         (w.sum() ** 2 + b.sum()).backward()
         opt.step()
@@ -109,7 +116,13 @@ def test_presets() -> None:
     paper = TrainConfig.from_preset("paper", epochs=None)
     assert (quick.run_folds, quick.final_model) == (1, False) and quick.epochs <= 5
     assert (paper.epochs, paper.folds, paper.final_model) == (100, 5, True)
-    assert (paper.lr, paper.betas, paper.weight_decay, paper.batch_size, paper.grad_accum) == (3e-4, (0.9, 0.95), 0.02, 16, 2)
+    assert (paper.lr, paper.betas, paper.weight_decay, paper.batch_size, paper.grad_accum) == (
+        3e-4,
+        (0.9, 0.95),
+        0.02,
+        16,
+        2,
+    )
     assert TrainConfig.from_preset("quick", epochs=7).epochs == 7
     assert math.isclose(paper.warmup_epochs, 2.0)
 

@@ -24,8 +24,17 @@ POSITIVE = [True, True, False, True, True, False, False, True, False, False]
 
 def calibration_json(tmp_path: Path, fingerprint: str = FP) -> Path:
     path = tmp_path / "cal.json"
-    path.write_text(json.dumps({"scores": SCORES, "positive": POSITIVE, "bundle_fingerprint": fingerprint,
-                                "demo": False, "data_summary": {"n": 10}}))
+    path.write_text(
+        json.dumps(
+            {
+                "scores": SCORES,
+                "positive": POSITIVE,
+                "bundle_fingerprint": fingerprint,
+                "demo": False,
+                "data_summary": {"n": 10},
+            }
+        )
+    )
     return path
 
 
@@ -92,9 +101,16 @@ def test_no_operating_point_asks_and_never_reuses_another(qtbot, tmp_path, bundl
         button.click()
         return choices[box.clickedButton()]
 
-    threshold = threshold_for_bundle(None, bundle, default=0.5, who="Dr A", points=store, ask=click,
-                                     audit=lambda kind, detail: audited.append((kind, detail)),
-                                     open_calibration=lambda fp, mid: calibrations.append((fp, mid)))
+    threshold = threshold_for_bundle(
+        None,
+        bundle,
+        default=0.5,
+        who="Dr A",
+        points=store,
+        ask=click,
+        audit=lambda kind, detail: audited.append((kind, detail)),
+        open_calibration=lambda fp, mid: calibrations.append((fp, mid)),
+    )
     assert threshold == expected
     assert "model-x" in asked[0] and "calibrate" in asked[0].lower()
     if which == CONFIRM:
@@ -111,8 +127,10 @@ def test_monitoring_dialog_shows_the_warning(qtbot, tmp_path) -> None:
     from pneumoview.monitoring import Observation, weekly
     from pneumoview.ui.monitoring_dialog import MonitoringDialog
 
-    observations = [Observation(f"2026-11-{day:02d}T10:00:00Z", p, 0.5) for day, p in
-                    [(3, 0.1), (3, 0.2), (10, 0.1), (10, 0.9), (17, 0.9), (17, 0.8)]]
+    observations = [
+        Observation(f"2026-11-{day:02d}T10:00:00Z", p, 0.5)
+        for day, p in [(3, 0.1), (3, 0.2), (10, 0.1), (10, 0.9), (17, 0.9), (17, 0.8)]
+    ]
     report = weekly(observations, band=0.2, expected=0.25)
     dialog = MonitoringDialog(report)
     qtbot.addWidget(dialog)

@@ -33,9 +33,11 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
 
 @pytest.fixture
 def three(tmp_path: Path, registry: ModelRegistry) -> list[str]:
-    ids = [registry.add(make_tiny_bundle(tmp_path / "a", seed=1, model_id="a", metrics={"auc": 0.812})).id,
-           registry.add(make_tiny_bundle(tmp_path / "b", seed=2, model_id="b", metrics={"auc": 0.9})).id,
-           registry.add(make_tiny_bundle(tmp_path / "c", seed=3, model_id="c", demo=True)).id]
+    ids = [
+        registry.add(make_tiny_bundle(tmp_path / "a", seed=1, model_id="a", metrics={"auc": 0.812})).id,
+        registry.add(make_tiny_bundle(tmp_path / "b", seed=2, model_id="b", metrics={"auc": 0.9})).id,
+        registry.add(make_tiny_bundle(tmp_path / "c", seed=3, model_id="c", demo=True)).id,
+    ]
     registry.activate(ids[0])
     return ids
 
@@ -64,8 +66,9 @@ def test_lists_bundles_with_date_metrics_demo_tag_and_fingerprints(qtbot, three:
     assert not dialog.demo_note.isVisible()
 
 
-def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registry: ModelRegistry,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_activate_rollback_remove_match_the_cli(
+    qtbot, three: list[str], registry: ModelRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
     dialog = open_manager(qtbot)
     assert dialog.select_id(three[1])
     assert dialog.activate_button.isEnabled() and dialog.remove_button.isEnabled()
@@ -73,13 +76,13 @@ def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registr
         dialog.activate_button.click()
     assert signal.args == [three[1]] and active_rows(dialog) == [three[1]]
     assert main(["models", "list"]) == 0
-    assert capsys.readouterr().out.splitlines()[1].startswith(f"* {three[1]}")   # the CLI sees the same
-    assert not dialog.remove_button.isEnabled()            # the active one cannot be removed
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"* {three[1]}")  # the CLI sees the same
+    assert not dialog.remove_button.isEnabled()  # the active one cannot be removed
     assert dialog.rollback_button.isEnabled()
     with qtbot.waitSignal(dialog.modelActivated, timeout=1000) as signal:
         dialog.rollback_button.click()
     assert signal.args == [three[0]] and registry.active_id() == three[0] and active_rows(dialog) == [three[0]]
-    assert not dialog.rollback_button.isEnabled()          # history is empty again
+    assert not dialog.rollback_button.isEnabled()  # history is empty again
     dialog.select_id(three[2])
     dialog.remove_button.click()
     assert [e.id for e in registry.list()] == three[:2] and "Removed" in dialog.message.text()
@@ -92,19 +95,18 @@ def test_activate_rollback_remove_match_the_cli(qtbot, three: list[str], registr
 def test_errors_show_in_the_dialog(qtbot, three: list[str], registry: ModelRegistry) -> None:
     dialog = open_manager(qtbot)
     dialog.select_id(three[0])
-    dialog.remove_selected()                               # the active one: refused, said plainly
+    dialog.remove_selected()  # the active one: refused, said plainly
     assert "is active" in dialog.message.text() and len(registry.list()) == 3
     dialog.rollback()
     assert "no earlier model" in dialog.message.text()
 
 
-def test_the_demo_choice_is_shown_and_activation_leaves_it(qtbot, three: list[str],
-                                                            registry: ModelRegistry) -> None:
+def test_the_demo_choice_is_shown_and_activation_leaves_it(qtbot, three: list[str], registry: ModelRegistry) -> None:
     registry.use_demo()
     dialog = open_manager(qtbot)
     assert dialog.demo_note.isVisible() and "demo model is in use" in dialog.demo_note.text()
     dialog.select_id(three[0])
-    assert dialog.activate_button.isEnabled()              # re-activating the active bundle leaves the demo
+    assert dialog.activate_button.isEnabled()  # re-activating the active bundle leaves the demo
     dialog.activate_button.click()
     assert not registry.demo_chosen() and not dialog.demo_note.isVisible()
 
@@ -131,18 +133,20 @@ def test_reachable_from_the_model_menu(qtbot, three: list[str], tmp_path: Path) 
     QTimer.singleShot(0, close_it)
     window.act_models.trigger()
     assert [r[COL_ID] for r in seen[0]] == three
-    window.act_rollback.trigger()                          # nothing to roll back to: said plainly, not a crash
+    window.act_rollback.trigger()  # nothing to roll back to: said plainly, not a crash
     assert window.status_label.text().startswith("Cannot roll back: no earlier model")
 
 
-def test_rollback_from_the_app_clears_an_explicit_bundle_folder(qtbot, three: list[str],
-                                                                registry: ModelRegistry, tmp_path: Path) -> None:
+def test_rollback_from_the_app_clears_an_explicit_bundle_folder(
+    qtbot, three: list[str], registry: ModelRegistry, tmp_path: Path
+) -> None:
     from pneumoview.settings import Settings, load_settings, save_settings
     from pneumoview.ui.main_window import MainWindow, model_configured
 
     registry.activate(three[1])
-    save_settings(Settings(reviewer_name="Dr Test", clip_path="c", llama_path="l",
-                           active_bundle=str(tmp_path / "explicit")))
+    save_settings(
+        Settings(reviewer_name="Dr Test", clip_path="c", llama_path="l", active_bundle=str(tmp_path / "explicit"))
+    )
     window = MainWindow()
     qtbot.addWidget(window)
     window.act_rollback.trigger()

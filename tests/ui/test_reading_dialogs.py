@@ -101,8 +101,10 @@ def test_agreement_dashboard_shows_the_kappas(qtbot, repo: ReadingRepository) ->
     repo.submit("s2", "Ben", normal_reading())
     dialog = AgreementDialog.from_repository(repo)
     qtbot.addWidget(dialog)
-    rows = {(dialog.summary.item(r, 0).text(), dialog.summary.item(r, 1).text()): r
-            for r in range(dialog.summary.rowCount())}
+    rows = {
+        (dialog.summary.item(r, 0).text(), dialog.summary.item(r, 1).text()): r
+        for r in range(dialog.summary.rowCount())
+    }
     assert set(rows) == {("Ada", "Ben"), ("Ada", "AI"), ("Ben", "AI")}
     # Ada vs Ben: 1-1 and 0-0 -> p_o = 1, p_e = 0.5*0.5 + 0.5*0.5 = 0.5 -> kappa 1
     assert dialog.summary.item(rows[("Ada", "Ben")], 4).text() == "1.000"
@@ -151,7 +153,12 @@ def test_export_dialog_writes_the_ilo_columns(qtbot, repo: ReadingRepository, tm
     assert tuple(rows[0]) == tuple(c for c in COLUMNS if c not in ("film_quality_reason", "comments"))
     row = rows[0]
     assert (row["reader"], row["profusion"], row["small_opacities"], row["zones"], row["ai_probability"]) == (
-        "Ada", "1/1", "yes", "RU", "0.83")
+        "Ada",
+        "1/1",
+        "yes",
+        "RU",
+        "0.83",
+    )
     assert row["study_uid"].startswith("S-") and row["patient_id"].startswith("P-")
     assert [p.suffix for p in pdfs.iterdir()] == [".pdf"]
 
@@ -180,6 +187,7 @@ def test_agreement_dashboard_respects_blinding(qtbot, repo: ReadingRepository) -
     repo.submit("s1", "Ben", normal_reading())  # s1 waits for arbitration: not final
     repo.submit("s2", "Ada", normal_reading())
     repo.submit("s2", "Ben", normal_reading())  # s2 final by agreement
+
     def pairs(reader: str | None) -> dict[tuple[str, str], int]:
         dialog = AgreementDialog.from_repository(repo, reader=reader)
         qtbot.addWidget(dialog)
@@ -188,4 +196,3 @@ def test_agreement_dashboard_respects_blinding(qtbot, repo: ReadingRepository) -
     assert pairs("Cy")[("Ada", "Ben")] == 1  # Cy, the possible arbiter of s1, sees s2 only
     assert pairs(None)[("Ada", "Ben")] == 1
     assert pairs("Ada")[("Ada", "Ben")] == 2  # Ada has read both
-

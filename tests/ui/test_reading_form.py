@@ -31,8 +31,7 @@ def _submitted(form: ReadingForm) -> list[Reading]:
     return out
 
 
-def _key(qtbot, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
-         times: int = 1) -> None:
+def _key(qtbot, key: Qt.Key, modifier: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier, times: int = 1) -> None:
     for _ in range(times):
         qtbot.keyClick(QApplication.focusWidget(), key, modifier)
 
@@ -54,13 +53,23 @@ def test_validation_messages_come_from_the_rules_and_nothing_is_submitted(form: 
 
 def test_round_trip_of_every_section(form: ReadingForm) -> None:
     reading = Reading(
-        film_quality=2, film_quality_reason="rotated", profusion="2/2", primary_shape="s", secondary_shape="t",
-        zones=frozenset({"RL", "LL"}), large_opacities="B",
-        plaques=PleuralThickening(sites={"in_profile": frozenset({"L"}), "diaphragm": frozenset({"R", "L"})},
-                                  calcification={"diaphragm": frozenset({"R"})}, extent={"L": 3}, width={"L": "a"}),
+        film_quality=2,
+        film_quality_reason="rotated",
+        profusion="2/2",
+        primary_shape="s",
+        secondary_shape="t",
+        zones=frozenset({"RL", "LL"}),
+        large_opacities="B",
+        plaques=PleuralThickening(
+            sites={"in_profile": frozenset({"L"}), "diaphragm": frozenset({"R", "L"})},
+            calcification={"diaphragm": frozenset({"R"})},
+            extent={"L": 3},
+            width={"L": "a"},
+        ),
         costophrenic_obliteration=frozenset({"R"}),
         diffuse_thickening=PleuralThickening(sites={"face_on": frozenset({"R"})}, extent={"R": 1}),
-        symbols=frozenset({"ax", "od", "tb"}), comments="od: sternotomy wires",
+        symbols=frozenset({"ax", "od", "tb"}),
+        comments="od: sternotomy wires",
     ).validate()
     form.set_reading(reading)
     assert form.reading() == reading
@@ -103,8 +112,17 @@ def test_keyboard_only_read_with_findings(form: ReadingForm, qtbot) -> None:
     assert QApplication.focusWidget() is not form.comments
     assert form.comments.toPlainText() == "keyboard read"
     _key(qtbot, Qt.Key.Key_Enter, CTRL)
-    assert got == [Reading(film_quality=2, film_quality_reason="rotated", profusion="1/1", primary_shape="q",
-                           secondary_shape="q", zones=frozenset({"RU", "LU"}), comments="keyboard read")]
+    assert got == [
+        Reading(
+            film_quality=2,
+            film_quality_reason="rotated",
+            profusion="1/1",
+            primary_shape="q",
+            secondary_shape="q",
+            zones=frozenset({"RU", "LU"}),
+            comments="keyboard read",
+        )
+    ]
 
 
 def test_ai_suggestion_is_shown_beside_and_never_written_into_the_fields(form: ReadingForm) -> None:

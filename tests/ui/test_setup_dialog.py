@@ -33,8 +33,7 @@ def open_setup(qtbot, settings: Settings) -> ModelSetupDialog:
     return dialog
 
 
-def test_a_bundle_with_non_finite_weights_is_refused_before_loading(qtbot, tmp_path: Path,
-                                                                    base: Settings) -> None:
+def test_a_bundle_with_non_finite_weights_is_refused_before_loading(qtbot, tmp_path: Path, base: Settings) -> None:
     from safetensors.torch import load_file
 
     bundle = make_tiny_bundle(tmp_path / "b")
@@ -61,8 +60,9 @@ def test_a_bundle_trained_on_the_demo_base_needs_no_base_weights(qtbot, tmp_path
 def test_import_reference_registers_and_activates(qtbot, tmp_path: Path, base: Settings) -> None:
     from pneumoview.inference.config import FULL_CONFIG, load_config
 
-    checkpoint = save_reference_checkpoint(tmp_path / "checkpoint-best.pth",
-                                           reference_tensors(load_config(FULL_CONFIG), seed=2))
+    checkpoint = save_reference_checkpoint(
+        tmp_path / "checkpoint-best.pth", reference_tensors(load_config(FULL_CONFIG), seed=2)
+    )
     base.active_bundle = str(tmp_path / "old-explicit-bundle")
     dialog = open_setup(qtbot, base)
     with qtbot.waitSignal(dialog.modelActivated, timeout=180_000) as signal:
@@ -70,7 +70,7 @@ def test_import_reference_registers_and_activates(qtbot, tmp_path: Path, base: S
     entry = ModelRegistry().active()
     assert entry is not None and signal.args == [entry.id]
     assert entry.architecture == "pneumollm-vitl14-llama7b" and entry.manifest["training"]["epoch"] == 41
-    assert dialog.bundle_edit.text() == ""                 # the registry's active bundle: the one imported
+    assert dialog.bundle_edit.text() == ""  # the registry's active bundle: the one imported
     assert f"Imported and activated as {entry.id}" in dialog.message.text()
     assert dialog.result_settings().active_bundle is None
 
@@ -87,8 +87,9 @@ def test_import_reference_refuses_code_in_plain_words(qtbot, tmp_path: Path, bas
     from pneumoview.inference.config import TINY_CONFIG, load_config
 
     evil = tmp_path / "evil.pth"
-    torch.save({"model": reference_tensors(load_config(TINY_CONFIG)), "args": argparse.Namespace(),
-                "extra": _Payload()}, evil)
+    torch.save(
+        {"model": reference_tensors(load_config(TINY_CONFIG)), "args": argparse.Namespace(), "extra": _Payload()}, evil
+    )
     dialog = open_setup(qtbot, base)
     dialog.import_reference(str(evil))
     qtbot.waitUntil(lambda: dialog.import_button.isEnabled(), timeout=180_000)

@@ -13,13 +13,13 @@ def test_gui_thread_limits_are_not_passed_to_the_analysis_process(monkeypatch: p
     from pneumoview.ui import app
     from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE, child_environment
 
-    for name in app.GUI_THREAD_ENV:           # recorded, so the test leaves the environment as it was
+    for name in app.GUI_THREAD_ENV:  # recorded, so the test leaves the environment as it was
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
-    saved = set(THREAD_ENV_SET_HERE)         # the one set app fills and child_environment reads
+    saved = set(THREAD_ENV_SET_HERE)  # the one set app fills and child_environment reads
     THREAD_ENV_SET_HERE.clear()
     try:
-        monkeypatch.setenv("MKL_NUM_THREADS", "3")            # the user's own choice is kept
+        monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the user's own choice is kept
         app.limit_gui_process_threads()
         assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "3"
         env = child_environment()

@@ -33,7 +33,7 @@ def test_settings_dialog_edits_a_copy_and_validates(qtbot) -> None:  # noqa: ANN
     assert (result.reviewer_name, result.threshold, result.device) == ("Dr B", 0.37, "cpu")
     assert result.export.delimiter == ";" and result.export.include_names
     assert result.active_bundle is None
-    assert original.reviewer_name == "A" and original.export.delimiter == ","     # untouched
+    assert original.reviewer_name == "A" and original.export.delimiter == ","  # untouched
     dialog.accept()
     assert dialog.result() == dialog.DialogCode.Accepted
 
@@ -42,7 +42,7 @@ def test_setup_dialog_says_what_is_wrong(qtbot, tmp_path: Path) -> None:  # noqa
     problems = check_paths("", str(tmp_path / "missing-llama"), str(tmp_path))
     assert problems[0].startswith("CLIP weights: choose")
     assert "no such folder" in problems[1]
-    assert problems[2].startswith("The bundle is not valid.")          # tmp_path has no manifest.json
+    assert problems[2].startswith("The bundle is not valid.")  # tmp_path has no manifest.json
     assert explain(FingerprintMismatchError("clip differs")).startswith("Fingerprint mismatch")
     assert explain(InsufficientMemoryError("needs 14 GB")).startswith("Not enough memory")
     assert explain(WeightsError("not a ViT-L/14", path="/w.pt")).splitlines()[1] == "not a ViT-L/14 (/w.pt)"
@@ -50,7 +50,7 @@ def test_setup_dialog_says_what_is_wrong(qtbot, tmp_path: Path) -> None:  # noqa
     clip.write_bytes(b"x")
     dialog = ModelSetupDialog(Settings(clip_path=str(clip), llama_path=str(tmp_path)))
     qtbot.addWidget(dialog)
-    assert not dialog.check()                           # no bundle, empty registry
+    assert not dialog.check()  # no bundle, empty registry
     assert "no active bundle" in dialog.message.text()
     with qtbot.waitSignal(dialog.demoRequested, timeout=1000):
         dialog.demo_button.click()
@@ -65,6 +65,6 @@ def test_export_dialog_creates_and_keeps_the_pseudonymisation_key(qtbot) -> None
     dialog.pseudonymise.setChecked(True)
     options = dialog.options()
     assert options.pseudonymise and len(options.key) == 32
-    assert load_settings().pseudonymise_key == options.key.hex()    # saved: same pseudonyms next time
+    assert load_settings().pseudonymise_key == options.key.hex()  # saved: same pseudonyms next time
     again = ExportDialog(None, settings).options()
     assert again.key == options.key

@@ -14,14 +14,16 @@ from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 
 
 @pytest.mark.slow
-def test_child_computes_a_heatmap_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             rg1_uncompressed: Path, qtbot) -> None:
+def test_child_computes_a_heatmap_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_uncompressed: Path, qtbot
+) -> None:
     monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     client = AnalysisClient()
     try:
         events: list[dict] = []
-        final = client.request(EngineSpec("demo"), {"cmd": "heatmap", "key": "rg1", "path": str(rg1_uncompressed)},
-                               events.append)
+        final = client.request(
+            EngineSpec("demo"), {"cmd": "heatmap", "key": "rg1", "path": str(rg1_uncompressed)}, events.append
+        )
         assert final == {"event": "done", "count": 1}
         heat = next(e for e in events if e["event"] == "heatmap")
         assert heat["key"] == "rg1" and heat["label"] == HEATMAP_LABEL and heat["demo"] is True
@@ -31,8 +33,9 @@ def test_child_computes_a_heatmap_on_request(tmp_path: Path, monkeypatch: pytest
         # The worker stays usable for analyses afterwards.
         again: list[dict] = []
         item = WorkItem.for_identity("rg1", identify(rg1_uncompressed))
-        done = client.request(EngineSpec("demo"), analyse_request(EngineSpec("demo"), [item], threshold=0.5,
-                                                                  batch_size=1), again.append)
+        done = client.request(
+            EngineSpec("demo"), analyse_request(EngineSpec("demo"), [item], threshold=0.5, batch_size=1), again.append
+        )
         assert done["event"] == "done"
         result = next(e for e in again if e["event"] == "results")["items"][0].result
         assert result.probability == pytest.approx(heat["probability"], abs=1e-6)

@@ -51,12 +51,14 @@ def drop(window: MainWindow, paths: list[Path]) -> None:
     """Real drag-enter and drop events carrying file URLs, as a file manager sends them."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPoint(200, 200), Qt.DropAction.CopyAction, mime,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPoint(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(window, enter)
     assert enter.isAccepted()
-    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime,
-                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(window, event)
     assert event.isAccepted()
 
@@ -130,7 +132,7 @@ def test_no_model_is_said_plainly(qtbot, home: Path, folder: Path) -> None:  # n
     window = open_window(qtbot, folder)
     assert window.diagnosis.no_model.isVisible()
     window.select_key(key_of(window, "RG1_UNCR.dcm"))
-    assert window.analyse_all() is None              # nothing to run it with
+    assert window.analyse_all() is None  # nothing to run it with
     assert window._no_model_box.isVisible()
     assert "No PneumoLLM model is installed" in window._no_model_box.text()
     window._no_model_box.close()
@@ -138,14 +140,17 @@ def test_no_model_is_said_plainly(qtbot, home: Path, folder: Path) -> None:  # n
 
 def test_torch_not_imported_at_window_start_and_smoke_test(tmp_path: Path) -> None:
     env = {**__import__("os").environ, "PNEUMOVIEW_HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}
-    code = ("import sys; from pneumoview.ui.app import create_application; app = create_application();"
-            "from pneumoview.ui.main_window import MainWindow; w = MainWindow(); w.show(); app.processEvents();"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from pneumoview.ui.app import create_application; app = create_application();"
+        "from pneumoview.ui.main_window import MainWindow; w = MainWindow(); w.show(); app.processEvents();"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
-    smoke = subprocess.run([sys.executable, "-m", "pneumoview", "--smoke-test"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    smoke = subprocess.run(
+        [sys.executable, "-m", "pneumoview", "--smoke-test"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert smoke.returncode == 0, smoke.stderr
     assert "resources OK" in smoke.stdout
 
@@ -167,7 +172,7 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
         assert job is not None
         # The GUI thread is free while the worker runs: the window answers.
         assert window.busy()
-    assert blocker.args == [2]                       # the two radiographs; the CT is not analysable
+    assert blocker.args == [2]  # the two radiographs; the CT is not analysable
     rg1 = window.session.entries[key_of(window, "RG1_UNCR.dcm")]
     assert rg1.status is Status.ANALYSED and rg1.result.demo
     assert 0.0 <= rg1.result.probability <= 1.0
@@ -177,7 +182,8 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     score = window.proxy.mapFromSource(window.tree_model.index_for_key(rg1.key, COL_SCORE)).data()
     assert score.startswith(f"{rg1.result.probability:.2f}") and DEMO_MARK in score
     ct_score = window.proxy.mapFromSource(
-        window.tree_model.index_for_key(key_of(window, "CT_small.dcm"), COL_SCORE)).data()
+        window.tree_model.index_for_key(key_of(window, "CT_small.dcm"), COL_SCORE)
+    ).data()
     assert ct_score == "n/a (unsupported-modality)"
     # Panel: DEMO banner and the probability, for the selected radiograph.
     window.select_key(rg1.key)
@@ -185,8 +191,10 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     assert DEMO_MARK in window.diagnosis.headline.text()
     assert f"{rg1.result.probability:.3f}" in window.diagnosis.probability.text()
     # What the model saw: the 224 x 224 crop is shown.
-    qtbot.waitUntil(lambda: window.model_input.image.pixmap() is not None
-                    and not window.model_input.image.pixmap().isNull(), timeout=60000)
+    qtbot.waitUntil(
+        lambda: window.model_input.image.pixmap() is not None and not window.model_input.image.pixmap().isNull(),
+        timeout=60000,
+    )
     assert window.model_input.image.pixmap().width() == 224
 
     # Reviewer decision through the panel's own buttons, bound to the result on screen.
@@ -216,7 +224,7 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     summary = window2.export(target, selected=False, options=plain)
     rows = _read_csv(target)
     assert tuple(rows[0].keys()) == columns_for(plain)
-    assert summary.rows == len(rows) == 3            # two radiographs + the CT's reason
+    assert summary.rows == len(rows) == 3  # two radiographs + the CT's reason
     row = next(r for r in rows if r["path"].endswith("RG1_UNCR.dcm"))
     assert row["patient_id"] == record.patient_id
     assert row["patient_name"] == record.patient_name.replace("^", " ")
@@ -245,8 +253,18 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     assert tuple(cli_rows[0].keys()) == tuple(rows[0].keys())
     cli_row = next(r for r in cli_rows if r["path"].endswith("RG1_UNCR.dcm"))
     assert float(cli_row["probability"]) == pytest.approx(probability, abs=1e-5)
-    for column in ("label", "patient_id", "study_uid", "sop_instance_uid", "content_sha256", "model_fingerprint",
-                   "base_fingerprints", "lung_box", "status", "threshold"):
+    for column in (
+        "label",
+        "patient_id",
+        "study_uid",
+        "sop_instance_uid",
+        "content_sha256",
+        "model_fingerprint",
+        "base_fingerprints",
+        "lung_box",
+        "status",
+        "threshold",
+    ):
         assert cli_row[column] == row[column], column
 
     # Export selected, pseudonymised, through the dialog's options (key created and kept).
@@ -283,14 +301,17 @@ def test_analyse_review_persist_and_export(qtbot, home: Path, folder: Path, tmp_
     window2.status_filter.setCurrentIndex(window2.status_filter.findData(Status.NEEDS_REVIEW))
     assert visible_image_names(window2) == ["RG1_UNCR.dcm"]
     window2.status_filter.setCurrentIndex(0)
-    stale = next(r for r in _read_csv(window2.export(tmp_path / "stale.csv", selected=False, options=plain).path)
-                 if r["path"].endswith("RG1_UNCR.dcm"))
+    stale = next(
+        r
+        for r in _read_csv(window2.export(tmp_path / "stale.csv", selected=False, options=plain).path)
+        if r["path"].endswith("RG1_UNCR.dcm")
+    )
     assert stale["decision"] == "disagree" and stale["review_status"] == "needs re-review"
-    assert window2.reanalyse_prompt()[1] == 0   # the same model is loaded: nothing more at stake, no question
+    assert window2.reanalyse_prompt()[1] == 0  # the same model is loaded: nothing more at stake, no question
     window2.select_key(rg1.key)
-    window2.review.save_button.click()           # reviewed again: current
+    window2.review.save_button.click()  # reviewed again: current
     assert again.status is Status.REVIEWED
-    window2.analysis_client.close()              # which model runs next is not known until it loads
+    window2.analysis_client.close()  # which model runs next is not known until it loads
     declined: list[str] = []
     assert window2.reanalyse_all(confirm=lambda text: declined.append(text) and False) is None  # declined: no run
     assert len(declined) == 1 and again.status is Status.REVIEWED
@@ -312,15 +333,19 @@ def visible_image_names(window: MainWindow) -> list[str]:
     return sorted(names)
 
 
-def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(qtbot, home: Path, tmp_path: Path,  # noqa: ANN001
-                                                                          rg1_uncompressed: Path) -> None:
+def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(
+    qtbot,
+    home: Path,
+    tmp_path: Path,  # noqa: ANN001
+    rg1_uncompressed: Path,
+) -> None:
     folder = tmp_path / "twins"
     folder.mkdir()
     (folder / "RG1.dcm").write_bytes(rg1_uncompressed.read_bytes())
     (folder / "RG1_cut.dcm").write_bytes(rg1_uncompressed.read_bytes()[:2_000_000])  # a failed copy, same UID
     window = open_window(qtbot, folder)
     assert sorted(e.path.name for e in window.session.entries.values()) == ["RG1.dcm", "RG1_cut.dcm"]
-    assert visible_image_names(window) == ["RG1.dcm", "RG1_cut.dcm"]     # both in the browser
+    assert visible_image_names(window) == ["RG1.dcm", "RG1_cut.dcm"]  # both in the browser
     problems = window.problems.problems()
     conflicts = {Path(p).name: reason for p, reason in problems if "same SOP Instance UID" in reason}
     assert set(conflicts) == {"RG1.dcm", "RG1_cut.dcm"}
@@ -331,7 +356,8 @@ def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(qtbot, h
 
 
 def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa: ANN201
-        qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path):  # noqa: ANN001
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: Path
+):  # noqa: ANN001
     home = tmp_path / "broken-home"
     home.mkdir()
     (home / "data").write_text("a file where the data folder should be")
@@ -342,13 +368,15 @@ def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa
     assert window.result_store is None and window.session.store is None
 
     def warning_shown() -> bool:
-        return any(box.windowTitle() == "The results database cannot be opened" and "not be saved" in box.text()
-                   for box in window.findChildren(QMessageBox))
+        return any(
+            box.windowTitle() == "The results database cannot be opened" and "not be saved" in box.text()
+            for box in window.findChildren(QMessageBox)
+        )
 
     qtbot.waitUntil(warning_shown, timeout=5000)
     with qtbot.waitSignal(window.scanFinished, timeout=60000):
         window.open_paths([folder])
-    assert len(window.session.entries) == 3        # browsing still works; nothing is saved
+    assert len(window.session.entries) == 3  # browsing still works; nothing is saved
 
 
 def test_gui_without_a_display_says_so_in_one_line(tmp_path) -> None:

@@ -83,8 +83,9 @@ def close(window: MainWindow) -> None:
     window.close()
 
 
-def test_wizard_activation_is_used_by_the_next_analysis_and_after_a_restart(qtbot, folder: Path,
-                                                                            two_models: tuple[str, str]) -> None:
+def test_wizard_activation_is_used_by_the_next_analysis_and_after_a_restart(
+    qtbot, folder: Path, two_models: tuple[str, str]
+) -> None:
     first, second = two_models
     ModelRegistry().activate(first)
     window = open_window(qtbot, folder)
@@ -100,31 +101,41 @@ def test_wizard_activation_is_used_by_the_next_analysis_and_after_a_restart(qtbo
     wizard.close()
     assert analysed_with(qtbot, window) == "second-model"
     close(window)
-    restarted = open_window(qtbot, folder)                 # a restart finds the registry's active model
+    restarted = open_window(qtbot, folder)  # a restart finds the registry's active model
     assert not restarted.diagnosis.no_model.isVisible()
     assert analysed_with(qtbot, restarted) == "second-model"
     close(restarted)
 
 
-def test_cli_activation_in_another_process_reaches_the_open_window(qtbot, folder: Path,
-                                                                   two_models: tuple[str, str]) -> None:
+def test_cli_activation_in_another_process_reaches_the_open_window(
+    qtbot, folder: Path, two_models: tuple[str, str]
+) -> None:
     first, second = two_models
     ModelRegistry().activate(first)
     window = open_window(qtbot, folder)
     assert analysed_with(qtbot, window) == "first-model"
-    for argv, expected in ((["activate", second], "second-model"), (["rollback"], "first-model"),
-                           (["use-demo"], DEMO_MODEL_ID)):
-        done = subprocess.run([sys.executable, "-m", "pneumoview", "models", *argv], capture_output=True, text=True,
-                              timeout=120, check=False)
+    for argv, expected in (
+        (["activate", second], "second-model"),
+        (["rollback"], "first-model"),
+        (["use-demo"], DEMO_MODEL_ID),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pneumoview", "models", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert analysed_with(qtbot, window) == expected
     close(window)
 
 
-def test_use_demo_model_from_the_prompt_starts_the_analysis_and_survives_a_restart(qtbot, folder: Path,
-                                                                                  home: Path) -> None:
+def test_use_demo_model_from_the_prompt_starts_the_analysis_and_survives_a_restart(
+    qtbot, folder: Path, home: Path
+) -> None:
     window = open_window(qtbot, folder)
-    assert window.analyse_all() is None                    # no model: the prompt
+    assert window.analyse_all() is None  # no model: the prompt
     box = window._no_model_box
     demo = next(b for b in box.findChildren(QPushButton) if b.text() == "Use demo model")
     with qtbot.waitSignal(window.analysisFinished, timeout=240_000) as finished:
@@ -132,15 +143,14 @@ def test_use_demo_model_from_the_prompt_starts_the_analysis_and_survives_a_resta
     assert finished.args == [1] and window.analysis_client.loaded["model_id"] == DEMO_MODEL_ID
     assert ModelRegistry().demo_chosen()
     close(window)
-    restarted = open_window(qtbot, folder)                 # the demo choice is remembered
+    restarted = open_window(qtbot, folder)  # the demo choice is remembered
     assert not restarted.diagnosis.no_model.isVisible()
     assert analysed_with(qtbot, restarted) == DEMO_MODEL_ID
     assert restarted.session.entries[next(iter(restarted.session.entries))].result.demo
     close(restarted)
 
 
-def test_an_active_bundle_without_base_weights_says_so(qtbot, folder: Path, home: Path,
-                                                       tmp_path: Path) -> None:
+def test_an_active_bundle_without_base_weights_says_so(qtbot, folder: Path, home: Path, tmp_path: Path) -> None:
     from bundle_support import make_tiny_bundle
 
     registry = ModelRegistry()

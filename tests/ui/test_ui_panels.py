@@ -27,14 +27,28 @@ def _entries(tmp_path: Path, rg1: Path) -> dict[str, object]:
 
 def _result(entry: ImageEntry, p: float, *, demo: bool, name: str, threshold: float = 0.5):  # noqa: ANN202
     assert entry.identity is not None
-    return analysed(entry.identity, p, class_names=("pneumoconiosis", "normal"), demo=demo,
-                    provenance=Provenance(bundle_id="m1", bundle_name=name, bundle_fingerprint="ab" * 32,
-                                          threshold=threshold, device="cpu", plan="cpu fp32",
-                                          base_fingerprints={"clip": "cd" * 32}))
+    return analysed(
+        entry.identity,
+        p,
+        class_names=("pneumoconiosis", "normal"),
+        demo=demo,
+        provenance=Provenance(
+            bundle_id="m1",
+            bundle_name=name,
+            bundle_fingerprint="ab" * 32,
+            threshold=threshold,
+            device="cpu",
+            plan="cpu fp32",
+            base_fingerprints={"clip": "cd" * 32},
+        ),
+    )
 
 
-def test_diagnosis_panel_shows_the_judged_label_and_marks_demo(qtbot, tmp_path: Path,  # noqa: ANN001
-                                                               rg1_uncompressed: Path) -> None:
+def test_diagnosis_panel_shows_the_judged_label_and_marks_demo(
+    qtbot,
+    tmp_path: Path,  # noqa: ANN001
+    rg1_uncompressed: Path,
+) -> None:
     entries = _entries(tmp_path, rg1_uncompressed)
     rg1, ct = entries["RG1_UNCR.dcm"], entries["CT_small.dcm"]
     panel = DiagnosisPanel()
@@ -81,7 +95,7 @@ def test_review_panel_requests_a_decision(qtbot, tmp_path: Path, rg1_uncompresse
     panel.show_entry(None)
     assert not panel.save_button.isEnabled()
     panel.show_entry(rg1)
-    panel.save_button.click()                     # nothing chosen: asks first, emits nothing
+    panel.save_button.click()  # nothing chosen: asks first, emits nothing
     assert "Choose" in panel.saved.text()
     panel.buttons["uncertain"].click()
     panel.comment.setPlainText("  faint opacities  ")

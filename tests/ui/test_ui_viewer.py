@@ -31,9 +31,14 @@ def viewer(qtbot, rg1_uncompressed: Path) -> ImageViewer:  # noqa: ANN001
     return v
 
 
-def mouse(widget, kind: QEvent.Type, pos: QPointF, buttons: Qt.MouseButton,  # noqa: ANN001
-          button: Qt.MouseButton = Qt.MouseButton.NoButton,
-          modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+def mouse(
+    widget,
+    kind: QEvent.Type,
+    pos: QPointF,
+    buttons: Qt.MouseButton,  # noqa: ANN001
+    button: Qt.MouseButton = Qt.MouseButton.NoButton,
+    modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
+) -> None:
     event = QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons, modifiers)
     QApplication.sendEvent(widget, event)
 
@@ -49,7 +54,7 @@ def drag(widget, start: QPointF, end: QPointF, **kw) -> None:  # noqa: ANN001
 def test_displayed_pixels_come_from_the_foundation_pipeline(viewer: ImageViewer) -> None:
     view = viewer.view
     assert view.width == 1841 and view.height == 1955
-    assert viewer.invert is True                    # MONOCHROME1
+    assert viewer.invert is True  # MONOCHROME1
     shown = qimage_to_array(viewer.displayed_image())
     expected = render(view.preview, viewer.window, invert=True)
     assert np.array_equal(shown, expected)
@@ -64,8 +69,8 @@ def test_window_level_changes_the_displayed_pixels(viewer: ImageViewer) -> None:
     window = viewer.window
     drag(viewer, QPointF(400, 350), QPointF(520, 300))
     after_window = viewer.window
-    assert after_window.width > window.width           # drag right = wider
-    assert after_window.center != window.center        # drag up = level moves
+    assert after_window.width > window.width  # drag right = wider
+    assert after_window.center != window.center  # drag up = level moves
     after = qimage_to_array(viewer.displayed_image())
     assert not np.array_equal(before, after)
     assert np.array_equal(after, render(viewer.view.preview, after_window, invert=True))
@@ -99,10 +104,18 @@ def test_preview_render_is_fast_enough_for_dragging(viewer: ImageViewer) -> None
 def test_zoom_pan_fit_and_full_resolution_render(qtbot, viewer: ImageViewer) -> None:  # noqa: ANN001
     fit_zoom = viewer.zoom
     assert fit_zoom == pytest.approx(min(800 / 1841, 700 / 1955), rel=1e-3)
-    wheel = QWheelEvent(QPointF(400, 350), viewer.mapToGlobal(QPointF(400, 350)), QPoint(0, 0), QPoint(0, 240),
-                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    wheel = QWheelEvent(
+        QPointF(400, 350),
+        viewer.mapToGlobal(QPointF(400, 350)),
+        QPoint(0, 0),
+        QPoint(0, 240),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(viewer, wheel)
-    assert viewer.zoom == pytest.approx(fit_zoom * 1.25 ** 2, rel=1e-6)
+    assert viewer.zoom == pytest.approx(fit_zoom * 1.25**2, rel=1e-6)
     viewer.one_to_one()
     assert viewer.zoom == 1.0
     # At 1:1 the preview is too coarse: a full-resolution render arrives from a worker.
@@ -141,7 +154,7 @@ def test_cache_and_unreadable_file(qtbot, tmp_path: Path, rg1_uncompressed: Path
         v.show_path(rg1_uncompressed)
     assert len(cache) == 1
     t0 = time.perf_counter()
-    with qtbot.waitSignal(v.imageLoaded, timeout=1000):   # from the cache: synchronous
+    with qtbot.waitSignal(v.imageLoaded, timeout=1000):  # from the cache: synchronous
         v.show_path(rg1_uncompressed)
     assert time.perf_counter() - t0 < 0.5
 
@@ -154,8 +167,10 @@ def test_prepare_view_helpers(rg1_uncompressed: Path) -> None:
     display = load_display_image(rg1_uncompressed)
     presets = brightness_presets(display)
     # The file's own windows come first (RG1 has one), then the computed ones.
-    assert display.windows and (presets[0].center, presets[0].width) == (display.windows[0].center,
-                                                                          display.windows[0].width)
+    assert display.windows and (presets[0].center, presets[0].width) == (
+        display.windows[0].center,
+        display.windows[0].width,
+    )
     lung = next(p for p in presets if p.name == "Lung")
     bone = next(p for p in presets if p.name == "Bone")
     # MONOCHROME1: dark on screen (air, lungs) = high values, so the lung window sits above bone's.
@@ -171,8 +186,13 @@ def test_4k_image_window_level_stays_off_the_full_resolution(qtbot, tmp_path: Pa
 
     rng = np.random.default_rng(1)
     values = (rng.random((4096, 4096), dtype=np.float32) * 4095).astype(np.float32)
-    display = DisplayImage(values=values, photometric="MONOCHROME2", invert=False, windows=[],
-                           default_window=Window(2048, 4096, name="auto"))
+    display = DisplayImage(
+        values=values,
+        photometric="MONOCHROME2",
+        invert=False,
+        windows=[],
+        default_window=Window(2048, 4096, name="auto"),
+    )
     view = view_from_display(display, tmp_path / "big.dcm")
     assert max(view.preview.values.shape) <= PREVIEW_MAX and view.scale < 0.35
     cache = ViewCache()
@@ -181,12 +201,12 @@ def test_4k_image_window_level_stays_off_the_full_resolution(qtbot, tmp_path: Pa
     qtbot.addWidget(v)
     v.resize(900, 900)
     v.show()
-    v.show_path(tmp_path / "big.dcm")                 # from the cache: no file is read
+    v.show_path(tmp_path / "big.dcm")  # from the cache: no file is read
     assert v.view is view
     v.render_ms.clear()
     drag(v, QPointF(400, 400), QPointF(600, 300))
     assert len(v.render_ms) == 5
-    assert float(np.median(v.render_ms)) < 60.0       # per drag frame, preview only
+    assert float(np.median(v.render_ms)) < 60.0  # per drag frame, preview only
     assert v.displayed_image().width() == view.preview.values.shape[1]
 
 
@@ -206,11 +226,18 @@ def test_the_gui_process_never_decodes_pixel_data(qtbot, monkeypatch, rg1_uncomp
         def called(*args: object, **kwargs: object) -> None:
             calls.append(name)
             raise AssertionError(f"{name} called in the GUI process")
+
         return called
 
-    for owner, name in ((decoders.Decoder, "as_array"), (decoders.Decoder, "as_buffer"),
-                        (decoders.Decoder, "iter_array"), (decoders.Decoder, "iter_buffer"),
-                        (pixel_utils, "pixel_array"), (pixels, "pixel_array"), (pixels, "decode_first_frame")):
+    for owner, name in (
+        (decoders.Decoder, "as_array"),
+        (decoders.Decoder, "as_buffer"),
+        (decoders.Decoder, "iter_array"),
+        (decoders.Decoder, "iter_buffer"),
+        (pixel_utils, "pixel_array"),
+        (pixels, "pixel_array"),
+        (pixels, "decode_first_frame"),
+    ):
         monkeypatch.setattr(owner, name, trap(name))
     v = ImageViewer(cache=ViewCache(capacity=1))
     qtbot.addWidget(v)

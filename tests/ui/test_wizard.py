@@ -25,8 +25,18 @@ def wizard(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ign
         None,
         registry=ModelRegistry(),
         base_args=["--random-base", "0", "--architecture", str(cfg)],
-        extra_args=["--threads", "1", "--batch-size", "4", "--grad-accum", "1", "--lr", "2e-3",
-                    "--cache-dir", str(tmp_path / "cache")],
+        extra_args=[
+            "--threads",
+            "1",
+            "--batch-size",
+            "4",
+            "--grad-accum",
+            "1",
+            "--lr",
+            "2e-3",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         runs_dir=tmp_path / "runs",
     )
     qtbot.addWidget(wiz)
@@ -124,8 +134,12 @@ def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(  # 
     from pneumoview.settings import Settings
 
     clip, llama = _demo_weights(tmp_path)
-    wiz = RetrainWizard(None, settings=Settings(clip_path=str(clip), llama_path=str(llama)),
-                        registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
+    wiz = RetrainWizard(
+        None,
+        settings=Settings(clip_path=str(clip), llama_path=str(llama)),
+        registry=ModelRegistry(tmp_path / "registry"),
+        runs_dir=tmp_path / "runs",
+    )
     qtbot.addWidget(wiz)
     page = wiz.data_page
     assert not page.base_real.isEnabled() and page.base_demo.isChecked()
@@ -140,8 +154,12 @@ def test_demo_weights_in_the_settings_are_never_the_base_of_a_full_size_run(  # 
     real_llama = tmp_path / "llama-7b"
     real_llama.mkdir()
     (real_llama / "config.json").write_text('{"model_type": "llama"}')
-    wiz2 = RetrainWizard(None, settings=Settings(clip_path=str(real_clip), llama_path=str(real_llama)),
-                         registry=ModelRegistry(tmp_path / "registry"), runs_dir=tmp_path / "runs")
+    wiz2 = RetrainWizard(
+        None,
+        settings=Settings(clip_path=str(real_clip), llama_path=str(real_llama)),
+        registry=ModelRegistry(tmp_path / "registry"),
+        runs_dir=tmp_path / "runs",
+    )
     qtbot.addWidget(wiz2)
     assert wiz2.data_page.base_real.isEnabled() and wiz2.data_page.base_real.isChecked()
     assert wiz2.base_arguments() == ["--base-clip", str(real_clip), "--base-llama", str(real_llama)]
@@ -156,14 +174,38 @@ def test_a_run_larger_than_the_machine_asks_before_it_starts(  # type: ignore[no
     qtbot.addWidget(wiz)
     summary = wiz.summary_page
     # What the child sends in its "estimate" message (pneumoview.service.training.EstimateEvent).
-    summary._on_event({"event": "estimate", "device": "cuda", "devices": ["cpu", "cuda"], "cuda_available": True,
-                       "estimate": {"memory_gb": 30.0, "seconds": 60, "seconds_per_epoch": 1.0,
-                                    "trainable_parameters": 10, "notes": "rough"},
-                       "estimates": {"cpu": {"memory_gb": 8.0, "seconds": 600, "seconds_per_epoch": 10.0,
-                                             "trainable_parameters": 10, "notes": "rough"},
-                                     "cuda": {"memory_gb": 30.0, "seconds": 60, "seconds_per_epoch": 1.0,
-                                              "trainable_parameters": 10, "notes": "rough"}},
-                       "machine_memory_gb": {"cpu": 16.0, "cuda": 24.0}})
+    summary._on_event(
+        {
+            "event": "estimate",
+            "device": "cuda",
+            "devices": ["cpu", "cuda"],
+            "cuda_available": True,
+            "estimate": {
+                "memory_gb": 30.0,
+                "seconds": 60,
+                "seconds_per_epoch": 1.0,
+                "trainable_parameters": 10,
+                "notes": "rough",
+            },
+            "estimates": {
+                "cpu": {
+                    "memory_gb": 8.0,
+                    "seconds": 600,
+                    "seconds_per_epoch": 10.0,
+                    "trainable_parameters": 10,
+                    "notes": "rough",
+                },
+                "cuda": {
+                    "memory_gb": 30.0,
+                    "seconds": 60,
+                    "seconds_per_epoch": 1.0,
+                    "trainable_parameters": 10,
+                    "notes": "rough",
+                },
+            },
+            "machine_memory_gb": {"cpu": 16.0, "cuda": 24.0},
+        }
+    )
     summary.summary = {"ok": True, "patients_per_class": [5, 5]}
     page = wiz.preset_page
     page.initializePage()
