@@ -18,12 +18,12 @@ import math
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pneumoview import paths
 from pneumoview.atomic import atomic_write_text
+from pneumoview.clock import utc_now
 from pneumoview.errors import CalibrationError, ConfigError
 
 FILE_NAME = "operating_points.json"
@@ -69,7 +69,7 @@ class OperatingPoint:
             bundle_id=bundle_id,
             threshold=float(threshold),
             kind=kind,
-            created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=utc_now(),
             created_by=created_by,
             data_summary=dict(data_summary or {}),
             figures=dict(figures or {}),

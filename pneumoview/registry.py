@@ -30,12 +30,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pneumoview import paths
 from pneumoview.atomic import atomic_dir, atomic_write_text, clean_stale, write_error_reason
+from pneumoview.clock import utc_now
 from pneumoview.errors import BundleError
 from pneumoview.inference.manifest import MANIFEST_FILE, check_bundle, check_safetensors_header, read_manifest_data
 
@@ -125,10 +125,6 @@ def content_sha256(bundle_dir: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _slug(text: str) -> str:

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pneumoview.clock import utc_now
 from pneumoview.labels import DECISIONS, DEMO_MARK
@@ -42,7 +42,8 @@ from pneumoview.results import (
 )
 
 if TYPE_CHECKING:
-    from pneumoview.dicom.scan import ImageRecord, ScanProblem, ScanResult
+    from pneumoview.dicom.scan import ImageRecord, Patient, ScanProblem, ScanResult
+    from pneumoview.dicom.suitability import Suitability
     from pneumoview.report import ReportRow
     from pneumoview.store import ImageInfo, ImageState, ResultStore
 
@@ -114,7 +115,7 @@ class ImageEntry:
     key: str  # the file's absolute path (unique per file)
     record: ImageRecord
     identity: ImageIdentity | None = None  # None: the file could not be read to hash it (see error)
-    suitability: Any = None  # pneumoview.dicom.suitability.Suitability | None
+    suitability: Suitability | None = None
     result: ImageResult | None = None
     decision: Decision | None = None
     judged: ImageResult | None = None  # the result the decision judged
@@ -167,7 +168,7 @@ class ImageEntry:
         return status.value
 
 
-def file_key(record: Any) -> str:
+def file_key(record: ImageRecord) -> str:
     """The session's key for a file: its absolute path (text, surrogate escapes kept)."""
     return os.fspath(Path(record.path).absolute())
 
@@ -250,14 +251,14 @@ class ReviewSession:
     whose result / decision / status changed), ``problems_changed`` (list of new problems).
     """
 
-    def __init__(self, store: ResultStoreAdapter | None = None, assess: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, store: ResultStoreAdapter | None = None, assess: Callable[[ImageRecord], Suitability] | None = None) -> None:
         self.store = store
         self._assess = assess
         self.entries: dict[str, ImageEntry] = {}
-        self.problems: list[Any] = []  # pneumoview.dicom.scan.ScanProblem
+        self.problems: list[ScanProblem] = []
         self.reset = Event[None]()
         self.entries_changed = Event[list[str]]()
-        self.problems_changed = Event[list[Any]]()
+        self.problems_changed = Event[list[ScanProblem]]()
 
     # -- opening ---------------------------------------------------------------------------
     def prepare_scan(self, scan_result: ScanResult) -> PreparedScan:
@@ -343,7 +344,7 @@ class ReviewSession:
         """Merge a :class:`ScanResult` (``prepare_scan`` + ``merge_scan``); returns the new keys."""
         return self.merge_scan(self.prepare_scan(scan_result))
 
-    def _suitability(self, record: ImageRecord) -> Any:
+    def _suitability(self, record: ImageRecord) -> Suitability:
         if self._assess is None:
             from pneumoview.dicom.suitability import assess
 
@@ -356,7 +357,7 @@ class ReviewSession:
         self.reset.emit(None)
 
     # -- structure ---------------------------------------------------------------------------
-    def patients(self) -> list[Any]:
+    def patients(self) -> list[Patient]:
         """Patients -> studies -> series -> records (:func:`pneumoview.dicom.scan.group_records` order)."""
         from pneumoview.dicom.scan import group_records
 
@@ -472,6 +473,8 @@ class ReviewSession:
             if entry is None or entry.diagnosable or entry.identity is None:
                 continue
             s = entry.suitability
+            if s is None:  # not diagnosable implies a suitability (narrowing for the type checker)
+                continue
             code = s.code or "unsupported"
             if entry.result is not None and entry.result.reason_code == code:
                 continue

@@ -606,8 +606,15 @@ def _active_to_compare(args: argparse.Namespace, base: Any) -> tuple[dict[str, A
         return None
     if entry is None:
         return None
+    from pneumoview.errors import FingerprintMismatchError
+    from pneumoview.inference.manifest import Manifest, check_fingerprints
+
     manifest = entry.manifest
-    if manifest.get("architecture") != base.config.name or manifest.get("base_fingerprints") != base.fingerprints:
+    if manifest.get("architecture") != base.config.name or not manifest.get("base_fingerprints"):
+        return None
+    try:  # the one fingerprint rule: the active bundle was trained on these very base weights
+        check_fingerprints(Manifest.from_dict(manifest), base.fingerprints)
+    except (FingerprintMismatchError, ConfigError, KeyError, TypeError, ValueError):
         return None
     try:
         _, tensors = load_bundle(entry.path)
