@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pneumoview.errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    from pneumoview.inference.config import PneumoLLMConfig
+    from pneumoview.inference.model import PneumoLLM
 
 DTYPES = {
     "float32": torch.float32,
@@ -59,8 +63,8 @@ class BaseSpec:
 
 @dataclass
 class BaseModel:
-    model: Any  # pneumoview.inference.model.PneumoLLM
-    config: Any  # PneumoLLMConfig
+    model: PneumoLLM
+    config: PneumoLLMConfig
     fingerprints: dict[str, str]
     notes: list[str] = field(default_factory=list)
 
@@ -130,7 +134,7 @@ def build_base_model(
     return BaseModel(model=model, config=config, fingerprints=fingerprints, notes=notes)
 
 
-def reinitialise_trainables(model: Any, seed: int) -> None:
+def reinitialise_trainables(model: PneumoLLM, seed: int) -> None:
     """Fresh reference initialisation of the trainable parts from ``seed`` (global RNG untouched)."""
     from pneumoview.inference.model import build_trainable_modules, load_trainable_state_dict
 
