@@ -18,12 +18,18 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pneumoview.errors import ExportError, PneumoViewError, TrainingDataError
 from pneumoview.precision import Precision, Quantisation, choices
+
+if TYPE_CHECKING:
+    from pneumoview.calibration import Calibration
+    from pneumoview.inference.engine import InferenceEngine
+    from pneumoview.inference.manifest import Manifest
+    from pneumoview.operating_points import OperatingPoint
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +81,7 @@ class ScoredData:
     groups: list[str] | None = None  # patient IDs for the bootstrap (kept in memory, never written)
 
 
-def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: bool) -> dict[str, Any]:
+def finish(args: argparse.Namespace, data: ScoredData, manifest: Manifest, *, demo: bool) -> dict[str, Any]:
     """Figures -> JSON (and plot); with ``--save`` the operating point is stored and audited."""
     from pneumoview.calibration import calibrate, save_roc_plot
 
@@ -123,7 +129,9 @@ def finish(args: argparse.Namespace, data: ScoredData, manifest: Any, *, demo: b
     return out
 
 
-def save_point(args: argparse.Namespace, result: Any, manifest: Any, summary: dict[str, Any]) -> Any:
+def save_point(
+    args: argparse.Namespace, result: Calibration, manifest: Manifest, summary: dict[str, Any]
+) -> OperatingPoint:
     from pneumoview.operating_points import OperatingPoint, OperatingPointStore
     from pneumoview.settings import load_settings
     from pneumoview.store import ResultStore
@@ -154,9 +162,7 @@ def save_point(args: argparse.Namespace, result: Any, manifest: Any, summary: di
     return point
 
 
-def score_data(
-    source: Path, engine, *, batch_size: int = 8, quiet: bool = True
-) -> ScoredData:  # engine: InferenceEngine
+def score_data(source: Path, engine: InferenceEngine, *, batch_size: int = 8, quiet: bool = True) -> ScoredData:
     """Every labelled image of ``source`` through the engine's own preprocessing and model.
 
     Files that cannot be read or cropped are skipped and counted (their reasons go to stderr
