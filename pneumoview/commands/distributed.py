@@ -18,15 +18,21 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pneumoview.commands.analyze import _File
+    from pneumoview.inference.engine import InferenceEngine
 
 
-def requested(args: Any) -> bool:
+def requested(args: argparse.Namespace) -> bool:
     """``--distributed`` given, or started by a launcher with more than one process."""
     return bool(getattr(args, "distributed", False)) or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
-def device_for_rank(args: Any, device: str) -> str:
+def device_for_rank(args: argparse.Namespace, device: str) -> str:
     """Under a launcher, ``auto`` / ``cuda`` mean this process's own GPU (``cuda:LOCAL_RANK``)."""
     local = os.environ.get("LOCAL_RANK")
     if not requested(args) or local is None or device not in ("auto", "cuda"):
@@ -36,14 +42,14 @@ def device_for_rank(args: Any, device: str) -> str:
     return f"cuda:{int(local)}" if torch.cuda.is_available() else device
 
 
-def torch_device_type(engine: Any) -> str:
+def torch_device_type(engine: InferenceEngine) -> str:
     plan = getattr(engine, "plan", None)
     return str(getattr(plan, "device_type", "cpu"))
 
 
 def analyse(
-    engine: Any,
-    todo: list[Any],
+    engine: InferenceEngine,
+    todo: list[_File],
     threshold: float,
     batch_size: int,
     progress: Callable[[int], None],
