@@ -19,7 +19,7 @@ maps with numpy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,8 +33,11 @@ from pneumoview.inference.attention_maps import (  # noqa: F401  (one import for
     resize_bilinear,
 )
 
+if TYPE_CHECKING:
+    from pneumoview.inference.engine import InferenceEngine
 
-def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
+
+def compute_heatmap(engine: InferenceEngine, crop: np.ndarray) -> Heatmap:
     """The attention map of ``engine`` (an :class:`~pneumoview.inference.engine.InferenceEngine`)
     for one grey crop float32 [S, S] in [0, 1]. Deterministic (dropout off, no sampling)."""
     import torch
@@ -51,7 +54,7 @@ def compute_heatmap(engine: Any, crop: np.ndarray) -> Heatmap:
             logits = self.model(pixels).float()
             return (logits[:, 0] - logits[:, 1]).unsqueeze(1)
 
-    model = engine.model
+    model: Any = engine.model  # a PneumoLLM held as nn.Module; its open_clip tower's attributes are untyped
     blocks = model.visual.transformer.resblocks
     block = int(max(model.source_layers))
     pixels = engine._prepare(np.asarray(crop, np.float32)[None])  # the engine's own normalisation
