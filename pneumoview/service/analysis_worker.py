@@ -94,7 +94,7 @@ def prepare_failure(identity: ImageIdentity, exc: BaseException, provenance: Pro
 class _Child:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
-        self.engine: Any = None
+        self.engine: InferenceEngine | None = None
         self.spec: EngineSpec | None = None
         self.cancel = threading.Event()
         self.requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -118,7 +118,7 @@ class _Child:
                 self.requests.put(request)
         self.requests.put(None)  # parent went away
 
-    def load(self, spec: EngineSpec) -> Any:
+    def load(self, spec: EngineSpec) -> InferenceEngine:
         if self.engine is not None and self.spec == spec:
             return self.engine
         self.send("loading", engine=spec.describe())
