@@ -32,9 +32,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumoview.errors import CancelledError, ConfigError, PneumoViewError, storage_error
+
+if TYPE_CHECKING:
+    from pneumoview.inference.config import PneumoLLMConfig
+    from training.base import BaseModel, BaseSpec
+    from training.datacheck import PreparedDataset
+    from training.loop import RunResult, TrainConfig
+    from training.privacy import PatientHasher
 
 EXIT_CANCELLED = 130
 
@@ -242,7 +249,7 @@ class CancelFlag:
         self._previous.clear()
 
 
-def _train_config(args: argparse.Namespace) -> Any:
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     from training.loop import TrainConfig
 
     return TrainConfig.from_preset(
@@ -265,7 +272,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _base_spec(args: argparse.Namespace) -> Any:
+def _base_spec(args: argparse.Namespace) -> BaseSpec:
     from training.base import BaseSpec
 
     tiny = args.demo or (args.random_base is not None and args.base_clip is None)
@@ -303,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         cancel.restore()
 
 
-def check_arguments(args: argparse.Namespace) -> Any:
+def check_arguments(args: argparse.Namespace) -> TrainConfig:
     """Every cheap check, before any data is read or any model loads; returns the ``TrainConfig``.
 
     Raises ``ConfigError`` for a bad number or option, ``StorageError`` for a folder that cannot be written.
@@ -335,13 +342,13 @@ def check_arguments(args: argparse.Namespace) -> Any:
     return config
 
 
-def _uses_cpu(config: Any) -> bool:
+def _uses_cpu(config: TrainConfig) -> bool:
     import torch
 
     return bool(config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()))
 
 
-def _patient_hasher(config: Any) -> Any:
+def _patient_hasher(config: TrainConfig) -> PatientHasher:
     """Keyed patient hashes; the key is created (once) by the main process before the others read it."""
     from accelerate import PartialState
 
@@ -373,8 +380,13 @@ def _run(args: argparse.Namespace, progress: _Progress, cancel: CancelFlag) -> i
 
 
 def _check_data(
-    args: argparse.Namespace, config: Any, spec: Any, hasher: Any, progress: _Progress, cancel: CancelFlag
-) -> tuple[Any, dict[str, Any], Any]:
+    args: argparse.Namespace,
+    config: TrainConfig,
+    spec: BaseSpec,
+    hasher: PatientHasher,
+    progress: _Progress,
+    cancel: CancelFlag,
+) -> tuple[PreparedDataset, dict[str, Any], PneumoLLMConfig]:
     """``(PreparedDataset, its public summary, architecture config)``; reports progress and the summary."""
     from pneumoview.inference.config import load_config
     from training.crops import CropCache, remove_stale_temp_files
@@ -407,7 +419,7 @@ def _check_data(
     return dataset, public_summary, model_config
 
 
-def _estimate(model_config: Any, config: Any, n_images: int, progress: _Progress) -> str:
+def _estimate(model_config: PneumoLLMConfig, config: TrainConfig, n_images: int, progress: _Progress) -> str:
     """Report time/memory estimates for every usable device and the machine's memory; returns the device."""
     import torch
 
@@ -447,12 +459,12 @@ def _estimate(model_config: Any, config: Any, n_images: int, progress: _Progress
 
 def _train_and_publish(
     args: argparse.Namespace,
-    config: Any,
-    spec: Any,
-    dataset: Any,
+    config: TrainConfig,
+    spec: BaseSpec,
+    dataset: PreparedDataset,
     public_summary: dict[str, Any],
     device: str,
-    hasher: Any,
+    hasher: PatientHasher,
     progress: _Progress,
     cancel: CancelFlag,
 ) -> int:
@@ -502,10 +514,10 @@ def _train_and_publish(
 
 def _publish(
     args: argparse.Namespace,
-    config: Any,
-    spec: Any,
-    base: Any,
-    result: Any,
+    config: TrainConfig,
+    spec: BaseSpec,
+    base: BaseModel,
+    result: RunResult,
     public_summary: dict[str, Any],
     compare: tuple[dict[str, Any], dict[str, Any]] | None,
     progress: _Progress,
@@ -586,7 +598,7 @@ def _split_from(bundle: Path, folds: int) -> dict[str, Any]:
     return record
 
 
-def _demo_architecture(spec: Any) -> str:
+def _demo_architecture(spec: BaseSpec) -> str:
     """Architecture of the demo base weights (D's demo module decides; tiny by default)."""
     try:
         from pneumoview.inference import demo
@@ -595,7 +607,7 @@ def _demo_architecture(spec: Any) -> str:
     return getattr(demo, "DEMO_ARCHITECTURE", None) or getattr(demo, "DEMO_CONFIG", None) or spec.architecture
 
 
-def _active_to_compare(args: argparse.Namespace, base: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _active_to_compare(args: argparse.Namespace, base: BaseModel) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(description, trainable tensors)`` of the active registry bundle when it fits these base weights."""
     from pneumoview.inference.bundle import load_bundle
     from pneumoview.registry import ModelRegistry
