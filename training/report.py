@@ -26,13 +26,17 @@ import os
 import platform
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pneumoview.atomic import atomic_dir, clean_stale
 from pneumoview.errors import BundleError, storage_error
 from training.metrics import METRIC_NAMES, roc_curve
+
+if TYPE_CHECKING:
+    from pneumoview.inference.config import PneumoLLMConfig
+    from training.loop import RunResult
 
 MODEL_CARD_FILE = "model_card.json"
 FIGURES = ("roc.png", "confusion.png", "curves.png")
@@ -74,7 +78,7 @@ def headline_metrics(summary: Mapping[str, Mapping[str, float]]) -> dict[str, fl
 
 
 def build_model_card(
-    result: Any,
+    result: RunResult,
     *,
     data_summary: Mapping[str, Any],
     base: Mapping[str, Any],
@@ -226,8 +230,8 @@ def _jsonable(value: Any) -> Any:
 def write_bundle(
     out_dir: str | os.PathLike[str],
     *,
-    result: Any,
-    config: Any,
+    result: RunResult,
+    config: PneumoLLMConfig,
     fingerprints: Mapping[str, str],
     card: Mapping[str, Any],
     demo: bool,
