@@ -56,6 +56,9 @@ from training.privacy import PatientHasher, load_patient_key, patient_hasher
 from training.splits import Fold, folds_from_record, folds_record, patient_kfold
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from pneumoview.inference.config import PreprocessingConfig
     from pneumoview.inference.model import PneumoLLM
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -192,7 +195,7 @@ def enable_gradient_checkpointing(model: PneumoLLM) -> None:
 class CropDataset(torch.utils.data.Dataset):
     """Cached crops -> normalised tensors [3, S, S] (the inference normalisation), label."""
 
-    def __init__(self, data: PreparedDataset, indices: Sequence[int], preprocessing: Any) -> None:
+    def __init__(self, data: PreparedDataset, indices: Sequence[int], preprocessing: PreprocessingConfig) -> None:
         self.data = data
         self.indices = list(indices)
         self.preprocessing = preprocessing
@@ -284,7 +287,7 @@ class Trainer:
         stop_after_epochs: int | None = None,
         compare_trainable: dict[str, Tensor] | None = None,
         split_record: dict[str, Any] | None = None,
-        accelerator: Any = None,
+        accelerator: Accelerator | None = None,
         patient_hasher: PatientHasher | None = None,
     ) -> None:
         from accelerate import Accelerator
