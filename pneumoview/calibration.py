@@ -23,11 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pneumoview.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import os
+
+    from matplotlib.figure import Figure
 
 #: Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
@@ -368,7 +373,7 @@ def calibrate(
 
 
 # --------------------------------------------------------------------------- the plot
-def draw_roc(figure: Any, result: Calibration, *, title: str = "") -> None:
+def draw_roc(figure: Figure, result: Calibration, *, title: str = "") -> None:
     """Draw the ROC curve, the diagonal and the chosen point with its Wilson intervals on a
     matplotlib ``Figure`` (the Qt dialog passes its canvas's figure; :func:`save_roc_plot` a new one)."""
     fpr, tpr = roc_points(result.table)
@@ -398,7 +403,7 @@ def draw_roc(figure: Any, result: Calibration, *, title: str = "") -> None:
     ax.legend(loc="lower right", fontsize="small")
 
 
-def save_roc_plot(result: Calibration, path: Any, *, title: str = "") -> None:
+def save_roc_plot(result: Calibration, path: str | os.PathLike[str], *, title: str = "") -> None:
     """Write the ROC plot as PNG (Agg canvas, no pyplot state), atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

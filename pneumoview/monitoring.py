@@ -26,9 +26,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pneumoview.errors import StoreError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from pneumoview.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def load_observations(db_path: str | os.PathLike[str]) -> list[Observation]:
     return [Observation(str(r[0]), float(r[1]), float(r[2]), str(r[3])) for r in rows]
 
 
-def report_for(db_path: str | os.PathLike[str], settings: Any) -> MonitoringReport:
+def report_for(db_path: str | os.PathLike[str], settings: Settings) -> MonitoringReport:
     """:func:`weekly` over the database with the settings' band, expected fraction and baseline."""
     return weekly(
         load_observations(db_path),
@@ -178,7 +183,7 @@ def report_for(db_path: str | os.PathLike[str], settings: Any) -> MonitoringRepo
     )
 
 
-def draw(figure: Any, report: MonitoringReport) -> None:
+def draw(figure: Figure, report: MonitoringReport) -> None:
     """Two panels on a matplotlib Figure: weekly flagged fraction with the band, and agreement."""
     weeks: Sequence[Week] = report.weeks
     x = list(range(len(weeks)))
