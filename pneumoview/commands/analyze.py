@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pneumoview.errors import ConfigError, PneumoViewError
 from pneumoview.labels import DEMO_MARK
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pneumoview.active_model import ActiveModel
     from pneumoview.dicom.scan import ImageRecord
     from pneumoview.inference.engine import InferenceEngine
+    from pneumoview.preprocess import ModelInput
     from pneumoview.settings import Settings
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -327,7 +328,7 @@ def analyse(
     from pneumoview.service.analysis_worker import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
 
     provenance = engine_provenance(engine, threshold, operating_point_id=operating_point_id)
-    batch: list[tuple[_File, Any]] = []
+    batch: list[tuple[_File, ModelInput]] = []
 
     def flush() -> None:
         results = predict_results(engine, [(item.identity, mi) for item, mi in batch], provenance)
@@ -369,7 +370,7 @@ def operating_point(args: argparse.Namespace, engine: InferenceEngine, threshold
     return float(point.threshold), point.id
 
 
-def _write_dicom(item: _File, model_input: Any, out_dir: Path) -> None:
+def _write_dicom(item: _File, model_input: ModelInput, out_dir: Path) -> None:
     """SR + Secondary Capture for one analysed file; a reason it could not get them goes into its notes."""
     from pneumoview.pacs.export import write_model_result
     from pneumoview.pacs.sr import ModelResult

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pneumoview.atomic import write_error_reason
 from pneumoview.errors import BundleError
@@ -112,7 +112,7 @@ def _override_note() -> str | None:
     return None
 
 
-def _activated(text: str, out: Any) -> None:
+def _activated(text: str, out: TextIO) -> None:
     print(text, file=out)
     note = _override_note()
     if note:
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     return _ACTIONS[args.action](registry, args, sys.stdout)  # argparse restricts the choices
 
 
-def _list(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _list(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entries = registry.list()
     active_id = registry.active_id()
     if args.json:
@@ -166,7 +166,7 @@ def _list(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
-def _show(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _show(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entry = registry.get(args.id)
     data = _entry_dict(entry, registry.active_id(), manifest=args.json)
     if args.json:
@@ -180,7 +180,7 @@ def _show(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
     return 0
 
 
-def _registered(registry: ModelRegistry, entry: BundleEntry, verb: str, activate: bool, out: Any) -> int:
+def _registered(registry: ModelRegistry, entry: BundleEntry, verb: str, activate: bool, out: TextIO) -> int:
     """Reports a bundle just added (or imported) and, with ``activate``, makes it the active one."""
     print(f"{verb} {entry.id}", file=out)
     if activate:
@@ -189,41 +189,41 @@ def _registered(registry: ModelRegistry, entry: BundleEntry, verb: str, activate
     return 0
 
 
-def _add(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _add(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entry = registry.add(args.bundle_dir, source=args.source, note=args.note)
     return _registered(registry, entry, "added", args.activate, out)
 
 
-def _import_reference(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _import_reference(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entry = import_reference(registry, args.checkpoint, name=args.name, architecture=args.architecture)
     return _registered(registry, entry, "imported", args.activate, out)
 
 
-def _activate(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _activate(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entry = registry.activate(args.id)
     _activated(f"active: {entry.id}", out)
     return 0
 
 
-def _rollback(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _rollback(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     entry = registry.rollback()
     _activated(f"rolled back; active: {entry.id}", out)
     return 0
 
 
-def _remove(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _remove(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     registry.remove(args.id)
     print(f"removed {args.id}", file=out)
     return 0
 
 
-def _use_demo(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _use_demo(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     registry.use_demo()
     print("using the demo model (random weights: not a diagnosis) until a bundle is activated", file=out)
     return 0
 
 
-def _compare(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int:
+def _compare(registry: ModelRegistry, args: argparse.Namespace, out: TextIO) -> int:
     rows = registry.compare(args.first, args.second)
     if not rows:
         print("neither bundle reports training metrics", file=out)
@@ -235,7 +235,7 @@ def _compare(registry: ModelRegistry, args: argparse.Namespace, out: Any) -> int
     return 0
 
 
-_ACTIONS: dict[str, Callable[[ModelRegistry, argparse.Namespace, Any], int]] = {
+_ACTIONS: dict[str, Callable[[ModelRegistry, argparse.Namespace, TextIO], int]] = {
     "list": _list,
     "show": _show,
     "add": _add,
