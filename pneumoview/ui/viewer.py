@@ -26,7 +26,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QThreadPool, QTimer, Signal
@@ -35,13 +35,20 @@ from PySide6.QtWidgets import QWidget
 
 from pneumoview.ui.workers import FunctionJob, start
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from PySide6.QtGui import QPaintEvent, QResizeEvent
+
+    from pneumoview.dicom.display import DisplayImage, Window
+
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX = 1280  # longest side of the screen-sized preview, pixels
 ZOOM_MIN, ZOOM_MAX = 0.02, 32.0
 
 
-def _display_module() -> Any:
+def _display_module() -> ModuleType:
     from pneumoview.dicom import display
 
     return display
@@ -58,7 +65,7 @@ def downsample(values: np.ndarray, max_side: int = PREVIEW_MAX) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
-def brightness_presets(display: Any) -> list[Any]:
+def brightness_presets(display: DisplayImage) -> list[Window]:
     """Window presets for projection radiographs (values are not Hounsfield units).
 
     Computed from percentiles of the displayed brightness order (MONOCHROME1 inverted):
@@ -66,14 +73,14 @@ def brightness_presets(display: Any) -> list[Any]:
     "Bone" the brightest part; "Full range" min..max. The file's own windows come first.
     """
     mod = _display_module()
-    Window = mod.Window
+    window_type = mod.Window
     values = display.values
     sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
     lo, hi = float(sample.min()), float(sample.max())
     if hi <= lo:
         hi = lo + 1.0
 
-    def window_between(p_dark: float, p_bright: float, name: str) -> Any:
+    def window_between(p_dark: float, p_bright: float, name: str) -> Window:
         # In brightness order: for an inverted (MONOCHROME1) image, dark = high values.
         if display.invert:
             a, b = np.percentile(sample, [100 - p_bright, 100 - p_dark])
@@ -82,7 +89,7 @@ def brightness_presets(display: Any) -> list[Any]:
         a, b = float(a), float(b)
         if b <= a:
             b = a + 1.0
-        return Window(center=(a + b) / 2, width=b - a, name=name)
+        return window_type(center=(a + b) / 2, width=b - a, name=name)
 
     presets = list(display.windows)
     if display.default_window not in presets:  # no window in the file: the automatic one
@@ -92,7 +99,7 @@ def brightness_presets(display: Any) -> list[Any]:
         window_between(1, 55, "Lung"),
         window_between(30, 97, "Mediastinum / soft tissue"),
         window_between(55, 99.9, "Bone"),
-        Window(center=(lo + hi) / 2, width=hi - lo, name="Full range"),
+        window_type(center=(lo + hi) / 2, width=hi - lo, name="Full range"),
     ]
     return presets
 
@@ -102,9 +109,9 @@ class PreparedView:
     """A DICOM image made ready for the viewer (built in a worker thread)."""
 
     path: Path
-    display: Any  # DisplayImage at full resolution
-    preview: Any  # DisplayImage with values downsampled (may be ``display`` itself)
-    presets: list[Any]  # Window presets, file's first
+    display: DisplayImage  # at full resolution
+    preview: DisplayImage  # values downsampled (may be ``display`` itself)
+    presets: list[Window]  # file's first
     scale: float  # preview pixels per full-resolution pixel (<= 1)
 
     @property
@@ -122,7 +129,7 @@ def prepare_view(path: Path) -> PreparedView:
     return view_from_display(_display_module().load_display_image(Path(path)), Path(path))
 
 
-def view_from_display(display: Any, path: Path) -> PreparedView:
+def view_from_display(display: DisplayImage, path: Path) -> PreparedView:
     """Preview + presets for an already loaded DisplayImage (worker thread)."""
     small = downsample(display.values)
     preview = display if small is display.values else dataclasses.replace(display, values=small)
@@ -176,6 +183,7 @@ class ImageViewer(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.cache = cache if cache is not None else ViewCache()
         self.view: PreparedView | None = None
+        # Any: this attribute (a Window or None) shadows QWidget.window(), which a typed one would contradict
         self.window: Any = None
         self.invert: bool = False
         self.box: tuple[int, int, int, int] | None = None
@@ -190,7 +198,7 @@ class ImageViewer(QWidget):
         self._offset = QPointF(0, 0)  # widget position of image pixel (0, 0)
         self._drag_start: QPointF | None = None
         self._drag_mode = ""
-        self._drag_window: Any = None
+        self._drag_window: Window | None = None
         self._drag_offset = QPointF()
         self._pending_path: Path | None = None
         self._jobs: list[FunctionJob] = []
@@ -275,7 +283,7 @@ class ImageViewer(QWidget):
         self.windowChanged.emit(self.window)
 
     # -- state -------------------------------------------------------------------------------
-    def set_window(self, window: Any) -> None:
+    def set_window(self, window: Window) -> None:
         if self.view is None:
             return
         self.window = window
@@ -304,7 +312,7 @@ class ImageViewer(QWidget):
         self.overlay_visible = visible
         self.update()
 
-    def presets(self) -> list[Any]:
+    def presets(self) -> list[Window]:
         return list(self.view.presets) if self.view else []
 
     def reset(self) -> None:
@@ -409,7 +417,7 @@ class ImageViewer(QWidget):
             return self._full_image
         return self._preview_image
 
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt name
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(0, 0, 0))
         if self.view is None or self._preview_image is None:
@@ -511,7 +519,7 @@ class ImageViewer(QWidget):
         self._set_zoom(self.zoom * (1.25**steps), anchor_widget=anchor, anchor_image=image_point)
         event.accept()
 
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._schedule_full()
 
