@@ -8,12 +8,25 @@ The mixin uses the window's ``settings``, ``result_store``, ``engine_spec``, ``e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumoview.errors import PneumoViewError
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def _heatmap_work(client: Any, spec: Any, key: str, path: Path) -> tuple[dict[str, Any], Any, Any]:
+    from pneumoview.preprocess import ModelInput
+    from pneumoview.service.analysis import AnalysisClient, EngineSpec
+    from pneumoview.settings import Settings
+    from pneumoview.store import ResultStore
+    from pneumoview.ui.calibration_dialog import CalibrationDialog
+    from pneumoview.ui.monitoring_dialog import MonitoringDialog
+    from pneumoview.ui.workers import FunctionJob
+
+
+def _heatmap_work(
+    client: AnalysisClient, spec: EngineSpec, key: str, path: Path
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Worker thread: the child's ``heatmap`` event, the whole grey image and the crop (no torch here)."""
     from pneumoview.imageio import load_grey
     from pneumoview.preprocess import prepare_grey
@@ -28,7 +41,7 @@ def _heatmap_work(client: Any, spec: Any, key: str, path: Path) -> tuple[dict[st
     return heat, grey.pixels, prepare_grey(grey).crop
 
 
-def prepare_with_quality(path: Path) -> Any:
+def prepare_with_quality(path: Path) -> ModelInput:
     """Worker thread: the model's input (:func:`pneumoview.preprocess.prepare_grey`) with the
     image-quality gate's verdict appended to its notes (the badge the window shows)."""
     from pneumoview.dicom import quality
@@ -58,10 +71,10 @@ def prepare_with_quality(path: Path) -> Any:
 class CalibrationActions:
     """Menu actions: calibrate, monitoring, heatmap; and the threshold an analysis runs at."""
 
-    settings: Any
-    result_store: Any
-    engine_spec: Any
-    analysis_client: Any
+    settings: Settings
+    result_store: ResultStore | None
+    engine_spec: EngineSpec | None
+    analysis_client: AnalysisClient
 
     # -- audit -----------------------------------------------------------------------------
     def audit_event(self, kind: str, detail: dict[str, Any]) -> None:
@@ -116,7 +129,9 @@ class CalibrationActions:
         loaded = self.analysis_client.loaded or {}
         return str(loaded.get("fingerprint", "")), str(loaded.get("model_id", ""))
 
-    def open_calibration_dialog(self, fingerprint: str | None = None, model_id: str | None = None) -> Any:
+    def open_calibration_dialog(
+        self, fingerprint: str | None = None, model_id: str | None = None
+    ) -> CalibrationDialog | None:
         from pneumoview.ui.calibration_dialog import CalibrationDialog, calibrate_command_for
 
         if fingerprint is None:
@@ -147,7 +162,7 @@ class CalibrationActions:
         self._calibration_dialog = dialog
         return dialog
 
-    def open_monitoring_dialog(self) -> Any:
+    def open_monitoring_dialog(self) -> MonitoringDialog | None:
         from pneumoview.monitoring import report_for
         from pneumoview.ui.monitoring_dialog import MonitoringDialog
 
@@ -164,7 +179,7 @@ class CalibrationActions:
         self._monitoring_dialog = dialog
         return dialog
 
-    def show_heatmap(self) -> Any:
+    def show_heatmap(self) -> FunctionJob | None:
         """Ask the analysis worker for the current image's attention map; show it when it comes."""
         from pneumoview.ui.workers import FunctionJob
 
@@ -187,7 +202,7 @@ class CalibrationActions:
         self.pool.start(job)  # type: ignore[attr-defined]
         return job
 
-    def _on_heatmap(self, outcome: tuple[dict[str, Any], Any, Any]) -> None:
+    def _on_heatmap(self, outcome: tuple[dict[str, Any], np.ndarray, np.ndarray]) -> None:
         from pneumoview.ui.heatmap_dialog import HeatmapDialog, overlays
 
         heat, grey, crop = outcome

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -43,6 +43,13 @@ from PySide6.QtWidgets import (
 from pneumoview.calibration import Calibration, calibrate
 from pneumoview.errors import PneumoViewError
 from pneumoview.operating_points import OperatingPoint, OperatingPointStore
+
+if TYPE_CHECKING:
+    import tempfile
+
+    from numpy.typing import ArrayLike
+
+    from pneumoview.service.analysis import EngineSpec
 
 COLUMNS = ("Threshold", "Sensitivity (95% CI)", "Specificity (95% CI)", "TP", "FP", "TN", "FN")
 
@@ -74,7 +81,7 @@ class CalibrationDialog(QDialog):
         super().__init__(parent)
         self.calibrate_command = calibrate_command
         self.process: QProcess | None = None
-        self._scratch: Any = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.setWindowTitle("Calibrate the operating point")
         self.bundle_fingerprint, self.bundle_id, self.who = bundle_fingerprint, bundle_id, who
         self.points = points or OperatingPointStore()
@@ -205,8 +212,8 @@ class CalibrationDialog(QDialog):
 
     def set_data(
         self,
-        scores: Any,
-        positive: Any,
+        scores: ArrayLike,
+        positive: ArrayLike,
         *,
         summary: dict[str, Any] | None = None,
         data_fingerprint: str = "",
@@ -342,7 +349,7 @@ def ask_operating_point(parent: QWidget | None, *, bundle_id: str, default: floa
     return choices.get(box.clickedButton(), CANCEL)
 
 
-def calibrate_command_for(spec: Any) -> Callable[[Path, Path], list[str]]:
+def calibrate_command_for(spec: EngineSpec) -> Callable[[Path, Path], list[str]]:
     """The ``pneumoview calibrate`` command line for the window's engine spec (frozen app or checkout)."""
     import sys
 
@@ -382,7 +389,7 @@ def threshold_for_bundle(
     points: OperatingPointStore | None = None,
     audit: Callable[[str, dict[str, Any]], None] | None = None,
     ask: Callable[..., str] = ask_operating_point,
-    open_calibration: Callable[[str, str], None] | None = None,
+    open_calibration: Callable[[str, str], object] | None = None,
 ) -> float | None:
     """The threshold to analyse with: the bundle's operating point, else the user's answer.
 
