@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -22,6 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from pneumoview.settings import Settings, ensure_pseudonymise_key
+
+if TYPE_CHECKING:
+    from pneumoview.report import ExportOptions
 
 DELIMITERS = ((",", "Comma (,)"), (";", "Semicolon (;) - Excel with a decimal comma"), ("\t", "Tab"))
 
@@ -102,7 +105,7 @@ class ExportDialog(QDialog):
     def target_path(self) -> Path:
         return Path(self.path_edit.text()).expanduser()
 
-    def options(self) -> Any:
+    def options(self) -> ExportOptions:
         """:class:`pneumoview.report.ExportOptions`; the key is created once and kept in settings."""
         from pneumoview.report import ExportOptions
 

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
@@ -65,6 +65,15 @@ from pneumoview.ui.tags_panel import TagsPanel
 from pneumoview.ui.viewer import ImageViewer
 from pneumoview.ui.workers import AnalysisJob, FunctionJob, Job, ScanJob
 
+if TYPE_CHECKING:
+    from PySide6.QtGui import QDragMoveEvent
+
+    from pneumoview.dicom.display import Window
+    from pneumoview.dicom.scan import ScanProblem
+    from pneumoview.preprocess import ModelInput
+    from pneumoview.report import ExportOptions, ExportSummary
+    from pneumoview.session import PreparedScan
+
 log = logging.getLogger(__name__)
 
 MODEL_INPUT_CACHE = 16
@@ -84,7 +93,7 @@ def _warm_up_imports() -> None:
     warm_up()
 
 
-def _prepare_model_input(path: Path) -> Any:
+def _prepare_model_input(path: Path) -> ModelInput:
     """Worker thread: the crop the model sees (imports the preprocessing on first use, off the GUI thread)."""
     from pneumoview.ui.calibration_actions import prepare_with_quality  # + the image-quality badge
 
@@ -182,7 +191,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._task: Job | None = None
         self._task_started = 0.0
         self._jobs: list[Job] = []
-        self._model_inputs: OrderedDict[str, Any] = OrderedDict()
+        self._model_inputs: OrderedDict[str, ModelInput] = OrderedDict()
         self._current_key: str | None = None
 
         # Jobs for the image on screen (pixels, tags, model input) run one at a time, in the order
@@ -456,7 +465,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event: Any) -> None:
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
@@ -499,7 +508,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._start_task(job, "Scanning...")
         return job
 
-    def _on_scanned(self, opened: list[Path], prepared: Any) -> None:
+    def _on_scanned(self, opened: list[Path], prepared: PreparedScan) -> None:
         select_first = self._current_key is None
         added = self.session.merge_scan(prepared)
         result = prepared.scan
@@ -518,7 +527,7 @@ class MainWindow(CalibrationActions, QMainWindow):
             self.select_key(first.data(KEY_ROLE) if first.isValid() else added[0])
         self.scanFinished.emit(len(added))
 
-    def _on_problems(self, problems: list[Any]) -> None:
+    def _on_problems(self, problems: list[ScanProblem]) -> None:
         self.problems.add_problems(problems)
         self.bottom_tabs.setTabText(0, f"Problems ({self.problems.rowCount()})")
 
@@ -664,7 +673,7 @@ class MainWindow(CalibrationActions, QMainWindow):
             self.select_key(image.data(KEY_ROLE))
 
     # ------------------------------------------------------------------ viewer
-    def _on_viewer_window(self, window: Any) -> None:
+    def _on_viewer_window(self, window: Window) -> None:
         presets = self.viewer.presets()
         names = [p.name for p in presets]
         if [self.preset_combo.itemText(i) for i in range(self.preset_combo.count())] != names + ["Custom"]:
@@ -703,7 +712,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
         self.view_pool.start(job)
 
-    def _on_model_input(self, key: str, model_input: Any) -> None:
+    def _on_model_input(self, key: str, model_input: ModelInput) -> None:
         self._model_inputs[key] = model_input
         while len(self._model_inputs) > MODEL_INPUT_CACHE:
             self._model_inputs.popitem(last=False)
@@ -714,7 +723,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         if key == self._current_key:
             self.model_input.show_message(f"Cannot prepare the model's input: {message}")
 
-    def _show_model_input(self, key: str, model_input: Any) -> None:
+    def _show_model_input(self, key: str, model_input: ModelInput) -> None:
         box = model_input.box
         self.model_input.show_input(model_input.crop, box.fallback, model_input.notes)
         self.viewer.set_box((box.x0, box.y0, box.x1, box.y1), box.fallback)
@@ -937,7 +946,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         if dialog.exec():
             self.export(dialog.target_path(), selected=selected, options=dialog.options())
 
-    def export(self, path: Path, *, selected: bool, options: Any) -> Any:
+    def export(self, path: Path, *, selected: bool, options: ExportOptions) -> ExportSummary | None:
         """Write the CSV report (:func:`pneumoview.report.export_csv`); returns its summary."""
         from pneumoview.report import export_csv
 
