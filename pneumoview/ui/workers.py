@@ -16,13 +16,16 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from pneumoview.errors import CancelledError, PneumoViewError
 from pneumoview.results import ImageResult
 from pneumoview.service.analysis import WorkItem
+
+if TYPE_CHECKING:
+    from pneumoview.service.analysis import AnalysisClient, EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +156,8 @@ class AnalysisJob(Job):
     def __init__(
         self,
         items: Sequence[WorkItem],
-        client: Any,
-        spec: Any,
+        client: AnalysisClient,
+        spec: EngineSpec,
         *,
         threshold: float,
         batch_size: int = 8,
@@ -188,7 +191,7 @@ class AnalysisJob(Job):
             done = int(event.get("done", 0))
             self.report(done, total, f"Analysed {done}/{total}")
 
-    def work(self) -> Any:
+    def work(self) -> int:
         from pneumoview.service.analysis import analyse_request, error_from_event
 
         if self.is_cancelled():
@@ -212,12 +215,12 @@ class ValidateJob(Job):
     """Loads a model in the analysis process to check a setup; ``finished`` carries the
     ``loaded`` event, or the PneumoViewError that stopped it (so the dialog can pick a heading)."""
 
-    def __init__(self, client: Any, spec: Any) -> None:
+    def __init__(self, client: AnalysisClient, spec: EngineSpec) -> None:
         super().__init__()
         self.client = client
         self.spec = spec
 
-    def work(self) -> Any:
+    def work(self) -> dict[str, Any] | PneumoViewError:
         from pneumoview.service.analysis import error_from_event
 
         loaded: dict[str, Any] = {}
