@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -43,6 +43,12 @@ from pneumoview.pacs.client import connect as make_client
 from pneumoview.settings import Settings
 from pneumoview.ui.workers import FunctionJob, Job, start
 
+if TYPE_CHECKING:
+    from pneumoview.pacs.scp import ListenerEvent, StorageListener
+    from pneumoview.pacs.scu import Client, StudyMatch
+    from pneumoview.pacs.web import WebClient
+    from pneumoview.ui.main_window import MainWindow
+
 COLUMNS = ("Patient ID", "Name", "Study date", "Modalities", "Images", "Description", "Study UID")
 
 
@@ -54,7 +60,7 @@ def inbox_folder(settings: Settings) -> Path:
 class RetrieveJob(Job):
     """Retrieve studies one after the other; ``partial(Path)`` per study folder, progress per instance."""
 
-    def __init__(self, client: Any, study_uids: list[str], inbox: Path) -> None:
+    def __init__(self, client: Client | WebClient, study_uids: list[str], inbox: Path) -> None:
         super().__init__()
         self._client, self._uids, self._inbox = client, study_uids, inbox
 
@@ -84,7 +90,13 @@ class RetrieveJob(Job):
 class SendResultsJob(Job):
     """Write SR (+ lung-crop SC, + reader-decision SR) for analysed images and C-STORE / STOW-RS them."""
 
-    def __init__(self, client: Any, items: list[tuple[Path, Any, Any]], out_dir: Path, reviewer: str = "") -> None:
+    def __init__(
+        self,
+        client: Client | WebClient,
+        items: list[tuple[Path, Any, Any]],
+        out_dir: Path,
+        reviewer: str = "",
+    ) -> None:
         super().__init__()
         self._client, self._items, self._out, self._reviewer = client, items, out_dir, reviewer
 
@@ -167,7 +179,7 @@ class PacsBrowserDialog(QDialog):
         self.resize(900, 560)
 
     # --- actions -------------------------------------------------------------------------
-    def _client(self) -> Any:
+    def _client(self) -> Any:  # Client | WebClient; Any while find_studies(**keys) takes a str-valued dict
         return make_client(self.remote.text(), self.settings.pacs_ae_title)
 
     def search(self) -> Job | None:
@@ -243,7 +255,7 @@ class PacsBrowserDialog(QDialog):
             self.progress.setValue(0)
             self.job = None
 
-    def _show_matches(self, matches: list[Any]) -> None:
+    def _show_matches(self, matches: list[StudyMatch]) -> None:
         self.table.setRowCount(len(matches))
         for row, m in enumerate(matches):
             values = (
@@ -327,7 +339,7 @@ class PacsIntegration(QObject):
         self._items_for = items_for or (lambda keys: [])
         self.send_job: Job | None = None
         self.window, self._open_paths, self._settings, self._save = window, open_paths, settings, save
-        self.listener: Any = None
+        self.listener: StorageListener | None = None
         self.browser: PacsBrowserDialog | None = None
         menu = window.menuBar().addMenu("&PACS")
         self.act_browse = menu.addAction("&Browse PACS...")
@@ -461,7 +473,7 @@ class PacsIntegration(QObject):
         self.act_listen.setChecked(True)
         self.window.statusBar().showMessage(f"Receiving as {s.pacs_ae_title} on {s.pacs_interface}:{listener.port}")
 
-    def _on_event(self, event: Any) -> None:  # listener thread: cross to the GUI thread through a signal
+    def _on_event(self, event: ListenerEvent) -> None:  # listener thread: cross to the GUI thread through a signal
         if event.kind == "study-complete" and event.path is not None:
             self.studyArrived.emit(event.path)
 
@@ -473,7 +485,7 @@ class PacsIntegration(QObject):
         return False
 
 
-def install_pacs(window: Any) -> PacsIntegration:
+def install_pacs(window: MainWindow) -> PacsIntegration:
     """Add the *PACS* menu to PneumoView's main window (uses its ``open_paths``, ``settings``, ``_save_settings``)."""
 
     def items_for(keys: list[str]) -> list[tuple[Path, Any, Any]]:
