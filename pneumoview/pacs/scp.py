@@ -29,11 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pneumoview.atomic import atomic_write_bytes
 from pneumoview.errors import PacsError
 from pneumoview.pacs.uids import is_valid_uid
+
+if TYPE_CHECKING:
+    from pynetdicom.transport import ThreadedAssociationServer
 
 log = logging.getLogger("pneumoview.pacs.scp")
 
@@ -130,7 +133,7 @@ class StorageListener:
         self.config = config
         self.inbox = Inbox(config.inbox)
         self._on_event = on_event
-        self._server: Any = None  # pynetdicom.transport.ThreadedAssociationServer while running
+        self._server: ThreadedAssociationServer | None = None  # while running
         self._studies: dict[str, _Study] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
