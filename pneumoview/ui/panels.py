@@ -7,7 +7,6 @@ requests go out as Qt signals that the main window turns into session calls.
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -295,7 +294,7 @@ class ReviewPanel(QGroupBox):
         self.buttons[decision].setChecked(True)
 
 
-def entry_summary(entry: Any) -> str:
+def entry_summary(entry: ImageEntry) -> str:
     """One line for the status bar."""
     r = entry.record
     return (

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Signal
 from PySide6.QtWidgets import (
@@ -59,6 +59,10 @@ from pneumoview.service.training import (
     is_demo_weights,
     memory_warning,
 )
+
+if TYPE_CHECKING:
+    from pneumoview.registry import BundleEntry, ModelRegistry
+    from pneumoview.settings import Settings
 
 METRICS = (
     ("sensitivity", "Sensitivity"),
@@ -613,8 +617,8 @@ class RetrainWizard(QWizard):
         self,
         parent: QWidget | None = None,
         *,
-        settings: Any = None,
-        registry: Any = None,
+        settings: Settings | None = None,
+        registry: ModelRegistry | None = None,
         python: str | None = None,
         base_args: Sequence[str] | None = None,
         extra_args: Sequence[str] = (),
@@ -694,7 +698,7 @@ class RetrainWizard(QWizard):
         key = hashlib.sha256(json.dumps([str(a) for a in args]).encode()).hexdigest()[:16]
         return self.runs_dir / f"work-{key}"
 
-    def active_entry(self) -> Any:
+    def active_entry(self) -> BundleEntry | None:
         try:
             return self.registry.active()
         except (PneumoViewError, OSError):  # a broken registry must not break the results page
