@@ -251,7 +251,9 @@ class ReviewSession:
     whose result / decision / status changed), ``problems_changed`` (list of new problems).
     """
 
-    def __init__(self, store: ResultStoreAdapter | None = None, assess: Callable[[ImageRecord], Suitability] | None = None) -> None:
+    def __init__(
+        self, store: ResultStoreAdapter | None = None, assess: Callable[[ImageRecord], Suitability] | None = None
+    ) -> None:
         self.store = store
         self._assess = assess
         self.entries: dict[str, ImageEntry] = {}
