@@ -18,12 +18,11 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
 
-    from pneumoview.commands.analyze import _File
     from pneumoview.inference.engine import InferenceEngine
 
 
@@ -49,7 +48,7 @@ def torch_device_type(engine: InferenceEngine) -> str:
 
 def analyse(
     engine: InferenceEngine,
-    todo: list[_File],
+    todo: list[Any],  # commands.analyze._File; importing it here would close an import circle
     threshold: float,
     batch_size: int,
     progress: Callable[[int], None],

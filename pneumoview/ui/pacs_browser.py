@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from pneumoview.pacs.scp import ListenerEvent, StorageListener
     from pneumoview.pacs.scu import Client, StudyMatch
     from pneumoview.pacs.web import WebClient
-    from pneumoview.ui.main_window import MainWindow
 
 COLUMNS = ("Patient ID", "Name", "Study date", "Modalities", "Images", "Description", "Study UID")
 
@@ -485,7 +484,7 @@ class PacsIntegration(QObject):
         return False
 
 
-def install_pacs(window: MainWindow) -> PacsIntegration:
+def install_pacs(window: Any) -> PacsIntegration:  # ui.main_window.MainWindow (it imports this module)
     """Add the *PACS* menu to PneumoView's main window (uses its ``open_paths``, ``settings``, ``_save_settings``)."""
 
     def items_for(keys: list[str]) -> list[tuple[Path, Any, Any]]:
