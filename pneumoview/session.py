@@ -260,7 +260,7 @@ class ReviewSession:
         self.problems: list[ScanProblem] = []
         self.reset = Event[None]()
         self.entries_changed = Event[list[str]]()
-        self.problems_changed = Event[list[ScanProblem]]()
+        self.problems_changed: Event[list[ScanProblem]] = Event()
 
     # -- opening ---------------------------------------------------------------------------
     def prepare_scan(self, scan_result: ScanResult) -> PreparedScan:
