@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pneumoview.errors import CancelledError, ConfigError, PneumoViewError, storage_error
+from pneumoview.precision import Precision, choices
 
 if TYPE_CHECKING:
     from pneumoview.inference.config import PneumoLLMConfig
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
     from training.privacy import PatientHasher
 
 EXIT_CANCELLED = 130
+
+
+def _precision_arg(text: str) -> str:
+    """The one precision vocabulary (:class:`pneumoview.precision.Precision`); accelerate's "no" is fp32."""
+    return Precision.parse("fp32" if text.strip().lower() == "no" else text).value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,8 +107,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     hw = parser.add_argument_group("device and precision")
     hw.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    hw.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
-    hw.add_argument("--base-dtype", choices=("auto", "float32", "bfloat16", "float16"), default=None)
+    hw.add_argument(
+        "--mixed-precision",
+        type=_precision_arg,
+        choices=choices(Precision),
+        default=None,
+        help="compute precision of the training step (fp32: none; 'no' and torch's names are accepted too)",
+    )
+    hw.add_argument(
+        "--base-dtype",
+        type=_precision_arg,
+        choices=choices(Precision),
+        default=None,
+        help="dtype of the frozen backbones (auto: bf16 on a GPU, fp32 on the CPU)",
+    )
     hw.add_argument("--gradient-checkpointing", action="store_true", default=None)
     hw.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     out = parser.add_argument_group("output")

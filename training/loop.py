@@ -95,8 +95,8 @@ class TrainConfig:
     min_lr: float = 1e-7
     seed: int = 0
     split_seed: int | None = None  # None = seed
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
-    base_dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    mixed_precision: str = "auto"  # pneumoview.precision.Precision: auto | bf16 | fp16 | fp32 (fp32: none)
+    base_dtype: str = "auto"  # pneumoview.precision.Precision: auto | bf16 | fp16 | fp32
     gradient_checkpointing: bool = False
     device: str = "auto"  # auto | cpu | cuda
     eval_batch_size: int = 32
@@ -305,7 +305,7 @@ class Trainer:
         self._patient_hasher = patient_hasher  # None: this installation's key, loaded when first needed
 
         cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-        mp = config.mixed_precision
+        mp = {"fp32": "no", "float32": "no"}.get(config.mixed_precision, config.mixed_precision)  # accelerate's word
         if mp == "auto":
             mp = "bf16" if (not cpu and torch.cuda.is_bf16_supported()) else "no"
         self.accelerator = accelerator or Accelerator(

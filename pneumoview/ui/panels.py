@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from pneumoview.labels import DECISIONS, DEMO_MARK
+from pneumoview.results import ImageResult
 from pneumoview.session import ImageEntry
 from pneumoview.ui.viewer import to_qimage
 
@@ -114,8 +115,9 @@ class DiagnosisPanel(QGroupBox):
             return
         if not entry.diagnosable:
             s = entry.suitability
-            self.headline.setText(f"Not analysable: {s.code or 'unsupported'}")
-            self.details.setText(f"{s.reason}<br><i>PneumoLLM is for frontal (PA/AP) chest radiographs.</i>")
+            code, reason = (s.code, s.reason) if s is not None else ("", "")
+            self.headline.setText(f"Not analysable: {code or 'unsupported'}")
+            self.details.setText(f"{reason}<br><i>PneumoLLM is for frontal (PA/AP) chest radiographs.</i>")
             return
         result = entry.result
         if result is None or not result.is_analysed:
@@ -127,13 +129,22 @@ class DiagnosisPanel(QGroupBox):
                     f"Failed: {html.escape(entry.error)}" if entry.error else "Use Analysis > Analyse selected."
                 )
             return
-        prov = result.provenance
-        threshold = prov.threshold if prov.threshold is not None else self.threshold
         demo = f" [{DEMO_MARK}]" if result.demo else ""
         self.headline.setText(f"Probability of pneumoconiosis{demo}")
         self.probability.setText(f"{result.probability:.3f}  {result.shown_label}")
         self.probability.show()
         self.demo_mark.setVisible(result.demo)
+        rows = self._label_row(result) + _provenance_rows(result) + _warning_rows(entry)
+        self.details.setText(
+            "<table>"
+            + "".join(f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows)
+            + "</table>"
+        )
+
+    def _label_row(self, result: ImageResult) -> list[tuple[str, str]]:
+        """The label at the result's threshold, and what it would be at the current settings' threshold."""
+        prov = result.provenance
+        threshold = prov.threshold if prov.threshold is not None else self.threshold
         label_text = f"<b>{html.escape(result.label)}</b> at threshold {threshold:.2f}"
         now = result.label_at(self.threshold)
         if abs(threshold - self.threshold) > 1e-9 and now != result.label:
@@ -141,45 +152,41 @@ class DiagnosisPanel(QGroupBox):
                 f"<br><span style='color:#a05000'>at the current threshold {self.threshold:.2f} it would be "
                 f"{html.escape(now)}: analyse again to apply it</span>"
             )
-        box = prov.crop_box
-        rows = [
-            ("Label", label_text),
-            ("Model", html.escape(prov.bundle_name)),
-            ("Version", html.escape(prov.bundle_id)),
-            ("Bundle fingerprint", f"<code>{prov.model_fingerprint or 'unknown'}</code>"),
-            (
-                "Base weights",
-                "<br>".join(
-                    f"{html.escape(k)} <code>{html.escape(v[:24])}</code>"
-                    for k, v in sorted(prov.base_fingerprints.items())
-                )
-                or "unknown",
-            ),
-            ("Operating point", html.escape(prov.operating_point_id) or "threshold from settings"),
-            ("Device / plan", html.escape(prov.plan or prov.device or "unknown")),
-            ("Lung box", " ".join(str(v) for v in box) if box else "unknown"),
-            ("Software", f"PneumoView {html.escape(prov.software_version)}" if prov.software_version else "unknown"),
-            ("Analysed", html.escape(result.analysed_at)),
-        ]
-        if prov.crop_fallback:
-            rows.append(("Lung box", "<span style='color:#a05000'>not found: whole image used</span>"))
-        if entry.review_status == "needs re-review":
-            rows.append(
-                (
-                    "Review",
-                    (
-                        "<span style='color:#a05000'><b>needs re-review</b>: the result changed since "
-                        "the decision</span>"
-                    ),
-                )
-            )
-        if entry.duplicates:
-            rows.append(("Duplicate UID", "<br>".join(html.escape(p) for p in entry.duplicates)))
-        self.details.setText(
-            "<table>"
-            + "".join(f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows)
-            + "</table>"
-        )
+        return [("Label", label_text)]
+
+
+def _provenance_rows(result: ImageResult) -> list[tuple[str, str]]:
+    """Where the result came from (its provenance), as (name, HTML) rows."""
+    prov = result.provenance
+    box = prov.crop_box
+    base = "<br>".join(
+        f"{html.escape(k)} <code>{html.escape(v[:24])}</code>" for k, v in sorted(prov.base_fingerprints.items())
+    )
+    rows = [
+        ("Model", html.escape(prov.bundle_name)),
+        ("Version", html.escape(prov.bundle_id)),
+        ("Bundle fingerprint", f"<code>{prov.model_fingerprint or 'unknown'}</code>"),
+        ("Base weights", base or "unknown"),
+        ("Operating point", html.escape(prov.operating_point_id) or "threshold from settings"),
+        ("Device / plan", html.escape(prov.plan or prov.device or "unknown")),
+        ("Lung box", " ".join(str(v) for v in box) if box else "unknown"),
+        ("Software", f"PneumoView {html.escape(prov.software_version)}" if prov.software_version else "unknown"),
+        ("Analysed", html.escape(result.analysed_at)),
+    ]
+    if prov.crop_fallback:
+        rows.append(("Lung box", "<span style='color:#a05000'>not found: whole image used</span>"))
+    return rows
+
+
+def _warning_rows(entry: ImageEntry) -> list[tuple[str, str]]:
+    """Re-review and duplicate-UID warnings for ``entry``."""
+    rows = []
+    if entry.review_status == "needs re-review":
+        warning = "<b>needs re-review</b>: the result changed since the decision"
+        rows.append(("Review", f"<span style='color:#a05000'>{warning}</span>"))
+    if entry.duplicates:
+        rows.append(("Duplicate UID", "<br>".join(html.escape(p) for p in entry.duplicates)))
+    return rows
 
 
 class ModelInputPanel(QGroupBox):

@@ -296,3 +296,21 @@ def test_a_demo_trained_bundle_predicts_in_the_engine_what_training_measured(tmp
     engine = InferenceEngine.load(out, clip_path=demo.clip, llama_path=demo.llama, device="cpu", precision="fp32")
     probabilities = [p.probability for p in engine.predict([prepare(f).crop for f in files])]
     assert probabilities == pytest.approx(fold["val_scores"], abs=1e-5)
+
+
+def test_precision_options_use_the_apps_vocabulary() -> None:
+    """``--mixed-precision`` / ``--base-dtype`` take pneumoview.precision's values (and the old spellings)."""
+    import argparse
+
+    from pneumoview.precision import Precision, choices
+    from training.cli import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    for value in choices(Precision):
+        args = parser.parse_args(["data", "--mixed-precision", value, "--base-dtype", value])
+        assert args.mixed_precision == value == args.base_dtype
+    args = parser.parse_args(["data", "--mixed-precision", "no", "--base-dtype", "bfloat16"])
+    assert (args.mixed_precision, args.base_dtype) == ("fp32", "bf16")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "--base-dtype", "int8"])
