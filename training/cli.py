@@ -55,7 +55,16 @@ def _precision_arg(text: str) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0] if __doc__ else None
     parser.add_argument("data", type=Path, help="folder with normal/ and pneumoconiosis/ sub-folders, or a CSV")
-    base = parser.add_argument_group("base weights (frozen)")
+    _base_options(parser.add_argument_group("base weights (frozen)"))
+    _recipe_options(parser.add_argument_group("recipe (defaults: the paper's)"))
+    _hardware_options(parser.add_argument_group("device and precision"))
+    _output_options(parser.add_argument_group("output"))
+    _data_options(parser.add_argument_group("data"))
+    parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
+    parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _base_options(base: argparse._ArgumentGroup) -> None:
     base.add_argument("--base-clip", type=Path, help="CLIP ViT-L/14 weights (OpenAI .pt, open_clip .bin, .safetensors)")
     base.add_argument("--base-llama", type=Path, help="LLaMA-7B (Hugging Face folder or Meta consolidated folder)")
     base.add_argument(
@@ -75,7 +84,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="architecture config (default: pneumollm-vitl14-llama7b, or pneumollm-tiny with --demo/--random-base)",
     )
-    rec = parser.add_argument_group("recipe (defaults: the paper's)")
+
+
+def _recipe_options(rec: argparse._ArgumentGroup) -> None:
     rec.add_argument(
         "--preset",
         choices=("quick", "paper"),
@@ -105,7 +116,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="BUNDLE",
         help="reuse the exact cross-validation split recorded in another bundle's manifest",
     )
-    hw = parser.add_argument_group("device and precision")
+
+
+def _hardware_options(hw: argparse._ArgumentGroup) -> None:
     hw.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     hw.add_argument(
         "--mixed-precision",
@@ -123,7 +136,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     hw.add_argument("--gradient-checkpointing", action="store_true", default=None)
     hw.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    out = parser.add_argument_group("output")
+
+
+def _output_options(out: argparse._ArgumentGroup) -> None:
     out.add_argument("--out", type=Path, help="new bundle folder (must not exist)")
     out.add_argument("--work-dir", type=Path, default=None, help="checkpoints for resuming (default: OUT.run)")
     out.add_argument("--restart", action="store_true", help="discard an earlier unfinished run in the work folder")
@@ -139,7 +154,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also evaluate the active model on the same folds (when it fits the same base weights)",
     )
     out.add_argument("--name", default="", help="display name of the new model")
-    data = parser.add_argument_group("data")
+
+
+def _data_options(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--cache-dir", type=Path, default=None, help="crop cache (default: user cache folder)")
     data.add_argument("--include-flagged", action="store_true", help="keep images flagged as not a frontal chest")
     data.add_argument(
@@ -150,8 +167,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--validate-only", action="store_true", help="check the data, print the summary and an estimate, stop"
     )
-    parser.add_argument("--json-progress", action="store_true", help="one JSON object per line on stdout")
-    parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
 
 
 class _Progress:
