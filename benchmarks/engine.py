@@ -175,7 +175,7 @@ def write_weights(size: str, folder: Path) -> dict:
 
     from pneumoview.inference import safetensors_mmap
     from pneumoview.inference.bundle import Manifest, save_bundle
-    from pneumoview.inference.config import load_config
+    from pneumoview.inference.config import hf_llama_config, load_config
     from pneumoview.inference.engine import InferenceEngine
     from pneumoview.inference.fingerprints import _combine_digests, _tensor_digest
     from pneumoview.inference.model import build_model
@@ -190,25 +190,7 @@ def write_weights(size: str, folder: Path) -> dict:
     del visual
     llama = folder / "llama"
     llama.mkdir(exist_ok=True)
-    d = config.decoder
-    (llama / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["LlamaForCausalLM"],
-                "model_type": "llama",
-                "hidden_size": d.hidden_size,
-                "intermediate_size": d.intermediate_size,
-                "num_hidden_layers": d.layers,
-                "num_attention_heads": d.heads,
-                "num_key_value_heads": d.kv_heads,
-                "rms_norm_eps": d.rms_norm_eps,
-                "rope_theta": d.rope_theta,
-                "max_position_embeddings": d.max_position_embeddings,
-                "vocab_size": 1,
-                "torch_dtype": "bfloat16",
-            }
-        )
-    )
+    (llama / "config.json").write_text(json.dumps(hf_llama_config(config.decoder, torch_dtype="bfloat16")))
     decoder_shapes = shapes.decoder.state_dict()
     per_shard, digests, weight_map = 4, {}, {}
     names = list(decoder_shapes)

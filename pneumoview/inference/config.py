@@ -257,6 +257,26 @@ def trainable_shapes(config: PneumoLLMConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def hf_llama_config(decoder: DecoderConfig, *, torch_dtype: str) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` of a LLaMA decoder folder with ``decoder``'s shape (no
+    embeddings: ``vocab_size`` 1), as the demo model and the benchmarks write one."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": decoder.hidden_size,
+        "intermediate_size": decoder.intermediate_size,
+        "num_hidden_layers": decoder.layers,
+        "num_attention_heads": decoder.heads,
+        "num_key_value_heads": decoder.kv_heads,
+        "rms_norm_eps": decoder.rms_norm_eps,
+        "rope_theta": decoder.rope_theta,
+        "max_position_embeddings": decoder.max_position_embeddings,
+        "vocab_size": 1,
+        "hidden_act": "silu",
+        "torch_dtype": torch_dtype,
+    }
+
+
 def tensor_fit_problems(given: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
     """What keeps tensors named/shaped ``given`` from filling ``expected`` (empty list = they fit).
 

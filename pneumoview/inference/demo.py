@@ -85,7 +85,7 @@ def _write(paths: DemoPaths) -> None:
     from safetensors.torch import save_file
 
     from pneumoview.inference.bundle import Manifest, save_bundle
-    from pneumoview.inference.config import TINY_CONFIG, load_config
+    from pneumoview.inference.config import TINY_CONFIG, hf_llama_config, load_config
     from pneumoview.inference.model import build_model, trainable_state_dict
     from pneumoview.inference.weights import DEMO_WEIGHTS_KEY, fingerprint_state
 
@@ -105,23 +105,7 @@ def _write(paths: DemoPaths) -> None:
 
     save_file(visual, str(paths.clip), metadata={DEMO_WEIGHTS_KEY: "1", "format": "pt"})
     paths.llama.mkdir()
-    d = config.decoder
-    hf_config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": d.hidden_size,
-        "intermediate_size": d.intermediate_size,
-        "num_hidden_layers": d.layers,
-        "num_attention_heads": d.heads,
-        "num_key_value_heads": d.kv_heads,
-        "rms_norm_eps": d.rms_norm_eps,
-        "rope_theta": d.rope_theta,
-        "max_position_embeddings": d.max_position_embeddings,
-        "vocab_size": 1,
-        "hidden_act": "silu",
-        "torch_dtype": "float32",
-        DEMO_WEIGHTS_KEY: True,
-    }
+    hf_config = {**hf_llama_config(config.decoder, torch_dtype="float32"), DEMO_WEIGHTS_KEY: True}
     (paths.llama / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     save_file(
         {f"model.{k}": v for k, v in decoder.items()},
