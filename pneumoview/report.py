@@ -102,6 +102,26 @@ def column_names() -> tuple[str, ...]:
     return tuple(name for name, _meaning in COLUMNS)
 
 
+#: Header fields of a scan's ImageRecord that both an image's store row and its report row carry.
+HEADER_FIELDS = (
+    "patient_id",
+    "patient_name",
+    "study_uid",
+    "study_date",
+    "accession",
+    "view_position",
+    "series_uid",
+    "modality",
+    "body_part",
+)
+
+
+def header_text(record: object | None) -> dict[str, str]:
+    """:data:`HEADER_FIELDS` of ``record`` as text: "" where the record, or an attribute, is absent or None."""
+    values = {name: getattr(record, name, "") if record is not None else "" for name in HEADER_FIELDS}
+    return {name: "" if value is None else str(value) for name, value in values.items()}
+
+
 @dataclass(frozen=True)
 class ReportRow:
     """One file: its header fields, its latest result (or a status and reason without one) and the latest

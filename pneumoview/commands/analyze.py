@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pneumoview.errors import ConfigError, PneumoViewError
 from pneumoview.labels import DEMO_MARK
 from pneumoview.precision import Precision, Quantisation, choices
-from pneumoview.report import ExportOptions, ReportRow, check_target, export_csv
+from pneumoview.report import ExportOptions, ReportRow, check_target, export_csv, header_text
 from pneumoview.results import (
     ANALYSED,
     FAILED,
@@ -224,25 +224,15 @@ class _File:
 
 
 def _row(item: _File, duplicates: Sequence[str]) -> ReportRow:
-    r = item.record
-    text = (lambda name: str(getattr(r, name, "") or "")) if r is not None else (lambda _name: "")
     return ReportRow(
         path=os.fspath(item.path),
         result=item.result,
         status=item.status,
         reason_code=item.reason_code,
         reason=item.reason,
-        patient_id=text("patient_id"),
-        patient_name=text("patient_name"),
-        study_uid=text("study_uid"),
-        accession=text("accession"),
-        study_date=text("study_date"),
-        series_uid=text("series_uid"),
-        sop_instance_uid=text("sop_instance_uid"),
+        **header_text(item.record),
+        sop_instance_uid=str(item.record.sop_instance_uid or "") if item.record is not None else "",
         content_sha256=item.identity.content_sha256 if item.identity else "",
-        modality=text("modality"),
-        view_position=text("view_position"),
-        body_part=text("body_part"),
         duplicates=tuple(duplicates),
         notes=item.notes,
     )

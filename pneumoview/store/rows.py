@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pneumoview.clock import format_utc, utc_now
 from pneumoview.errors import StoreError
 from pneumoview.labels import plain_label
-from pneumoview.report import ReportRow
+from pneumoview.report import ReportRow, header_text
 from pneumoview.results import (
     ANALYSED,
     FAILED,
@@ -65,23 +65,11 @@ class ImageInfo:
     def from_record(cls, record: ImageRecord, identity: ImageIdentity, file_stamp: str = "") -> ImageInfo:
         """From a scan's ImageRecord and the file's :class:`~pneumoview.results.ImageIdentity`."""
 
-        def text(name: str) -> str:
-            value = getattr(record, name, "")
-            return "" if value is None else str(value)
-
         return cls(
             image_key=identity.key,
             path=display_path(Path(identity.path).absolute()),
             sop_instance_uid=identity.sop_instance_uid,
-            patient_id=text("patient_id"),
-            patient_name=text("patient_name"),
-            study_uid=text("study_uid"),
-            study_date=text("study_date"),
-            accession=text("accession"),
-            view_position=text("view_position"),
-            series_uid=text("series_uid"),
-            modality=text("modality"),
-            body_part=text("body_part"),
+            **header_text(record),
             content_sha256=identity.content_sha256,
             file_stamp=file_stamp,
         )
