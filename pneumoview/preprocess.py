@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from pneumoview.dicom import sandbox
-from pneumoview.dicom.lungs import LungBox, crop_to_model, locate_lungs
+from pneumoview.dicom.lungs import LungBox, crop_to_model, locate_lungs, lung_mask
 from pneumoview.imageio import GreyImage, check_path, load_grey_in_process
 
 #: Side of the model's square input (CLIP ViT-L/14 at 224 px).
 MODEL_SIZE = 224
+#: Longest side of the lung mask kept with a :class:`ModelInput` (for the quality gate's edge and
+#: rotation checks, :mod:`pneumoview.dicom.quality`); the full-size mask is subsampled to it.
+MASK_SIDE = 256
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ModelInput:
     source: Path
     notes: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] = (0, 0)  # (H, W) of the grey image the box refers to
+    mask: np.ndarray | None = None  # bool lung mask, subsampled to <= MASK_SIDE (None: lungs not found)
 
 
 def prepare(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
@@ -60,6 +64,7 @@ def prepare(path: str | os.PathLike[str], *, size: int = MODEL_SIZE, margin: flo
         source=path,
         notes=[str(n) for n in meta["notes"]],
         image_shape=(int(shape[0]), int(shape[1])),
+        mask=arrays.get("mask"),
     )
 
 
@@ -78,7 +83,10 @@ def prepare_task(path: Path, *, size: int, margin: float | None) -> tuple[dict[s
         "notes": list(model_input.notes),
         "image_shape": list(model_input.image_shape),
     }
-    return meta, {"crop": model_input.crop}
+    arrays = {"crop": model_input.crop}
+    if model_input.mask is not None:
+        arrays["mask"] = model_input.mask
+    return meta, arrays
 
 
 def prepare_grey(image: GreyImage, *, size: int = MODEL_SIZE, margin: float | None = None) -> ModelInput:
@@ -90,5 +98,17 @@ def prepare_grey(image: GreyImage, *, size: int = MODEL_SIZE, margin: float | No
     if box.fallback:
         notes.append(f"lungs not found ({box.reason or 'no plausible lung fields'}): whole image used")
     return ModelInput(
-        crop=crop, box=box, source=image.source, notes=notes, image_shape=(int(grey.shape[0]), int(grey.shape[1]))
+        crop=crop,
+        box=box,
+        source=image.source,
+        notes=notes,
+        image_shape=(int(grey.shape[0]), int(grey.shape[1])),
+        mask=None if box.fallback else small_lung_mask(grey),
     )
+
+
+def small_lung_mask(grey: np.ndarray, side: int = MASK_SIDE) -> np.ndarray:
+    """:func:`~pneumoview.dicom.lungs.lung_mask` of ``grey`` subsampled (every k-th pixel) to at most ``side``."""
+    mask = lung_mask(grey)
+    step = max(1, -(-max(mask.shape) // side))
+    return np.ascontiguousarray(mask[::step, ::step])

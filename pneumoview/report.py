@@ -21,6 +21,9 @@ does; every other cell is UTF-8. Times are UTC as ``YYYY-MM-DD HH:MM:SS`` and st
 ``YYYY-MM-DD``; probabilities have up to 6 decimals with a dot. Cells a spreadsheet would read as a
 formula (starting with ``= + - @``, tab or carriage return) get a leading apostrophe. Labels of the
 demo model read ``DEMO - not a diagnosis: <label>`` (:func:`pneumoview.labels.display_label`).
+``quality_codes`` / ``below_quality_gate`` carry the image-quality gate's verdict, given before the model
+ran (:func:`pneumoview.dicom.quality.gate`): a result on an image below the gate is written and marked,
+never left out.
 """
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("preprocessing", "the bundle's preprocessing (JSON)"),
     ("lung_box", "lung crop x0 y0 x1 y1 in image pixels"),
     ("lung_fallback", "yes: no lungs found, the whole image was used"),
+    (
+        "quality_codes",
+        "image-quality gate's reason codes, ';'-separated (pneumoview/dicom/quality.py, e.g. pixel-spacing-coarse;"
+        "lungs-cut-off); empty: passed, or the gate did not run",
+    ),
+    (
+        "below_quality_gate",
+        "yes: the image is below the quality gate (the result is kept but marked); no: passed; empty: not graded",
+    ),
     ("patient_id", "(0010,0020), or its pseudonym"),
     ("patient_name", "(0010,0010), only when asked"),
     ("study_uid", "(0020,000D), or its pseudonym"),
@@ -251,6 +263,8 @@ def _result_cells(result: ImageResult | None) -> dict[str, str]:
         "preprocessing": json.dumps(prov.preprocessing, sort_keys=True) if prov.preprocessing else "",
         "lung_box": " ".join(str(v) for v in box) if box else "",
         "lung_fallback": ("yes" if prov.crop_fallback else "no") if analysed else "",
+        "quality_codes": result.quality_text,
+        "below_quality_gate": {True: "yes", False: "no", None: ""}[result.below_quality_gate],
         "analysed_at": _format_time(result.analysed_at) if result.analysed_at else "",
     }
 

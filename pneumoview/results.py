@@ -53,8 +53,13 @@ STATUSES = (ANALYSED, NOT_ANALYSED, FAILED, UNREADABLE)
 REASON_NON_FINITE = "non-finite-output"
 #: Another file carries the same SOP Instance UID (0008,0018) with other bytes.
 REASON_DUPLICATE_UID = "duplicate-uid"
-#: Version of the JSON form; :meth:`ImageResult.from_json` refuses any other.
-JSON_VERSION = 1
+#: Version of the JSON form; :meth:`ImageResult.from_json` refuses any other but
+#: :data:`OLDER_JSON_VERSIONS`. Version 2 added the image-quality gate's verdict.
+JSON_VERSION = 2
+#: Older versions still read (results stored before the quality gate: its verdict is unknown, None).
+OLDER_JSON_VERSIONS = (1,)
+#: The fields version 2 added (a version-1 result gets them as "gate not run").
+_GATE_FIELDS = ("quality_codes", "below_quality_gate")
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -133,6 +138,11 @@ class ImageResult:
     analysed or failed (e.g. ``lateral-view``, :data:`REASON_NON_FINITE`). ``label`` is the plain
     class name (see :attr:`shown_label` for what to show); ``demo`` marks the random demo model.
     ``id`` is the database row once stored (None before).
+
+    ``quality_codes`` are the image-quality gate's reason codes (:mod:`pneumoview.dicom.quality`,
+    computed before the model ran) and ``below_quality_gate`` its verdict: True marks a result on
+    an image below the gate (kept and shown, never dropped); None means the gate did not run
+    (the image was not analysed, or the result predates the gate).
     """
 
     image: ImageIdentity
@@ -146,9 +156,15 @@ class ImageResult:
     provenance: Provenance = field(default_factory=Provenance)
     analysed_at: str = ""
     notes: tuple[str, ...] = ()
+    quality_codes: tuple[str, ...] = ()
+    below_quality_gate: bool | None = None
     id: int | None = None
 
     def __post_init__(self) -> None:
+        if self.below_quality_gate is None and self.quality_codes:
+            raise ValueError("quality codes without a quality-gate verdict")
+        if any(not isinstance(c, str) or not c for c in self.quality_codes):
+            raise ValueError(f"quality codes must be non-empty text, not {self.quality_codes!r}")
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
         if self.status == ANALYSED:
@@ -186,6 +202,11 @@ class ImageResult:
         return self.is_analysed and bool(self.class_names) and self.label == self.class_names[0]
 
     @property
+    def quality_text(self) -> str:
+        """The gate's codes joined with ``;`` (the CSV cell); empty when none or not run."""
+        return ";".join(self.quality_codes)
+
+    @property
     def shown_label(self) -> str:
         """The label as shown and exported (``DEMO - not a diagnosis: <label>`` for the demo model)."""
         return display_label(self.label, demo=self.demo) if self.label else ""
@@ -221,7 +242,13 @@ class ImageResult:
     @classmethod
     def from_dict(cls, data: Any) -> ImageResult:
         data = dict(_mapping(data, "result"))
-        if data.pop("version", None) != JSON_VERSION:
+        version = data.pop("version", None)
+        if version in OLDER_JSON_VERSIONS and type(version) is int:
+            for name in _GATE_FIELDS:
+                if name in data:
+                    raise ValueError(f"result JSON version {version} has no {name}")
+            data.update(quality_codes=[], below_quality_gate=None)
+        elif version != JSON_VERSION or type(version) is not int:
             raise ValueError(f"result JSON version must be {JSON_VERSION}")
         _exact_keys(data, cls, "result")
         image = _mapping(data["image"], "image")
@@ -263,12 +290,14 @@ class ImageResult:
                 "demo": bool,
                 "analysed_at": str,
                 "notes": list,
+                "quality_codes": list,
+                "below_quality_gate": (bool, type(None)),
                 "id": (int, type(None)),
             },
             "result",
         )
-        if not all(isinstance(v, str) for v in [*data["class_names"], *data["notes"]]):
-            raise ValueError("result.class_names and result.notes must be lists of text")
+        if not all(isinstance(v, str) for v in [*data["class_names"], *data["notes"], *data["quality_codes"]]):
+            raise ValueError("result.class_names, result.notes and result.quality_codes must be lists of text")
         return cls(
             image=ImageIdentity(**image),
             provenance=Provenance(**prov),
@@ -281,6 +310,8 @@ class ImageResult:
             demo=data["demo"],
             analysed_at=data["analysed_at"],
             notes=tuple(data["notes"]),
+            quality_codes=tuple(data["quality_codes"]),
+            below_quality_gate=data["below_quality_gate"],
             id=data["id"],
         )
 
@@ -320,9 +351,13 @@ def analysed(
     provenance: Provenance,
     analysed_at: str = "",
     notes: Sequence[str] = (),
+    quality_codes: Sequence[str] = (),
+    below_quality_gate: bool | None = None,
 ) -> ImageResult:
     """The result for a model output: labelled at ``provenance.threshold``, or a failure with
-    :data:`REASON_NON_FINITE` when the probability is NaN, infinite or outside [0, 1]."""
+    :data:`REASON_NON_FINITE` when the probability is NaN, infinite or outside [0, 1]. The
+    quality gate's verdict (computed before the model ran) is kept either way."""
+    codes = tuple(quality_codes)
     from pneumoview.clock import utc_now
 
     when = analysed_at or utc_now()
@@ -338,6 +373,8 @@ def analysed(
             provenance=provenance,
             analysed_at=when,
             notes=tuple(notes),
+            quality_codes=codes,
+            below_quality_gate=below_quality_gate,
         )
     threshold = provenance.threshold
     if not _finite_unit(threshold):
@@ -353,6 +390,8 @@ def analysed(
         provenance=provenance,
         analysed_at=when,
         notes=tuple(notes),
+        quality_codes=codes,
+        below_quality_gate=below_quality_gate,
     )
 
 

@@ -165,6 +165,8 @@ class ImageEntry:
         if status is Status.FAILED:
             reason = self.error or (self.result.reason_code if self.result is not None else "")
             return f"failed: {reason}"
+        if self.result is not None and self.result.below_quality_gate:
+            return f"{status.value} (below quality gate)"
         return status.value
 
 

@@ -37,6 +37,7 @@ from pneumoview.results import (
 
 if TYPE_CHECKING:
     from pneumoview.active_model import ActiveModel
+    from pneumoview.dicom.quality import QualityThresholds
     from pneumoview.dicom.scan import ImageRecord
     from pneumoview.inference.engine import InferenceEngine
     from pneumoview.preprocess import ModelInput
@@ -55,6 +56,9 @@ exit status:
      writable): one line on stderr, no CSV written
 
 The CSV has the same columns as the app's export (see pneumoview/report.py, COLUMNS).
+Every analysed image first passes the image-quality gate at the settings' "quality" thresholds
+(as in the app): its codes are in quality_codes, and below_quality_gate=yes marks a result on an
+image below the gate (it is still analysed and written, never dropped).
 --pseudonymise applies the app's rules: keyed hashes of patient ID, study UID and accession
 (the key is created once and kept in the settings), no names, paths, UIDs or comments."""
 
@@ -309,19 +313,29 @@ def analyse(
     *,
     dicom_out: Path | None = None,
     operating_point_id: str = "",
+    quality: QualityThresholds | None = None,
 ) -> None:
-    """Preprocess (the bundle's own crop settings) and predict ``todo`` in batches; each gets its result.
+    """Preprocess (the bundle's own crop settings), grade (the image-quality gate at ``quality``'s
+    thresholds, default the settings' ``quality``, as in the app) and predict ``todo`` in batches;
+    each gets its result, marked when its image is below the gate.
 
     With ``dicom_out``, each analysed image also gets its DICOM results (:mod:`pneumoview.pacs.export`);
     a source that cannot carry them (no DICOM identity) is noted in its row.
     """
-    from pneumoview.service.analysis_worker import PREPARE_ERRORS, engine_provenance, predict_results, prepare_failure
+    from pneumoview.service.analysis_worker import (
+        PREPARE_ERRORS,
+        engine_provenance,
+        predict_results,
+        prepare_failure,
+        quality_thresholds,
+    )
 
     provenance = engine_provenance(engine, threshold, operating_point_id=operating_point_id)
+    gate = quality if quality is not None else quality_thresholds(None)
     batch: list[tuple[_File, ModelInput]] = []
 
     def flush() -> None:
-        results = predict_results(engine, [(item.identity, mi) for item, mi in batch], provenance)
+        results = predict_results(engine, [(item.identity, mi) for item, mi in batch], provenance, gate)
         for (item, model_input), result in zip(batch, results, strict=True):
             item.result = result
             if dicom_out is not None and result.is_analysed:

@@ -19,20 +19,27 @@ others are cautions shown beside the result):
 
 Thresholds are :class:`QualityThresholds` (the settings' ``quality`` overrides, see
 :func:`thresholds_from`). :func:`quality_codes` is the one-line answer for the CSV.
+
+:func:`gate` is the one place an image to be analysed is graded: the analysis worker and
+``pneumoview analyze`` (through :func:`pneumoview.service.analysis_worker.predict_results`, before the
+forward pass) and the viewer's badge call it on the prepared model input and the file's header.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
 
+from pneumoview.dicom.files import has_dicom_preamble
 from pneumoview.dicom.lungs import LungBox, lung_mask, mask_box
+from pneumoview.errors import PneumoViewError
 from pneumoview.dicom.suitability import LATERAL_VIEWS
 
 EXPOSURE_BRIGHT = "exposure-clipped-bright"
@@ -276,3 +283,44 @@ def badge_text(report: QualityReport) -> str:
     if report.codes:
         return f"Image quality: caution ({', '.join(report.codes)})"
     return "Image quality: passed"
+
+
+# --------------------------------------------------------------------------- the one gate
+class PreparedImage(Protocol):
+    """What the gate reads of a prepared image (``pneumoview.preprocess.ModelInput``)."""
+
+    crop: np.ndarray  # float32 [S, S] in [0, 1]
+    box: LungBox
+    image_shape: tuple[int, int]  # (H, W) of the grey image the box refers to
+    mask: np.ndarray | None  # the localiser's lung mask, bool, any resolution (None: not kept)
+
+
+def header_facts(path: str | os.PathLike[str]) -> HeaderFacts | None:
+    """The gate's header fields of a DICOM file (a header-only read, no pixel data); None for a
+    picture without a DICOM header or a header that cannot be read."""
+    if not has_dicom_preamble(path):
+        return None
+    from pneumoview.dicom.scan import read_record
+
+    try:
+        return HeaderFacts.from_record(read_record(path))
+    except PneumoViewError:
+        return None
+
+
+def gate(
+    prepared: PreparedImage,
+    path: str | os.PathLike[str] | None,
+    thresholds: QualityThresholds | None = None,
+    *,
+    header: HeaderFacts | None = None,
+) -> QualityReport:
+    """The image-quality gate of one image, before analysis: :func:`assess` on the prepared model input
+    (crop, lung box, lung mask) with the file's header (read from ``path`` unless ``header`` is given)."""
+    if header is None and path is not None:
+        header = header_facts(path)
+    mask = getattr(prepared, "mask", None)
+    return assess(
+        prepared.crop, prepared.box, prepared.image_shape, header=header, mask=mask, thresholds=thresholds
+    )
+

@@ -65,6 +65,8 @@ class ModelResult:
     bundle_fingerprint: str = ""  # SHA-256 of the bundle's weights file
     demo: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    quality_codes: tuple[str, ...] = ()  # the image-quality gate's codes (pneumoview.dicom.quality)
+    below_quality_gate: bool | None = None  # None: not graded
 
     @property
     def positive(self) -> bool:
@@ -86,6 +88,8 @@ class ModelResult:
             bundle_fingerprint=prov.bundle_fingerprint,
             demo=result.demo,
             notes=result.notes,
+            quality_codes=result.quality_codes,
+            below_quality_gate=result.below_quality_gate,
         )
 
     def check(self) -> None:
@@ -139,6 +143,9 @@ def build_sr(source: Dataset, result: ModelResult) -> Dataset:
         texts.append(f"bundle_sha256={result.bundle_fingerprint}")
     if result.demo:
         texts.append(f"state={DEMO_MARK}")
+    if result.below_quality_gate is not None:
+        texts.append(f"quality_gate={'below' if result.below_quality_gate else 'passed'}")
+        texts.append(f"quality_codes={';'.join(result.quality_codes)}")
     algorithm = hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64], parameters=texts)
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=derived_uid("device", name, version), name=name[:64], manufacturer_name=MANUFACTURER, model_name=name[:64]
@@ -245,10 +252,11 @@ def read_sr(dataset: Dataset) -> dict[str, object]:
     """The values :func:`build_sr` wrote, read back from an SR dataset (for tests and round trips).
 
     Returns ``{"finding": "Present"|"Absent", "probability": float, "threshold": float, "demo": bool,
-    "algorithm": str, "source_uids": [SOP Instance UIDs]}``.
+    "algorithm": str, "parameters": ["name=value", ...], "source_uids": [SOP Instance UIDs]}``.
     """
     sources: list[str] = []
-    out: dict[str, object] = {"demo": False, "source_uids": sources}
+    parameters: list[str] = []
+    out: dict[str, object] = {"demo": False, "source_uids": sources, "parameters": parameters}
 
     def walk(items: object) -> None:
         for item in items or []:  # type: ignore[attr-defined]
@@ -266,6 +274,8 @@ def read_sr(dataset: Dataset) -> dict[str, object]:
                 out["probability" if value == PROBABILITY.value else "threshold"] = number
             elif item.ValueType == "TEXT" and value == "111001":  # DCM "Algorithm Name"
                 out["algorithm"] = item.TextValue
+            elif item.ValueType == "TEXT" and value == "111002":  # DCM "Algorithm Parameters"
+                parameters.append(str(item.TextValue))
             elif item.ValueType == "IMAGE":
                 sources.append(str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
             walk(item.get("ContentSequence"))

@@ -13,7 +13,8 @@ else the libraries print goes to stderr).
 
 Requests (:func:`analyse_request`, :func:`validate_request`)
     ``{"cmd": "analyse", "engine": EngineSpec, "threshold": 0.5, "operating_point_id": "",
-    "batch_size": 8, "items": [WorkItem, ...]}``; ``{"cmd": "validate", "engine": EngineSpec}``;
+    "batch_size": 8, "quality": {...} (the image-quality gate's threshold overrides; absent: the
+    child's settings), "items": [WorkItem, ...]}``; ``{"cmd": "validate", "engine": EngineSpec}``;
     ``{"cmd": "cancel"}`` (stops after the current batch); ``{"cmd": "quit"}``;
     ``{"cmd": "heatmap", "engine": EngineSpec, "key": ..., "path": ...}`` (one image's model-attention
     map, :mod:`pneumoview.inference.heatmap`).
@@ -120,9 +121,15 @@ class LoadedModel:
 
 
 def analyse_request(
-    spec: EngineSpec, items: Sequence[WorkItem], *, threshold: float, batch_size: int = 8, operating_point_id: str = ""
+    spec: EngineSpec,
+    items: Sequence[WorkItem],
+    *,
+    threshold: float,
+    batch_size: int = 8,
+    operating_point_id: str = "",
+    quality: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    return {
+    request = {
         "cmd": "analyse",
         "engine": asdict(spec),
         "threshold": float(threshold),
@@ -130,6 +137,9 @@ def analyse_request(
         "operating_point_id": operating_point_id,
         "items": [asdict(i) for i in items],
     }
+    if quality is not None:
+        request["quality"] = dict(quality)
+    return request
 
 
 def validate_request(spec: EngineSpec) -> dict[str, Any]:

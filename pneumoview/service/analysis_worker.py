@@ -24,6 +24,7 @@ from pneumoview.results import FAILED, ImageIdentity, ImageResult, Provenance, a
 from pneumoview.service.analysis import EngineSpec, LoadedModel, WorkItem, reason_code
 
 if TYPE_CHECKING:
+    from pneumoview.dicom.quality import QualityThresholds
     from pneumoview.inference.engine import InferenceEngine
     from pneumoview.preprocess import ModelInput
 
@@ -47,16 +48,24 @@ def engine_provenance(engine: InferenceEngine, threshold: float, *, operating_po
 
 
 def predict_results(
-    engine: InferenceEngine, batch: Sequence[tuple[ImageIdentity, ModelInput]], provenance: Provenance
+    engine: InferenceEngine,
+    batch: Sequence[tuple[ImageIdentity, ModelInput]],
+    provenance: Provenance,
+    quality: QualityThresholds | None = None,
 ) -> list[ImageResult]:
-    """One forward pass over prepared images -> one result each, in order (non-finite -> failure)."""
+    """The image-quality gate (:func:`pneumoview.dicom.quality.gate`, at ``quality``'s thresholds), then one
+    forward pass over prepared images -> one result each, in order (non-finite -> failure). An image below
+    the gate is analysed all the same; its result carries the gate's codes and is marked."""
     from dataclasses import replace
+
+    from pneumoview.dicom.quality import gate
 
     if not batch:
         return []
+    reports = [gate(model_input, identity.path, quality) for identity, model_input in batch]
     probabilities = engine.probabilities([model_input.crop for _identity, model_input in batch])
     out = []
-    for (identity, model_input), probability in zip(batch, probabilities, strict=True):
+    for (identity, model_input), probability, report in zip(batch, probabilities, reports, strict=True):
         box = model_input.box
         prov = replace(
             provenance, crop_box=(int(box.x0), int(box.y0), int(box.x1), int(box.y1)), crop_fallback=bool(box.fallback)
@@ -69,6 +78,8 @@ def predict_results(
                 demo=bool(engine.demo),
                 provenance=prov,
                 notes=tuple(model_input.notes),
+                quality_codes=report.codes,
+                below_quality_gate=report.below_gate,
             )
         )
     return out
@@ -167,6 +178,7 @@ class _Child:
         provenance = engine_provenance(
             engine, float(request.get("threshold", 0.5)), operating_point_id=str(request.get("operating_point_id", ""))
         )
+        quality = quality_thresholds(request.get("quality"))
         batch_size = max(1, int(request.get("batch_size", 8)))
         total, done = len(items), 0
         for start in range(0, total, batch_size):
@@ -180,7 +192,7 @@ class _Child:
                     ready.append((item, engine.prepare(Path(item.path))))
                 except PREPARE_ERRORS as exc:
                     outcome[item.key] = prepare_failure(item.identity, exc, provenance, bool(engine.demo))
-            predicted = predict_results(engine, [(item.identity, mi) for item, mi in ready], provenance)
+            predicted = predict_results(engine, [(item.identity, mi) for item, mi in ready], provenance, quality)
             outcome.update({item.key: result for (item, _mi), result in zip(ready, predicted)})
             self.send("results", items=[{"key": item.key, "result": outcome[item.key].to_dict()} for item in chunk])
             done += len(chunk)
@@ -267,6 +279,16 @@ def _settings_value(name: str, default: Any) -> Any:
         return getattr(load_settings(), name)
     except PneumoViewError:
         return default
+
+
+def quality_thresholds(overrides: dict[str, Any] | None) -> QualityThresholds:
+    """The gate's thresholds: the request's ``quality`` overrides (the app's settings), else the settings'."""
+    from pneumoview.dicom.quality import thresholds_from
+
+    try:
+        return thresholds_from(_settings_value("quality", {}) if overrides is None else overrides)
+    except (TypeError, ValueError) as exc:
+        raise PneumoViewError(f"quality thresholds: {exc}") from exc
 
 
 def _prewarm_imports() -> None:

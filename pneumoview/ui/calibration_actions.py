@@ -43,28 +43,19 @@ def _heatmap_work(
 
 def prepare_with_quality(path: Path) -> ModelInput:
     """Worker thread: the model's input (:func:`pneumoview.preprocess.prepare_grey`) with the
-    image-quality gate's verdict appended to its notes (the badge the window shows)."""
+    image-quality gate's verdict (:func:`pneumoview.dicom.quality.gate`, the one the analysis runs)
+    appended to its notes (the badge the window shows)."""
     from pneumoview.dicom import quality
-    from pneumoview.imageio import is_dicom_file, load_grey
+    from pneumoview.imageio import load_grey
     from pneumoview.preprocess import prepare_grey
     from pneumoview.settings import load_settings
 
-    grey = load_grey(path)
-    model_input = prepare_grey(grey)
-    header = None
-    if is_dicom_file(path):
-        from pneumoview.dicom.scan import read_record
-
-        try:
-            header = quality.HeaderFacts.from_record(read_record(path))
-        except PneumoViewError:
-            header = None
+    model_input = prepare_grey(load_grey(path))
     try:
         thresholds = quality.thresholds_from(load_settings(strict=False).quality)
     except ValueError:
         thresholds = quality.QualityThresholds()
-    report = quality.assess_grey(grey.pixels, model_input.crop, model_input.box, header=header, thresholds=thresholds)
-    model_input.notes.append(quality.badge_text(report))
+    model_input.notes.append(quality.badge_text(quality.gate(model_input, path, thresholds)))
     return model_input
 
 

@@ -134,7 +134,7 @@ class DiagnosisPanel(QGroupBox):
         self.probability.setText(f"{result.probability:.3f}  {result.shown_label}")
         self.probability.show()
         self.demo_mark.setVisible(result.demo)
-        rows = self._label_row(result) + _provenance_rows(result) + _warning_rows(entry)
+        rows = self._label_row(result) + _quality_rows(result) + _provenance_rows(result) + _warning_rows(entry)
         self.details.setText(
             "<table>"
             + "".join(f"<tr><td style='padding-right:8px'>{k}</td><td>{v}</td></tr>" for k, v in rows)
@@ -153,6 +153,16 @@ class DiagnosisPanel(QGroupBox):
                 f"{html.escape(now)}: analyse again to apply it</span>"
             )
         return [("Label", label_text)]
+
+
+def _quality_rows(result: ImageResult) -> list[tuple[str, str]]:
+    """The image-quality gate's verdict given before the model ran (none when it did not run)."""
+    if result.below_quality_gate is None:
+        return []
+    codes = html.escape(", ".join(result.quality_codes))
+    if result.below_quality_gate:
+        return [("Image quality", f"<span style='color:#a05000'><b>BELOW THE GATE</b> ({codes})</span>")]
+    return [("Image quality", f"passed (caution: {codes})" if codes else "passed")]
 
 
 def _provenance_rows(result: ImageResult) -> list[tuple[str, str]]:
