@@ -262,3 +262,39 @@ def test_without_model_options_analyze_runs_what_the_app_would(home, rg1_uncompr
         ModelRegistry().leave_demo()
     (row,) = read_rows(out)
     assert row["demo"] == "yes" and row["label"].startswith(DEMO_MARK)
+
+
+@pytest.mark.slow
+def test_quality_codes_and_the_below_gate_mark_in_the_csv_at_the_settings_thresholds(
+    home, rg1_uncompressed, shared_data, tmp_path, monkeypatch
+):
+    """The gate's codes per image (real RG1, pydicom edits of it, a real PNG with the apices cut off);
+    below-gate results are analysed and marked, never dropped; the settings' ``quality`` thresholds apply."""
+    from quality_support import quality_edits
+
+    from pneumoview.settings import Settings, save_settings
+
+    folder = tmp_path / "in"
+    quality_edits(folder, rg1_uncompressed)
+    (folder / "ARDSSevere.png").write_bytes((shared_data / "cxr" / "images" / "ARDSSevere.png").read_bytes())
+    out = tmp_path / "q.csv"
+    assert main(["analyze", str(folder), "--demo", "--include-pictures", "--csv", str(out), "-q"]) == 0
+    rows = {Path(r["path"]).name: r for r in read_rows(out)}
+    cells = {name: (r["status"], r["quality_codes"], r["below_quality_gate"]) for name, r in rows.items()}
+    assert cells == {
+        "rg1.dcm": ("analysed", "pixel-spacing-unknown", "no"),
+        "coarse.dcm": ("analysed", "pixel-spacing-coarse", "yes"),
+        "ap.dcm": ("analysed", "pixel-spacing-unknown;ap-view", "no"),
+        "cut.dcm": ("analysed", "pixel-spacing-unknown;lungs-cut-off", "yes"),
+        "lateral.dcm": ("not-analysed", "", ""),  # never reaches the gate: the view is refused first
+        "ARDSSevere.png": ("analysed", "pixel-spacing-unknown;lungs-cut-off", "yes"),
+    }
+    assert rows["lateral.dcm"]["reason_code"] == "lateral-view"
+    assert all(rows[n]["probability"] for n in ("coarse.dcm", "cut.dcm", "ARDSSevere.png"))  # marked, not dropped
+    # The same gate with the clinic's own thresholds (settings "quality"), as the app uses them.
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home2"))
+    save_settings(Settings(quality={"max_pixel_spacing_mm": 2.0, "edge_tolerance": 0.0}))
+    relaxed = tmp_path / "relaxed.csv"
+    assert main(["analyze", str(folder / "coarse.dcm"), "--demo", "--csv", str(relaxed), "-q"]) == 0
+    (row,) = read_rows(relaxed)
+    assert (row["quality_codes"], row["below_quality_gate"]) == ("", "no")

@@ -124,6 +124,11 @@ def test_json_round_trip_keeps_everything_including_a_non_utf8_file_name() -> No
         lambda d: d["provenance"].update(crop_box=[1, 2, 3]),
         lambda d: d["image"].update(colour="red"),
         lambda d: d.update(label="normal"),  # not the label of 0.8 at 0.5
+        lambda d: d.update(below_quality_gate="yes"),
+        lambda d: d.update(quality_codes="lungs-cut-off"),
+        lambda d: d.update(quality_codes=[1]),
+        lambda d: d.update(quality_codes=["lungs-cut-off"], below_quality_gate=None),  # codes without a verdict
+        lambda d: d.update(version=1),  # version 1 had no quality fields
     ],
 )
 def test_from_json_is_strict(change) -> None:
@@ -158,3 +163,40 @@ def test_review_status_after_a_model_change_and_a_threshold_flip() -> None:
 def test_display_path_is_valid_text() -> None:
     assert display_path(os.fsdecode(b"/a/b\xff.dcm")) == "/a/b\\xff.dcm"
     assert display_path("/a/Zoë.dcm") == "/a/Zoë.dcm"
+
+
+def test_the_quality_gate_verdict_travels_in_the_json_and_marks_without_dropping() -> None:
+    below = analysed(
+        _identity(),
+        0.8,
+        class_names=CLASSES,
+        demo=False,
+        provenance=_prov(),
+        quality_codes=("pixel-spacing-coarse", "lungs-cut-off"),
+        below_quality_gate=True,
+    )
+    assert below.is_analysed and below.label == "pneumoconiosis"  # analysed and labelled all the same
+    back = ImageResult.from_json(below.to_json())
+    assert back == below and back.quality_codes == ("pixel-spacing-coarse", "lungs-cut-off")
+    assert back.below_quality_gate is True and back.quality_text == "pixel-spacing-coarse;lungs-cut-off"
+    nan = analysed(
+        _identity(),
+        math.nan,
+        class_names=CLASSES,
+        demo=False,
+        provenance=_prov(),
+        quality_codes=("ap-view",),
+        below_quality_gate=False,
+    )
+    assert nan.status == FAILED and nan.quality_codes == ("ap-view",)  # the verdict is kept on a failure too
+    with pytest.raises(ValueError, match="without a quality-gate verdict"):
+        replace(below, below_quality_gate=None)
+
+
+def test_a_result_stored_before_the_gate_reads_as_not_graded() -> None:
+    data = analysed(_identity(), 0.2, class_names=CLASSES, demo=False, provenance=_prov()).to_dict()
+    del data["quality_codes"], data["below_quality_gate"]
+    data["version"] = 1
+    old = ImageResult.from_json(json.dumps(data))
+    assert old.below_quality_gate is None and old.quality_codes == () and old.quality_text == ""
+    assert old.probability == 0.2

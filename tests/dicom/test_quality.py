@@ -142,3 +142,29 @@ def test_gate_thresholds_are_settings(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError):
             settings_from_dict(bad)
+
+
+def test_the_gate_on_a_prepared_input_reads_the_header_and_the_small_mask(rg1_uncompressed, tmp_path) -> None:
+    """:func:`quality.gate` (the one the analysis runs): the sandboxed model input's subsampled lung mask
+    gives the codes the full-size mask gives; the header comes from the file itself."""
+    from quality_support import quality_edits
+
+    from pneumoview.preprocess import prepare
+
+    files = quality_edits(tmp_path, rg1_uncompressed)
+    for name in ("cut.dcm", "coarse.dcm"):
+        model_input = prepare(files[name])
+        assert model_input.mask is not None and max(model_input.mask.shape) <= 256
+        header = q.header_facts(files[name])
+        full = q.assess(
+            model_input.crop,
+            model_input.box,
+            model_input.image_shape,
+            header=header,
+            mask=lung_mask(load_grey(files[name]).pixels),
+        )
+        assert q.gate(model_input, files[name]).codes == full.codes
+    assert q.gate(prepare(files["cut.dcm"]), files["cut.dcm"]).codes == (q.SPACING_UNKNOWN, q.LUNGS_CUT_OFF)
+    png = shared_path("cxr", "images", "ARDSSevere.png")
+    assert q.header_facts(png) is None
+    assert q.gate(prepare(png), png).codes == (q.SPACING_UNKNOWN, q.LUNGS_CUT_OFF)

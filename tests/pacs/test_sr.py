@@ -134,3 +134,25 @@ def test_reader_decision_sr(source_header, tmp_path: Path, decision: str) -> Non
     assert dciodvfy_errors(path) == []
     with pytest.raises(ValueError):
         build_decision_sr(source_header, "maybe", RESULT)
+
+
+def test_the_sr_carries_the_quality_gates_verdict(rg1_uncompressed) -> None:
+    import pydicom
+
+    from pneumoview.results import Provenance, analysed, identify
+
+    result = analysed(
+        identify(rg1_uncompressed, "1.2.3"),
+        0.7,
+        class_names=("pneumoconiosis", "normal"),
+        demo=False,
+        provenance=Provenance(bundle_id="m1", threshold=0.5),
+        quality_codes=("pixel-spacing-coarse", "lungs-cut-off"),
+        below_quality_gate=True,
+    )
+    source = pydicom.dcmread(rg1_uncompressed, stop_before_pixels=True)
+    values = read_sr(build_sr(source, ModelResult.of(result)))
+    assert "quality_gate=below" in values["parameters"]
+    assert "quality_codes=pixel-spacing-coarse;lungs-cut-off" in values["parameters"]
+    ungraded = read_sr(build_sr(source, ModelResult(probability=0.7, threshold=0.5, label="pneumoconiosis")))
+    assert not any(p.startswith("quality") for p in ungraded["parameters"])

@@ -102,6 +102,8 @@ def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
         r = results["rg1"]
         assert r.status == ANALYSED and 0.0 <= r.probability <= 1.0 and r.demo is True and r.image == rg1
         assert r.label == ("pneumoconiosis" if r.probability >= 0.5 else "normal")
+        # The quality gate ran in the child before the model: RG1 states no pixel spacing (a caution only).
+        assert r.quality_codes == ("pixel-spacing-unknown",) and r.below_quality_gate is False
         x0, y0, x1, y1 = r.provenance.crop_box
         assert 0 <= x0 < x1 <= 1841 and 0 <= y0 < y1 <= 1955
         assert results["gone"].status == FAILED and results["gone"].reason  # a per-image failure, not an abort
@@ -139,3 +141,52 @@ def test_child_analyses_sends_results_as_json_and_keeps_the_model_warm(
     finally:
         client.close()
     assert not client.running
+
+
+@pytest.mark.slow
+def test_the_quality_gate_marks_results_and_its_codes_survive_a_store_restart(
+    demo_engine, rg1_uncompressed: Path, tmp_path: Path
+) -> None:
+    """Issue 11 item 6: real RG1 and pydicom edits of it -> gate codes in the result, the store (after
+    reopening it) and the CSV row; results below the gate are kept and marked, never dropped."""
+    from quality_support import quality_edits
+
+    from pneumoview.dicom.quality import thresholds_from
+    from pneumoview.dicom.scan import read_record
+    from pneumoview.report import export_csv
+    from pneumoview.store import ImageInfo, ResultStore
+
+    files = quality_edits(tmp_path / "edits", rg1_uncompressed)
+    del files["lateral.dcm"]  # not analysed at all (suitability: lateral-view); see test_cli_analyze
+    batch = [(identify(p, read_record(p).sop_instance_uid), demo_engine.prepare(p)) for p in files.values()]
+    provenance = engine_provenance(demo_engine, 0.5)
+    results = predict_results(demo_engine, batch, provenance, thresholds_from({}))
+    expected = {
+        "rg1.dcm": (("pixel-spacing-unknown",), False),
+        "coarse.dcm": (("pixel-spacing-coarse",), True),  # PixelSpacing (0028,0030) 1.5 mm
+        "ap.dcm": (("pixel-spacing-unknown", "ap-view"), False),  # a caution, not below the gate
+        "cut.dcm": (("pixel-spacing-unknown", "lungs-cut-off"), True),  # apices at the top edge
+    }
+    got = {Path(r.image.path).name: (r.quality_codes, r.below_quality_gate) for r in results}
+    assert got == expected
+    assert all(r.status == ANALYSED for r in results)  # below the gate: analysed all the same
+    db = tmp_path / "results.db"
+    with ResultStore(db) as store:
+        for (identity, _mi), result in zip(batch, results, strict=True):
+            store.save(result, ImageInfo.from_record(read_record(identity.path), identity))
+    with ResultStore(db) as store:  # a restart: everything read back from the file
+        states = store.states([identity.key for identity, _mi in batch])
+        stored = {
+            Path(s.result.image.path).name: (s.result.quality_codes, s.result.below_quality_gate)
+            for s in states.values()
+        }
+        assert stored == expected
+        export_csv(tmp_path / "report.csv", store.report_rows())
+    import csv
+
+    with (tmp_path / "report.csv").open(encoding="utf-8-sig", newline="") as handle:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    for name, (codes, below) in expected.items():
+        assert rows[name]["quality_codes"] == ";".join(codes)
+        assert rows[name]["below_quality_gate"] == ("yes" if below else "no")
+        assert rows[name]["status"] == "analysed" and rows[name]["probability"]

@@ -107,3 +107,28 @@ def test_review_panel_requests_a_decision(qtbot, tmp_path: Path, rg1_uncompresse
     panel.show_entry(rg1)
     assert panel.buttons["agree"].isChecked() and not panel.buttons["uncertain"].isChecked()
     assert panel.comment.toPlainText() == "ok" and "Dr C" in panel.saved.text()
+
+
+def test_result_card_and_status_text_mark_an_image_below_the_quality_gate(
+    qtbot,
+    tmp_path: Path,  # noqa: ANN001
+    rg1_uncompressed: Path,
+) -> None:
+    from dataclasses import replace
+
+    rg1 = _entries(tmp_path, rg1_uncompressed)["RG1_UNCR.dcm"]
+    panel = DiagnosisPanel()
+    qtbot.addWidget(panel)
+    base = _result(rg1, 0.7, demo=False, name="m")
+    rg1.result = replace(base, quality_codes=("pixel-spacing-coarse", "ap-view"), below_quality_gate=True)
+    panel.show_entry(rg1)
+    assert "BELOW THE GATE</b> (pixel-spacing-coarse, ap-view)" in panel.details.text()
+    assert panel.probability.text().startswith("0.700")  # the result is shown, not dropped
+    assert rg1.status_text() == "analysed (below quality gate)"
+    rg1.result = replace(base, quality_codes=("pixel-spacing-unknown",), below_quality_gate=False)
+    panel.show_entry(rg1)
+    assert "passed (caution: pixel-spacing-unknown)" in panel.details.text()
+    assert rg1.status_text() == "analysed"
+    rg1.result = base  # graded before the gate existed: no quality row at all
+    panel.show_entry(rg1)
+    assert "Image quality" not in panel.details.text()
