@@ -320,7 +320,4 @@ def gate(
     if header is None and path is not None:
         header = header_facts(path)
     mask = getattr(prepared, "mask", None)
-    return assess(
-        prepared.crop, prepared.box, prepared.image_shape, header=header, mask=mask, thresholds=thresholds
-    )
-
+    return assess(prepared.crop, prepared.box, prepared.image_shape, header=header, mask=mask, thresholds=thresholds)
