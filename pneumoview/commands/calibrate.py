@@ -1,11 +1,15 @@
-"""``pneumoview calibrate DATA (--model BUNDLE | --demo) (--target-sensitivity S | --target-specificity S)
-[--prevalence P] --json OUT [--plot OUT.png] [--save]``: choose a site's operating point.
+"""``pneumoview calibrate (DATA | --from-store [--database DB]) (--model BUNDLE | --demo)
+(--target-sensitivity S | --target-specificity S) [--prevalence P] --json OUT [--plot OUT.png] [--save]``:
+choose a site's operating point.
 
 DATA is the training data format (a folder with ``normal/`` and ``pneumoconiosis/`` or a CSV
 ``path,label,patient_id``), read by :func:`pneumoview.labelled_data.discover` as training reads it.
-:func:`score_data` runs every image through the engine's own preprocessing and model; :func:`finish`
-does everything after scoring (figures, JSON, plot, saving the operating point bound to the bundle
-fingerprint).
+:func:`score_data` runs every image through the engine's own preprocessing and model. ``--from-store``
+instead takes the results database's final readings and the stored results of exactly this bundle,
+one pair per study (:func:`pneumoview.reading.store_calibration.pairs_from_store`; no model is loaded,
+only the bundle's manifest is read for its fingerprint). :func:`finish` does everything after scoring
+(figures, JSON with the data summary naming the source, plot, saving the operating point bound to the
+bundle fingerprint).
 
 Exit status: 0 done, 2 with one line on stderr when it cannot run.
 """
@@ -33,7 +37,21 @@ if TYPE_CHECKING:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="folder with normal/ and pneumoconiosis/ sub-folders, or a CSV")
+    parser.add_argument(
+        "data", type=Path, nargs="?", help="folder with normal/ and pneumoconiosis/ sub-folders, or a CSV"
+    )
+    parser.add_argument(
+        "--from-store",
+        action="store_true",
+        help="instead of DATA: the final ILO readings in the results database and this model's stored results "
+        "(one pair per study)",
+    )
+    parser.add_argument(
+        "--database", type=Path, metavar="DB", help="with --from-store: the results database (default: the app's)"
+    )
+    parser.add_argument(
+        "--rule", type=Path, metavar="RULE.json", help="with --from-store: the final-determination rule (JSON)"
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", metavar="BUNDLE", help="model bundle folder or a registered model's id")
     which.add_argument("--demo", action="store_true", help="the demo model (random weights: figures mean nothing)")
@@ -62,6 +80,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--allow-unverified-clip", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def check_source(args: argparse.Namespace) -> None:
+    """Exactly one source: DATA or ``--from-store`` (``--database`` / ``--rule`` only with the latter)."""
+    from pneumoview.errors import ConfigError
+
+    if (args.data is None) == (not args.from_store):
+        raise ConfigError("give either DATA (a labelled folder or CSV) or --from-store, not both or neither")
+    if not args.from_store and (args.database is not None or args.rule is not None):
+        raise ConfigError("--database and --rule go with --from-store")
+    if args.database is not None and not args.database.is_file():
+        raise ConfigError("no such results database", path=args.database)
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -199,6 +229,7 @@ def score_data(source: Path, engine: InferenceEngine, *, batch_size: int = 8, qu
         listing.update(f"{rel.as_posix()}\t{sample.label}\n".encode())
     pos = np.asarray(positive, dtype=bool)
     summary = {
+        "source": "labelled-folder",
         "source_name": source.name,
         "n": int(pos.size),
         "n_positive": int(pos.sum()),
@@ -211,11 +242,43 @@ def score_data(source: Path, engine: InferenceEngine, *, batch_size: int = 8, qu
     return ScoredData(np.asarray(scores, dtype=np.float64), pos, summary, groups=[s.patient_id for s in used])
 
 
+def store_data(args: argparse.Namespace, manifest: Manifest) -> ScoredData:
+    """The pairs of ``--from-store`` for the bundle of ``manifest`` (see :mod:`pneumoview.reading.store_calibration`)."""
+    from pneumoview.reading.rules import load_final_rule
+    from pneumoview.reading.store_calibration import pairs_from_store
+    from pneumoview.store import ResultStore
+
+    rule = load_final_rule(args.rule) if args.rule is not None else None
+    with ResultStore(args.database) as store:
+        pairs = pairs_from_store(store, str(manifest.weights_sha256 or ""), rule=rule)
+    summary = {**pairs.summary, "source_name": args.database.name if args.database else "results database"}
+    return ScoredData(pairs.scores, pairs.positive, summary, groups=pairs.groups)
+
+
+def bundle_manifest(args: argparse.Namespace) -> tuple[Manifest, bool]:
+    """(manifest, demo) of the bundle ``--model`` / ``--demo`` name, without loading any weights."""
+    from pneumoview.commands.analyze import _resolve_model
+    from pneumoview.inference.demo import ensure_demo_model
+    from pneumoview.inference.manifest import read_manifest
+    from pneumoview.settings import load_settings
+
+    active = None if args.demo else _resolve_model(args, load_settings())
+    if active is None or (active.demo and active.bundle is None):
+        return read_manifest(ensure_demo_model().bundle), True
+    assert active.bundle is not None
+    return read_manifest(active.bundle), bool(active.demo)
+
+
 def run(args: argparse.Namespace) -> int:
     from pneumoview.commands.analyze import load_engine
     from pneumoview.settings import load_settings
 
+    check_source(args)
     check_outputs(args)
+    if args.from_store:
+        manifest, demo = bundle_manifest(args)
+        finish(args, store_data(args, manifest), manifest, demo=demo)
+        return 0
     engine = load_engine(args, load_settings())
     data = score_data(args.data, engine, batch_size=max(1, args.batch_size), quiet=args.quiet)
     finish(args, data, engine.manifest, demo=engine.demo)

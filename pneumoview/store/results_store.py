@@ -455,6 +455,35 @@ class ResultStore:
                 out[key] = ImageState(info, results.get(key), decision, judged)
         return out
 
+    def model_results(self, bundle_fingerprint: str) -> list[tuple[ImageInfo, ImageResult]]:
+        """For each image with an analysed result of the bundle whose weights' SHA-256 is
+        ``bundle_fingerprint``: its header row and the latest such result (other bundles' results
+        and failures are never mixed in), ordered by image key."""
+        rows = self._query(
+            "SELECT r.* FROM results r "
+            "WHERE r.id IN (SELECT MAX(id) FROM results WHERE model_fingerprint = ? AND probability IS NOT NULL "
+            "AND status = 'analysed' GROUP BY image_key) ORDER BY r.image_key",
+            (bundle_fingerprint,),
+        )
+        infos = {
+            r["image_key"]: _image(r)
+            for r in self._query(
+                "SELECT * FROM images WHERE image_key IN (SELECT image_key FROM results WHERE model_fingerprint = ?)",
+                (bundle_fingerprint,),
+            )
+        }
+        return [(infos[r["image_key"]], _result(r, infos[r["image_key"]])) for r in rows]
+
+    def study_model_fingerprints(self) -> dict[str, set[str]]:
+        """For each study (0020,000D) with analysed results: the bundle fingerprints that analysed its images."""
+        out: dict[str, set[str]] = {}
+        for r in self._query(
+            "SELECT DISTINCT i.study_uid, r.model_fingerprint FROM results r JOIN images i ON i.image_key = r.image_key "
+            "WHERE r.probability IS NOT NULL AND r.status = 'analysed'"
+        ):
+            out.setdefault(r["study_uid"], set()).add(r["model_fingerprint"])
+        return out
+
     def images_under(self, folder: str | os.PathLike[str]) -> list[ImageInfo]:
         """Known images whose file lies in ``folder`` or below (reopening a folder)."""
         root = display_path(Path(folder).resolve())
