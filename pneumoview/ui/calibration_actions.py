@@ -118,6 +118,13 @@ class CalibrationActions:
 
             return bundle_identity(spec.bundle)
         loaded = self.analysis_client.loaded or {}
+        if not loaded.get("fingerprint") and (spec is None or not spec.bundle):
+            from pneumoview.inference.demo import DemoPaths, default_demo_dir  # the demo's manifest, no torch
+            from pneumoview.ui.calibration_dialog import bundle_identity
+
+            bundle = DemoPaths.under(default_demo_dir()).bundle
+            if bundle.is_dir():
+                return bundle_identity(bundle)
         return str(loaded.get("fingerprint", "")), str(loaded.get("model_id", ""))
 
     def open_calibration_dialog(
@@ -138,6 +145,8 @@ class CalibrationActions:
             bundle_id=model_id or "",  # type: ignore[arg-type]
             who=self.settings.reviewer_name,
             calibrate_command=None if spec is None else calibrate_command_for(spec),
+            database=None if self.result_store is None else self.result_store.path,
+            model_demo=spec is None or spec.demo,
             on_saved=lambda p: self.audit_event(
                 "operating-point-changed",
                 {

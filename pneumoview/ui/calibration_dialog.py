@@ -1,7 +1,9 @@
 """Operating-point dialogs: the calibration table + ROC plot, and the "no operating point" question.
 
 :class:`CalibrationDialog` shows what :mod:`pneumoview.calibration` computes from the scores of a
-labelled local set (the JSON that ``pneumoview calibrate`` writes): a row per candidate threshold
+labelled local set (the JSON that ``pneumoview calibrate`` writes), or from the final readings in the
+results database with the stored results of the bundle in use
+(:func:`pneumoview.reading.store_calibration.pairs_from_store`): a row per candidate threshold
 with sensitivity / specificity and their Wilson intervals, the ROC curve with the AUC's bootstrap
 interval, and the chosen point's referrals per 100 workers, PPV and NPV at the stated prevalence.
 The threshold is saved as an operating point of the bundle the scores came from, and only when
@@ -63,7 +65,11 @@ class CalibrationDialog(QDialog):
 
     ``calibrate_command(data, out_json)`` (from the window: the model in use) gives the
     ``pneumoview calibrate`` command line that scores a labelled folder in a child process.
+    The source combo box chooses between that labelled folder and the final readings of the
+    results database ``database`` (no scoring: the stored results of the bundle in use).
     """
+
+    SOURCES = (("labelled folder", "folder"), ("final readings in the store", "store"))
 
     scoringFinished = Signal(bool, str)  # ok, message
 
@@ -77,9 +83,12 @@ class CalibrationDialog(QDialog):
         points: OperatingPointStore | None = None,
         on_saved: Callable[[OperatingPoint], None] | None = None,
         calibrate_command: Callable[[Path, Path], list[str]] | None = None,
+        database: Path | None = None,
+        model_demo: bool = False,
     ) -> None:
         super().__init__(parent)
         self.calibrate_command = calibrate_command
+        self.database, self.model_demo = database, model_demo
         self.process: QProcess | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.setWindowTitle("Calibrate the operating point")
@@ -108,10 +117,14 @@ class CalibrationDialog(QDialog):
             signal = widget.currentIndexChanged if isinstance(widget, QComboBox) else widget.valueChanged
             signal.connect(self.recompute)
         top.addWidget(self.load_button)
+        self.source_combo = QComboBox()
+        for text, key in self.SOURCES:
+            self.source_combo.addItem(text, key)
+        self.source_combo.currentIndexChanged.connect(self._source_changed)
+        top.addWidget(QLabel("Source"))
+        top.addWidget(self.source_combo)
         self.score_button = QPushButton("Score a labelled folder...")
-        self.score_button.setToolTip("A folder with normal/ and pneumoconiosis/ sub-folders (the training data format)")
-        self.score_button.setEnabled(self.calibrate_command is not None)
-        self.score_button.clicked.connect(self._choose_folder)
+        self.score_button.clicked.connect(self._score_source)
         top.addWidget(self.score_button)
         for text, widget in (
             ("Target", self.target_combo),
@@ -144,6 +157,56 @@ class CalibrationDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.resize(1000, 620)
+        self._source_changed()
+
+    def source(self) -> str:
+        """``folder`` or ``store``: where the next scores come from."""
+        return str(self.source_combo.currentData())
+
+    def _source_changed(self) -> None:
+        store = self.source() == "store"
+        self.score_button.setText("Use the final readings" if store else "Score a labelled folder...")
+        self.score_button.setToolTip(
+            "One pair per study with a final ILO determination (0 vs 1/2/3) and a stored result of the model in use"
+            if store
+            else "A folder with normal/ and pneumoconiosis/ sub-folders (the training data format)"
+        )
+        self.score_button.setEnabled(
+            (self.database is not None and bool(self.bundle_fingerprint))
+            if store
+            else self.calibrate_command is not None
+        )
+
+    def _score_source(self) -> None:
+        if self.source() == "store":
+            self.load_from_store()
+        else:
+            self._choose_folder()
+
+    def load_from_store(self) -> bool:
+        """The final readings of :attr:`database` paired with the stored results of the bundle in use."""
+        from pneumoview.reading.store_calibration import pairs_from_store
+        from pneumoview.store import ResultStore
+
+        if self.database is None:
+            return False
+        try:
+            with ResultStore(self.database) as store:
+                pairs = pairs_from_store(store, self.bundle_fingerprint)
+        except PneumoViewError as exc:
+            self.figures_label.setText(f"Cannot calibrate from the store: {exc.message}")
+            self.save_button.setEnabled(False)
+            self.scoringFinished.emit(False, exc.message)
+            return False
+        self.set_data(
+            pairs.scores,
+            pairs.positive,
+            summary=pairs.summary,
+            data_fingerprint=self.bundle_fingerprint,
+            demo=self.model_demo,
+        )
+        self.scoringFinished.emit(True, "")
+        return True
 
     # -- data ------------------------------------------------------------------------------
     def _choose_json(self) -> None:
@@ -259,6 +322,13 @@ class CalibrationDialog(QDialog):
             )
         )
         demo = "<b>DEMO - not a diagnosis:</b> " if self.demo else ""
+        if self.summary.get("source") == "store":
+            left_out = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in self.summary.get("excluded", {}).items() if v)
+            note += (
+                "<br>Source: final readings in the store, one pair per study"
+                + (f"; left out: {left_out}" if left_out else "")
+                + "."
+            )
         self.figures_label.setText(
             f"{demo}n = {r.n} ({r.n_positive} pneumoconiosis, {r.n_negative} normal); "
             f"AUC {r.auc:.3f} (95% CI {r.auc_ci[0]:.3f}-{r.auc_ci[1]:.3f}).<br>"

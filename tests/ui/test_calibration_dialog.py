@@ -192,3 +192,74 @@ def test_dialog_scores_a_labelled_folder_in_a_child_process(qtbot, tmp_path, mon
     assert dialog.calibration is not None and dialog.calibration.n == 12 and dialog.demo
     assert dialog.table.rowCount() >= 2 and "DEMO" in dialog.figures_label.text()
     assert not dialog.save_button.isEnabled()  # the demo's scores are not for the (empty) bundle in use
+
+
+def _store_with_final_readings(path: Path, positives: list[bool]) -> Path:
+    """A real results store: one image per study with a result of bundle FP (scores SCORES), two readers."""
+    import hashlib
+
+    from pneumoview.reading.ilo import Reading, normal_reading
+    from pneumoview.reading.repository import ReadingRepository
+    from pneumoview.results import ImageIdentity, Provenance, analysed
+    from pneumoview.store import ImageInfo, ResultStore
+
+    positive_reading = Reading(
+        film_quality=1, profusion="2/2", primary_shape="p", secondary_shape="p", zones=frozenset({"RM", "LM"})
+    )
+    with ResultStore(path) as store:
+        repo = ReadingRepository(store)
+        a, b = repo.sign_in("Reader A"), repo.sign_in("Reader B")
+        for i, (score, positive) in enumerate(zip(SCORES, positives, strict=True)):
+            uid = f"1.2.3.{i}"
+            identity = ImageIdentity(f"{uid}.1", hashlib.sha256(uid.encode()).hexdigest(), f"/x/{i}.dcm")
+            info = ImageInfo(image_key=identity.key, path=identity.path, study_uid=uid, patient_id=f"W{i}")
+            result = analysed(
+                identity,
+                score,
+                class_names=("pneumoconiosis", "normal"),
+                demo=False,
+                provenance=Provenance(bundle_fingerprint=FP, threshold=0.5),
+            )
+            store.save(result, info)
+            reading = positive_reading if positive else normal_reading()
+            repo.submit(uid, a, reading)
+            repo.submit(uid, b, reading)
+    return path
+
+
+def test_dialog_source_choice_final_readings_in_the_store(qtbot, tmp_path) -> None:
+    saved = []
+    db = _store_with_final_readings(tmp_path / "results.sqlite3", POSITIVE)
+    points = OperatingPointStore(tmp_path / "op.json")
+    dialog = CalibrationDialog(bundle_fingerprint=FP, bundle_id="m1", points=points, on_saved=saved.append, database=db)
+    qtbot.addWidget(dialog)
+    assert dialog.source() == "folder" and not dialog.score_button.isEnabled()  # no model command given
+    dialog.source_combo.setCurrentIndex(1)
+    assert dialog.source() == "store" and dialog.score_button.isEnabled()
+    assert dialog.score_button.text() == "Use the final readings"
+    with qtbot.waitSignal(dialog.scoringFinished) as finished:
+        dialog.score_button.click()
+    assert finished.args == [True, ""]
+    dialog.target_spin.setValue(0.8)  # the same scores and labels as the JSON test: threshold 0.55
+    text = dialog.figures_label.text()
+    assert "n = 10 (5 pneumoconiosis, 5 normal)" in text and "Threshold 0.5500" in text and "AUC 0.800" in text
+    assert "Source: final readings in the store" in text and dialog.save_button.isEnabled()
+    dialog.save_button.click()
+    assert saved[0].data_summary["source"] == "store" and saved[0].threshold == 0.55
+    # Another bundle has no results in this store: a clear message, nothing to save.
+    other = CalibrationDialog(bundle_fingerprint="d" * 64, points=points, database=db)
+    qtbot.addWidget(other)
+    other.source_combo.setCurrentIndex(1)
+    with qtbot.waitSignal(other.scoringFinished) as refused:
+        other.score_button.click()
+    assert refused.args[0] is False and "0 studies with a final reading" in other.figures_label.text()
+    assert not other.save_button.isEnabled()
+
+
+def test_dialog_store_with_one_class_only_says_so(qtbot, tmp_path) -> None:
+    db = _store_with_final_readings(tmp_path / "results.sqlite3", [False] * len(SCORES))
+    dialog = CalibrationDialog(bundle_fingerprint=FP, database=db)
+    qtbot.addWidget(dialog)
+    dialog.source_combo.setCurrentIndex(1)
+    assert not dialog.load_from_store()
+    assert "one class only" in dialog.figures_label.text() and not dialog.save_button.isEnabled()
