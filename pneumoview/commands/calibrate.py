@@ -243,7 +243,7 @@ def score_data(source: Path, engine: InferenceEngine, *, batch_size: int = 8, qu
 
 
 def store_data(args: argparse.Namespace, manifest: Manifest) -> ScoredData:
-    """The pairs of ``--from-store`` for the bundle of ``manifest`` (see :mod:`pneumoview.reading.store_calibration`)."""
+    """The pairs of ``--from-store`` for the bundle of ``manifest`` (:mod:`pneumoview.reading.store_calibration`)."""
     from pneumoview.reading.rules import load_final_rule
     from pneumoview.reading.store_calibration import pairs_from_store
     from pneumoview.store import ResultStore

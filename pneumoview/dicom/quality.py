@@ -39,8 +39,8 @@ from scipy import ndimage
 
 from pneumoview.dicom.files import has_dicom_preamble
 from pneumoview.dicom.lungs import LungBox, lung_mask, mask_box
-from pneumoview.errors import PneumoViewError
 from pneumoview.dicom.suitability import LATERAL_VIEWS
+from pneumoview.errors import PneumoViewError
 
 EXPOSURE_BRIGHT = "exposure-clipped-bright"
 EXPOSURE_DARK = "exposure-clipped-dark"

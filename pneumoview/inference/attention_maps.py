@@ -85,7 +85,20 @@ def overlay_rgb(grey: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> n
     heat = np.clip(np.asarray(heat, np.float32), 0, 1)
     if grey.shape != heat.shape:
         raise ValueError(f"grey {grey.shape} and heat {heat.shape} differ in shape")
-    ramp = np.stack([np.clip(2 * heat, 0, 1), np.clip(2 * heat - 1, 0, 1), np.zeros_like(heat)], axis=-1)
     weight = (alpha * heat)[..., None]
-    rgb = grey[..., None] * (1 - weight) + ramp * weight
+    rgb = grey[..., None] * (1 - weight) + heat_ramp(heat) * weight
     return np.round(rgb * 255).astype(np.uint8)
+
+
+def heat_ramp(heat: np.ndarray) -> np.ndarray:
+    """The black-red-yellow colour ramp: heat [H, W] in [0, 1] -> float32 RGB [H, W, 3] in [0, 1]."""
+    heat = np.clip(np.asarray(heat, np.float32), 0, 1)
+    return np.stack([np.clip(2 * heat, 0, 1), np.clip(2 * heat - 1, 0, 1), np.zeros_like(heat)], axis=-1)
+
+
+def heat_rgba(heat: np.ndarray, *, alpha: float = 0.55) -> np.ndarray:
+    """An overlay layer: the ramp of ``heat`` [H, W] in [0, 1] with opacity ``alpha * heat`` ->
+    uint8 RGBA [H, W, 4] (zero heat is fully transparent), drawn over the image by the viewer."""
+    heat = np.clip(np.asarray(heat, np.float32), 0, 1)
+    rgba = np.concatenate([heat_ramp(heat), (alpha * heat)[..., None]], axis=-1)
+    return np.round(rgba * 255).astype(np.uint8)

@@ -1,8 +1,10 @@
 """The main window's operating-point, monitoring and heatmap actions, as a mixin of ``MainWindow``.
 
 Kept out of ``main_window.py`` so that file only gains its menu entries and one threshold line.
-The mixin uses the window's ``settings``, ``result_store``, ``engine_spec``, ``engine_is_demo``,
-``analysis_client``, ``pool``, ``_jobs``, ``_status``, ``_error``, ``busy`` and ``current_entry``.
+The mixin uses the window's ``settings``, ``result_store``, ``engine_is_demo``, ``analysis_client``,
+``pool``, ``_jobs``, ``_status``, ``_error``, ``busy``, ``current_entry``, ``viewer`` and
+``act_attention_overlay``. It owns ``engine_spec`` (a property: a change of model clears the
+model-attention maps kept per image and model, and the viewer's attention layer).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ def _heatmap_work(
     return heat, grey.pixels, prepare_grey(grey).crop
 
 
+def _heatmap_event_work(client: AnalysisClient, spec: EngineSpec, key: str, path: Path) -> dict[str, Any]:
+    """Worker thread: the child's ``heatmap`` event alone (the viewer's attention layer needs no pixels)."""
+    from pneumoview.ui.analysis_process import error_from_event
+
+    events: list[dict[str, Any]] = []
+    final = client.request(spec, {"cmd": "heatmap", "key": key, "path": str(path)}, events.append)
+    if final.get("event") == "error":
+        raise error_from_event(final)
+    return next(e for e in events if e.get("event") == "heatmap")
+
+
 def prepare_with_quality(path: Path) -> ModelInput:
     """Worker thread: the model's input (:func:`pneumoview.preprocess.prepare_grey`) with the
     image-quality gate's verdict (:func:`pneumoview.dicom.quality.gate`, the one the analysis runs)
@@ -64,8 +77,29 @@ class CalibrationActions:
 
     settings: Settings
     result_store: ResultStore | None
-    engine_spec: EngineSpec | None
     analysis_client: AnalysisClient
+
+    # -- the model in use (its change clears the attention maps) ------------------------------------
+    @property
+    def engine_spec(self) -> EngineSpec | None:
+        return getattr(self, "_engine_spec_value", None)
+
+    @engine_spec.setter
+    def engine_spec(self, spec: EngineSpec | None) -> None:
+        if spec != getattr(self, "_engine_spec_value", None):
+            self.attention_cache.clear()
+            viewer = getattr(self, "viewer", None)
+            if viewer is not None:
+                viewer.set_attention(None)
+        self._engine_spec_value = spec
+
+    @property
+    def attention_cache(self) -> dict[tuple[str, EngineSpec], dict[str, Any]]:
+        """``heatmap`` events by (image key, engine spec): computed once per image and model."""
+        cache = getattr(self, "_attention_cache", None)
+        if cache is None:
+            cache = self._attention_cache = {}
+        return cache
 
     # -- audit -----------------------------------------------------------------------------
     def audit_event(self, kind: str, detail: dict[str, Any]) -> None:
@@ -211,3 +245,74 @@ class CalibrationActions:
         dialog.show()
         self._heatmap_dialog = dialog
         self._status("Heatmap ready (model attention, not a lesion finding).")  # type: ignore[attr-defined]
+
+    # -- the model-attention layer in the viewer ----------------------------------------------------
+    def toggle_attention_overlay(self, checked: bool) -> FunctionJob | None:
+        """Show the current image's model-attention map in the viewer (computed on demand in the analysis
+        worker, kept per image and model), or take it away."""
+        viewer: Any = self.viewer  # type: ignore[attr-defined]
+        if not getattr(self, "_attention_connected", False):
+            viewer.attentionCleared.connect(lambda: self._set_attention_checked(False))
+            self._attention_connected = True
+        if not checked:
+            viewer.set_attention(None)
+            return None
+        entry = self.current_entry()  # type: ignore[attr-defined]
+        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        problem = (
+            "Select an image the model can analyse first."
+            if entry is None or not entry.diagnosable or viewer.view is None or viewer.view.path != Path(entry.path)
+            else "No model: set one up or use the demo model first."
+            if spec is None
+            else ""
+        )
+        if problem:
+            self._status(problem)  # type: ignore[attr-defined]
+            self._set_attention_checked(False)
+            return None
+        for stale in [k for k in self.attention_cache if k[1] != spec]:  # another model's maps
+            del self.attention_cache[stale]
+        cached = self.attention_cache.get((entry.key, spec))
+        if cached is not None:
+            self._apply_attention(entry.key, spec, cached)
+            return None
+        if self.busy():  # type: ignore[attr-defined]
+            self._status("Busy: the attention map waits for the current task.")  # type: ignore[attr-defined]
+            self._set_attention_checked(False)
+            return None
+        from pneumoview.ui.workers import FunctionJob
+
+        job = FunctionJob(_heatmap_event_work, self.analysis_client, spec, entry.key, Path(entry.path))
+        job.signals.finished.connect(lambda event, k=entry.key, s=spec: self._on_attention(k, s, event))
+        job.signals.failed.connect(lambda message: self._attention_failed(message))
+        self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]  # type: ignore[has-type]
+        self._status("Computing the model-attention map...")  # type: ignore[attr-defined]
+        self.pool.start(job)  # type: ignore[attr-defined]
+        return job
+
+    def _set_attention_checked(self, checked: bool) -> None:
+        action = getattr(self, "act_attention_overlay", None)
+        if action is not None and action.isChecked() != checked:
+            action.setChecked(checked)
+
+    def _attention_failed(self, message: str) -> None:
+        self._set_attention_checked(False)
+        self._error("Model attention", message)  # type: ignore[attr-defined]
+
+    def _on_attention(self, key: str, spec: EngineSpec, event: dict[str, Any]) -> None:
+        if spec != (self.engine_spec or spec):  # the model changed meanwhile: not this one's map
+            return
+        self.attention_cache[(key, spec)] = event
+        entry = self.current_entry()  # type: ignore[attr-defined]
+        action = getattr(self, "act_attention_overlay", None)
+        if entry is not None and entry.key == key and (action is None or action.isChecked()):
+            self._apply_attention(key, spec, event)
+
+    def _apply_attention(self, key: str, spec: EngineSpec, event: dict[str, Any]) -> None:
+        from pneumoview.inference.attention_maps import decode_map
+
+        crop_map = decode_map(str(event["crop_map"]), int(event["size"]))
+        box = tuple(int(v) for v in event["box"])
+        self.viewer.set_attention(crop_map, box, fallback=bool(event.get("fallback")))  # type: ignore[attr-defined]
+        demo = " [DEMO - not a diagnosis]" if event.get("demo") else ""
+        self._status(f"Model attention shown (not a lesion finding){demo}.")  # type: ignore[attr-defined]

@@ -149,6 +149,7 @@ _MENU_ACTIONS: tuple[tuple[str, str, str, str, str | QKeySequence.StandardKey | 
     ("&Analysis", "act_cancel", "&Cancel", "cancel_task", "Esc"),
     ("&Analysis", "", "-", "", None),
     ("&Analysis", "act_heatmap", "Model Attention &Heatmap (not a finding)", "show_heatmap", "Ctrl+H"),
+    ("&Analysis", "act_attention_overlay", "Attention &Overlay (not a finding)", "toggle_attention_overlay", "Shift+H"),
     ("&Analysis", "act_monitoring", "&Monitoring...", "open_monitoring_dialog", None),
     ("&Model", "act_setup", "Model &Setup...", "open_setup_dialog", None),
     ("&Model", "act_models", "Model &Manager...", "open_model_manager", None),
@@ -157,7 +158,7 @@ _MENU_ACTIONS: tuple[tuple[str, str, str, str, str | QKeySequence.StandardKey | 
     ("&Model", "act_retrain", "&Retrain on my data...", "open_retrain_wizard", None),
     ("&Model", "act_calibrate", "&Calibrate Operating Point...", "open_calibration_dialog", None),
 )
-_CHECKABLE = frozenset({"viewer.set_overlay_visible", "viewer.set_invert"})
+_CHECKABLE = frozenset({"viewer.set_overlay_visible", "viewer.set_invert", "toggle_attention_overlay"})
 
 
 class MainWindow(CalibrationActions, QMainWindow):

@@ -174,6 +174,10 @@ class ImageViewer(QWidget):
     imageLoaded = Signal(object)  # Path
     loadFailed = Signal(str)
     zoomChanged = Signal(float)
+    attentionCleared = Signal()  # the model-attention layer went away (another image, or cleared)
+
+    #: Caption drawn with the model-attention layer (:data:`pneumoview.inference.attention_maps.HEATMAP_LABEL`'s gist).
+    ATTENTION_CAPTION = "model attention \u2014 not a lesion finding"
 
     def __init__(self, parent: QWidget | None = None, cache: ViewCache | None = None) -> None:
         super().__init__(parent)
@@ -208,6 +212,9 @@ class ImageViewer(QWidget):
         self._full_timer.timeout.connect(self._request_full_render)
         self.render_ms: list[float] = []  # recent preview render times (benchmarks/tests)
         self.pool: QThreadPool | None = None  # None = the global pool
+        self.attention_path: Path | None = None  # the image the attention layer belongs to
+        self.attention_map: np.ndarray | None = None  # float32 [h, w] in [0, 1]: the map in (scaled) image pixels
+        self._attention_image: QImage | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def show_path(self, path: Path | None) -> None:
@@ -256,6 +263,7 @@ class ImageViewer(QWidget):
         self._preview_image = None
         self._full_image = None
         self.box = None
+        self.set_attention(None)
         self.message = "No image selected"
         self.update()
 
@@ -275,6 +283,8 @@ class ImageViewer(QWidget):
             )
             self.invert = bool(view.display.invert)
             self._fit = True
+            if self.attention_path != view.path:
+                self.set_attention(None)
         self._render_preview()
         self._full_image = None
         self._schedule_full()
@@ -310,6 +320,36 @@ class ImageViewer(QWidget):
 
     def set_overlay_visible(self, visible: bool) -> None:
         self.overlay_visible = visible
+        self.update()
+
+    def set_attention(
+        self, crop_map: np.ndarray | None, box: tuple[int, int, int, int] | None = None, *, fallback: bool = False
+    ) -> None:
+        """Show (or, with None, remove) the model-attention layer over the image on screen.
+
+        ``crop_map``: float [S, S] in [0, 1] over the model's crop (the analysis worker's ``heatmap``
+        event, decoded); ``box``: the crop's lung rectangle x0, y0, x1, y1 in image pixels. The map is
+        mapped back through the box (:meth:`pneumoview.inference.attention_maps.Heatmap.on_image`, at
+        the preview's scale) and drawn as a transparent colour layer, captioned :data:`ATTENTION_CAPTION`.
+        """
+        from pneumoview.inference.attention_maps import Heatmap, heat_rgba
+
+        had = self._attention_image is not None
+        self.attention_map, self._attention_image, self.attention_path = None, None, None
+        if crop_map is not None and box is not None and self.view is not None:
+            from pneumoview.dicom.lungs import LungBox
+
+            scale = self.view.scale
+            x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+            shape = (max(1, round(self.view.height * scale)), max(1, round(self.view.width * scale)))
+            scaled = LungBox(x0, y0, max(x0 + 1, x1), max(y0 + 1, y1), fallback=fallback, confidence=0.0)
+            heat = Heatmap(np.asarray(crop_map, np.float32), 0.0).on_image(scaled, shape)
+            rgba = np.ascontiguousarray(heat_rgba(heat))
+            h, w, _ = rgba.shape
+            self._attention_image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+            self.attention_map, self.attention_path = heat, self.view.path
+        elif had:
+            self.attentionCleared.emit()
         self.update()
 
     def presets(self) -> list[Window]:
@@ -431,6 +471,12 @@ class ImageViewer(QWidget):
         assert image is not None
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, z < 2.0)
         painter.drawImage(target, image, QRectF(image.rect()))
+        if self._attention_image is not None:
+            painter.drawImage(target, self._attention_image, QRectF(self._attention_image.rect()))
+            caption = QRectF(4, 4, painter.fontMetrics().horizontalAdvance(self.ATTENTION_CAPTION) + 10, 20)
+            painter.fillRect(caption, QColor(0, 0, 0, 170))
+            painter.setPen(QColor(255, 215, 0))
+            painter.drawText(caption, Qt.AlignmentFlag.AlignCenter, self.ATTENTION_CAPTION)
         if self.overlay_visible and self.box is not None:
             x0, y0, x1, y1 = self.box
             rect = QRectF(off.x() + x0 * z, off.y() + y0 * z, (x1 - x0) * z, (y1 - y0) * z)

@@ -51,3 +51,67 @@ def test_child_computes_a_heatmap_on_request(
     qtbot.addWidget(dialog)
     assert "not a lesion finding" in dialog.caption.text() and "DEMO" in dialog.caption.text()
     assert dialog.crop_view.pixmap().width() == 224
+
+
+@pytest.mark.slow
+def test_attention_overlay_in_the_viewer_cached_per_image_and_model(
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rg1_uncompressed: Path, rg1_j2k: Path
+) -> None:
+    """Issue 11 item 5: the demo model's map on RG1, mapped back through the crop box into the main
+    viewer as a toggled layer; computed once per image and model, gone when the image or model changes."""
+    from ui_support import make_study_folder, reviewer_home
+
+    from pneumoview.dicom.lungs import LungBox
+    from pneumoview.inference.attention_maps import Heatmap
+    from pneumoview.ui.main_window import MainWindow
+
+    reviewer_home(tmp_path, monkeypatch)
+    folder = make_study_folder(tmp_path, rg1_uncompressed, rg1_j2k)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        window.open_paths([folder])
+    window.use_demo_model()
+    keys = {e.path.name: k for k, e in window.session.entries.items()}
+    window.select_key(keys["RG1_UNCR.dcm"])
+    viewer, action = window.viewer, window.act_attention_overlay
+    qtbot.waitUntil(lambda: viewer.view is not None and viewer.view.path.name == "RG1_UNCR.dcm", timeout=60000)
+    assert action.isCheckable() and "not a finding" in action.text()
+    try:
+        action.trigger()  # on: computed in the analysis worker
+        assert action.isChecked()
+        qtbot.waitUntil(lambda: viewer.attention_map is not None, timeout=240000)
+        ((key, spec), event) = next(iter(window.attention_cache.items()))
+        assert key == keys["RG1_UNCR.dcm"] and spec == window.engine_spec and event["demo"] is True
+        # The 224x224 map mapped back through the crop box, at the preview's scale: zero outside the box.
+        scale = viewer.view.scale
+        x0, y0, x1, y1 = (round(v * scale) for v in event["box"])
+        shape = (round(viewer.view.height * scale), round(viewer.view.width * scale))
+        heat = viewer.attention_map
+        from pneumoview.inference.attention_maps import decode_map
+
+        expected = Heatmap(decode_map(event["crop_map"], event["size"]), 0.0).on_image(
+            LungBox(x0, y0, x1, y1, fallback=False, confidence=0.0), shape
+        )
+        assert heat.shape == shape and np.array_equal(heat, expected)
+        inside = heat[y0:y1, x0:x1]
+        assert inside.max() > 0.9 and heat.sum() == pytest.approx(inside.sum())  # nothing outside the box
+        shown = viewer.grab().toImage()
+        assert viewer.ATTENTION_CAPTION == "model attention \u2014 not a lesion finding"
+        # Off and on again: the layer goes, then comes back from the cache without a new job.
+        action.trigger()
+        assert not action.isChecked() and viewer.attention_map is None
+        plain = viewer.grab().toImage()
+        assert plain != shown  # the layer (and its caption) changed what is drawn
+        assert window.toggle_attention_overlay(True) is None and viewer.attention_map is not None
+        # Another image: the layer is cleared and the action unchecked.
+        action.setChecked(True)
+        window.select_key(keys["RG1_J2KR.dcm"])
+        qtbot.waitUntil(lambda: viewer.view is not None and viewer.view.path.name == "RG1_J2KR.dcm", timeout=60000)
+        assert viewer.attention_map is None and not action.isChecked()
+        # Another model: the kept maps are dropped.
+        window.engine_spec = None
+        assert window.attention_cache == {}
+    finally:
+        window.analysis_client.close()
