@@ -152,13 +152,6 @@ class CalibrationActions:
 
             return bundle_identity(spec.bundle)
         loaded = self.analysis_client.loaded or {}
-        if not loaded.get("fingerprint") and (spec is None or not spec.bundle):
-            from pneumoview.inference.demo import DemoPaths, default_demo_dir  # the demo's manifest, no torch
-            from pneumoview.ui.calibration_dialog import bundle_identity
-
-            bundle = DemoPaths.under(default_demo_dir()).bundle
-            if bundle.is_dir():
-                return bundle_identity(bundle)
         return str(loaded.get("fingerprint", "")), str(loaded.get("model_id", ""))
 
     def open_calibration_dialog(
