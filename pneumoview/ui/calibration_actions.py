@@ -26,23 +26,6 @@ if TYPE_CHECKING:
     from pneumoview.ui.workers import FunctionJob
 
 
-def _heatmap_work(
-    client: AnalysisClient, spec: EngineSpec, key: str, path: Path
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Worker thread: the child's ``heatmap`` event, the whole grey image and the crop (no torch here)."""
-    from pneumoview.imageio import load_grey
-    from pneumoview.preprocess import prepare_grey
-    from pneumoview.ui.analysis_process import error_from_event
-
-    events: list[dict[str, Any]] = []
-    final = client.request(spec, {"cmd": "heatmap", "key": key, "path": str(path)}, events.append)
-    if final.get("event") == "error":
-        raise error_from_event(final)
-    heat = next(e for e in events if e.get("event") == "heatmap")
-    grey = load_grey(path)
-    return heat, grey.pixels, prepare_grey(grey).crop
-
-
 def _heatmap_event_work(client: AnalysisClient, spec: EngineSpec, key: str, path: Path) -> dict[str, Any]:
     """Worker thread: the child's ``heatmap`` event alone (the viewer's attention layer needs no pixels)."""
     from pneumoview.ui.analysis_process import error_from_event
@@ -52,6 +35,19 @@ def _heatmap_event_work(client: AnalysisClient, spec: EngineSpec, key: str, path
     if final.get("event") == "error":
         raise error_from_event(final)
     return next(e for e in events if e.get("event") == "heatmap")
+
+
+def _heatmap_work(
+    client: AnalysisClient, spec: EngineSpec, key: str, path: Path, known: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Worker thread: the child's ``heatmap`` event (``known``: one kept from before, no model run), the
+    whole grey image and the crop (no torch here)."""
+    from pneumoview.imageio import load_grey
+    from pneumoview.preprocess import prepare_grey
+
+    heat = known if known is not None else _heatmap_event_work(client, spec, key, path)
+    grey = load_grey(path)
+    return heat, grey.pixels, prepare_grey(grey).crop
 
 
 def prepare_with_quality(path: Path) -> ModelInput:
@@ -86,11 +82,13 @@ class CalibrationActions:
 
     @engine_spec.setter
     def engine_spec(self, spec: EngineSpec | None) -> None:
-        if spec != getattr(self, "_engine_spec_value", None):
-            self.attention_cache.clear()
-            viewer = getattr(self, "viewer", None)
-            if viewer is not None:
-                viewer.set_attention(None)
+        """Another model: the maps of every other model are dropped and the viewer's layer (if it was
+        another model's) taken away."""
+        for stale in [k for k in self.attention_cache if k[1] != spec]:
+            del self.attention_cache[stale]
+        viewer = getattr(self, "viewer", None)
+        if viewer is not None and getattr(self, "_attention_spec", None) not in (None, spec):
+            viewer.set_attention(None)
         self._engine_spec_value = spec
 
     @property
@@ -221,7 +219,9 @@ class CalibrationActions:
         if spec is None:
             self._status("No model: set one up or use the demo model first.")  # type: ignore[attr-defined]
             return None
-        job = FunctionJob(_heatmap_work, self.analysis_client, spec, entry.key, Path(entry.path))
+        known = self.attention_cache.get((entry.key, spec))
+        job = FunctionJob(_heatmap_work, self.analysis_client, spec, entry.key, Path(entry.path), known)
+        job.signals.finished.connect(lambda outcome, k=entry.key, s=spec: self._keep_attention(k, s, outcome[0]))
         job.signals.finished.connect(self._on_heatmap)
         job.signals.failed.connect(lambda message: self._error("Heatmap", message))  # type: ignore[attr-defined]
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]  # type: ignore[has-type]
@@ -263,8 +263,6 @@ class CalibrationActions:
             self._status(problem)  # type: ignore[attr-defined]
             self._set_attention_checked(False)
             return None
-        for stale in [k for k in self.attention_cache if k[1] != spec]:  # another model's maps
-            del self.attention_cache[stale]
         cached = self.attention_cache.get((entry.key, spec))
         if cached is not None:
             self._apply_attention(entry.key, spec, cached)
@@ -292,10 +290,15 @@ class CalibrationActions:
         self._set_attention_checked(False)
         self._error("Model attention", message)  # type: ignore[attr-defined]
 
+    def _keep_attention(self, key: str, spec: EngineSpec, event: dict[str, Any]) -> None:
+        """Keep a computed map for (image, model), unless the model changed meanwhile."""
+        if self.engine_spec is None or spec == self.engine_spec:
+            self.attention_cache[(key, spec)] = event
+
     def _on_attention(self, key: str, spec: EngineSpec, event: dict[str, Any]) -> None:
-        if spec != (self.engine_spec or spec):  # the model changed meanwhile: not this one's map
+        if self.engine_spec is not None and spec != self.engine_spec:  # the model changed meanwhile
             return
-        self.attention_cache[(key, spec)] = event
+        self._keep_attention(key, spec, event)
         entry = self.current_entry()  # type: ignore[attr-defined]
         action = getattr(self, "act_attention_overlay", None)
         if entry is not None and entry.key == key and (action is None or action.isChecked()):
@@ -307,5 +310,6 @@ class CalibrationActions:
         crop_map = decode_map(str(event["crop_map"]), int(event["size"]))
         box = tuple(int(v) for v in event["box"])
         self.viewer.set_attention(crop_map, box, fallback=bool(event.get("fallback")))  # type: ignore[attr-defined]
+        self._attention_spec = spec
         demo = " [DEMO - not a diagnosis]" if event.get("demo") else ""
         self._status(f"Model attention shown (not a lesion finding){demo}.")  # type: ignore[attr-defined]

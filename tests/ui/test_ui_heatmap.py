@@ -105,6 +105,11 @@ def test_attention_overlay_in_the_viewer_cached_per_image_and_model(
         plain = viewer.grab().toImage()
         assert plain != shown  # the layer (and its caption) changed what is drawn
         assert window.toggle_attention_overlay(True) is None and viewer.attention_map is not None
+        # The heatmap dialog of the same image and model reuses the kept map (no second model run).
+        job = window.show_heatmap()
+        assert job is not None and job._args[-1] is event
+        qtbot.waitUntil(lambda: getattr(window, "_heatmap_dialog", None) is not None, timeout=60000)
+        assert "not a lesion finding" in window._heatmap_dialog.caption.text()
         # Another image: the layer is cleared and the action unchecked.
         action.setChecked(True)
         window.select_key(keys["RG1_J2KR.dcm"])
