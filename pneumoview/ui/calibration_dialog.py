@@ -167,7 +167,11 @@ class CalibrationDialog(QDialog):
         store = self.source() == "store"
         self.score_button.setText("Use the final readings" if store else "Score a labelled folder...")
         self.score_button.setToolTip(
-            "One pair per study with a final ILO determination (0 vs 1/2/3) and a stored result of the model in use"
+            (
+                "One pair per study with a final ILO determination (0 vs 1/2/3) and a stored result of the model in use"
+                if self.bundle_fingerprint
+                else "The model in use is not known yet: analyse an image with it first"
+            )
             if store
             else "A folder with normal/ and pneumoconiosis/ sub-folders (the training data format)"
         )
