@@ -357,9 +357,9 @@ def analysed(
     """The result for a model output: labelled at ``provenance.threshold``, or a failure with
     :data:`REASON_NON_FINITE` when the probability is NaN, infinite or outside [0, 1]. The
     quality gate's verdict (computed before the model ran) is kept either way."""
-    codes = tuple(quality_codes)
     from pneumoview.clock import utc_now
 
+    codes = tuple(quality_codes)
     when = analysed_at or utc_now()
     value = float(probability)
     if not _finite_unit(value):

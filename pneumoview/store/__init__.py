@@ -16,7 +16,9 @@
 SHA-256 of the file's bytes, so two files sharing a UID (a truncated copy, a JPEG 2000 twin) never
 share a result or a decision. Rows from before schema v3 keep their old key (the UID, or the path)
 and an empty hash until a file at the same path with that UID claims them (:meth:`upsert_images`).
-Every SQLite failure is a :class:`StoreError` (``disk full: ...`` on a full disk).
+Every SQLite failure is a :class:`StoreError` (``disk full: ...`` on a full disk). A result is stored
+whole as its JSON (``results.result_json``), so its provenance and the image-quality gate's codes and
+below-gate mark come back as they were saved, with no column of their own.
 
 The package: :mod:`~pneumoview.store.schema` (the migrations), :mod:`~pneumoview.store.rows` (the row
 types) and :mod:`~pneumoview.store.results_store` (:class:`ResultStore`).
