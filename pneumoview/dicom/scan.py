@@ -23,6 +23,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 
 from pneumoview.dicom.files import walk_files
+from pneumoview.dicom.pictures import is_picture_file, read_picture_record
 from pneumoview.dicom.readonly import (
     HEADER_INFLATE_CAP,
     is_deflated,
@@ -98,6 +99,8 @@ class ImageRecord:
     protocol_name: str = ""  # (0018,1030)
     samples_per_pixel: int = 1  # (0028,0002)
     image_type: tuple[str, ...] = ()  # (0008,0008)
+    issuer_of_patient_id: str = ""  # (0010,0021)
+    picture_format: str = ""  # "PNG" / "JPEG" / "TIFF" for a picture without a DICOM header (dicom.pictures); "" for DICOM
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +338,8 @@ def read_record(path: str | os.PathLike[str]) -> ImageRecord:
     its ``tag`` is ``"dicomdir"`` for a DICOMDIR and ``"no-image"`` for DICOM without Rows/Columns.
     """
     path = Path(path)
+    if is_picture_file(path):  # PNG/JPEG/TIFF radiograph: no DICOM header (pneumoview.dicom.pictures)
+        return read_picture_record(path)
     try:
         ds = read_header(path)
         return _record_from_dataset(path, ds)
@@ -400,6 +405,7 @@ def _record_from_dataset(path: Path, ds: Dataset) -> ImageRecord:
         protocol_name=fields.text(0x00181030),
         samples_per_pixel=fields.unsigned(0x00280002) or 1,
         image_type=tuple(v.strip() for v in fields.text(0x00080008).split("\\") if v.strip()),
+        issuer_of_patient_id=fields.text(0x00100021),
     )
 
 
