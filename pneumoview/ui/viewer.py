@@ -553,7 +553,7 @@ class ImageViewer(QWidget):
     def view_state(self) -> tuple[float, float, float] | None:
         """``(zoom relative to fit, centre x, centre y)``, the centre as a fraction (0..1) of the image's
         width and height under the widget's centre; None with no image."""
-        if self.view is None:
+        if self.view is None or self._fit_zoom() <= 0:
             return None
         centre = self._widget_to_image(QPointF(self.width() / 2, self.height() / 2))
         return self.zoom / self._fit_zoom(), centre.x() / self.view.width, centre.y() / self.view.height
