@@ -106,12 +106,17 @@ class StudyOnFile:
         """The image shown for the study: PA, then AP, then any view; then instance number and path."""
         return min(
             self.images,
-            key=lambda r: (_VIEW_ORDER.get(r.view_position, 3), r.instance_number is None, r.instance_number or 0, str(r.path)),
+            key=lambda r: (
+                _VIEW_ORDER.get(r.view_position, 3),
+                r.instance_number is None,
+                r.instance_number or 0,
+                str(r.path),
+            ),
         )
 
     @property
     def label(self) -> str:
-        """"2019-05-02  CHEST PA  (2 images, results database)"."""
+        """ "2019-05-02  CHEST PA  (2 images, results database)"."""
         what = self.description or self.image.view_position or "study"
         count = f"{len(self.images)} image{'s' if len(self.images) != 1 else ''}"
         return f"{self.date_text}  {what}  ({count}, {self.source})"

@@ -17,7 +17,9 @@ CURRENT, PRIOR, LATER, OTHER_WORKER = "current.dcm", "prior_2001.dcm", "later_20
 PRIOR_DATE, LATER_DATE = "20010305", "20060110"
 
 
-def write_copy(rg1: Path, out: Path, *, study_date: str, patient_id: str | None = None, issuer: str | None = None) -> Path:
+def write_copy(
+    rg1: Path, out: Path, *, study_date: str, patient_id: str | None = None, issuer: str | None = None
+) -> Path:
     """RG1 as another study (new UIDs, ``study_date``), optionally another Patient ID / Issuer of Patient ID."""
     ds = pydicom.dcmread(rg1)
     ds.StudyInstanceUID = generate_uid()

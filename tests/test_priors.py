@@ -68,7 +68,12 @@ def test_real_ids_are_usable(patient_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("current_issuer", "prior_issuer", "matches"),
-    [("", "", True), ("HOSPITAL-A", "HOSPITAL-A", True), ("HOSPITAL-A", "HOSPITAL-B", False), ("HOSPITAL-A", "", False)],
+    [
+        ("", "", True),
+        ("HOSPITAL-A", "HOSPITAL-A", True),
+        ("HOSPITAL-A", "HOSPITAL-B", False),
+        ("HOSPITAL-A", "", False),
+    ],
 )
 def test_issuer_of_patient_id_must_agree(
     worker: dict[str, ImageRecord], current_issuer: str, prior_issuer: str, matches: bool

@@ -1,6 +1,6 @@
 """Radiographs without a DICOM header (PNG, JPEG, TIFF): which files they are and their scan record.
 
-A folder scan (:func:`pneumoview.dicom.scan.read_record`) lists such a picture as an
+A folder scan (:func:`pneumoview.dicom.scan.read_picture_record`) lists such a picture as an
 :class:`~pneumoview.dicom.scan.ImageRecord` with ``picture_format`` set ("PNG", "JPEG", "TIFF"),
 no UIDs and no patient, grouped in the browser under the worker / study :data:`NO_DICOM_HEADER`
 (its patient name and study description). Its identity is the SHA-256 of its bytes with an empty
@@ -21,16 +21,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from pneumoview.dicom.files import has_dicom_preamble
 from pneumoview.dicom.readonly import BoundedReader, open_readonly
 from pneumoview.errors import DicomReadError
-
-if TYPE_CHECKING:
-    from pneumoview.dicom.scan import ImageRecord
 
 #: Name suffixes (lower case) of pictures listed by the scan, and the format each must be.
 PICTURE_SUFFIXES: dict[str, str] = {
@@ -70,7 +66,9 @@ def picture_header(path: Path) -> tuple[str, int, int, int]:
             with Image.open(handle) as picture:
                 fmt, (width, height), mode = str(picture.format or ""), picture.size, picture.mode
                 if fmt not in ("PNG", "JPEG", "TIFF", "MPO"):
-                    raise DicomReadError(f"not a PNG/JPEG/TIFF picture (Pillow reads it as {fmt or 'unknown'})", path=path)
+                    raise DicomReadError(
+                        f"not a PNG/JPEG/TIFF picture (Pillow reads it as {fmt or 'unknown'})", path=path
+                    )
                 _check_complete(picture, handle, fmt, path.stat().st_size)
     except DicomReadError:  # NotRegularFileError included
         raise
@@ -101,40 +99,3 @@ def _check_complete(picture: Image.Image, handle: BoundedReader, fmt: str, size:
             raise ValueError("TIFF without strip or tile offsets")
         if max(int(o) + int(c) for o, c in zip(offsets, counts)) > size:
             raise ValueError("TIFF pixel data extend past the end of the file: truncated")
-
-
-def read_picture_record(path: str | os.PathLike[str]) -> ImageRecord:
-    """The scan's record for a picture (header only; raises DicomReadError, see :func:`picture_header`)."""
-    from pneumoview.dicom.scan import ImageRecord
-
-    path = Path(path)
-    fmt, width, height, bits = picture_header(path)
-    return ImageRecord(
-        path=path,
-        sop_instance_uid="",
-        sop_class_uid="",
-        patient_id="",
-        patient_name=NO_DICOM_HEADER,
-        patient_sex="",
-        patient_birth_date="",
-        study_uid="",
-        study_date="",
-        study_time="",
-        study_description=NO_DICOM_HEADER,
-        accession="",
-        series_uid="",
-        series_number=None,
-        series_description="PNG / JPEG / TIFF pictures",
-        modality="",
-        view_position="",
-        body_part="",
-        image_laterality="",
-        rows=height,
-        columns=width,
-        photometric="",
-        bits_stored=bits,
-        number_of_frames=1,
-        pixel_spacing=None,
-        transfer_syntax="",
-        picture_format=fmt,
-    )

@@ -23,7 +23,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 
 from pneumoview.dicom.files import walk_files
-from pneumoview.dicom.pictures import is_picture_file, read_picture_record
+from pneumoview.dicom.pictures import NO_DICOM_HEADER, is_picture_file, picture_header
 from pneumoview.dicom.readonly import (
     HEADER_INFLATE_CAP,
     is_deflated,
@@ -100,7 +100,7 @@ class ImageRecord:
     samples_per_pixel: int = 1  # (0028,0002)
     image_type: tuple[str, ...] = ()  # (0008,0008)
     issuer_of_patient_id: str = ""  # (0010,0021)
-    picture_format: str = ""  # "PNG" / "JPEG" / "TIFF" for a picture without a DICOM header (dicom.pictures); "" for DICOM
+    picture_format: str = ""  # "PNG" / "JPEG" / "TIFF": a picture without a DICOM header (dicom.pictures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,3 +473,38 @@ def group_records(records: Iterable[ImageRecord]) -> list[Patient]:
             for series in study.series:
                 series.images.sort(key=lambda i: (i.instance_number is None, i.instance_number or 0, str(i.path)))
     return sorted(patients.values(), key=lambda p: (p.patient_name.lower(), p.patient_id))
+
+
+def read_picture_record(path: str | os.PathLike[str]) -> ImageRecord:
+    """The scan's record for a picture (header only; raises DicomReadError, see :func:`picture_header`)."""
+    path = Path(path)
+    fmt, width, height, bits = picture_header(path)
+    return ImageRecord(
+        path=path,
+        sop_instance_uid="",
+        sop_class_uid="",
+        patient_id="",
+        patient_name=NO_DICOM_HEADER,
+        patient_sex="",
+        patient_birth_date="",
+        study_uid="",
+        study_date="",
+        study_time="",
+        study_description=NO_DICOM_HEADER,
+        accession="",
+        series_uid="",
+        series_number=None,
+        series_description="PNG / JPEG / TIFF pictures",
+        modality="",
+        view_position="",
+        body_part="",
+        image_laterality="",
+        rows=height,
+        columns=width,
+        photometric="",
+        bits_stored=bits,
+        number_of_frames=1,
+        pixel_spacing=None,
+        transfer_syntax="",
+        picture_format=fmt,
+    )

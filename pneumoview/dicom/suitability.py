@@ -112,7 +112,9 @@ def _picture_suitability(record: ImageRecord) -> Suitability:
     """A picture without a DICOM header: analysed when large enough, with a caution that nothing says what it shows."""
     if min(record.rows, record.columns) < MIN_SIDE:
         return Suitability(
-            False, TOO_SMALL, f"image is {record.columns}x{record.rows}: too small to analyse (needs {MIN_SIDE} px a side)"
+            False,
+            TOO_SMALL,
+            f"image is {record.columns}x{record.rows}: too small to analyse (needs {MIN_SIDE} px a side)",
         )
     caution = "no DICOM header: check that this is a frontal (PA/AP) chest radiograph"
     return Suitability(True, None, f"{record.picture_format} picture without a DICOM header", (caution,))

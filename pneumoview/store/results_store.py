@@ -469,7 +469,9 @@ class ResultStore:
         an empty ID matches nothing."""
         if not patient_id:
             return []
-        return [_image(r) for r in self._query("SELECT * FROM images WHERE patient_id = ? ORDER BY path", (patient_id,))]
+        return [
+            _image(r) for r in self._query("SELECT * FROM images WHERE patient_id = ? ORDER BY path", (patient_id,))
+        ]
 
     def known_hashes(self, paths: Iterable[str]) -> dict[str, tuple[str, str, str]]:
         """For files seen before (display paths): ``path -> (uid, content_sha256, file_stamp)``, so a file

@@ -75,7 +75,9 @@ class ComparedImage:
 
     @property
     def heading(self) -> str:
-        return f"{self.role.capitalize() if self.role != ROLE_STANDARD else self.role}: {self.title} {self.detail}".strip()
+        return (
+            f"{self.role.capitalize() if self.role != ROLE_STANDARD else self.role}: {self.title} {self.detail}".strip()
+        )
 
 
 # --------------------------------------------------------------------------- window/level mapping
@@ -101,10 +103,9 @@ def map_window(window: Window, source: DisplayImage, target: DisplayImage) -> Wi
     if has_voi(source) and has_voi(target):
         return dataclasses.replace(window, name=SYNC_NAME, lut_index=None)
     src, dst = reference_window(source), reference_window(target)
-    scale = dst.width / src.width
     return Window(
-        center=dst.center + (window.center - src.center) * scale,
-        width=max(window.width * scale, 1e-6),
+        center=dst.center + (window.center - src.center) / src.width * dst.width,
+        width=max(window.width / src.width * dst.width, 1e-6),
         function=window.function,
         name=SYNC_NAME,
     )
@@ -285,13 +286,18 @@ class CompareController:
         self.window = window
         self.windows: list[CompareWindow] = []  # open comparison windows (tests, closing)
         self._jobs: list[FunctionJob] = []
+        self.last_message = ""  # the last message shown to the user (tests)
 
     @classmethod
     def install_on(cls, window: QMainWindow) -> CompareController:
         """Add :data:`COMPARE_MENU` to ``window``'s View menu (a Compare menu when there is none)."""
         controller = cls(window)
         menu = next(
-            (a.menu() for a in window.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View"),
+            (
+                a.menu()
+                for a in window.menuBar().actions()
+                if a.menu() is not None and a.text().replace("&", "") == "View"
+            ),
             None,
         )
         if not isinstance(menu, QMenu):
@@ -374,5 +380,7 @@ class CompareController:
         except PneumoViewError as exc:
             self._say("ILO standard images", exc.message)
             return None
-        choices = [ComparedImage(s.path, ROLE_STANDARD, s.name, "" if s.known else "(name not recognised)") for s in standards]
+        choices = [
+            ComparedImage(s.path, ROLE_STANDARD, s.name, "" if s.known else "(name not recognised)") for s in standards
+        ]
         return self._open(current_side(entry), choices, sync=False)

@@ -568,7 +568,9 @@ class ImageViewer(QWidget):
             return
         anchor = QPointF(centre_x * self.view.width, centre_y * self.view.height)
         self._set_zoom(
-            relative_zoom * self._fit_zoom(), anchor_widget=QPointF(self.width() / 2, self.height() / 2), anchor_image=anchor
+            relative_zoom * self._fit_zoom(),
+            anchor_widget=QPointF(self.width() / 2, self.height() / 2),
+            anchor_image=anchor,
         )
 
 
