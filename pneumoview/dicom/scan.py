@@ -338,8 +338,6 @@ def read_record(path: str | os.PathLike[str]) -> ImageRecord:
     its ``tag`` is ``"dicomdir"`` for a DICOMDIR and ``"no-image"`` for DICOM without Rows/Columns.
     """
     path = Path(path)
-    if is_picture_file(path):  # PNG/JPEG/TIFF radiograph: no DICOM header (pneumoview.dicom.pictures)
-        return read_picture_record(path)
     try:
         ds = read_header(path)
         return _record_from_dataset(path, ds)
@@ -414,8 +412,12 @@ def scan(
     *,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    pictures: bool = False,
 ) -> ScanResult:
     """Read every file's header under ``paths``; ``progress(done, total)`` after each file.
+
+    With ``pictures``, PNG/JPEG/TIFF files are images too (:func:`read_picture_record`; the app's
+    browser); without, they are problems like any other file that is not DICOM (the command line).
 
     When ``cancel()`` returns True the scan stops and returns what it has, with
     ``cancelled=True``. Unreadable files become :class:`ScanProblem` entries.
@@ -431,7 +433,7 @@ def scan(
             cancelled = True
             break
         try:
-            images.append(read_record(path))
+            images.append(read_picture_record(path) if pictures and is_picture_file(path) else read_record(path))
         except NotRegularFileError as exc:
             problems.append(ScanProblem(path=path, reason=exc.reason, code=PROBLEM_NOT_REGULAR))
         except DicomReadError as exc:

@@ -20,8 +20,14 @@ def cxr_images(shared_data: Path) -> Path:
     return shared_data / "cxr" / "images"
 
 
+def test_without_pictures_the_scan_lists_them_as_problems(cxr_images: Path) -> None:
+    result = scan([cxr_images])  # the command line's scan: DICOM only
+    assert not result.images and len(result.problems) == 60
+    assert all(p.code == PROBLEM_UNREADABLE for p in result.problems)
+
+
 def test_real_pngs_are_listed_with_their_size(cxr_images: Path) -> None:
-    result = scan([cxr_images])
+    result = scan(pictures=True, paths=[cxr_images])
     assert not result.problems and len(result.images) == 60  # 48 JPEG and 12 PNG files (the folder's README)
     formats = {".jpg": "JPEG", ".png": "PNG"}
     for record in result.images:
@@ -38,7 +44,7 @@ def test_real_pngs_are_listed_with_their_size(cxr_images: Path) -> None:
 
 
 def test_pictures_are_analysable_with_a_caution(cxr_images: Path) -> None:
-    record = scan([sorted(cxr_images.glob("*.png"))[0]]).images[0]
+    record = scan(pictures=True, paths=[sorted(cxr_images.glob("*.png"))[0]]).images[0]
     verdict = assess(record)
     assert verdict.diagnosable and any("no DICOM header" in c for c in verdict.cautions)
 
@@ -64,7 +70,7 @@ def _hostile_folder(root: Path, cxr_images: Path, rg1: Path) -> Path:
 
 
 def test_hostile_pictures_become_problems(tmp_path: Path, cxr_images: Path, rg1_uncompressed: Path) -> None:
-    result = scan([_hostile_folder(tmp_path, cxr_images, rg1_uncompressed)])
+    result = scan(pictures=True, paths=[_hostile_folder(tmp_path, cxr_images, rg1_uncompressed)])
     images = {r.path.name: r.picture_format for r in result.images}
     assert images == {"good.png": "PNG", "good.jpg": "JPEG", "good.tif": "TIFF", "dicom_named.png": ""}
     problems = {p.path.name: p for p in result.problems}
@@ -88,6 +94,6 @@ def test_decompression_bomb_guard_refuses_huge_pictures(
 def test_small_pictures_are_viewable_not_analysable(tmp_path: Path) -> None:
     Image.new("L", (64, 48), 128).save(tmp_path / "tiny.png")
     assert is_picture_file(tmp_path / "tiny.png")
-    record = scan([tmp_path]).images[0]
+    record = scan(pictures=True, paths=[tmp_path]).images[0]
     assert (record.columns, record.rows, record.bits_stored) == (64, 48, 8)
     assert assess(record).code == TOO_SMALL
