@@ -181,19 +181,3 @@ def test_compare_with_an_ilo_standard(
     assert view.right_label.text() == "ILO standard: 0/0"
     view.chooser.setCurrentIndex(1)
     qtbot.waitUntil(lambda: view.right.view is not None and view.right.no_dicom_header, timeout=60000)
-
-
-def test_pictures_open_in_the_main_window(qtbot, home: Path, tmp_path: Path, shared_data: Path) -> None:
-    folder = tmp_path / "pictures"
-    folder.mkdir()
-    png = _first_png(shared_data)
-    os.symlink(png, folder / png.name)
-    (folder / "text.png").write_text("not a picture\n", encoding="utf-8")
-    window = _open_window(qtbot, [folder])
-    assert window.tree_model.index(0, 0).data() == "No DICOM header"
-    assert [p.path.name for p in window.session.problems] == ["text.png"]
-    entry = next(iter(window.session.entries.values()))
-    assert entry.identity is not None and entry.image_key.startswith("-|") and entry.diagnosable
-    window.select_key(entry.key)
-    qtbot.waitUntil(lambda: window.viewer.view is not None, timeout=60000)
-    assert window.viewer.no_dicom_header and window.viewer.view.path.name == png.name
