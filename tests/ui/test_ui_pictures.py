@@ -42,6 +42,8 @@ def test_pictures_are_listed_viewed_and_analysed(qtbot, home: Path, tmp_path: Pa
     window.select_key(entry.key)
     qtbot.waitUntil(lambda: window.viewer.view is not None, timeout=60000)
     assert window.viewer.no_dicom_header and window.viewer.view.path.name == png.name
+    qtbot.waitUntil(lambda: bool(window.tags.rows_text()), timeout=60000)
+    assert window.tags.rows_text()[0].startswith(f" {NO_DICOM_HEADER} ") and "PNG picture" in window.tags.rows_text()[0]
     window.use_demo_model()
     with qtbot.waitSignal(window.analysisFinished, timeout=240000) as blocker:
         assert window.analyse_all() is not None
