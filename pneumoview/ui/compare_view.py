@@ -8,11 +8,13 @@ standard the right-hand side shows.
 Synchronisation (the "Synchronise" check box) applies a change on either side to the other:
 
 * **Window / level**, by :func:`map_window`: when both images carry VOI information of their own
-  (Window Center / Width (0028,1050/1051) or a VOI LUT Sequence (0028,3010)), the window centre and
-  width are copied as they are (the same DICOM display units on both sides); otherwise the window is
-  mapped *relative to each image's default window* (centre offset and width in units of the default
-  width), so that both defaults correspond and a picture without a header (grey levels 0..255)
-  follows a DICOM image sensibly. A VOI LUT item (function "LUT") cannot be mapped: the other side
+  (Window Center / Width (0028,1050/1051) or a VOI LUT Sequence (0028,3010)) and are shown the same
+  way round, the window centre and width are copied as they are (the same DICOM display units on both
+  sides); otherwise the window is mapped *relative to each image's default window* (centre offset and
+  width in units of the default width), so that both defaults correspond and a picture without a
+  header (grey levels 0..255) follows a DICOM image sensibly; when one side is shown inverted
+  (MONOCHROME1, or the Invert button) and the other not, the centre's offset is mirrored so that both
+  get brighter or darker together. Invert itself is not synchronised. A VOI LUT item (function "LUT") cannot be mapped: the other side
   returns to its own default window.
 * **Zoom and pan**, by :meth:`ImageViewer.view_state`: the magnification relative to "fit" and the
   image point at the centre of the view (as fractions of the image's width and height) are copied,
@@ -95,16 +97,29 @@ def reference_window(display: DisplayImage) -> Window:
     return Window(center=(lo + hi) / 2, width=max(hi - lo, 1.0))
 
 
-def map_window(window: Window, source: DisplayImage, target: DisplayImage) -> Window:
-    """``window`` (shown on ``source``) for ``target``: copied when both have VOI information, else mapped
-    relative to each one's default window (see the module); a LUT window gives the target's default."""
+def map_window(
+    window: Window,
+    source: DisplayImage,
+    target: DisplayImage,
+    *,
+    source_invert: bool | None = None,
+    target_invert: bool | None = None,
+) -> Window:
+    """``window`` (shown on ``source``) for ``target``: copied when both have VOI information and are shown the
+    same way round, else mapped relative to each one's default window (see the module); a LUT window gives the
+    target's default. ``*_invert`` (default: each file's own, MONOCHROME1 / INVERSE) say whether a side is shown
+    inverted: when only one is, the centre's offset is mirrored, so that both sides get brighter together."""
     if window.function == LUT_FUNCTION:
         return target.default_window
-    if has_voi(source) and has_voi(target):
+    flipped = (source.invert if source_invert is None else source_invert) != (
+        target.invert if target_invert is None else target_invert
+    )
+    if has_voi(source) and has_voi(target) and not flipped:
         return dataclasses.replace(window, name=SYNC_NAME, lut_index=None)
     src, dst = reference_window(source), reference_window(target)
+    offset = (window.center - src.center) / src.width * dst.width
     return Window(
-        center=dst.center + (window.center - src.center) / src.width * dst.width,
+        center=dst.center - offset if flipped else dst.center + offset,
         width=max(window.width / src.width * dst.width, 1e-6),
         function=window.function,
         name=SYNC_NAME,
@@ -201,7 +216,13 @@ class CompareWindow(QWidget):
         other = self._other(viewer)
         if self._syncing or not self.synchronised or viewer.view is None or other.view is None:
             return
-        window = map_window(viewer.window, viewer.view.display, other.view.display)
+        window = map_window(
+            viewer.window,
+            viewer.view.display,
+            other.view.display,
+            source_invert=viewer.invert,
+            target_invert=other.invert,
+        )
         if _same_window(window, other.window):
             return
         self._syncing = True
@@ -234,7 +255,15 @@ class CompareWindow(QWidget):
             return
         self._syncing = True
         try:
-            target.set_window(map_window(source.window, source.view.display, target.view.display))
+            target.set_window(
+                map_window(
+                    source.window,
+                    source.view.display,
+                    target.view.display,
+                    source_invert=source.invert,
+                    target_invert=target.invert,
+                )
+            )
             state = source.view_state()
             if state is not None:
                 target.set_view_state(*state)

@@ -53,14 +53,23 @@ def test_window_copied_between_images_with_voi(rg1_uncompressed: Path, rg1_j2k: 
 
 def test_window_mapped_relative_to_the_defaults_without_voi(rg1_uncompressed: Path, shared_data: Path) -> None:
     dicom, picture = load_display_image(rg1_uncompressed), load_viewable(_first_png(shared_data))
-    assert dicom.windows and not picture.windows
+    assert dicom.windows and not picture.windows and dicom.invert and not picture.invert  # RG1 is MONOCHROME1
     d, p = dicom.default_window, picture.default_window
     assert map_window(d, dicom, picture) == dataclasses.replace(p, name=SYNC_NAME)
     narrower = Window(center=d.center + 0.1 * d.width, width=d.width / 2)
-    mapped = map_window(narrower, dicom, picture)
-    assert mapped.center == pytest.approx(p.center + 0.1 * p.width) and mapped.width == pytest.approx(p.width / 2)
-    back = map_window(mapped, picture, dicom)
+    same_way = map_window(narrower, dicom, picture, source_invert=False)  # both shown uninverted
+    assert same_way.center == pytest.approx(p.center + 0.1 * p.width) and same_way.width == pytest.approx(p.width / 2)
+    mirrored = map_window(narrower, dicom, picture)  # RG1 shown inverted: the offset is mirrored
+    assert mirrored.center == pytest.approx(p.center - 0.1 * p.width) and mirrored.width == pytest.approx(p.width / 2)
+    back = map_window(mirrored, picture, dicom)
     assert back.center == pytest.approx(narrower.center) and back.width == pytest.approx(narrower.width)
+
+
+def test_absolute_copy_only_when_both_are_shown_the_same_way_round(rg1_uncompressed: Path, rg1_j2k: Path) -> None:
+    a, b = load_display_image(rg1_uncompressed), load_display_image(rg1_j2k)
+    window = Window(center=a.default_window.center + 1000.0, width=4000.0)
+    flipped = map_window(window, a, b, target_invert=False)  # the other side's Invert pressed
+    assert flipped.center == pytest.approx(b.default_window.center - 1000.0) and flipped.width == pytest.approx(4000.0)
 
 
 def test_a_voi_lut_window_is_not_mapped(rg1_uncompressed: Path, rg1_j2k: Path) -> None:
@@ -119,7 +128,8 @@ def test_switching_sync_off_keeps_the_sides_apart(qtbot, worker_folder: Path, sh
     view.left.one_to_one()
     assert view.right.window == right_window and view.right.view_state() == pytest.approx((1.0, 0.5, 0.5))
     view.sync_check.setChecked(True)  # on again: the current image leads, mapped relative to the defaults
-    assert view.right.window == map_window(view.left.window, view.left.view.display, view.right.view.display)
+    expected = map_window(view.left.window, view.left.view.display, view.right.view.display)
+    assert view.right.window == expected and expected.name == SYNC_NAME
     assert view.right.view_state() == pytest.approx(view.left.view_state())
 
 
