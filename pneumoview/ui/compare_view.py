@@ -77,9 +77,12 @@ class ComparedImage:
 
     @property
     def heading(self) -> str:
-        return (
-            f"{self.role.capitalize() if self.role != ROLE_STANDARD else self.role}: {self.title} {self.detail}".strip()
-        )
+        return f"{role_text(self.role)}: {self.title} {self.detail}".strip()
+
+
+def role_text(role: str) -> str:
+    """ "Current", "Prior", "ILO standard"."""
+    return role if role == ROLE_STANDARD else role.capitalize()
 
 
 # --------------------------------------------------------------------------- window/level mapping
@@ -180,7 +183,7 @@ class CompareWindow(QWidget):
 
     def _build_layout(self, fit: QPushButton) -> None:
         bar = QHBoxLayout()
-        bar.addWidget(QLabel(f"{(self.choices[0].role if self.choices else ROLE_PRIOR).capitalize()}:"))
+        bar.addWidget(QLabel(f"{role_text(self.choices[0].role if self.choices else ROLE_PRIOR)}:"))
         bar.addWidget(self.chooser, 1)
         bar.addWidget(self.sync_check)
         bar.addWidget(fit)
