@@ -15,6 +15,7 @@ from ui_support import reviewer_home
 
 from pneumoview.dicom.display import Window, load_display_image
 from pneumoview.imageio import load_viewable
+from pneumoview.settings import load_settings, save_settings
 from pneumoview.standards import WHERE_TO_SET
 from pneumoview.ui.compare_view import (
     COMPARE_MENU,
@@ -26,6 +27,7 @@ from pneumoview.ui.compare_view import (
     map_window,
 )
 from pneumoview.ui.main_window import MainWindow
+from pneumoview.ui.settings_dialog import SettingsDialog
 from pneumoview.ui.viewer import ImageViewer
 
 
@@ -184,7 +186,13 @@ def test_compare_with_an_ilo_standard(
     folder.mkdir()
     os.symlink(_first_png(shared_data), folder / "1p.png")
     os.symlink(rg1_uncompressed, folder / "0-0.dcm")
-    window.settings.ilo_standards_folder = str(folder)
+    dialog = SettingsDialog(window.settings, window)  # the setting's field in File > Settings...
+    qtbot.addWidget(dialog)
+    dialog.standards_edit.setText(f"  {folder}  ")
+    window.settings = dialog.result_settings()
+    assert window.settings.ilo_standards_folder == str(folder)
+    save_settings(window.settings)
+    assert load_settings().ilo_standards_folder == str(folder)  # kept across restarts
     view = window.compare.compare_with_standard()
     assert view is not None and not view.synchronised  # standards: not synchronised by default
     assert [view.chooser.itemText(i) for i in range(view.chooser.count())] == ["0/0", "1/1 p/p"]
