@@ -28,12 +28,15 @@ from pneumoview.dicom import sandbox
 from pneumoview.dicom.display import (
     LUT_FUNCTION,
     DisplayImage,
+    Window,
     apply_voi_lut_item,
     apply_window,
     invert_unit,
+    load_display_image,
     load_display_image_in_process,
 )
 from pneumoview.dicom.files import DICOM_MAGIC, DICOM_SUFFIXES, has_dicom_name, has_dicom_preamble
+from pneumoview.dicom.pictures import NO_DICOM_HEADER, is_picture_file
 from pneumoview.dicom.readonly import check_regular_file, open_readonly
 from pneumoview.errors import DicomReadError, PixelDecodeError, UnsupportedImageError
 
@@ -45,6 +48,8 @@ __all__ = [
     "is_dicom_file",
     "load_grey",
     "load_grey_in_process",
+    "load_picture_display",
+    "load_viewable",
 ]
 
 
@@ -109,6 +114,57 @@ def load_grey_in_process(path: str | os.PathLike[str]) -> GreyImage:
         raise UnsupportedImageError(
             "unsupported-file", "neither DICOM nor a readable PNG/JPEG/TIFF image", path=path
         ) from picture_error
+
+
+#: Display units of a picture shown in the viewer: grey levels 0..PICTURE_SCALE (16-bit pictures scaled down).
+PICTURE_SCALE = 255.0
+
+
+def load_viewable(path: str | os.PathLike[str]) -> DisplayImage:
+    """What the viewer shows for ``path``: a DICOM image (:func:`pneumoview.dicom.display.load_display_image`)
+    or, for a PNG/JPEG/TIFF picture (:func:`pneumoview.dicom.pictures.is_picture_file`),
+    :func:`load_picture_display`. Both decode in a decoder worker process."""
+    path = Path(path)
+    if is_picture_file(path):
+        return load_picture_display(path)
+    return load_display_image(path)
+
+
+def load_picture_display(path: str | os.PathLike[str]) -> DisplayImage:
+    """A PNG/JPEG/TIFF picture as a :class:`DisplayImage`, decoded in a decoder worker process.
+
+    Values are the picture's grey levels scaled to 0..:data:`PICTURE_SCALE` (white = bright, as stored,
+    EXIF orientation applied); no VOI information, so the default window is the full range and the
+    photometric interpretation is empty. ``notes`` starts with :data:`~pneumoview.dicom.pictures.NO_DICOM_HEADER`
+    (the viewer's marker). Raises PixelDecodeError / UnsupportedImageError / DecoderError.
+    """
+    path = Path(path)
+    check_path(path)
+    meta, arrays = sandbox.run(picture_display_task, path)
+    values = arrays["values"]
+    if not np.isfinite(values).all():
+        raise PixelDecodeError("picture has non-finite values", path=path)
+    return DisplayImage(
+        values=values,
+        photometric="",
+        invert=False,
+        windows=[],
+        default_window=Window(center=PICTURE_SCALE / 2, width=PICTURE_SCALE, name="Picture (full range)"),
+        notes=[NO_DICOM_HEADER, *(str(n) for n in meta["notes"])],
+        source=path,
+    )
+
+
+def picture_display_task(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """Sandbox task: decode a picture (:func:`_load_picture`) -> 0..PICTURE_SCALE float32 (JSON + arrays)."""
+    check_path(path)
+    try:
+        grey = _load_picture(path)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError("unsupported-file", "not a readable PNG/JPEG/TIFF image", path=path) from exc
+    values = grey.pixels
+    np.multiply(values, np.float32(PICTURE_SCALE), out=values)
+    return {"notes": list(grey.notes)}, {"values": values}
 
 
 def grey_from_display(image: DisplayImage) -> GreyImage:

@@ -74,6 +74,9 @@ class Settings:
     monitor_band: float = 0.10
     monitor_expected_flagged: float | None = None
     monitor_baseline_weeks: int = 4
+    # the clinic's own (licensed, never shipped) ILO standard radiographs, DICOM or PNG/JPEG/TIFF
+    # (pneumoview.standards); empty: not set
+    ilo_standards_folder: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -179,6 +182,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "monitor_band": (int, float),
     "monitor_expected_flagged": (int, float, type(None)),
     "monitor_baseline_weeks": (int,),
+    "ilo_standards_folder": (str,),
 }
 
 

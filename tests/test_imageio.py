@@ -114,3 +114,36 @@ def test_multi_frame_dicom_note(tmp_path: Path) -> None:
     shutil.copyfile(get_testdata_file("emri_small.dcm"), path)
     grey = load_grey(path)
     assert "multi-frame: first of 10 frames shown" in grey.notes
+
+
+def test_viewable_picture_is_marked_no_dicom_header(shared_data: Path) -> None:
+    from pneumoview.dicom.pictures import NO_DICOM_HEADER
+    from pneumoview.imageio import PICTURE_SCALE, load_viewable
+
+    path = sorted((shared_data / "cxr" / "images").glob("*.png"))[0]
+    display = load_viewable(path)
+    grey = load_grey(path)
+    assert display.values.shape == grey.pixels.shape and display.values.dtype == np.float32
+    np.testing.assert_allclose(display.values, grey.pixels * PICTURE_SCALE, rtol=1e-6)
+    assert display.notes[0] == NO_DICOM_HEADER and not display.invert and display.photometric == ""
+    assert display.windows == [] and display.default_window.width == PICTURE_SCALE
+
+
+def test_viewable_dicom_is_the_display_pipeline(rg1_uncompressed: Path) -> None:
+    from pneumoview.imageio import load_viewable
+
+    display = load_viewable(rg1_uncompressed)
+    np.testing.assert_array_equal(display.values, load_display_image(rg1_uncompressed).values)
+    assert display.photometric == "MONOCHROME1"
+
+
+def test_viewable_broken_pictures_raise_per_file_errors(tmp_path: Path, shared_data: Path) -> None:
+    from pneumoview.imageio import load_viewable
+
+    good = sorted((shared_data / "cxr" / "images").glob("*.png"))[0].read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 3])
+    (tmp_path / "text.png").write_text("not a picture\n", encoding="utf-8")
+    with pytest.raises(PixelDecodeError):
+        load_viewable(tmp_path / "truncated.png")
+    with pytest.raises(UnsupportedImageError):
+        load_viewable(tmp_path / "text.png")

@@ -224,3 +224,30 @@ def test_an_unchanged_file_is_not_read_again_to_hash_it(folder: Path, tmp_path: 
     third = ReviewSession(ResultStoreAdapter(ResultStore(db)))
     third.add_scan(scan([f]))
     assert next(iter(third.entries.values())).identity == real
+
+
+def test_pictures_have_no_uid_and_are_never_duplicates(tmp_path: Path, shared_data: Path) -> None:
+    """PNG/JPEG pictures: key ``-|<sha256>``; an empty SOP Instance UID is never shared (no duplicate-uid),
+    a byte-identical copy is the same image, and a result survives a restart."""
+    f = tmp_path / "pictures"
+    f.mkdir()
+    first, second = sorted((shared_data / "cxr" / "images").glob("*.png"))[:2]
+    os.symlink(first, f / "a.png")
+    os.symlink(second, f / "b.png")
+    os.symlink(first, f / "a_copy.png")
+    db = tmp_path / "db.sqlite3"
+    session = ReviewSession(ResultStoreAdapter(ResultStore(db)))
+    session.add_scan(scan([f], pictures=True))
+    entries = {Path(k).name: e for k, e in session.entries.items()}
+    assert sorted(entries) == ["a.png", "a_copy.png", "b.png"] and session.problems == []
+    assert all(e.image_key and e.image_key.startswith("-|") for e in entries.values())
+    assert entries["a.png"].image_key == entries["a_copy.png"].image_key != entries["b.png"].image_key
+    key = next(k for k, e in session.entries.items() if Path(k).name == "b.png")
+    result = analysed(
+        entries["b.png"].identity, 0.7, class_names=CLASSES, demo=False, provenance=Provenance(threshold=0.5)
+    )
+    session.set_results([(key, result)])
+    again = ReviewSession(ResultStoreAdapter(ResultStore(db)))
+    again.add_scan(scan([f], pictures=True))
+    assert again.problems == []  # the stored pictures are not "same UID" as each other either
+    assert again.entries[key].result is not None and again.entries[key].result.probability == 0.7

@@ -23,6 +23,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 
 from pneumoview.dicom.files import walk_files
+from pneumoview.dicom.pictures import NO_DICOM_HEADER, is_picture_file, picture_header
 from pneumoview.dicom.readonly import (
     HEADER_INFLATE_CAP,
     is_deflated,
@@ -98,6 +99,8 @@ class ImageRecord:
     protocol_name: str = ""  # (0018,1030)
     samples_per_pixel: int = 1  # (0028,0002)
     image_type: tuple[str, ...] = ()  # (0008,0008)
+    issuer_of_patient_id: str = ""  # (0010,0021)
+    picture_format: str = ""  # "PNG" / "JPEG" / "TIFF": a picture without a DICOM header (dicom.pictures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +403,7 @@ def _record_from_dataset(path: Path, ds: Dataset) -> ImageRecord:
         protocol_name=fields.text(0x00181030),
         samples_per_pixel=fields.unsigned(0x00280002) or 1,
         image_type=tuple(v.strip() for v in fields.text(0x00080008).split("\\") if v.strip()),
+        issuer_of_patient_id=fields.text(0x00100021),
     )
 
 
@@ -408,8 +412,12 @@ def scan(
     *,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    pictures: bool = False,
 ) -> ScanResult:
     """Read every file's header under ``paths``; ``progress(done, total)`` after each file.
+
+    With ``pictures``, PNG/JPEG/TIFF files are images too (:func:`read_picture_record`; the app's
+    browser); without, they are problems like any other file that is not DICOM (the command line).
 
     When ``cancel()`` returns True the scan stops and returns what it has, with
     ``cancelled=True``. Unreadable files become :class:`ScanProblem` entries.
@@ -425,7 +433,7 @@ def scan(
             cancelled = True
             break
         try:
-            images.append(read_record(path))
+            images.append(read_picture_record(path) if pictures and is_picture_file(path) else read_record(path))
         except NotRegularFileError as exc:
             problems.append(ScanProblem(path=path, reason=exc.reason, code=PROBLEM_NOT_REGULAR))
         except DicomReadError as exc:
@@ -467,3 +475,38 @@ def group_records(records: Iterable[ImageRecord]) -> list[Patient]:
             for series in study.series:
                 series.images.sort(key=lambda i: (i.instance_number is None, i.instance_number or 0, str(i.path)))
     return sorted(patients.values(), key=lambda p: (p.patient_name.lower(), p.patient_id))
+
+
+def read_picture_record(path: str | os.PathLike[str]) -> ImageRecord:
+    """The scan's record for a picture (header only; raises DicomReadError, see :func:`picture_header`)."""
+    path = Path(path)
+    fmt, width, height, bits = picture_header(path)
+    return ImageRecord(
+        path=path,
+        sop_instance_uid="",
+        sop_class_uid="",
+        patient_id="",
+        patient_name=NO_DICOM_HEADER,
+        patient_sex="",
+        patient_birth_date="",
+        study_uid="",
+        study_date="",
+        study_time="",
+        study_description=NO_DICOM_HEADER,
+        accession="",
+        series_uid="",
+        series_number=None,
+        series_description="PNG / JPEG / TIFF pictures",
+        modality="",
+        view_position="",
+        body_part="",
+        image_laterality="",
+        rows=height,
+        columns=width,
+        photometric="",
+        bits_stored=bits,
+        number_of_frames=1,
+        pixel_spacing=None,
+        transfer_syntax="",
+        picture_format=fmt,
+    )

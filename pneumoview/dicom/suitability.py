@@ -58,6 +58,8 @@ def _words(record: ImageRecord) -> str:
 
 def assess(record: ImageRecord) -> Suitability:
     """Decide from the header whether ``record`` is a frontal chest radiograph the model may judge."""
+    if record.picture_format:  # PNG/JPEG/TIFF (pneumoview.dicom.pictures): nothing in a header to check
+        return _picture_suitability(record)
     modality = record.modality.upper()
     sop = record.sop_class_uid
     secondary = sop.startswith(SECONDARY_CAPTURE_PREFIX)
@@ -104,6 +106,18 @@ def assess(record: ImageRecord) -> Suitability:
         )
     kind = "secondary capture of a chest radiograph" if secondary else f"{view or 'frontal'} chest {modality}"
     return Suitability(True, None, kind, tuple(cautions))
+
+
+def _picture_suitability(record: ImageRecord) -> Suitability:
+    """A picture without a DICOM header: analysed when large enough, with a caution that nothing says what it shows."""
+    if min(record.rows, record.columns) < MIN_SIDE:
+        return Suitability(
+            False,
+            TOO_SMALL,
+            f"image is {record.columns}x{record.rows}: too small to analyse (needs {MIN_SIDE} px a side)",
+        )
+    caution = "no DICOM header: check that this is a frontal (PA/AP) chest radiograph"
+    return Suitability(True, None, f"{record.picture_format} picture without a DICOM header", (caution,))
 
 
 def unsupported_file(error: PneumoViewError) -> Suitability:

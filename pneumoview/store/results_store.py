@@ -493,6 +493,15 @@ class ResultStore:
         # LIKE is case-insensitive for ASCII; keep exact-prefix matches only.
         return [_image(r) for r in rows if r["path"].startswith(prefix)]
 
+    def images_of_patient(self, patient_id: str) -> list[ImageInfo]:
+        """Known images whose Patient ID (0010,0020) is exactly ``patient_id`` (priors: pneumoview.priors);
+        an empty ID matches nothing."""
+        if not patient_id:
+            return []
+        return [
+            _image(r) for r in self._query("SELECT * FROM images WHERE patient_id = ? ORDER BY path", (patient_id,))
+        ]
+
     def known_hashes(self, paths: Iterable[str]) -> dict[str, tuple[str, str, str]]:
         """For files seen before (display paths): ``path -> (uid, content_sha256, file_stamp)``, so a file
         whose stamp (size, modification and change times) is unchanged need not be read again to hash it."""

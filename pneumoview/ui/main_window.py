@@ -209,6 +209,9 @@ class MainWindow(CalibrationActions, QMainWindow):
         from pneumoview.ui.reading_dialogs import ReadingMenuController
 
         self.reading_menu = ReadingMenuController.install_on(self)
+        from pneumoview.ui.compare_view import CompareController
+
+        self.compare = CompareController.install_on(self)  # View > Compare with Prior / ILO Standard
         self.session.problems_changed.connect(self._on_problems)
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())

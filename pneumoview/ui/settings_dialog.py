@@ -159,6 +159,10 @@ class SettingsDialog(QDialog):
         self.reviewer_edit = QLineEdit(settings.reviewer_name)
         self.reviewer_edit.setPlaceholderText("Kept with every decision you save")
         rform.addRow("Reviewer name", self.reviewer_edit)
+        self.standards_edit = QLineEdit(settings.ilo_standards_folder)  # pneumoview.standards
+        self.standards_edit.setPlaceholderText("The clinic's own licensed ILO standard radiographs (not shipped)")
+        caption = "ILO standard images folder"
+        rform.addRow(caption, path_row(self.standards_edit, self, folder=True, caption=caption))
         return review
 
     def _export_group(self, settings: Settings) -> QGroupBox:
@@ -201,6 +205,7 @@ class SettingsDialog(QDialog):
         s.model_idle_minutes = int(self.idle_spin.value())
         s.threshold = round(float(self.threshold_spin.value()), 4)
         s.reviewer_name = self.reviewer_edit.text().strip()
+        s.ilo_standards_folder = self.standards_edit.text().strip()
         s.export.pseudonymise = self.pseudonymise_check.isChecked()
         s.export.include_names = self.names_check.isChecked()
         s.export.include_source_path = self.paths_check.isChecked()

@@ -20,8 +20,12 @@ def read_tags(path: Path) -> list[tuple[str, str, str, str, list[Any]]]:
     (:func:`pneumoview.dicom.scan.read_header`: regular files only, bounded reads and inflation);
     pixel data are never read here. Raises DicomReadError for an unreadable header.
     """
+    from pneumoview.dicom.pictures import NO_DICOM_HEADER, is_picture_file, picture_header
     from pneumoview.dicom.scan import PARSER_ERRORS, header_read_error, read_header
 
+    if is_picture_file(path):  # PNG/JPEG/TIFF: no tags to list, say what it is instead
+        fmt, width, height, bits = picture_header(Path(path))
+        return [("", NO_DICOM_HEADER, "", f"{fmt} picture, {width} x {height}, {bits} bits", [])]
     try:
         ds = read_header(Path(path))
     except PARSER_ERRORS as exc:

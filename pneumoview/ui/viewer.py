@@ -126,7 +126,9 @@ class PreparedView:
 def prepare_view(path: Path) -> PreparedView:
     """Load (sandboxed decode), build the preview and presets (worker thread; raises PneumoViewError
     subclasses, DecoderError with ``decoder-crashed`` / ``decoder-timeout`` / ``decoder-memory`` included)."""
-    return view_from_display(_display_module().load_display_image(Path(path)), Path(path))
+    from pneumoview.imageio import load_viewable  # DICOM, or a PNG/JPEG/TIFF picture (no DICOM header)
+
+    return view_from_display(load_viewable(Path(path)), Path(path))
 
 
 def view_from_display(display: DisplayImage, path: Path) -> PreparedView:
@@ -178,6 +180,7 @@ class ImageViewer(QWidget):
 
     #: Caption drawn with the model-attention layer (:data:`pneumoview.inference.attention_maps.HEATMAP_LABEL`'s gist).
     ATTENTION_CAPTION = "model attention \u2014 not a lesion finding"
+    viewMoved = Signal()  # zoom, pan or fit changed (side-by-side sync: ui/compare_view.py)
 
     def __init__(self, parent: QWidget | None = None, cache: ViewCache | None = None) -> None:
         super().__init__(parent)
@@ -377,6 +380,7 @@ class ImageViewer(QWidget):
         self._fit = True
         self._schedule_full()
         self.update()
+        self.viewMoved.emit()
 
     def one_to_one(self) -> None:
         if self.view is None:
@@ -403,6 +407,7 @@ class ImageViewer(QWidget):
         self._schedule_full()
         self.update()
         self.zoomChanged.emit(zoom)
+        self.viewMoved.emit()
 
     def _current_offset(self) -> QPointF:
         if self._fit and self.view is not None:
@@ -502,6 +507,7 @@ class ImageViewer(QWidget):
             painter.fillRect(box, QColor(0, 0, 0, 170))
             painter.setPen(QColor(230, 230, 230))
             painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        self._paint_no_header_marker(painter)
         painter.end()
 
     # -- mouse -------------------------------------------------------------------------------
@@ -531,6 +537,7 @@ class ImageViewer(QWidget):
         if self._drag_mode == "pan":
             self._offset = self._drag_offset + delta
             self.update()
+            self.viewMoved.emit()
         elif self._drag_mode == "window" and self._drag_window is not None:
             span = max(float(self._value_span()), 1.0)
             step = span / max(self.width(), 200)  # one widget width = the full value range
@@ -568,6 +575,49 @@ class ImageViewer(QWidget):
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._schedule_full()
+
+    # -- pictures and side-by-side sync (ui/compare_view.py) ---------------------------------------
+    @property
+    def no_dicom_header(self) -> bool:
+        """True while a PNG/JPEG/TIFF picture is shown (:func:`pneumoview.imageio.load_picture_display`)."""
+        from pneumoview.dicom.pictures import NO_DICOM_HEADER
+
+        return self.view is not None and NO_DICOM_HEADER in self.view.display.notes
+
+    def _paint_no_header_marker(self, painter: QPainter) -> None:
+        if not self.no_dicom_header:
+            return
+        from pneumoview.dicom.pictures import NO_DICOM_HEADER
+
+        text = f"{NO_DICOM_HEADER.upper()}: picture shown as stored"
+        metrics = painter.fontMetrics()
+        box = QRectF(4, 4, metrics.horizontalAdvance(text) + 12, metrics.height() + 6)
+        painter.fillRect(box, QColor(150, 60, 0, 210))
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    def view_state(self) -> tuple[float, float, float] | None:
+        """``(zoom relative to fit, centre x, centre y)``, the centre as a fraction (0..1) of the image's
+        width and height under the widget's centre; None with no image."""
+        if self.view is None or self._fit_zoom() <= 0:
+            return None
+        centre = self._widget_to_image(QPointF(self.width() / 2, self.height() / 2))
+        return self.zoom / self._fit_zoom(), centre.x() / self.view.width, centre.y() / self.view.height
+
+    def set_view_state(self, relative_zoom: float, centre_x: float, centre_y: float) -> None:
+        """Show ``relative_zoom`` x the fit zoom with image point (``centre_x``, ``centre_y``) (fractions) at
+        the widget's centre: :meth:`view_state` of another viewer applied to this one."""
+        if self.view is None:
+            return
+        if abs(relative_zoom - 1.0) < 1e-6 and abs(centre_x - 0.5) < 1e-6 and abs(centre_y - 0.5) < 1e-6:
+            self.fit()
+            return
+        anchor = QPointF(centre_x * self.view.width, centre_y * self.view.height)
+        self._set_zoom(
+            relative_zoom * self._fit_zoom(),
+            anchor_widget=QPointF(self.width() / 2, self.height() / 2),
+            anchor_image=anchor,
+        )
 
 
 def transform_for(zoom: float, offset: QPointF) -> QTransform:

@@ -114,7 +114,7 @@ class FunctionJob(Job):
 
 
 class ScanJob(Job):
-    """Scans files and folders with :func:`pneumoview.dicom.scan.scan` (headers only).
+    """Scans files and folders with :func:`pneumoview.dicom.scan.scan` (headers only; PNG/JPEG/TIFF pictures too).
 
     ``post(result)``, if given, also runs in the worker (e.g. reading earlier results from the
     database) and its return value is what ``finished`` carries.
@@ -136,7 +136,7 @@ class ScanJob(Job):
                 last[0] = now
                 self.report(done, total, f"Reading headers {done}/{total}")
 
-        result = scan(self.paths, progress=progress, cancel=self.is_cancelled)
+        result = scan(self.paths, progress=progress, cancel=self.is_cancelled, pictures=True)  # + PNG/JPEG/TIFF
         if self.post is not None:
             self.report(result.files_seen, result.files_seen, "Reading earlier results...")
             return self.post(result)
