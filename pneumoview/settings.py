@@ -74,6 +74,9 @@ class Settings:
     monitor_band: float = 0.10
     monitor_expected_flagged: float | None = None
     monitor_baseline_weeks: int = 4
+    # ILO readings: the final-determination rule as pneumoview.reading.rules.FinalRule's JSON
+    # ({"agree_on": "binary" | "major", "large_opacities": true | false}); empty: the default rule
+    final_rule: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -179,6 +182,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "monitor_band": (int, float),
     "monitor_expected_flagged": (int, float, type(None)),
     "monitor_baseline_weeks": (int,),
+    "final_rule": (dict,),
 }
 
 

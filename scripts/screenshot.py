@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         default="RG1_UNCR.dcm",
         help="file name to show (default RG1_UNCR.dcm; falls back to the first analysable image)",
     )
+    parser.add_argument("--reading", action="store_true", help="sign a reader in and show the docked ILO form")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from pneumoview.ui.app import limit_gui_process_threads
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         120,
         "the model's input",
     )
-    window.bottom_tabs.setCurrentWidget(window.tags)
+    if args.reading:  # a signed-in reader with the docked ILO form raised (docs/main-window-1280x800.png)
+        window.reading_menu.reader = window.reading_menu._repository().sign_in("Dr A. Reader")
+        window.refresh_reading_dock()
+        window.reading_form_dock.raise_()
     wait(app, lambda: window.tags.tree.topLevelItemCount() > 0, 60, "the tags")
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
