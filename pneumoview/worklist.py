@@ -12,7 +12,8 @@ Filters (:data:`FILTERS`): ``all``, ``unread`` (the study still needs a reading 
 reader: not read by them and not final; with nobody signed in: no reading at all), ``ai-positive``,
 ``disagreement`` (a reader's major category 0 vs 1/2/3 differs from the AI label, a reviewer
 disagreed with the AI, or the first two readers disagreed under the final-determination rule),
-``needs-re-review``. :func:`step_unread` gives the next / previous study that needs reading.
+``needs-re-review``. :func:`step_unread` gives the next / previous study that needs reading. Images
+that cannot be read as frontal chest radiographs (``ImageEntry.diagnosable`` false) are never unread.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class WorklistRow:
     reading: StudyReadingState
     reviewer_disagrees: bool  # the reviewer's agree/disagree/uncertain decision is "disagree"
     needs_re_review: bool
+    readable: bool = True  # a frontal chest radiograph (not a CT, a lateral view...: nothing to read)
 
     @property
     def reading_status(self) -> str:
@@ -115,8 +117,10 @@ class WorklistRow:
         return self.reader_vs_ai_disagrees or self.reviewer_disagrees or self.reading.readers_disagree
 
     def needs_reading_by(self, reader: str | None) -> bool:
-        """The study still needs a reading: from ``reader`` (not read by them, not final), or from
-        anybody when nobody is signed in (no reading at all)."""
+        """The image is readable and its study still needs a reading: from ``reader`` (not read by
+        them, not final), or from anybody when nobody is signed in (no reading at all)."""
+        if not self.readable:
+            return False
         if not reader:
             return not self.reading.readers
         return reader not in self.reading.readers and self.reading.final.status != FINAL
@@ -162,6 +166,7 @@ def build_rows(
                 reading=states[uid],
                 reviewer_disagrees=entry.decision is not None and entry.decision.decision == "disagree",
                 needs_re_review=entry.review_status == REVIEW_NEEDED,
+                readable=entry.diagnosable,
             )
         )
     rows.sort(key=lambda r: (r.study_date, r.worker_name, r.worker_id, r.study_uid, entry_name(r.key)))

@@ -145,3 +145,14 @@ def test_next_and_previous_unread_skip_read_and_current_studies(entries: list[Im
     read_all = build_rows(entries, {s: [sub(i, s, "ann", "0/0")] for i, s in enumerate(("S1", "S2", "S3"))})
     assert step_unread(read_all, None, +1, "ann") is None
     assert step_unread([], None) is None
+
+
+def test_an_image_that_cannot_be_read_is_never_unread(entries: list[ImageEntry]) -> None:
+    from pneumoview.dicom.suitability import Suitability
+
+    entries[1].suitability = Suitability(False, "lateral-view", "a lateral view")  # a.dcm, study S1
+    rows = build_rows(entries, {})
+    a = next(r for r in rows if r.key.endswith("a.dcm"))
+    assert a.ai_label == "n/a (lateral-view)" and a.score is None and not a.needs_reading_by(None)
+    assert [r.key.rsplit("/", 1)[-1] for r in filter_rows(rows, "unread")] == ["b.dcm", "c.dcm", "d.dcm"]
+    assert step_unread(rows, None, +1, "ann") == next(r.key for r in rows if r.key.endswith("b.dcm"))

@@ -46,6 +46,8 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("pynetdicom", "MIT"),
     ("highdicom", "MIT"),
 )
+#: Other distribution names a component is installed under.
+_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"PySide6": ("PySide6-Essentials", "PySide6-Addons")}
 
 
 def _licence_from_metadata(meta: metadata.PackageMetadata) -> str:
@@ -63,12 +65,17 @@ def licence_rows() -> list[tuple[str, str, str]]:
     """(component, installed version or "not installed", licence) for each of :data:`COMPONENTS`."""
     rows = []
     for name, fallback in COMPONENTS:
-        try:
-            meta = metadata.metadata(name)
-        except metadata.PackageNotFoundError:
+        meta = None
+        for distribution in (name, *_DISTRIBUTIONS.get(name, ())):
+            try:
+                meta = metadata.metadata(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        if meta is None:
             rows.append((name, "not installed", fallback))
-            continue
-        rows.append((name, meta.get("Version") or "", _licence_from_metadata(meta) or fallback))
+        else:
+            rows.append((name, meta.get("Version") or "", _licence_from_metadata(meta) or fallback))
     return rows
 
 
@@ -111,7 +118,7 @@ def shortcut_rows() -> list[tuple[str, str, str]]:
     """(where, keys, what) for every shortcut, from the tables that create them."""
     rows: list[tuple[str, str, str]] = []
     for menu, _attr, text, _slot, shortcut in MENU_ACTIONS + HELP_ACTIONS:
-        if shortcut is not None and text not in ("-", "submenu", "dock"):
+        if shortcut is not None and text not in ("-", "submenu", "dock") and key_text(shortcut):
             rows.append((plain_text(menu), key_text(shortcut), plain_text(text)))
     for entry in READING_MENU:
         if entry.shortcut:

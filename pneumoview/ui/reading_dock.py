@@ -12,7 +12,7 @@ Space) before the window's single-key viewer shortcuts (B, I, F, 1, R), which wo
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from pneumoview.reading.repository import ReadingRepository
@@ -57,11 +57,30 @@ class ReadingDock(QWidget):
             widget.installEventFilter(self)
         self.show_study(None, None, "")
 
+    def _form_shortcut(self, event: QKeyEvent) -> QShortcut | None:
+        """The form's shortcut (its :data:`~pneumoview.ui.reading_form.SHORTCUTS` table) for this key."""
+        pressed = QKeySequence(event.keyCombination())
+        return next(
+            (s for s in self.form.shortcuts if s.key().matches(pressed) == QKeySequence.SequenceMatch.ExactMatch), None
+        )
+
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt name
-        """Printable keys without Ctrl/Alt go to the focused field, not to window shortcuts."""
-        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
+        """Inside the form, its own shortcuts (Alt+P...) win over the window's menu mnemonics (&PACS),
+        and printable keys without Ctrl/Alt go to the focused field, not to the viewer's single keys."""
+        if isinstance(event, QKeyEvent) and event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
+            shortcut = self._form_shortcut(event)
+            if shortcut is not None:
+                event.accept()
+                if event.type() == QEvent.Type.KeyPress:
+                    shortcut.activated.emit()
+                return True
             mods = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
-            if not mods and event.text().isprintable() and event.text():
+            if (
+                event.type() == QEvent.Type.ShortcutOverride
+                and not mods
+                and event.text()
+                and event.text().isprintable()
+            ):
                 event.accept()
                 return True
         return super().eventFilter(watched, event)

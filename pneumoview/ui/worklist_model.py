@@ -81,8 +81,13 @@ class WorklistProxy(QSortFilterProxyModel):
         self.reader: str | None = None
 
     def set_filter(self, filter_id: str, reader: str | None = None) -> None:
-        self.filter_id, self.reader = filter_id, reader
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.10; invalidateFilter is deprecated there
+            self.beginFilterChange()
+            self.filter_id, self.reader = filter_id, reader
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.filter_id, self.reader = filter_id, reader
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
         model = self.sourceModel()

@@ -87,8 +87,10 @@ class WorkstationActions:
 
     def focus_reading_form(self) -> None:
         """Review > ILO Reading Form (F2): raise the docked form and put the focus on film quality."""
-        if not self.reading_menu.reader and not self.sign_in_reader():
-            return
+        if not self.reading_menu.reader:
+            if not self.sign_in_reader():
+                return
+            self.activateWindow()  # type: ignore[attr-defined]  # back from the sign-in dialog
         self.reading_form_dock.show()
         self.reading_form_dock.raise_()
         self.reading_dock.focus_form()

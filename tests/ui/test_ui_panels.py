@@ -59,15 +59,22 @@ def test_diagnosis_panel_shows_the_judged_label_and_marks_demo(
     rg1.result = _result(rg1, 0.62, demo=True, name="DEMO tiny")
     panel.show_entry(rg1)
     assert panel.demo_mark.isVisible() and panel.demo_mark.text() == DEMO_MARK
-    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
+    # The answer first: the score, the DEMO-marked label at its threshold; provenance collapsed.
+    assert panel.probability.text() == "0.620"
+    assert f"{DEMO_MARK}: pneumoconiosis" in panel.answer.text() and "threshold 0.50" in panel.answer.text()
     details = panel.details.text()
     assert "abababababababab" in details and "cpu fp32" in details and "cdcdcdcd" in details
+    assert not panel.details.isVisible() and panel.expander.isVisible() and not panel.expander.isChecked()
+    panel.expander.click()
+    assert panel.details.isVisible()
+    panel.expander.click()
+    assert not panel.details.isVisible()
     # Another threshold in the settings does not relabel the stored result (a decision is bound to
-    # what it judged); the panel says what the new threshold would give.
+    # what it judged); the card says what the new threshold would give.
     panel.threshold = 0.7
     panel.show_entry(rg1)
-    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
-    assert "at the current threshold 0.70 it would be normal" in panel.details.text()
+    assert f"{DEMO_MARK}: pneumoconiosis" in panel.answer.text()
+    assert "at the current threshold 0.70 it would be normal" in panel.answer.text()
     rg1.result = _result(rg1, 0.3, demo=False, name="real model")
     panel.show_entry(rg1)
     assert not panel.demo_mark.isVisible() and DEMO_MARK not in panel.headline.text()
