@@ -126,8 +126,9 @@ class WorklistPanel(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setStretchLastSection(True)
-        for column, width in enumerate((130, 80, 84, 44, 52, 120)):
-            self.table.setColumnWidth(column, width)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
         top = QHBoxLayout()
         top.addWidget(QLabel("Show:"))
@@ -141,6 +142,9 @@ class WorklistPanel(QWidget):
         self.reader = reader or None
         self.model.set_rows(rows)
         self._apply_filter()
+        self.table.resizeColumnsToContents()
+        for column in range(len(COLUMNS)):
+            self.table.setColumnWidth(column, min(self.table.columnWidth(column), 110 if column == 0 else 140))
 
     def _apply_filter(self) -> None:
         self.proxy.set_filter(str(self.filter_combo.currentData()), self.reader)
