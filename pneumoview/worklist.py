@@ -31,17 +31,12 @@ from pneumoview.reading.rules import (
     determine,
     latest_per_reader,
 )
+from pneumoview.report import _format_date as format_date  # the one DICOM DA -> ISO date rule
 from pneumoview.results import REVIEW_NEEDED
 from pneumoview.session import ImageEntry
 
 #: Reader-vs-AI comparison: the major category as 0 vs 1/2/3, the only split a binary AI label has.
 _BINARY = FinalRule(agree_on="binary", large_opacities=False)
-
-
-def format_date(yyyymmdd: str) -> str:
-    """DICOM DA (0008,0020) YYYYMMDD -> YYYY-MM-DD; anything else unchanged."""
-    d = yyyymmdd.strip()
-    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from pneumoview.labels import DEMO_MARK
+from pneumoview.report import _format_date as format_date
 from pneumoview.session import ImageEntry, ReviewSession, Status, file_key
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # image key (images only)
@@ -55,12 +56,6 @@ class _Node:
         if self.kind == "image":
             return [self.key] if self.key else []
         return [k for child in self.children for k in child.image_keys()]
-
-
-def format_date(yyyymmdd: str) -> str:
-    """DICOM DA (YYYYMMDD) -> YYYY-MM-DD; anything else unchanged."""
-    d = yyyymmdd.strip()
-    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
 
 
 def score_text(entry: ImageEntry, threshold: float) -> str:

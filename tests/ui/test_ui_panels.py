@@ -114,3 +114,23 @@ def test_review_panel_requests_a_decision(qtbot, tmp_path: Path, rg1_uncompresse
     panel.show_entry(rg1)
     assert panel.buttons["agree"].isChecked() and not panel.buttons["uncertain"].isChecked()
     assert panel.comment.toPlainText() == "ok" and "Dr C" in panel.saved.text()
+
+
+def test_tab_leaves_the_decision_comment_box(qtbot) -> None:  # noqa: ANN001
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    panel = ReviewPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.activateWindow()
+    panel.show_entry(None)
+    panel.comment.setEnabled(True)
+    panel.whole_study.setEnabled(True)
+    panel.comment.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is panel.comment)
+    QTest.keyClicks(panel.comment, "ok")
+    QTest.keyClick(panel.comment, Qt.Key.Key_Tab)
+    assert panel.comment.toPlainText() == "ok" and QApplication.focusWidget() is not panel.comment
