@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -317,6 +317,13 @@ class MainWindow(AnalysisActions, WindowDialogs, WorkstationActions, Calibration
             [self.browser_dock, self.tags_dock], [int(height * 0.6), int(height * 0.3)], Qt.Orientation.Vertical
         )
         self.resizeDocks([self.problems_dock], [110], Qt.Orientation.Vertical)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt name
+        """Back in the window (e.g. from Reading > Sign In or a reading dialog): readings may have changed."""
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.ActivationChange and self.isActiveWindow() and hasattr(self, "_worklist_timer"):
+            self.refresh_reading_dock()
+            self._worklist_timer.start()
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)

@@ -100,8 +100,11 @@ class ReadingDock(QWidget):
         if not study_uid:
             self.header.setText(f"Reader <b>{reader}</b>: no study on screen.")
             return
-        assert repo is not None and study_uid
-        self.panel.set_study(repo, study_uid, reader)
+        if (study_uid, reader) == (self.panel.study_uid, self.panel.reader) and self.panel.repo is not None:
+            self.panel.repo = repo
+            self.panel._refresh_others()  # same study and reader: keep what is being typed
+        else:
+            self.panel.set_study(repo, study_uid, reader)
         self.header.setText(f"Reader <b>{reader}</b> - {self.panel.final.text() or 'your reading'}")
 
     def focus_form(self) -> None:

@@ -71,6 +71,10 @@ class WorkstationActions:
 
     def _step_unread(self, step: int) -> None:
         """Show the first image of the next / previous study the signed-in reader still has to read."""
+        timer = getattr(self, "_worklist_timer", None)
+        if timer is not None and timer.isActive():  # rows not rebuilt yet since the last change
+            timer.stop()
+            self.refresh_worklist()
         key = step_unread(self.worklist.model.rows, getattr(self, "_current_key", None), step, self.reading_menu.reader)
         if key is None:
             self._status("No unread study left.")  # type: ignore[attr-defined]
