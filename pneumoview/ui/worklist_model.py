@@ -16,6 +16,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QTableView, QVBoxLayout, QWidget
 
+from pneumoview.ui.study_model import refilter
 from pneumoview.worklist import FILTERS, WorklistRow, matches
 
 COLUMNS = ("Worker name", "Worker ID", "Study date", "View", "AI score", "AI label", "Reading status")
@@ -81,13 +82,10 @@ class WorklistProxy(QSortFilterProxyModel):
         self.reader: str | None = None
 
     def set_filter(self, filter_id: str, reader: str | None = None) -> None:
-        if hasattr(self, "beginFilterChange"):  # Qt >= 6.10; invalidateFilter is deprecated there
-            self.beginFilterChange()
+        def change() -> None:
             self.filter_id, self.reader = filter_id, reader
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self.filter_id, self.reader = filter_id, reader
-            self.invalidateFilter()
+
+        refilter(self, change)
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
         model = self.sourceModel()
