@@ -77,6 +77,9 @@ class Settings:
     # the clinic's own (licensed, never shipped) ILO standard radiographs, DICOM or PNG/JPEG/TIFF
     # (pneumoview.standards); empty: not set
     ilo_standards_folder: str = ""
+    # ILO readings: the final-determination rule as pneumoview.reading.rules.FinalRule's JSON
+    # ({"agree_on": "binary" | "major", "large_opacities": true | false}); empty: the default rule
+    final_rule: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer version, kept as-is
 
     def validate(self) -> None:
@@ -183,6 +186,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "monitor_expected_flagged": (int, float, type(None)),
     "monitor_baseline_weeks": (int,),
     "ilo_standards_folder": (str,),
+    "final_rule": (dict,),
 }
 
 

@@ -5,7 +5,10 @@
 The folder is read in place (never copied); settings, the results database and the generated
 demo model go to a temporary ``PNEUMOVIEW_HOME`` so the real user folders are not touched.
 The first analysable image (in browser order) is selected, analysed with the demo model, and
-the window is saved as PNG for the README.
+the window is saved as PNG for the README. The reading-workstation shots in ``docs/``:
+
+    scripts/screenshot.py ../shared/data/cxr-dicom --worklist --output docs/main-window-1600x1000.png
+    scripts/screenshot.py ../shared/data/cxr-dicom --size 1280x800 --reading --output docs/main-window-1280x800.png
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         default="RG1_UNCR.dcm",
         help="file name to show (default RG1_UNCR.dcm; falls back to the first analysable image)",
     )
+    parser.add_argument("--reading", action="store_true", help="sign a reader in and show the docked ILO form")
+    parser.add_argument("--worklist", action="store_true", help="show the flat worklist instead of the study tree")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from pneumoview.ui.app import limit_gui_process_threads
@@ -80,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         120,
         "the model's input",
     )
-    window.bottom_tabs.setCurrentWidget(window.tags)
+    if args.worklist:
+        window.browser_tabs.setCurrentWidget(window.worklist)
+    if args.reading:  # a signed-in reader with the docked ILO form raised (docs/main-window-1280x800.png)
+        window.reading_menu.reader = window.reading_menu._repository().sign_in("Dr A. Reader")
+        window.refresh_reading_dock()
+        window.reading_form_dock.raise_()
     wait(app, lambda: window.tags.tree.topLevelItemCount() > 0, 60, "the tags")
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:

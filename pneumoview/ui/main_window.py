@@ -1,9 +1,14 @@
-"""The main window: study browser, viewer, diagnosis / review panels, problems and tags.
+"""The main window, laid out as a reading workstation: the image viewer in the centre; docks that
+collapse (View menu) for the study browser / flat worklist, the DICOM tags, the AI result card with
+the reviewer's decision, the docked ILO reading form, and the problems (shown only when there are some).
 
-The window only asks and shows. State lives in a :class:`pneumoview.session.ReviewSession`
-(persisted through :class:`pneumoview.store.ResultStore`); long work (scanning,
-image preparation, analysis) runs in :mod:`pneumoview.ui.workers` jobs whose results come
-back as queued signals. ``torch`` is imported only when an analysis starts, in a worker.
+The window only asks and shows. Its menus and shortcuts are one data table (:mod:`pneumoview.ui.menus`);
+analysis (:mod:`pneumoview.ui.analysis_actions`), dialogs (:mod:`pneumoview.ui.window_dialogs`), the
+reading workflow and Help (:mod:`pneumoview.ui.workstation`) and calibration
+(:mod:`pneumoview.ui.calibration_actions`) are mixins of their own. State lives in a
+:class:`pneumoview.session.ReviewSession` (persisted through :class:`pneumoview.store.ResultStore`);
+long work (scanning, image preparation, analysis) runs in :mod:`pneumoview.ui.workers` jobs whose
+results come back as queued signals. ``torch`` is imported only when an analysis starts, in a worker.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import logging
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtCore import QEvent, QItemSelectionModel, QModelIndex, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -33,7 +38,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QSplitter,
     QTabWidget,
     QToolBar,
     QTreeView,
@@ -43,27 +47,22 @@ from PySide6.QtWidgets import (
 
 from pneumoview import paths
 from pneumoview.errors import PneumoViewError, StoreError
-from pneumoview.results import ANALYSED, ImageResult
-from pneumoview.service.analysis import WorkItem
 from pneumoview.session import ImageEntry, ResultStoreAdapter, ReviewSession, Status
-from pneumoview.settings import Settings, load_settings, save_settings
+from pneumoview.settings import load_settings, save_settings
+from pneumoview.ui.analysis_actions import AnalysisActions, model_configured
 from pneumoview.ui.analysis_process import AnalysisClient, EngineSpec
 from pneumoview.ui.calibration_actions import CalibrationActions
+from pneumoview.ui.menus import CHECKABLE, HELP_ACTIONS, MENU_ACTIONS, Shortcut
 from pneumoview.ui.panels import DiagnosisPanel, ModelInputPanel, ReviewPanel, entry_summary
 from pneumoview.ui.problems_panel import ProblemsPanel
-from pneumoview.ui.study_model import (
-    COL_DECISION,
-    COL_NAME,
-    COL_SCORE,
-    COL_STATUS,
-    KEY_ROLE,
-    KIND_ROLE,
-    StudyFilterProxy,
-    StudyTreeModel,
-)
+from pneumoview.ui.reading_dock import ReadingDock
+from pneumoview.ui.study_model import KEY_ROLE, KIND_ROLE, StudyFilterProxy, StudyTreeModel
 from pneumoview.ui.tags_panel import TagsPanel
 from pneumoview.ui.viewer import ImageViewer
-from pneumoview.ui.workers import AnalysisJob, FunctionJob, Job, ScanJob
+from pneumoview.ui.window_dialogs import WindowDialogs
+from pneumoview.ui.workers import FunctionJob, Job, ScanJob
+from pneumoview.ui.worklist_model import WorklistPanel
+from pneumoview.ui.workstation import WorkstationActions
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QDragMoveEvent
@@ -71,8 +70,8 @@ if TYPE_CHECKING:
     from pneumoview.dicom.display import Window
     from pneumoview.dicom.scan import ScanProblem
     from pneumoview.preprocess import ModelInput
-    from pneumoview.report import ExportOptions, ExportSummary
     from pneumoview.session import PreparedScan
+    from pneumoview.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +99,6 @@ def _prepare_model_input(path: Path) -> ModelInput:
     return prepare_with_quality(path)
 
 
-def model_configured(settings: Settings) -> bool:
-    """True when a model can run now (read afresh): the demo choice, or a bundle (explicit, or the
-    registry's active one) with the base weights it needs (:mod:`pneumoview.active_model`)."""
-    from pneumoview.active_model import resolve_active_model
-
-    model = resolve_active_model(settings)
-    return model is not None and model.ready
-
-
 def active_bundle_path(settings: Settings | None = None) -> Path | None:
     if settings is not None and settings.active_bundle:
         return Path(settings.active_bundle)
@@ -122,46 +112,7 @@ def active_bundle_path(settings: Settings | None = None) -> Path | None:
     return entry.path if entry is not None else None
 
 
-# The menus, in order: (menu, attribute on the window or "", text, slot, shortcut). Text "-" is a separator,
-# "submenu" a sub-menu (its title in the slot column). Slots are method paths on the window (MainWindow._action).
-_MENU_ACTIONS: tuple[tuple[str, str, str, str, str | QKeySequence.StandardKey | None], ...] = (
-    ("&File", "act_open_folder", "Open &Folder...", "choose_folder", QKeySequence.StandardKey.Open),
-    ("&File", "act_open_files", "Open &Files...", "choose_files", "Ctrl+Shift+O"),
-    ("&File", "recent_menu", "submenu", "&Recent Folders", None),
-    ("&File", "", "-", "", None),
-    ("&File", "act_export_all", "&Export All to CSV...", "export_all_dialog", "Ctrl+E"),
-    ("&File", "act_export_selected", "Export &Selected to CSV...", "export_selected_dialog", None),
-    ("&File", "", "-", "", None),
-    ("&File", "act_settings", "Se&ttings...", "open_settings_dialog", QKeySequence.StandardKey.Preferences),
-    ("&File", "", "-", "", None),
-    ("&File", "", "&Quit", "close", QKeySequence.StandardKey.Quit),
-    ("&View", "act_next_study", "&Next Study", "next_study", "Ctrl+Down"),
-    ("&View", "act_prev_study", "&Previous Study", "previous_study", "Ctrl+Up"),
-    ("&View", "", "-", "", None),
-    ("&View", "act_overlay", "Lung &Box Overlay", "viewer.set_overlay_visible", "B"),
-    ("&View", "act_invert", "&Invert", "viewer.set_invert", "I"),
-    ("&View", "act_fit", "&Fit", "viewer.fit", "F"),
-    ("&View", "act_one", "&1:1", "viewer.one_to_one", "1"),
-    ("&View", "act_reset", "&Reset View", "_reset_view", "R"),
-    ("&Analysis", "act_analyse_selected", "Analyse &Selected", "analyse_selected", "Ctrl+R"),
-    ("&Analysis", "act_analyse_all", "Analyse &All", "analyse_all", "Ctrl+Shift+R"),
-    ("&Analysis", "act_reanalyse_all", "&Re-analyse All...", "reanalyse_all", None),
-    ("&Analysis", "act_cancel", "&Cancel", "cancel_task", "Esc"),
-    ("&Analysis", "", "-", "", None),
-    ("&Analysis", "act_heatmap", "Model Attention &Heatmap (not a finding)", "show_heatmap", "Ctrl+H"),
-    ("&Analysis", "act_attention_overlay", "Attention &Overlay (not a finding)", "toggle_attention_overlay", "Shift+H"),
-    ("&Analysis", "act_monitoring", "&Monitoring...", "open_monitoring_dialog", None),
-    ("&Model", "act_setup", "Model &Setup...", "open_setup_dialog", None),
-    ("&Model", "act_models", "Model &Manager...", "open_model_manager", None),
-    ("&Model", "act_rollback", "Roll &Back to the Previous Model", "rollback_model", None),
-    ("&Model", "act_demo", "Use the &Demo Model (not a diagnosis)", "use_demo_model", None),
-    ("&Model", "act_retrain", "&Retrain on my data...", "open_retrain_wizard", None),
-    ("&Model", "act_calibrate", "&Calibrate Operating Point...", "open_calibration_dialog", None),
-)
-_CHECKABLE = frozenset({"viewer.set_overlay_visible", "viewer.set_invert", "toggle_attention_overlay"})
-
-
-class MainWindow(CalibrationActions, QMainWindow):
+class MainWindow(AnalysisActions, WindowDialogs, WorkstationActions, CalibrationActions, QMainWindow):
     """PneumoView's main window. ``settings_path`` / ``database_path`` default to :mod:`pneumoview.paths`."""
 
     analysisFinished = Signal(int)  # images analysed
@@ -174,7 +125,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.setWindowTitle("PneumoView")
         self.setObjectName("mainWindow")
         self.setAcceptDrops(True)
-        self.resize(1500, 950)
+        self.resize(1600, 1000)
         self.pool = pool or QThreadPool.globalInstance()
         # Worker threads hand the GIL back to the GUI thread within ~2 ms when it asks (default 5 ms).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
@@ -202,6 +153,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._build_browser()
         self._build_centre()
         self._build_docks()
+        self.setDockNestingEnabled(True)
         self.viewer.pool = self.view_pool
         self.tags.pool = self.view_pool
         self._build_status_bar()
@@ -209,16 +161,24 @@ class MainWindow(CalibrationActions, QMainWindow):
         from pneumoview.ui.reading_dialogs import ReadingMenuController
 
         self.reading_menu = ReadingMenuController.install_on(self)
+        self.reading_menu.rule = self.final_rule()
         from pneumoview.ui.compare_view import CompareController
 
         self.compare = CompareController.install_on(self)  # View > Compare with Prior / ILO Standard
         self.session.problems_changed.connect(self._on_problems)
         self.session.entries_changed.connect(self._on_entries_changed)
         self.session.reset.connect(lambda _v: self._after_reset())
+        self._worklist_timer = QTimer(self)  # result batches arrive quickly: rebuild the rows once
+        self._worklist_timer.setSingleShot(True)
+        self._worklist_timer.setInterval(150)
+        self._worklist_timer.timeout.connect(self.refresh_worklist)
         self._apply_settings()
         from pneumoview.ui.pacs_browser import install_pacs
 
         self.pacs = install_pacs(self)  # the PACS menu: browser, listener (pneumoview.pacs)
+        self._add_menu_actions(HELP_ACTIONS)  # Help comes last
+        self.refresh_worklist()
+        self.refresh_reading_dock()
         warm_up = FunctionJob(_warm_up_imports)
         self._jobs.append(warm_up)
         self.pool.start(warm_up)
@@ -256,18 +216,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
-        self.tree.setColumnWidth(COL_NAME, 210)
-        for col, width in (
-            (COL_STATUS, 110),
-            (COL_SCORE, 250),
-            (COL_DECISION, 110),
-            (4, 70),
-            (5, 82),
-            (6, 75),
-            (7, 40),
-            (8, 36),
-            (9, 58),
-        ):
+        for col, width in zip(range(10), (190, 100, 200, 90, 70, 82, 75, 40, 36, 58)):
             self.tree.setColumnWidth(col, width)
         self.tree.selectionModel().currentChanged.connect(self._on_current_changed)
         self.filter_edit = QLineEdit()
@@ -281,15 +230,21 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.status_filter.currentIndexChanged.connect(
             lambda _i: self.proxy.set_status(self.status_filter.currentData())
         )
-        browser = QWidget()
-        layout = QVBoxLayout(browser)
+        studies = QWidget()
+        layout = QVBoxLayout(studies)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(self.filter_edit, 1)
         row.addWidget(self.status_filter)
         layout.addLayout(row)
         layout.addWidget(self.tree)
-        self.browser = browser
+        self.worklist = WorklistPanel()
+        self.worklist.imageChosen.connect(self.select_key)
+        self.browser_tabs = QTabWidget()
+        self.browser_tabs.setObjectName("browserTabs")
+        self.browser_tabs.addTab(studies, "Studies")
+        self.browser_tabs.addTab(self.worklist, "Worklist")
+        self.browser = self.browser_tabs
 
     def _build_centre(self) -> None:
         self.viewer = ImageViewer()
@@ -297,7 +252,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.viewer.windowChanged.connect(self._on_viewer_window)
         self.viewer_bar = QToolBar("Viewer")
         self.preset_combo = QComboBox()
-        self.preset_combo.setMinimumContentsLength(16)
+        self.preset_combo.setMinimumContentsLength(12)
         self.preset_combo.activated.connect(self._on_preset)
         self.viewer_bar.addWidget(QLabel(" Window: "))
         self.viewer_bar.addWidget(self.preset_combo)
@@ -306,6 +261,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         vl.setContentsMargins(0, 0, 0, 0)
         vl.addWidget(self.viewer_bar)
         vl.addWidget(self.viewer, 1)
+        self.setCentralWidget(viewer_box)
 
         self.diagnosis = DiagnosisPanel()
         self.diagnosis.no_model.setupRequested.connect(self.open_setup_dialog)
@@ -316,43 +272,67 @@ class MainWindow(CalibrationActions, QMainWindow):
         side = QWidget()
         sl = QVBoxLayout(side)
         sl.setContentsMargins(4, 0, 4, 0)
-        sl.addWidget(self.diagnosis)
-        sl.addWidget(self.model_input)
-        sl.addWidget(self.review)
+        for panel in (self.diagnosis, self.review, self.model_input):  # the answer and the decision first
+            sl.addWidget(panel)
         sl.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(side)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(360)
+        self.result_panel = QScrollArea()
+        self.result_panel.setWidget(side)
+        self.result_panel.setWidgetResizable(True)
+        self.result_panel.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.reading_dock = ReadingDock()
+        self.reading_dock.savedAndNext.connect(self._on_reading_saved)
+        self.reading_dock.signInRequested.connect(self.sign_in_reader)
 
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.browser)
-        self.splitter.addWidget(viewer_box)
-        self.splitter.addWidget(scroll)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
-        self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([560, 640, 400])
-        self.setCentralWidget(self.splitter)
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
 
     def _build_docks(self) -> None:
+        """Left: browser / worklist above the DICOM tags; right: the result card and the ILO reading
+        form (tabs); bottom: the problems, hidden while there are none."""
         self.problems = ProblemsPanel()
         self.problems.setObjectName("problems")
         self.tags = TagsPanel()
         self.tags.setObjectName("tags")
-        self.bottom_tabs = QTabWidget()
-        self.bottom_tabs.addTab(self.problems, "Problems (0)")
-        self.bottom_tabs.addTab(self.tags, "DICOM tags")
-        dock = QDockWidget("Problems and tags", self)
-        dock.setObjectName("bottomDock")
-        dock.setWidget(self.bottom_tabs)
-        dock.setFeatures(
-            QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.browser_dock = self._dock("Studies and worklist", "browserDock", self.browser, left)
+        self.tags_dock = self._dock("DICOM tags", "tagsDock", self.tags, left)
+        self.result_dock = self._dock("AI result and decision", "resultDock", self.result_panel, right)
+        self.reading_form_dock = self._dock("ILO reading", "readingDock", self.reading_dock, right)
+        self.tabifyDockWidget(self.result_dock, self.reading_form_dock)
+        self.result_dock.raise_()
+        self.problems_dock = self._dock(
+            "Problems (0)", "problemsDock", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea
         )
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        self.resizeDocks([dock], [190], Qt.Orientation.Vertical)
-        self.bottom_dock = dock
+        self.problems_dock.hide()
+        self._docks_fitted = False
+
+    def fit_docks(self) -> None:
+        """Side docks at their reading widths: the image keeps >= 60 % of a 1600 px window, and the
+        result card / reading form keep >= 320 px on a 1280 px one."""
+        width, height = self.width(), self.height()
+        left, right = max(230, int(0.165 * width)), max(320, int(0.2 * width))
+        self.resizeDocks([self.browser_dock, self.result_dock], [left, right], Qt.Orientation.Horizontal)
+        self.resizeDocks(
+            [self.browser_dock, self.tags_dock], [int(height * 0.6), int(height * 0.3)], Qt.Orientation.Vertical
+        )
+        self.resizeDocks([self.problems_dock], [110], Qt.Orientation.Vertical)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt name
+        """Back in the window (e.g. from Reading > Sign In or a reading dialog): readings may have changed."""
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.ActivationChange and self.isActiveWindow() and hasattr(self, "_worklist_timer"):
+            self.refresh_reading_dock()
+            self._worklist_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt name
+        super().showEvent(event)
+        if not self._docks_fitted:
+            self._docks_fitted = True
+            self.fit_docks()
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -372,21 +352,10 @@ class MainWindow(CalibrationActions, QMainWindow):
             w.hide()
 
     def _build_actions(self) -> None:
-        menus: dict[str, Any] = {}
-        for title, attribute, text, slot, shortcut in _MENU_ACTIONS:
-            if title not in menus:
-                menus[title] = self.menuBar().addMenu(title)
-            menu = menus[title]
-            if text == "-":
-                menu.addSeparator()
-            elif text == "submenu":
-                setattr(self, attribute, menu.addMenu(slot))
-            else:
-                act = self._action(text, slot, shortcut)
-                if attribute:
-                    setattr(self, attribute, act)
-                menu.addAction(act)
+        self._menus: dict[str, Any] = {}
+        self._add_menu_actions(MENU_ACTIONS)
         self.act_overlay.setChecked(True)
+        self.act_invert.setIconText("Invert")
         for act in (self.act_overlay, self.act_invert, self.act_fit, self.act_one, self.act_reset):
             self.viewer_bar.addAction(act)
         toolbar = self.addToolBar("Main")
@@ -400,19 +369,41 @@ class MainWindow(CalibrationActions, QMainWindow):
             self.act_export_all,
         ):
             toolbar.addAction(act)
-        self.addActions([self.act_next_study, self.act_prev_study, self.act_cancel])
+        # Window-wide even where a menu is not reachable (a floating dock has the focus).
+        self.addActions([a for a in self.actions_by_table() if a.shortcut() and not a.shortcut().isEmpty()])
 
-    def _action(self, text: str, slot: str, shortcut: str | QKeySequence.StandardKey | None) -> QAction:
+    def _add_menu_actions(self, table: Sequence[tuple[str, str, str, str, Shortcut]]) -> None:
+        """Menus and actions from a :mod:`pneumoview.ui.menus` table."""
+        for title, attribute, text, slot, shortcut in table:
+            if title not in self._menus:
+                self._menus[title] = self.menuBar().addMenu(title)
+            menu = self._menus[title]
+            if text == "-":
+                menu.addSeparator()
+            elif text == "submenu":
+                setattr(self, attribute, menu.addMenu(slot))
+            elif text == "dock":
+                menu.addAction(getattr(self, slot).toggleViewAction())
+            else:
+                act = self._action(text, slot, shortcut)
+                if attribute:
+                    setattr(self, attribute, act)
+                menu.addAction(act)
+
+    def actions_by_table(self) -> list[QAction]:
+        return [getattr(self, attr) for _m, attr, text, _s, _k in MENU_ACTIONS if attr and text != "submenu"]
+
+    def _action(self, text: str, slot: str, shortcut: Shortcut) -> QAction:
         """One menu action; ``slot`` is a method path on this window ("viewer.fit"); the slots in
-        ``_CHECKABLE`` make checkable actions, called with the new state."""
+        ``CHECKABLE`` make checkable actions, called with the new state."""
         target: Any = self
         for part in slot.split("."):
             target = getattr(target, part)
         act = QAction(text, self)
         if shortcut:
             act.setShortcut(QKeySequence(shortcut))
-        act.setCheckable(slot in _CHECKABLE)
-        if slot in _CHECKABLE:
+        act.setCheckable(slot in CHECKABLE)
+        if slot in CHECKABLE:
             act.triggered.connect(target)
         else:
             act.triggered.connect(lambda _checked=False: target())
@@ -435,8 +426,11 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.tree_model.set_threshold(self.settings.threshold)
         self.diagnosis.threshold = self.settings.threshold
         self.diagnosis.set_model_installed(self.engine_spec is not None or model_configured(self.settings))
+        self.reading_menu.rule = self.final_rule()
         self._refresh_recent_menu()
         self._show_current()
+        self.update_title()
+        self._worklist_timer.start()
 
     def _save_settings(self) -> None:
         try:
@@ -533,7 +527,17 @@ class MainWindow(CalibrationActions, QMainWindow):
 
     def _on_problems(self, problems: list[ScanProblem]) -> None:
         self.problems.add_problems(problems)
-        self.bottom_tabs.setTabText(0, f"Problems ({self.problems.rowCount()})")
+        self._problems_changed()
+
+    def _problems_changed(self) -> None:
+        """The Problems dock is titled with the count, shown with the first problem, hidden while empty."""
+        count = self.problems.rowCount()
+        self.problems_dock.setWindowTitle(f"Problems ({count})")
+        if count > 0 and not self.problems_dock.isVisible():
+            self.problems_dock.show()
+            self.resizeDocks([self.problems_dock], [110], Qt.Orientation.Vertical)
+        elif count == 0:
+            self.problems_dock.hide()
 
     # ------------------------------------------------------------------ tasks
     def _claim_task(self, what: str) -> bool:
@@ -594,6 +598,7 @@ class MainWindow(CalibrationActions, QMainWindow):
         self._expand()
 
     def _after_reset(self) -> None:
+        self._worklist_timer.start()
         self._expand()
         if self._current_key is not None:
             self.select_key(self._current_key)
@@ -606,6 +611,8 @@ class MainWindow(CalibrationActions, QMainWindow):
                 index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
             )
             self.tree.scrollTo(index)
+        else:  # filtered out of the tree (chosen in the worklist): show it all the same
+            self._show_key(key)
 
     def _first_image(self, index: QModelIndex) -> QModelIndex:
         while index.isValid() and index.data(KIND_ROLE) != "image":
@@ -616,7 +623,9 @@ class MainWindow(CalibrationActions, QMainWindow):
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         image = self._first_image(current.siblingAtColumn(0)) if current.isValid() else QModelIndex()
-        key = image.data(KEY_ROLE) if image.isValid() else None
+        self._show_key(image.data(KEY_ROLE) if image.isValid() else None)
+
+    def _show_key(self, key: str | None) -> None:
         if key == self._current_key:
             return
         self._current_key = key
@@ -626,6 +635,8 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.tags.show_path(entry.path if entry else None)
         self._show_current()
         self._update_model_input(entry)
+        self.worklist.select_key(key)
+        self.refresh_reading_dock()
 
     def current_entry(self) -> ImageEntry | None:
         return self.session.entries.get(self._current_key) if self._current_key else None
@@ -732,185 +743,8 @@ class MainWindow(CalibrationActions, QMainWindow):
         self.model_input.show_input(model_input.crop, box.fallback, model_input.notes)
         self.viewer.set_box((box.x0, box.y0, box.x1, box.y1), box.fallback)
 
-    # ------------------------------------------------------------------ analysis
-    def use_demo_model(self) -> None:
-        """Switch to the built-in demo model (random weights; every output marked DEMO), remembered
-        across restarts in the model registry; runs the analysis the "no model" prompt was asked for."""
-        from pneumoview.registry import ModelRegistry
-
-        try:
-            ModelRegistry().use_demo()
-            self._demo_fallback = False
-        except PneumoViewError as exc:
-            self._demo_fallback = True  # used in this window; not remembered
-            self._error("The demo choice cannot be saved", exc.message)
-        self.engine_spec = EngineSpec("demo")
-        self.engine_is_demo = True
-        self.diagnosis.set_model_installed(True)
-        self._status("Demo model selected: its results are marked 'DEMO - not a diagnosis'.")
-        self._run_pending_analysis()
-
-    def _run_pending_analysis(self) -> None:
-        keys, self._pending_analysis = self._pending_analysis, []
-        if keys and (self._demo_fallback or model_configured(self.settings)):
-            self.analyse(keys)
-
-    def _spec_for_settings(self) -> EngineSpec | None:
-        """The active model, resolved afresh (registry + settings) whenever an analysis starts."""
-        from pneumoview.active_model import resolve_active_model
-
-        model = resolve_active_model(self.settings)
-        if (model is None or not model.ready) and self._demo_fallback:
-            return EngineSpec("demo")
-        if model is None or not model.ready:
-            self._model_missing = model.missing if model is not None else ""
-            return None
-        if model.demo:
-            return EngineSpec("demo", bundle=str(model.bundle or ""))
-        s = self.settings
-        return EngineSpec(
-            "bundle",
-            bundle=str(model.bundle),
-            clip_path=model.clip_path,
-            llama_path=model.llama_path,
-            device=s.device,
-            precision=s.precision,
-        )
-
-    def analyse_selected(self) -> AnalysisJob | None:
-        return self.analyse(self.selected_keys())
-
-    def analyse_all(self) -> AnalysisJob | None:
-        """Analyse the images that have no current result (the rest keep theirs and their decisions)."""
-        keys = list(self.session.entries)
-        self.session.record_unsupported(keys)  # reports list why the others were not analysed
-        todo = self.session.without_current_result(keys)
-        if keys and not todo and self.session.analysable(keys):
-            self._status("Every image already has a result; use Analysis > Re-analyse All to analyse them again.")
-            return None
-        return self.analyse(todo or keys)
-
-    def reanalyse_prompt(self) -> tuple[int, int, str]:
-        """(images, decisions that would need re-review, the question to ask) for "Re-analyse All"."""
-        keys = self.session.analysable(list(self.session.entries))
-        loaded = self.analysis_client.loaded if self.analysis_client.loaded_spec == self.engine_spec else None
-        fingerprint = str(loaded.get("fingerprint", "")) if loaded else None
-        at_stake = self.session.decisions_at_stake(keys, fingerprint)
-        model = "the current model" if loaded else "the chosen model (not loaded yet, so any decided image counts)"
-        text = (
-            f"Analyse all {len(keys)} image(s) again with {model}?\n\n"
-            f"{at_stake} reviewer decision(s) were made on another model's output and will need re-review "
-            "if the new result differs; they are kept, marked 'needs re-review'."
-        )
-        return len(keys), at_stake, text
-
-    def reanalyse_all(self, *, confirm: Callable[[str], bool] | None = None) -> AnalysisJob | None:
-        """Analyse every image again, after asking when decisions would need re-review."""
-        images, at_stake, text = self.reanalyse_prompt()
-        if images and at_stake:
-            ask = confirm or (
-                lambda question: (
-                    QMessageBox.question(self, "Re-analyse all images?", question) == QMessageBox.StandardButton.Yes
-                )
-            )
-            if not ask(text):
-                self._status("Re-analysis cancelled: nothing changed.")
-                return None
-        return self.analyse(list(self.session.entries))
-
-    def analyse(self, keys: Iterable[str]) -> AnalysisJob | None:
-        keys = list(keys)
-        if not keys:
-            self._status("Nothing to analyse: open a folder first.")
-            return None
-        self.engine_spec = self._spec_for_settings()  # whatever is active now, wherever it was activated
-        self.engine_is_demo = bool(self.engine_spec is not None and self.engine_spec.demo)
-        if self.engine_spec is None:
-            self.diagnosis.set_model_installed(False)
-            self._offer_model_setup(keys)
-            return None
-        chosen = self.analysis_operating_point()  # this bundle's operating point, or the user's answer
-        if chosen is None:
-            return None
-        threshold, operating_point_id = chosen
-        if not self._claim_task("analysis"):
-            return None
-        self.session.record_unsupported(keys)
-        todo = self.session.analysable(keys)
-        skipped = len(keys) - len(todo)
-        if not todo:
-            self._status(f"None of the {len(keys)} image(s) can be analysed (see the Status column).")
-            return None
-        items = []
-        for k in todo:
-            identity = self.session.entries[k].identity
-            assert identity is not None  # analysable() keeps only identified files
-            items.append(WorkItem.for_identity(k, identity))
-        job = AnalysisJob(
-            items,
-            self.analysis_client,
-            self.engine_spec,
-            threshold=threshold,
-            operating_point_id=operating_point_id,
-            persist=self._persist_outputs,
-        )
-        job.signals.progress.connect(self._on_progress)
-        job.signals.partial.connect(self._on_analysis_partial)
-        job.signals.finished.connect(lambda n, s=skipped: self._on_analysis_done(n, s))
-        job.signals.failed.connect(self._on_analysis_failed)
-        job.signals.cancelled.connect(lambda: self._task_done("Analysis cancelled; finished images are kept."))
-        self._start_task(job, f"Analysing {len(items)} image(s)...")
-        return job
-
-    def _offer_model_setup(self, keys: Sequence[str] = ()) -> None:
-        self._pending_analysis = list(keys)  # "Use demo model" analyses them at once
-        missing, self._model_missing = self._model_missing, ""
-        first = (
-            f"The active model cannot run yet: {missing}."
-            if missing
-            else "No PneumoLLM model is installed, so nothing can be analysed yet."
-        )
-        box = QMessageBox(
-            QMessageBox.Icon.Information,
-            "No model installed",
-            f"{first}\n\n"
-            "Set up the model (CLIP and LLaMA weights and a trained bundle), or try the "
-            "demo model (random weights: its output is not a diagnosis).",
-            parent=self,
-        )
-        setup = box.addButton("Set up model...", QMessageBox.ButtonRole.AcceptRole)
-        demo = box.addButton("Use demo model", QMessageBox.ButtonRole.ActionRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setModal(False)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        setup.clicked.connect(self.open_setup_dialog)
-        demo.clicked.connect(self.use_demo_model)
-        box.show()
-        self._no_model_box = box
-
-    def _persist_outputs(self, results: list[tuple[str, ImageResult]]) -> list[tuple[str, ImageResult]]:
-        """Worker thread: save a batch of results to the store; returns them with their row ids."""
-        return self.session.persist_results(results)
-
-    def _on_analysis_partial(self, results: list[tuple[str, ImageResult]]) -> None:
-        self.session.apply_results(results)
-        failures = [(key, r) for key, r in results if r.status != ANALYSED]
-        for key, result in failures:
-            entry = self.session.entries.get(key)
-            self.problems.add_message(str(entry.path) if entry else key, result.reason, result.reason_code)
-        if failures:
-            self.bottom_tabs.setTabText(0, f"Problems ({self.problems.rowCount()})")
-
-    def _on_analysis_done(self, count: int, skipped: int) -> None:
-        extra = f"; {skipped} not analysable" if skipped else ""
-        self._task_done(f"Analysis finished: {count} image(s){extra}.")
-        self.analysisFinished.emit(count)
-
-    def _on_analysis_failed(self, message: str) -> None:
-        self._task_done(f"Analysis failed: {message}")
-        self._error("Analysis failed", message)
-
     def _on_entries_changed(self, keys: list[str]) -> None:
+        self._worklist_timer.start()
         if self._current_key in keys:
             self._show_current()
 
@@ -937,133 +771,6 @@ class MainWindow(CalibrationActions, QMainWindow):
             return
         self._status(f"Decision '{decision}' saved for {len(keys)} image(s).")
 
-    # ------------------------------------------------------------------ dialogs
-    def export_dialog(self, *, selected: bool) -> None:
-        from pneumoview.ui.export_dialog import ExportDialog
-
-        dialog = ExportDialog(
-            self,
-            self.settings,
-            selected_count=len(self.selected_keys()) if selected else None,
-            settings_path=self.settings_path,
-        )
-        if dialog.exec():
-            self.export(dialog.target_path(), selected=selected, options=dialog.options())
-
-    def export(self, path: Path, *, selected: bool, options: ExportOptions) -> ExportSummary | None:
-        """Write the CSV report (:func:`pneumoview.report.export_csv`); returns its summary."""
-        from pneumoview.report import export_csv
-
-        keys = self.selected_keys() if selected else None
-        try:
-            rows = self.session.report_rows(keys)
-            summary = export_csv(path, rows, options)
-        except (PneumoViewError, RuntimeError) as exc:
-            self._error("Export failed", getattr(exc, "message", str(exc)))
-            return None
-        if self.result_store is not None:
-            self.result_store.audit(
-                "export",
-                actor=self.settings.reviewer_name,
-                detail={"path": str(path), "rows": summary.rows, "pseudonymised": bool(options.pseudonymise)},
-            )
-        self.settings.export.last_directory = str(Path(path).parent)
-        self._save_settings()
-        self._status(f"Exported {summary.rows} row(s) to {path}")
-        return summary
-
-    def open_settings_dialog(self) -> None:
-        from pneumoview.ui.settings_dialog import SettingsDialog
-
-        dialog = SettingsDialog(self.settings, self)
-        if dialog.exec():
-            old = (
-                self.settings.clip_path,
-                self.settings.llama_path,
-                self.settings.active_bundle,
-                self.settings.device,
-                self.settings.precision,
-            )
-            self.settings = dialog.result_settings()
-            self._save_settings()
-            new = (
-                self.settings.clip_path,
-                self.settings.llama_path,
-                self.settings.active_bundle,
-                self.settings.device,
-                self.settings.precision,
-            )
-            if old != new and not self.engine_is_demo:
-                self.engine_spec = None  # rebuilt from the new settings at the next analysis
-            self._apply_settings()
-
-    def open_setup_dialog(self) -> None:
-        from pneumoview.ui.setup_dialog import ModelSetupDialog
-
-        dialog = ModelSetupDialog(self.settings, self, client=self.analysis_client)
-        dialog.demoRequested.connect(self.use_demo_model)
-        dialog.modelActivated.connect(self._on_model_activated)
-        if dialog.exec():
-            self.settings = dialog.result_settings()
-            self._save_settings()
-            self._leave_demo()
-            self._apply_settings()
-            self.audit_event("model-activated", {"bundle": self.settings.active_bundle or "", "source": "model setup"})
-            self._run_pending_analysis()
-
-    def _leave_demo(self) -> None:
-        """The user set up a real model: stop using the demo choice (here and after a restart)."""
-        from pneumoview.registry import ModelRegistry
-
-        self._demo_fallback = False
-        try:
-            ModelRegistry().leave_demo()
-        except PneumoViewError as exc:
-            self._error("The model choice cannot be saved", exc.message)
-
-    def open_model_manager(self) -> None:
-        """Model > Model Manager: the registry's bundles; activate / roll back / remove."""
-        from pneumoview.ui.model_manager import ModelManagerDialog
-
-        dialog = ModelManagerDialog(self)
-        dialog.modelActivated.connect(self._on_model_activated)
-        dialog.exec()
-
-    def rollback_model(self) -> None:
-        """Re-activate the previously active bundle (``pneumoview models rollback``)."""
-        from pneumoview.registry import ModelRegistry
-
-        try:
-            entry = ModelRegistry().rollback()
-        except PneumoViewError as exc:
-            self._error("Cannot roll back", exc.message)
-            return
-        self._on_model_activated(entry.id)
-
-    def open_retrain_wizard(self) -> None:
-        try:
-            from pneumoview.ui import wizard
-        except ImportError as exc:
-            self._error("Retraining is not available", f"The retraining wizard is not installed ({exc}).")
-            return
-        dialog = wizard.RetrainWizard(self, settings=self.settings)
-        if hasattr(dialog, "modelActivated"):
-            dialog.modelActivated.connect(self._on_model_activated)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.show()
-        self._wizard = dialog
-
-    def _on_model_activated(self, registry_id: str) -> None:
-        """A bundle became the registry's active model (wizard, model manager, setup, rollback): the
-        next analysis resolves it afresh; an explicit bundle folder in the settings would hide it."""
-        self._demo_fallback = False
-        if self.settings.active_bundle:
-            self.settings.active_bundle = None
-            self._save_settings()
-        self._apply_settings()
-        self.audit_event("model-activated", {"registry_id": registry_id})
-        self._status(f"Model {registry_id} is now active; the next analysis uses it.")
-
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:
         for job in self._jobs:
@@ -1083,4 +790,4 @@ def window_icon() -> QIcon:
     return QIcon(str(icon_path)) if icon_path.is_file() else QIcon()
 
 
-__all__ = ["MainWindow", "active_bundle_path", "model_configured", "window_icon"]
+__all__ = ["MainWindow", "MENU_ACTIONS", "active_bundle_path", "model_configured", "window_icon"]

@@ -35,7 +35,7 @@ from pneumoview.errors import PneumoViewError
 from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
-from pneumoview.reading.rules import FinalRule
+from pneumoview.reading.rules import AiSuggestion, FinalRule
 from pneumoview.ui.reading_form import ReadingForm, named
 
 
@@ -82,20 +82,22 @@ def reading_summary(reader: str, when: str, cells: dict[str, str]) -> str:
     )
 
 
-class ReadingDialog(QDialog):
-    """One reader's ILO form for one study, with the AI suggestion and, once submitted, the others."""
+class ReadingPanel(QWidget):
+    """One reader's ILO form for one study, with the AI suggestion and, once submitted, the others'
+    readings and the final determination. Used by :class:`ReadingDialog` and docked in the main window
+    (:mod:`pneumoview.ui.reading_dock`), which switches it from study to study with :meth:`set_study`."""
 
     saved = Signal(object)  # SubmittedReading
 
-    def __init__(self, repo: ReadingRepository, study_uid: str, reader: str, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, compact: bool = False) -> None:
         super().__init__(parent)
-        self.repo, self.study_uid, self.reader = repo, study_uid, reader
-        self.setWindowTitle(f"ILO reading - {reader}")
+        self.repo: ReadingRepository | None = None
+        self.study_uid, self.reader = "", ""
+        self.ai: AiSuggestion | None = None
         layout = QVBoxLayout(self)
-        self.form = ReadingForm(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.form = ReadingForm(self, compact=compact)
         layout.addWidget(self.form)
-        self.ai = repo.ai_suggestion(study_uid)
-        self.form.set_ai_suggestion(self.ai)
         self.others = named(QPlainTextEdit(readOnly=True), "other_readings")
         self.others.setTabChangesFocus(True)
         self.others.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -103,24 +105,36 @@ class ReadingDialog(QDialog):
         self.form.side_panel.addWidget(QLabel("<b>Other readers</b>"))
         self.form.side_panel.addWidget(self.others)
         self.form.side_panel.addWidget(self.final)
+        self.form.submitted.connect(self._submit)
+
+    def set_study(self, repo: ReadingRepository, study_uid: str, reader: str) -> None:
+        """Show ``reader``'s latest reading of ``study_uid`` (an empty form when there is none)."""
+        self.repo, self.study_uid, self.reader = repo, study_uid, reader
+        self.ai = repo.ai_suggestion(study_uid)
+        self.form.set_ai_suggestion(self.ai)
         own = repo.latest_of(study_uid, reader)
         if own is not None:
             self.form.set_reading(own.reading)
-        self.form.submitted.connect(self._submit)
+        else:
+            self.form.clear()
         self._refresh_others()
-        self.form.quality.setFocus()
 
     def _refresh_others(self) -> None:
-        visible = [r for r in self.repo.visible_to(self.study_uid, self.reader) if r.reader != self.reader]
-        if self.repo.latest_of(self.study_uid, self.reader) is None:
+        repo = self.repo
+        if repo is None:
+            return
+        visible = [r for r in repo.visible_to(self.study_uid, self.reader) if r.reader != self.reader]
+        if repo.latest_of(self.study_uid, self.reader) is None:
             self.others.setPlainText("Hidden until you submit your own reading.")
             self.final.setText("")
             return
         lines = [reading_summary(r.reader, r.submitted_at, reading_cells(r.reading)) for r in visible]
         self.others.setPlainText("\n\n".join(lines) or "No other reading yet.")
-        self.final.setText(f"Final determination: {self.repo.final(self.study_uid).text()}")
+        self.final.setText(f"Final determination: {repo.final(self.study_uid).text()}")
 
     def _submit(self, reading: Reading) -> None:
+        if self.repo is None:
+            return
         try:
             submitted = self.repo.submit(self.study_uid, self.reader, reading, ai=self.ai)
         except PneumoViewError as exc:
@@ -129,6 +143,27 @@ class ReadingDialog(QDialog):
         self._refresh_others()
         self.form.messages.setText("")
         self.saved.emit(submitted)
+
+
+class ReadingDialog(QDialog):
+    """:class:`ReadingPanel` in a dialog of its own (Reading > Read Selected Study)."""
+
+    def __init__(self, repo: ReadingRepository, study_uid: str, reader: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.repo, self.study_uid, self.reader = repo, study_uid, reader
+        self.setWindowTitle(f"ILO reading - {reader}")
+        layout = QVBoxLayout(self)
+        self.panel = ReadingPanel(self)
+        layout.addWidget(self.panel)
+        self.panel.set_study(repo, study_uid, reader)
+        self.form, self.others, self.final, self.saved = (
+            self.panel.form,
+            self.panel.others,
+            self.panel.final,
+            self.panel.saved,
+        )
+        self.ai = self.panel.ai
+        self.form.quality.setFocus()
 
 
 class ArbitrationQueueDialog(QDialog):

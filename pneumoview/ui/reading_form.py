@@ -164,16 +164,17 @@ class ReadingForm(QWidget):
 
     submitted = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, compact: bool = False) -> None:
         super().__init__(parent)
         self.setObjectName("readingForm")
+        self.compact = compact  # narrow (docked): symbols five to a row, the AI suggestion below the form
         self._build()
         self._install_shortcuts()
         self.clear()
 
     # -- building ------------------------------------------------------------
     def _build(self) -> None:
-        outer = QHBoxLayout(self)
+        outer = QVBoxLayout(self) if self.compact else QHBoxLayout(self)
         form_col = QVBoxLayout()
         outer.addLayout(form_col, 3)
         form_col.addLayout(self._build_parenchyma())
@@ -181,6 +182,20 @@ class ReadingForm(QWidget):
         form_col.addWidget(self._build_symbols())
         self._build_footer(form_col)
         outer.addLayout(self._build_side(), 1)
+        if self.compact:
+            self._narrow()
+
+    def _narrow(self) -> None:
+        """Compact form: lists sized to short texts, labels above fields, short pleura headings."""
+        for combo in self.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(4)
+        for layout in self.findChildren(QFormLayout):
+            layout.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        for pleura in (self.plaques, self.diffuse):
+            for label in pleura.findChildren(QLabel):
+                label.setText(label.text().replace("calcified", "calc."))
+                label.setWordWrap(True)  # "chest wall in profile" on two lines
 
     def _build_parenchyma(self) -> QFormLayout:
         """Quality (3.1) and parenchymal abnormalities (3.2)."""
@@ -226,7 +241,7 @@ class ReadingForm(QWidget):
         form_col.addWidget(self.diffuse)
 
     def _build_symbols(self) -> QGroupBox:
-        """Symbols (3.4), ten to a row, each with its meaning as tool tip and accessible name."""
+        """Symbols (3.4), ten (compact: five) to a row, each with its meaning as tool tip and accessible name."""
         symbols = QGroupBox("Symbols (Alt+Y)")
         grid = QGridLayout(symbols)
         grid.setVerticalSpacing(0)
@@ -236,7 +251,8 @@ class ReadingForm(QWidget):
             box.setToolTip(meaning)
             box.setAccessibleName(f"{code}: {meaning}")
             self.symbols[code] = box
-            grid.addWidget(box, i // 10, i % 10)
+            per_row = 5 if self.compact else 10
+            grid.addWidget(box, i // per_row, i % per_row)
         return symbols
 
     def _build_footer(self, form_col: QVBoxLayout) -> None:

@@ -1,5 +1,5 @@
 """Settings dialog: weight paths, active bundle, device/precision/quantisation, model idle release, threshold,
-reviewer, export defaults.
+reviewer, the ILO final-determination rule, export defaults.
 
 Edits a copy of :class:`pneumoview.settings.Settings`; the main window saves it
 (:func:`pneumoview.settings.save_settings`, atomic JSON) when the dialog is accepted. Every
@@ -31,9 +31,25 @@ from PySide6.QtWidgets import (
 
 from pneumoview.errors import ConfigError, PneumoViewError
 from pneumoview.precision import Quantisation
+from pneumoview.reading.rules import FinalRule
 from pneumoview.settings import CSV_DELIMITERS, DEVICES, PRECISIONS, QUANTISATIONS, Settings
 
 REGISTRY_CHOICE = "(the model registry's active bundle)"
+
+#: The final-determination rules offered (every combination :class:`FinalRule` supports), default first.
+FINAL_RULES: tuple[FinalRule, ...] = (
+    FinalRule("binary", True),
+    FinalRule("binary", False),
+    FinalRule("major", True),
+    FinalRule("major", False),
+)
+
+
+def rule_text(rule: FinalRule) -> str:
+    """How a :class:`FinalRule` reads in the settings ("two readers agree on 0 vs 1/2/3 and ...")."""
+    category = "0 vs 1/2/3" if rule.agree_on == "binary" else "the major category 0/1/2/3"
+    large = " and on large opacities" if rule.large_opacities else ""
+    return f"Two readers agree on {category}{large}; otherwise a third reader arbitrates"
 
 
 def add_device_rows(form: QFormLayout, settings: Settings) -> tuple[QComboBox, QComboBox]:
@@ -163,6 +179,16 @@ class SettingsDialog(QDialog):
         self.standards_edit.setPlaceholderText("The clinic's own licensed ILO standard radiographs (not shipped)")
         caption = "ILO standard images folder"
         rform.addRow(caption, path_row(self.standards_edit, self, folder=True, caption=caption))
+        self.final_rule_combo = QComboBox()
+        self.final_rule_combo.setObjectName("final_rule")
+        for rule in FINAL_RULES:
+            self.final_rule_combo.addItem(rule_text(rule), rule.to_json_dict())
+        try:
+            current = FinalRule.from_json_dict(settings.final_rule or {})
+        except PneumoViewError:
+            current = FinalRule()
+        self.final_rule_combo.setCurrentIndex(max(0, FINAL_RULES.index(current) if current in FINAL_RULES else 0))
+        rform.addRow("ILO final determination", self.final_rule_combo)
         return review
 
     def _export_group(self, settings: Settings) -> QGroupBox:
@@ -206,6 +232,7 @@ class SettingsDialog(QDialog):
         s.threshold = round(float(self.threshold_spin.value()), 4)
         s.reviewer_name = self.reviewer_edit.text().strip()
         s.ilo_standards_folder = self.standards_edit.text().strip()
+        s.final_rule = dict(self.final_rule_combo.currentData())
         s.export.pseudonymise = self.pseudonymise_check.isChecked()
         s.export.include_names = self.names_check.isChecked()
         s.export.include_source_path = self.paths_check.isChecked()

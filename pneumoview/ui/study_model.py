@@ -7,6 +7,7 @@ image's status (not analysed / analysed / unsupported + reason / reviewed) and A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from pneumoview.labels import DEMO_MARK
+from pneumoview.report import _format_date as format_date
 from pneumoview.session import ImageEntry, ReviewSession, Status, file_key
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # image key (images only)
@@ -57,10 +59,16 @@ class _Node:
         return [k for child in self.children for k in child.image_keys()]
 
 
-def format_date(yyyymmdd: str) -> str:
-    """DICOM DA (YYYYMMDD) -> YYYY-MM-DD; anything else unchanged."""
-    d = yyyymmdd.strip()
-    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
+def refilter(proxy: QSortFilterProxyModel, change: Callable[[], None]) -> None:
+    """Apply ``change`` to a proxy's filter state and filter its rows again (``beginFilterChange`` /
+    ``endFilterChange`` from Qt 6.10, where ``invalidateFilter`` is deprecated; before, ``invalidateFilter``)."""
+    if hasattr(proxy, "beginFilterChange"):
+        proxy.beginFilterChange()
+        change()
+        proxy.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+    else:
+        change()
+        proxy.invalidateFilter()
 
 
 def score_text(entry: ImageEntry, threshold: float) -> str:
@@ -333,12 +341,11 @@ class StudyFilterProxy(QSortFilterProxyModel):
         self._status: Status | None = None
 
     def set_text(self, text: str) -> None:
-        self._text = text.strip().lower()
-        self.invalidateFilter()
+        refilter(self, lambda: setattr(self, "_text", text.strip().lower()))
 
     def set_status(self, status: Status | str | None) -> None:
-        self._status = Status(status) if status else None  # combo box data comes back as str
-        self.invalidateFilter()
+        # combo box data comes back as str
+        refilter(self, lambda: setattr(self, "_status", Status(status) if status else None))
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:  # noqa: N802
         model = self.sourceModel()

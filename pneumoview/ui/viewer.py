@@ -192,6 +192,9 @@ class ImageViewer(QWidget):
         self.view: PreparedView | None = None
         # Any: this attribute (a Window or None) shadows QWidget.window(), which a typed one would contradict
         self.window: Any = None
+        # "Invert what is shown": False for every new image, also MONOCHROME1, which the display
+        # pipeline already shows correctly (Photometric Interpretation (0028,0004), Presentation LUT
+        # Shape (2050,0020)); True flips the correctly displayed picture.
         self.invert: bool = False
         self.box: tuple[int, int, int, int] | None = None
         self.box_fallback = False
@@ -284,7 +287,7 @@ class ImageViewer(QWidget):
                 ),
                 default,
             )
-            self.invert = bool(view.display.invert)
+            self.invert = False
             self._fit = True
             if self.attention_path != view.path:
                 self.set_attention(None)
@@ -315,6 +318,11 @@ class ImageViewer(QWidget):
         self._full_image = None
         self._schedule_full()
         self.update()
+
+    @property
+    def rendered_inverted(self) -> bool:
+        """Whether values are rendered inverted: the file's MONOCHROME1 / INVERSE inversion, flipped by ``invert``."""
+        return bool(self.view is not None and self.view.display.invert) != self.invert
 
     def set_box(self, box: tuple[int, int, int, int] | None, fallback: bool = False) -> None:
         self.box = box
@@ -359,10 +367,10 @@ class ImageViewer(QWidget):
         return list(self.view.presets) if self.view else []
 
     def reset(self) -> None:
-        """Default window, file's inversion, fit to the widget."""
+        """Default window, the file's own display (no extra inversion), fit to the widget."""
         if self.view is None:
             return
-        self.invert = bool(self.view.display.invert)
+        self.invert = False
         self._fit = True
         default = self.view.display.default_window
         self.set_window(
@@ -425,7 +433,7 @@ class ImageViewer(QWidget):
 
         assert self.view is not None
         t0 = time.perf_counter()
-        grey = _display_module().render(self.view.preview, self.window, invert=self.invert)
+        grey = _display_module().render(self.view.preview, self.window, invert=self.rendered_inverted)
         self._preview_image = to_qimage(grey)
         self.render_ms = (self.render_ms + [(time.perf_counter() - t0) * 1000])[-50:]
 
@@ -445,7 +453,7 @@ class ImageViewer(QWidget):
             return
         self._full_generation += 1
         generation = self._full_generation
-        view, window, invert = self.view, self.window, self.invert
+        view, window, invert = self.view, self.window, self.rendered_inverted
         job = FunctionJob(lambda: to_qimage(_display_module().render(view.display, window, invert=invert)))
         job.signals.finished.connect(lambda img, g=generation: self._on_full(g, img))
         self._keep(job)
@@ -542,7 +550,7 @@ class ImageViewer(QWidget):
             span = max(float(self._value_span()), 1.0)
             step = span / max(self.width(), 200)  # one widget width = the full value range
             w = max(1.0, self._drag_window.width + delta.x() * step)
-            sign = -1.0 if self.invert else 1.0  # drag down = darker on screen
+            sign = -1.0 if self.rendered_inverted else 1.0  # drag down = darker on screen
             c = self._drag_window.center - delta.y() * step * sign
             window = dataclasses.replace(self._drag_window, center=c, width=w, name="Custom")
             self.set_window(window)

@@ -114,7 +114,7 @@ def test_main_window_listener_puts_received_studies_in_the_worklist(qtbot, tmp_p
     window = MainWindow()
     qtbot.addWidget(window)
     window.show()
-    assert [a.text() for a in window.menuBar().actions()][-1] == "&PACS"
+    assert [a.text() for a in window.menuBar().actions()][-2:] == ["&PACS", "&Help"]  # Help comes last
     assert window.pacs.listener is not None and window.pacs.listener.config.host == LOOPBACK
     window.pacs.listener._studies.clear()
     object.__setattr__(window.pacs.listener.config, "quiet_seconds", 0.3)

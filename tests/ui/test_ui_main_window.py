@@ -81,7 +81,7 @@ def test_drop_folder_lists_studies_and_problems(qtbot, home: Path, folder: Path)
     problems = dict(window.problems.problems())
     assert set(Path(p).name for p in problems) == {JUNK_TEXT, JUNK_TRUNCATED}
     assert all(reason for reason in problems.values())
-    assert window.bottom_tabs.tabText(0) == "Problems (2)"
+    assert window.problems_dock.windowTitle() == "Problems (2)" and window.problems_dock.isVisible()
     # Status column: the CT is unsupported with its reason code; radiographs not analysed.
     ct_index = window.proxy.mapFromSource(window.tree_model.index_for_key(key_of(window, "CT_small.dcm"), COL_STATUS))
     assert ct_index.data() == "unsupported: unsupported-modality"
@@ -352,7 +352,7 @@ def test_files_sharing_a_uid_are_listed_and_the_conflict_is_in_problems(
     assert str(folder / "RG1_cut.dcm") in conflicts["RG1.dcm"] and str(folder / "RG1.dcm") in conflicts["RG1_cut.dcm"]
     kinds = [window.problems.item(r, 2).text() for r in range(window.problems.rowCount())]
     assert kinds.count("duplicate-uid") == 2
-    assert window.bottom_tabs.tabText(0) == f"Problems ({len(problems)})"
+    assert window.problems_dock.windowTitle() == f"Problems ({len(problems)})"
 
 
 def test_unwritable_results_database_is_said_and_the_window_still_works(  # noqa: ANN201

@@ -59,15 +59,22 @@ def test_diagnosis_panel_shows_the_judged_label_and_marks_demo(
     rg1.result = _result(rg1, 0.62, demo=True, name="DEMO tiny")
     panel.show_entry(rg1)
     assert panel.demo_mark.isVisible() and panel.demo_mark.text() == DEMO_MARK
-    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
+    # The answer first: the score, the DEMO-marked label at its threshold; provenance collapsed.
+    assert panel.probability.text() == "0.620"
+    assert f"{DEMO_MARK}: pneumoconiosis" in panel.answer.text() and "threshold 0.50" in panel.answer.text()
     details = panel.details.text()
     assert "abababababababab" in details and "cpu fp32" in details and "cdcdcdcd" in details
+    assert not panel.details.isVisible() and panel.expander.isVisible() and not panel.expander.isChecked()
+    panel.expander.click()
+    assert panel.details.isVisible()
+    panel.expander.click()
+    assert not panel.details.isVisible()
     # Another threshold in the settings does not relabel the stored result (a decision is bound to
-    # what it judged); the panel says what the new threshold would give.
+    # what it judged); the card says what the new threshold would give.
     panel.threshold = 0.7
     panel.show_entry(rg1)
-    assert panel.probability.text() == f"0.620  {DEMO_MARK}: pneumoconiosis"
-    assert "at the current threshold 0.70 it would be normal" in panel.details.text()
+    assert f"{DEMO_MARK}: pneumoconiosis" in panel.answer.text()
+    assert "at the current threshold 0.70 it would be normal" in panel.answer.text()
     rg1.result = _result(rg1, 0.3, demo=False, name="real model")
     panel.show_entry(rg1)
     assert not panel.demo_mark.isVisible() and DEMO_MARK not in panel.headline.text()
@@ -122,13 +129,33 @@ def test_result_card_and_status_text_mark_an_image_below_the_quality_gate(
     base = _result(rg1, 0.7, demo=False, name="m")
     rg1.result = replace(base, quality_codes=("pixel-spacing-coarse", "ap-view"), below_quality_gate=True)
     panel.show_entry(rg1)
-    assert "BELOW THE GATE</b> (pixel-spacing-coarse, ap-view)" in panel.details.text()
+    assert "BELOW THE GATE</b> (pixel-spacing-coarse, ap-view)" in panel.answer.text()
     assert panel.probability.text().startswith("0.700")  # the result is shown, not dropped
     assert rg1.status_text() == "analysed (below quality gate)"
     rg1.result = replace(base, quality_codes=("pixel-spacing-unknown",), below_quality_gate=False)
     panel.show_entry(rg1)
-    assert "passed (caution: pixel-spacing-unknown)" in panel.details.text()
+    assert "passed (caution: pixel-spacing-unknown)" in panel.answer.text()
     assert rg1.status_text() == "analysed"
     rg1.result = base  # graded before the gate existed: no quality row at all
     panel.show_entry(rg1)
-    assert "Image quality" not in panel.details.text()
+    assert "Image quality" not in panel.answer.text()
+
+
+def test_tab_leaves_the_decision_comment_box(qtbot) -> None:  # noqa: ANN001
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    panel = ReviewPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.activateWindow()
+    panel.show_entry(None)
+    panel.comment.setEnabled(True)
+    panel.whole_study.setEnabled(True)
+    panel.comment.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is panel.comment)
+    QTest.keyClicks(panel.comment, "ok")
+    QTest.keyClick(panel.comment, Qt.Key.Key_Tab)
+    assert panel.comment.toPlainText() == "ok" and QApplication.focusWidget() is not panel.comment
