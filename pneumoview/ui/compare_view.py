@@ -223,8 +223,8 @@ class CompareWindow(QWidget):
             viewer.window,
             viewer.view.display,
             other.view.display,
-            source_invert=viewer.invert,
-            target_invert=other.invert,
+            source_invert=viewer.rendered_inverted,
+            target_invert=other.rendered_inverted,
         )
         if _same_window(window, other.window):
             return
@@ -263,8 +263,8 @@ class CompareWindow(QWidget):
                     source.window,
                     source.view.display,
                     target.view.display,
-                    source_invert=source.invert,
-                    target_invert=target.invert,
+                    source_invert=source.rendered_inverted,
+                    target_invert=target.rendered_inverted,
                 )
             )
             state = source.view_state()

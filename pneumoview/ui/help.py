@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
 
 from pneumoview import __version__
 from pneumoview.labels import DEMO_MARK
-from pneumoview.ui.menus import HELP_ACTIONS, MENU_ACTIONS, key_text, plain_text
 from pneumoview.ui.compare_view import COMPARE_MENU
+from pneumoview.ui.menus import HELP_ACTIONS, MENU_ACTIONS, key_text, plain_text
 from pneumoview.ui.reading_dialogs import READING_MENU
 from pneumoview.ui.reading_form import SHORTCUTS as FORM_SHORTCUTS
 
