@@ -182,9 +182,9 @@ def grey_from_display(image: DisplayImage) -> GreyImage:
     notes = list(image.notes)
     if image.invert:
         notes.append(
-            f"{image.photometric}: inverted for display"
+            "MONOCHROME1 (0028,0004): grey levels mapped so that bone is white, as the file asks"
             if image.photometric == "MONOCHROME1"
-            else "presentation LUT shape INVERSE: inverted for display"
+            else "Presentation LUT Shape INVERSE (2050,0020) applied, as the file asks"
         )
     source = image.source if image.source is not None else Path()
     return GreyImage(pixels=unit, source=source, notes=notes, is_dicom=True)

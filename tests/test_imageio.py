@@ -26,6 +26,13 @@ def test_dicom_goes_through_the_display_pipeline(rg1_uncompressed: Path) -> None
     assert any("MONOCHROME1" in note for note in grey.notes)
 
 
+def test_a_monochrome1_note_never_calls_the_correct_display_inverted(rg1_uncompressed: Path) -> None:
+    """RG1 is MONOCHROME1 (0028,0004): shown correctly (bone white) by the pipeline; Invert stays the user's."""
+    notes = load_grey(rg1_uncompressed).notes
+    assert any(n.startswith("MONOCHROME1 (0028,0004)") and "bone is white" in n for n in notes)
+    assert not any("inverted" in n for n in notes)
+
+
 def test_jpeg2000_and_uncompressed_dicom_load_identically(rg1_uncompressed: Path, rg1_j2k: Path) -> None:
     np.testing.assert_array_equal(load_grey(rg1_j2k).pixels, load_grey(rg1_uncompressed).pixels)
 

@@ -85,7 +85,8 @@ def test_model_input_panel_warns_on_fallback(qtbot) -> None:  # noqa: ANN001
     qtbot.addWidget(panel)
     panel.show()
     crop = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(224, 224)
-    panel.show_input(crop, fallback=False, notes=["MONOCHROME1: inverted for display"])
+    note = "MONOCHROME1 (0028,0004): grey levels mapped so that bone is white, as the file asks"
+    panel.show_input(crop, fallback=False, notes=[note])
     assert panel.image.pixmap().width() == 224 and not panel.warning.isVisible()
     image = panel.image.pixmap().toImage()
     assert image.pixelColor(0, 0).value() == 0 and image.pixelColor(223, 223).value() == 255
