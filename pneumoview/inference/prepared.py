@@ -33,7 +33,7 @@ from pneumoview.errors import WeightsError
 if TYPE_CHECKING:
     from pneumoview.inference.plans import Plan
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: int8 scales in bf16 (torch._weight_int8pack_mm), file identity with inode
 META_KEY = "pneumoview_prepared"
 VISUAL, DECODER = "visual.", "decoder."
 #: Entries kept in all (oldest dropped first): a full-size int8 entry is ~7 GB, a bf16 one ~14 GB.
