@@ -74,6 +74,26 @@ class LoadReport:
     fingerprints: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Seconds spent in each step of the load (the progress messages, counts in brackets dropped).
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+class _PhaseClock:
+    """Times the steps of a load: each progress message starts a step, the next one ends it."""
+
+    def __init__(self, report: LoadReport, say: Callable[[str], None]) -> None:
+        self.report, self.forward = report, say
+        self.step, self.since = "reading the model bundle", time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.stop()
+        self.step = message.split(" (", 1)[0]
+        self.forward(message)
+
+    def stop(self) -> None:
+        now = time.perf_counter()
+        self.report.phases[self.step] = self.report.phases.get(self.step, 0.0) + now - self.since
+        self.since = now
 
 
 def _check_clip_fits(config: PneumoLLMConfig, shape: dict[str, int], path: Path) -> None:
@@ -198,10 +218,14 @@ class InferenceEngine:
                 raise WeightsError(f"{what} not found", path=path)
 
         say("reading the model bundle")
+        bundle_start = time.perf_counter()
         manifest, trained = load_bundle(bundle)
         config = manifest.model_config()
         plan = choose_plan(config, device=device, precision=precision, quantisation=quantisation, batch_size=batch_size)
         report = LoadReport(plan=plan)
+        clock = _PhaseClock(report, say)
+        clock.since = bundle_start
+        say = clock
 
         visual_state, decoder_state, base_demo = _read_base_weights(
             config,
@@ -223,6 +247,7 @@ class InferenceEngine:
         say(f"assembling the model ({plan.describe()})")
         model = _assemble(config, plan, visual_state, decoder_state, trained)
         del visual_state, decoder_state, trained
+        clock.stop()
         report.seconds = time.perf_counter() - start
         return cls(model, manifest, plan, demo=demo, report=report)
 

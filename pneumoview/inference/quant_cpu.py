@@ -51,6 +51,8 @@ CPU_MODES = ("int8", "int4")
 #: ``torch._weight_int8pack_mm`` on the CPU needs the input size to be a multiple of this (it
 #: crashes otherwise, torch 2.x): smaller layers are zero-padded along the input dimension.
 INT8_K_MULTIPLE = 16
+#: ... and the weight's data to be aligned to 16 bytes (the prepared-weights cache aligns to 64).
+INT8_ALIGN = 16
 
 
 def is_linear_weight(name: str) -> bool:
@@ -98,6 +100,8 @@ class CpuInt8Linear(nn.Module):
         self.pad = -self.in_features % INT8_K_MULTIPLE
         if self.pad:  # zero columns (a copy; only toy sizes: LLaMA's 4096 / 11008 are multiples of 16)
             qweight = torch.nn.functional.pad(qweight, (0, self.pad))
+        elif qweight.data_ptr() % INT8_ALIGN or not qweight.is_contiguous():
+            qweight = qweight.contiguous().clone()  # the kernel crashes on unaligned weights (maps are aligned)
         self.qweight: Tensor
         self.scale: Tensor
         self.register_buffer("qweight", qweight.contiguous(), persistent=False)
