@@ -278,9 +278,9 @@ class AnalysisClient:
         time) and then runs at once. Events (``loading``, ``loaded``, ``done`` or ``error``) go to
         ``on_event``; a failed load is only reported there: the analysis that needs the model
         reports it again. Returns the loading thread (None without ``spec``)."""
+        with self._lock:
+            self._ensure()  # started here, not in the thread: ``running`` is True on return
         if spec is None:
-            with self._lock:
-                self._ensure()
             return None
         ignore: Callable[[dict[str, Any]], None] = lambda _event: None  # noqa: E731
         thread = threading.Thread(
