@@ -45,6 +45,8 @@ LINEAR_NAMES = (
     "mlp.down_proj.weight",
 )
 INT4_GROUP = 128
+#: Rows quantised at a time (bounds the float32 temporaries: 1024 x 11008 x 4 B = 45 MB).
+QUANTISE_ROWS = 1024
 #: Group sizes the CPU int4 kernel takes, largest first; a layer whose input size none divides stays int8.
 INT4_GROUPS = (128, 64, 32)
 CPU_MODES = ("int8", "int4")
@@ -61,10 +63,15 @@ def is_linear_weight(name: str) -> bool:
 
 def quantise_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
     """[N, K] float -> (int8 [N, K], float32 scale [N], bf16-exact), symmetric per output row: w ~= q * scale."""
-    w = weight.detach().float()
-    # The kernel takes bf16 scales: round them first, so that q is the best fit for the scale used.
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.bfloat16).float()
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    n = weight.shape[0]
+    q = torch.empty(weight.shape, dtype=torch.int8)
+    scale = torch.empty(n, dtype=torch.float32)
+    for begin in range(0, n, QUANTISE_ROWS):  # float32 temporaries of a few rows, not of the whole matrix
+        w = weight[begin : begin + QUANTISE_ROWS].detach().to(torch.float32, copy=True)  # div_ below: never the input
+        # The kernel takes bf16 scales: round them first, so that q is the best fit for the scale used.
+        rows = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.bfloat16).float()
+        q[begin : begin + QUANTISE_ROWS] = torch.round(w.div_(rows[:, None])).clamp_(-127, 127)
+        scale[begin : begin + QUANTISE_ROWS] = rows
     return q, scale
 
 

@@ -42,7 +42,9 @@ def test_the_active_demo_model_is_loaded_before_the_first_analysis(qtbot, window
     item = WorkItem.for_identity("rg1", identify(rg1_uncompressed, "1.2.3"))
     events: list[dict] = []
     start = time.perf_counter()
-    final = client.request(EngineSpec("demo"), analyse_request(EngineSpec("demo"), [item], threshold=0.5), events.append)
+    final = client.request(
+        EngineSpec("demo"), analyse_request(EngineSpec("demo"), [item], threshold=0.5), events.append
+    )
     assert final == {"event": "done", "count": 1}
     assert "loading" not in [e["event"] for e in events]  # the model was already loaded
     assert time.perf_counter() - start < 60  # one small image's preparation and forward pass
