@@ -561,8 +561,8 @@ def _assemble(
 
     CPU int8 / int4 plans get ``decoder_state`` already quantised (:mod:`pneumoview.inference.quant_cpu`):
     its linear layers are swapped for the quantised ones first, popping their entries from
-    ``decoder_state`` itself (callers must not keep another reference to them) so that each int8
-    tensor is freed as its packed copy is made.
+    ``decoder_state``; the layers keep those tensors as they are (memory-mapped from the prepared
+    cache on a warm start: nothing is copied or repacked).
     ``trained`` None: fresh trainables (random engines).
     """
     from pneumoview.inference.model import build_model, load_base_weights, load_trainable_state_dict, materialize
