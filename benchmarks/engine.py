@@ -443,7 +443,8 @@ def report(results: list[dict]) -> str:
     for r in loads:
         mem = r.get("memory_after_load", {})
         lines.append(
-            f"{r['size']}: {r['what']} {'warm' if r['cached'] else 'cold'}: ready {r['ready_s']:.1f} s "
+            f"{r['size']}: {r['what']} {r.get('run', 'warm' if r['cached'] else 'cold')}"
+            f"{' (cache hit)' if r['cached'] else ''}: ready {r['ready_s']:.1f} s "
             f"(+ imports {r['imports_s']:.1f} s), peak RSS {r['peak_rss_gb']:.2f} GB "
             f"(after load: RSS {mem.get('rss_gb', 0):.2f}, USS {mem.get('uss_gb', 0):.2f}, PSS {mem.get('pss_gb', 0):.2f}), "
             f"batch 1 {r['batch1_s']:.2f} s (first {r['first_batch1_s']:.2f} s)"
@@ -526,14 +527,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(args.load / "home" / "cache" / "prepared-weights", ignore_errors=True)  # cold first
                 for run in ("cold", "warm"):
                     evaluate = ["--evaluate", "--repeats1", "4"] if run == "warm" else []
-                    results.append(
-                        run_child(
-                            "load",
-                            size,
-                            nice=not args.no_nice,
-                            extra=["--load", str(target), "--quantisation", quantisation, *evaluate],
-                        )
+                    result = run_child(
+                        "load",
+                        size,
+                        nice=not args.no_nice,
+                        extra=["--load", str(target), "--quantisation", quantisation, *evaluate],
                     )
+                    results.append({**result, "run": run})  # bf16 from bf16 files caches nothing: say which
             if args.interleave:
                 extra = ["--load", str(target), "--quantisation", args.interleave, "--repeats1", "7"]
                 results.append(run_child("interleave", size, nice=not args.no_nice, extra=extra))

@@ -71,7 +71,7 @@ def fingerprint_state(state: Mapping[str, Tensor]) -> str:
 
 _SHA256_CACHE: dict[tuple[object, ...], str] = {}
 #: Whole-file digests remembered across starts (most recent first), in the user cache folder.
-SHA256_CACHE_FILE = "file-sha256.json"
+SHA256_CACHE_FILE = "file-sha256.json"  # also remembers checked facts (:func:`fact_known`)
 SHA256_CACHE_ENTRIES = 64
 
 
@@ -104,7 +104,7 @@ def _read_store(store: Path) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _remember(store: Path, key: str, digest: str) -> None:
@@ -135,3 +135,25 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 22, persisten
             _remember(store, key, digest)
     _SHA256_CACHE[identity] = digest
     return digest
+
+
+def _files_of(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+
+
+def _fact_key(fact: str, paths: list[Path]) -> str:
+    return _identity_key((fact, *[file_identity(f) for path in paths for f in _files_of(path)]))
+
+
+def fact_known(fact: str, paths: list[Path]) -> bool:
+    """Whether ``fact`` (e.g. ``"finite"``) was recorded for these files (folders: every file in
+    them) as they are now: any changed, added or removed file makes it unknown again."""
+    store = _sha256_store()
+    return store is not None and _read_store(store).get(_fact_key(fact, paths)) == fact
+
+
+def record_fact(fact: str, paths: list[Path]) -> None:
+    """Remember ``fact`` for these files as they are now (see :func:`fact_known`); best effort."""
+    store = _sha256_store()
+    if store is not None:
+        _remember(store, _fact_key(fact, paths), fact)
