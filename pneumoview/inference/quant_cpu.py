@@ -93,6 +93,31 @@ def quantise_int4(weight: Tensor, group: int = INT4_GROUP) -> tuple[Tensor, Tens
     return packed, scales_and_zeros
 
 
+class _InputGradient(torch.autograd.Function):
+    """The quantised kernels have no derivative: this gives the one a gradient x activation map needs,
+    with respect to the input (frozen weights get none): ``dL/dx = dL/dy W``, with ``W^T`` read back
+    through the kernel itself (``layer.matmul(I)``, one transient bf16 [K, N] per layer and call)."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, layer: CpuInt8Linear | CpuInt4Linear) -> Tensor:  # type: ignore[override]
+        ctx.layer = layer
+        return layer.matmul(flat)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        layer = ctx.layer
+        weight_t = layer.matmul(torch.eye(layer.in_features, dtype=torch.bfloat16, device=grad.device))
+        return grad.to(torch.bfloat16) @ weight_t.t(), None
+
+
+def _quantised_forward(layer: CpuInt8Linear | CpuInt4Linear, x: Tensor) -> Tensor:
+    """[..., K] any float dtype -> [..., N] in that dtype, computed in bf16 (differentiable in ``x``)."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    out = _InputGradient.apply(flat, layer) if flat.requires_grad else layer.matmul(flat)
+    return out.reshape(*shape[:-1], layer.out_features).to(x.dtype)
+
+
 class CpuInt8Linear(nn.Module):
     """``y = x W^T`` with W int8 per output row, through ``torch._weight_int8pack_mm`` (bf16).
 
@@ -114,13 +139,14 @@ class CpuInt8Linear(nn.Module):
         self.register_buffer("qweight", qweight.contiguous(), persistent=False)
         self.register_buffer("scale", scale.to(torch.bfloat16).contiguous(), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    def matmul(self, flat: Tensor) -> Tensor:
+        """bf16 [M, K] -> bf16 [M, N] through the kernel."""
         if self.pad:
             flat = torch.nn.functional.pad(flat, (0, self.pad))
-        out = torch._weight_int8pack_mm(flat, self.qweight, self.scale)
-        return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return torch._weight_int8pack_mm(flat, self.qweight, self.scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _quantised_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -139,12 +165,12 @@ class CpuInt4Linear(nn.Module):
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16), persistent=False)
 
+    def matmul(self, flat: Tensor) -> Tensor:
+        """bf16 [M, K] -> bf16 [M, N] through the kernel."""
+        return torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
+
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        scales = self.scales_and_zeros.to(torch.bfloat16)
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, scales)
-        return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _quantised_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 groups of {self.group}"

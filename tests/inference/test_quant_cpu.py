@@ -145,3 +145,23 @@ def test_int8_quantised_while_streaming_equals_quantising_the_materialised_decod
     pixels = streamed._prepare(np.random.default_rng(5).random((3, 224, 224), dtype=np.float32))
     with torch.inference_mode():
         assert torch.equal(streamed.model(pixels), materialised(pixels))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantised_layers_give_the_input_gradient_of_their_dequantised_weight(mode):
+    """Gradient x activation maps backpropagate through the frozen quantised layers (the kernels
+    themselves have no derivative): dL/dx must be dL/dy times the weight the kernel applies."""
+    torch.manual_seed(4)
+    w = torch.randn(32, 256) * 0.02
+    layer = CpuInt8Linear(*quantise_int8(w)) if mode == "int8" else CpuInt4Linear(*quantise_int4(w, 128), 128)
+    dense = layer.matmul(torch.eye(256, dtype=torch.bfloat16)).t().float()  # [N, K]: the weight as applied
+    assert (dense - w).abs().max() < (0.02 if mode == "int8" else 0.15) * w.abs().max()  # it is w, quantised
+    x = torch.randn(2, 5, 256, requires_grad=True)
+    grad_out = torch.randn(2, 5, 32)
+    layer(x).backward(grad_out)
+    want = (grad_out.reshape(-1, 32) @ dense).reshape(2, 5, 256)
+    torch.testing.assert_close(x.grad, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    with torch.inference_mode():  # the inference path is untouched by the autograd wrapper
+        assert torch.equal(
+            layer(x.detach()), layer.matmul(x.detach().reshape(-1, 256).bfloat16()).reshape(2, 5, 32).float()
+        )
