@@ -99,12 +99,12 @@ class _InputGradient(torch.autograd.Function):
     through the kernel itself (``layer.matmul(I)``, one transient bf16 [K, N] per layer and call)."""
 
     @staticmethod
-    def forward(ctx, flat: Tensor, layer: CpuInt8Linear | CpuInt4Linear) -> Tensor:  # type: ignore[override]
+    def forward(ctx, flat: Tensor, layer: CpuInt8Linear | CpuInt4Linear) -> Tensor:
         ctx.layer = layer
         return layer.matmul(flat)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         layer = ctx.layer
         weight_t = layer.matmul(torch.eye(layer.in_features, dtype=torch.bfloat16, device=grad.device))
         return grad.to(torch.bfloat16) @ weight_t.t(), None
