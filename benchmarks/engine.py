@@ -227,19 +227,23 @@ def _fresh_trainables(config) -> dict:
     return state
 
 
-def child_load(size: str, folder: Path, quantisation: str) -> dict:
-    """``InferenceEngine.load`` of the written weights in this fresh process: seconds to ready, peak RSS."""
-    import torch
+def _memory_gb() -> dict[str, float]:
+    """This process's memory now: RSS, USS (private) and PSS, GB; plus the peak RSS so far."""
+    import psutil
 
-    start = time.perf_counter()
-    import open_clip.model  # noqa: F401  (what the app's worker imports while idle: counted apart)
-    import transformers.models.llama.modeling_llama  # noqa: F401
+    info = psutil.Process().memory_full_info()
+    return {
+        "rss_gb": info.rss / 1e9,
+        "uss_gb": info.uss / 1e9,
+        "pss_gb": getattr(info, "pss", 0) / 1e9,
+        "peak_rss_gb": _peak_rss_gb(),
+    }
 
+
+def _load_engine(folder: Path, quantisation: str):
     from pneumoview.inference.engine import InferenceEngine
 
-    imports = time.perf_counter() - start
-    start = time.perf_counter()
-    engine = InferenceEngine.load(
+    return InferenceEngine.load(
         folder / "bundle",
         clip_path=folder / "clip.safetensors",
         llama_path=folder / "llama",
@@ -248,19 +252,78 @@ def child_load(size: str, folder: Path, quantisation: str) -> dict:
         quantisation=quantisation,
         batch_size=1,
     )
+
+
+def child_load(size: str, folder: Path, quantisation: str, repeats1: int, evaluate: bool) -> dict:
+    """``InferenceEngine.load`` of the written weights in this fresh process: seconds to ready (and per
+    step), memory; ``evaluate``: batch-1 repetitions and the 32 agreement crops at batch 8 as well."""
+    import torch
+
+    start = time.perf_counter()
+    import open_clip.model  # noqa: F401  (what the app's worker imports while idle: counted apart)
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    import pneumoview.inference.engine  # noqa: F401
+
+    imports = time.perf_counter() - start
+    start = time.perf_counter()
+    engine = _load_engine(folder, quantisation)
     ready = time.perf_counter() - start
+    loaded = _memory_gb()
     one = _crops(1)
-    t = seconds_per_call(lambda: engine.predict(one, batch_size=1), 2)
-    return {
+    t1 = seconds_per_call(lambda: engine.predict(one, batch_size=1), repeats1 if evaluate else 1)
+    result = {
         "what": f"load-{quantisation}",
         "size": size,
         "plan": engine.plan.describe(),
         "ready_s": ready,
         "imports_s": imports,
+        "phases": {k: round(v, 2) for k, v in engine.report.phases.items()},
         "cached": "prepared weights mapped from the cache" in engine.report.notes,
-        "batch1_s": min(t),
-        "peak_rss_gb": _peak_rss_gb(),
+        "first_batch1_s": t1[0],
+        "batch1_s": statistics.median(t1[1:] or t1),
+        "batch1_all": t1,
+        "memory_after_load": loaded,
         "threads": torch.get_num_threads(),
+    }
+    if evaluate:
+        crops = _crops(AGREEMENT_CROPS, seed=2)
+        batches, probs = [], []
+        for begin in range(0, AGREEMENT_CROPS, 8):
+            tick = time.perf_counter()
+            probs += [p.probability for p in engine.predict(crops[begin : begin + 8], batch_size=8)]
+            batches.append(time.perf_counter() - tick)
+        result.update(
+            probabilities=probs,
+            batch8_all=batches,
+            batch8_s_per_study=statistics.median(batches[1:]) / 8,  # the first builds the batch-8 kernels
+        )
+    result.update(memory_end=_memory_gb(), peak_rss_gb=_peak_rss_gb())
+    return result
+
+
+def child_interleave(size: str, folder: Path, repeats1: int, plans: list[str]) -> dict:
+    """Batch-1 latency of several plans loaded side by side (from their prepared caches / the
+    memory-mapped files), run in turn (plan A, plan B, plan A, ...) so that other load hits each
+    alike: medians per plan. Needs each plan's prepared-weights cache written first (load runs)."""
+    engines = {q: _load_engine(folder, q) for q in plans}
+    one = _crops(1)
+    for engine in engines.values():
+        engine.predict(one, batch_size=1)  # warm-up: first-call kernel choice, pages touched
+    times: dict[str, list[float]] = {q: [] for q in plans}
+    loads: list[float] = []
+    for _ in range(repeats1):
+        for q, engine in engines.items():
+            times[q] += seconds_per_call(lambda engine=engine: engine.predict(one, batch_size=1), 1)
+        loads.append(os.getloadavg()[0])
+    return {
+        "what": "interleaved",
+        "size": size,
+        "plans": {q: e.plan.describe() for q, e in engines.items()},
+        "batch1_all": times,
+        "batch1_median": {q: statistics.median(t) for q, t in times.items()},
+        "loadavg_during": loads,
+        "memory_end": _memory_gb(),
     }
 
 
@@ -327,10 +390,29 @@ def agreement(results: list[dict]) -> list[str]:
     return lines
 
 
+def load_agreement(loads: list[dict]) -> list[str]:
+    """max / median |delta p| of each quantised load vs the bf16 load (same weight files, same crops)."""
+    import numpy as np
+
+    lines = []
+    for size in ("tiny", "full"):
+        ref = next((r for r in loads if r["size"] == size and r["what"] == "load-none" and "probabilities" in r), None)
+        for r in loads:
+            if ref and r["size"] == size and r["what"] != "load-none" and "probabilities" in r:
+                delta = np.abs(np.array(r["probabilities"]) - np.array(ref["probabilities"]))
+                r["delta_p_max"], r["delta_p_median"] = float(delta.max()), float(np.median(delta))
+                lines.append(
+                    f"{size}: {r['what']} vs load-none (bf16) over {delta.size} crops: max |delta p| "
+                    f"{delta.max():.2e}, median {np.median(delta):.2e}"
+                )
+    return lines
+
+
 def report(results: list[dict]) -> str:
     lines = [f"machine: {machine()}", ""]
     loads = [r for r in results if r["what"].startswith("load-")]
-    results = [r for r in results if not r["what"].startswith("load-")]
+    extra = [r for r in results if r["what"] == "interleaved"]
+    results = [r for r in results if not r["what"].startswith("load-") and r["what"] != "interleaved"]
     lines.append(
         f"{'size':5} {'what':9} {'s/study b1':>11} {'s/study b8':>11} {'peak RSS GB':>12} {'build s':>8}  plan"
     )
@@ -359,11 +441,24 @@ def report(results: list[dict]) -> str:
             lines.append(f"  baseline note: {base['note']}")
     lines += agreement(results)
     for r in loads:
+        mem = r.get("memory_after_load", {})
         lines.append(
-            f"{r['size']}: {r['what']} {'warm' if r['cached'] else 'cold'}: ready {r['ready_s']:.1f} s "
-            f"(+ imports {r['imports_s']:.1f} s), "
-            f"peak RSS {r['peak_rss_gb']:.2f} GB, then batch 1 {r['batch1_s']:.2f} s  {r['plan']} "
-            f"[load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]"
+            f"{r['size']}: {r['what']} {r.get('run', 'warm' if r['cached'] else 'cold')}"
+            f"{' (cache hit)' if r['cached'] else ''}: ready {r['ready_s']:.1f} s "
+            f"(+ imports {r['imports_s']:.1f} s), peak RSS {r['peak_rss_gb']:.2f} GB "
+            f"(after load: RSS {mem.get('rss_gb', 0):.2f}, USS {mem.get('uss_gb', 0):.2f}, PSS {mem.get('pss_gb', 0):.2f}), "
+            f"batch 1 {r['batch1_s']:.2f} s (first {r['first_batch1_s']:.2f} s)"
+            + (f", batch 8 {r['batch8_s_per_study']:.2f} s/study" if "batch8_s_per_study" in r else "")
+            + f"  {r['plan']} [load {r['loadavg_1min'][0]:.1f}->{r['loadavg_1min'][1]:.1f}]"
+        )
+        lines.append("    steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.get("phases", {}).items()))
+    lines += load_agreement(loads)
+    for r in (r for r in extra if r["what"] == "interleaved"):
+        medians = ", ".join(f"{q} {t:.2f} s" for q, t in r["batch1_median"].items())
+        runs = len(next(iter(r["batch1_all"].values())))
+        lines.append(
+            f"{r['size']}: batch 1 interleaved ({runs} rounds, plans in turn): median {medians} "
+            f"[load {min(r['loadavg_during']):.1f}-{max(r['loadavg_during']):.1f}]"
         )
     return "\n".join(lines)
 
@@ -371,7 +466,11 @@ def report(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=("tiny", "full", "both"), default="tiny")
-    parser.add_argument("--only", help="comma-separated measurements out of baseline,plan,mixed (default: all three)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated measurements out of baseline,mixed,plan,int8,int4 (default: all; '' for none: "
+        "only the --load runs)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no-nice", action="store_true", help="do not lower the children's priority")
     parser.add_argument(
@@ -381,10 +480,21 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure cold/warm InferenceEngine.load "
         "(weights written to DIR once; the prepared-weights cache goes under DIR/home)",
     )
-    parser.add_argument("--load-plans", default="int8,none", help="quantisations for --load (default int8,none)")
     parser.add_argument(
-        "--child", choices=("plan", "mixed", "baseline", *QUANTISED, "write", "load"), help=argparse.SUPPRESS
+        "--load-plans", default="int4,none,int8", help="quantisations for --load, in order (default int4,none,int8)"
     )
+    parser.add_argument(
+        "--interleave",
+        metavar="PLANS",
+        help="with --load: batch-1 latency of these plans (e.g. none,int8) loaded side by side and run in turn "
+        "(the last --load-plans entry keeps its prepared cache: name the quantised plan last there)",
+    )
+    parser.add_argument(
+        "--child",
+        choices=("plan", "mixed", "baseline", *QUANTISED, "write", "load", "interleave"),
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quantisation", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--repeats1", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--repeats8", type=int, default=2, help=argparse.SUPPRESS)
@@ -395,16 +505,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.child == "write":
             result = write_weights(args.size, args.load)
         elif args.child == "load":
-            result = child_load(args.size, args.load, args.quantisation)
+            result = child_load(args.size, args.load, args.quantisation, args.repeats1, args.evaluate)
+        elif args.child == "interleave":
+            result = child_interleave(args.size, args.load, args.repeats1, args.quantisation.split(","))
         else:
             result = child_baseline(args.size, args.repeats1)
         print(json.dumps(result))
         return 0
     sizes = ("tiny", "full") if args.size == "both" else (args.size,)
-    kinds = tuple(args.only.split(",")) if args.only else ("baseline", "mixed", "plan", *QUANTISED)
-    if not set(kinds) <= {"baseline", "mixed", "plan", *QUANTISED}:
+    kinds = tuple(args.only.split(",")) if args.only is not None else ("baseline", "mixed", "plan", *QUANTISED)
+    if not set(kinds) <= {"", "baseline", "mixed", "plan", *QUANTISED}:
         parser.error("--only takes baseline, mixed, plan, int8 and/or int4")
-    results = [run_child(kind, size, nice=not args.no_nice) for size in sizes for kind in kinds]
+    results = [run_child(kind, size, nice=not args.no_nice) for size in sizes for kind in kinds if kind]
     if args.load:
         os.environ["PNEUMOVIEW_HOME"] = str(args.load / "home")  # the children's prepared-weights cache
         for size in sizes:
@@ -413,15 +525,18 @@ def main(argv: list[str] | None = None) -> int:
                 run_child("write", size, nice=not args.no_nice, extra=["--load", str(target)])
             for quantisation in args.load_plans.split(","):
                 shutil.rmtree(args.load / "home" / "cache" / "prepared-weights", ignore_errors=True)  # cold first
-                for _ in ("cold", "warm"):
-                    results.append(
-                        run_child(
-                            "load",
-                            size,
-                            nice=not args.no_nice,
-                            extra=["--load", str(target), "--quantisation", quantisation],
-                        )
+                for run in ("cold", "warm"):
+                    evaluate = ["--evaluate", "--repeats1", "4"] if run == "warm" else []
+                    result = run_child(
+                        "load",
+                        size,
+                        nice=not args.no_nice,
+                        extra=["--load", str(target), "--quantisation", quantisation, *evaluate],
                     )
+                    results.append({**result, "run": run})  # bf16 from bf16 files caches nothing: say which
+            if args.interleave:
+                extra = ["--load", str(target), "--quantisation", args.interleave, "--repeats1", "7"]
+                results.append(run_child("interleave", size, nice=not args.no_nice, extra=extra))
     text = report(results)
     print(text)
     if args.json:

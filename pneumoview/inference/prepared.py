@@ -7,7 +7,7 @@ scales) into one safetensors file in the user cache folder; the next start maps 
 tensor by tensor (:mod:`pneumoview.inference.safetensors_mmap`) and skips reading and converting.
 
 Key: a SHA-256 over the cache format, the plan's device type, dtypes and quantisation, the torch
-version, and the identity (name, size, modification time) of every file of the CLIP weights and
+version, and the identity (name, size, modification time, inode, device, ctime) of every file of the CLIP weights and
 the LLaMA folder. Changing the weights or the plan gives another key; an entry whose recorded base
 fingerprints differ from those the bundle expects is not used. The base fingerprints are stored in
 the entry's metadata (computed from the original files when it was written), so the bundle check
@@ -33,7 +33,7 @@ from pneumoview.errors import WeightsError
 if TYPE_CHECKING:
     from pneumoview.inference.plans import Plan
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: int8 scales in bf16 (torch._weight_int8pack_mm), file identity with inode
 META_KEY = "pneumoview_prepared"
 VISUAL, DECODER = "visual.", "decoder."
 #: Entries kept in all (oldest dropped first): a full-size int8 entry is ~7 GB, a bf16 one ~14 GB.
@@ -49,11 +49,9 @@ def cache_dir() -> Path:
 
 def _identity(path: Path) -> list[list[object]]:
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    out: list[list[object]] = []
-    for f in files:
-        st = f.stat()
-        out.append([f.name, st.st_size, st.st_mtime_ns])
-    return out
+    from pneumoview.inference.fingerprints import file_identity
+
+    return [[f.name, *file_identity(f)[1:]] for f in files]  # size, mtime, inode, device, ctime
 
 
 def _pair_id(clip_path: Path, llama_path: Path) -> str:

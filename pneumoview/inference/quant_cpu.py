@@ -5,15 +5,18 @@ leaves room for the app and the OS on a 16 GB clinic PC. Weights are quantised a
 read (:func:`state_transform`, given to the LLaMA reader), so the full bf16 decoder is never in
 memory; the prepared tensors are plain int8 / uint8 / float tensors (safetensors-cacheable).
 
-Kernels (both PyTorch's own CPU kernels; measured on a 4096x11008 layer, 10 tokens, 2 cores):
+Kernels (both PyTorch's own CPU kernels, taking the prepared tensors as they are stored, so that a
+warm start maps the prepared-weights cache and assigns: no repacking):
 
-* ``int8``: int8 weights, one float scale per output row (symmetric), run by PyTorch's x86
-  (fbgemm/oneDNN) dynamic quantised linear ``torch.ops.quantized.linear_dynamic``: 11-18 ms vs
-  26-37 ms for bf16 ``F.linear``. torchao's ``Int8WeightOnlyConfig`` (0.18) measured 47 ms vs 6.7 ms
-  bf16 in eager mode (it dequantises per call; its speed needs ``torch.compile``), and
-  ``torch._weight_int8pack_mm`` 12 ms vs 6.9 ms, so neither is used. Activations are quantised per
-  call (per tensor, ``reduce_range``): each image's 10 tokens are run separately so that a crop's
-  result never depends on the other crops in its batch.
+* ``int8``: int8 weights [N, K], one bf16 scale per output row (symmetric), run by
+  ``torch._weight_int8pack_mm`` with bf16 activations (weights converted block by block inside
+  the kernel; no activation quantisation, each output row independent of the other rows of the
+  batch). Measured on a 11008x4096 layer, 10 tokens, 2 busy cores: 18 ms vs 16 ms for bf16
+  ``F.linear`` at batch 1, 80 vs 52 ms at batch 8 -- it saves memory, not time, on a CPU with bf16
+  instructions (AVX512-BF16), where bf16 GEMM is fast. Replaced PyTorch's x86 dynamic quantised
+  linear (``quantized.linear_dynamic``, 34 ms batch 1 in the same run), whose fbgemm prepacking
+  copied every weight on every start (~0.34 s per 45 M weights: ~50 s of a 7B warm start).
+  torchao's ``Int8WeightOnlyConfig`` dequantises per call in eager mode (47 ms vs 6.7 ms).
 * ``int4``: 4-bit asymmetric groups of 128 (64, 32 where 128 does not divide the input size; int8
   where none does or the output size is not a multiple of 16) along the input dimension, packed by
   ``torch._convert_weight_to_int4pack_for_cpu`` and run by ``torch._weight_int4pack_mm_for_cpu``
@@ -22,7 +25,6 @@ Kernels (both PyTorch's own CPU kernels; measured on a 4096x11008 layer, 10 toke
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -43,9 +45,16 @@ LINEAR_NAMES = (
     "mlp.down_proj.weight",
 )
 INT4_GROUP = 128
+#: Rows quantised at a time (bounds the float32 temporaries: 1024 x 11008 x 4 B = 45 MB).
+QUANTISE_ROWS = 1024
 #: Group sizes the CPU int4 kernel takes, largest first; a layer whose input size none divides stays int8.
 INT4_GROUPS = (128, 64, 32)
 CPU_MODES = ("int8", "int4")
+#: ``torch._weight_int8pack_mm`` on the CPU needs the input size to be a multiple of this (it
+#: crashes otherwise, torch 2.x): smaller layers are zero-padded along the input dimension.
+INT8_K_MULTIPLE = 16
+#: ... and the weight's data to be aligned to 16 bytes (the prepared-weights cache aligns to 64).
+INT8_ALIGN = 16
 
 
 def is_linear_weight(name: str) -> bool:
@@ -53,10 +62,16 @@ def is_linear_weight(name: str) -> bool:
 
 
 def quantise_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """[N, K] float -> (int8 [N, K], float32 scale [N]), symmetric per output row: w ~= q * scale."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    """[N, K] float -> (int8 [N, K], float32 scale [N], bf16-exact), symmetric per output row: w ~= q * scale."""
+    n = weight.shape[0]
+    q = torch.empty(weight.shape, dtype=torch.int8)
+    scale = torch.empty(n, dtype=torch.float32)
+    for begin in range(0, n, QUANTISE_ROWS):  # float32 temporaries of a few rows, not of the whole matrix
+        w = weight[begin : begin + QUANTISE_ROWS].detach().to(torch.float32, copy=True)  # div_ below: never the input
+        # The kernel takes bf16 scales: round them first, so that q is the best fit for the scale used.
+        rows = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.bfloat16).float()
+        q[begin : begin + QUANTISE_ROWS] = torch.round(w.div_(rows[:, None])).clamp_(-127, 127)
+        scale[begin : begin + QUANTISE_ROWS] = rows
     return q, scale
 
 
@@ -78,33 +93,60 @@ def quantise_int4(weight: Tensor, group: int = INT4_GROUP) -> tuple[Tensor, Tens
     return packed, scales_and_zeros
 
 
-class CpuInt8Linear(nn.Module):
-    """``y = x W^T`` with W int8 per output row, through PyTorch's x86 dynamic quantised linear.
+class _InputGradient(torch.autograd.Function):
+    """The quantised kernels have no derivative: this gives the one a gradient x activation map needs,
+    with respect to the input (frozen weights get none): ``dL/dx = dL/dy W``, with ``W^T`` read back
+    through the kernel itself (``layer.matmul(I)``, one transient bf16 [K, N] per layer and call)."""
 
-    Holds only the packed weight (an opaque kernel object, not in ``state_dict``): the int8 tensor
-    it was packed from can be freed. Input [..., K] in any float dtype; output in the input's dtype.
+    @staticmethod
+    def forward(ctx, flat: Tensor, layer: CpuInt8Linear | CpuInt4Linear) -> Tensor:
+        ctx.layer = layer
+        return layer.matmul(flat)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        layer = ctx.layer
+        weight_t = layer.matmul(torch.eye(layer.in_features, dtype=torch.bfloat16, device=grad.device))
+        return grad.to(torch.bfloat16) @ weight_t.t(), None
+
+
+def _quantised_forward(layer: CpuInt8Linear | CpuInt4Linear, x: Tensor) -> Tensor:
+    """[..., K] any float dtype -> [..., N] in that dtype, computed in bf16 (differentiable in ``x``)."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    out = _InputGradient.apply(flat, layer) if flat.requires_grad else layer.matmul(flat)
+    return out.reshape(*shape[:-1], layer.out_features).to(x.dtype)
+
+
+class CpuInt8Linear(nn.Module):
+    """``y = x W^T`` with W int8 per output row, through ``torch._weight_int8pack_mm`` (bf16).
+
+    Keeps the int8 weight [N, K] and the bf16 scales [N] it is given (e.g. memory-mapped from the
+    prepared-weights cache: nothing is copied). Input [..., K] in any float dtype (computed in
+    bf16); output in the input's dtype.
     """
 
     def __init__(self, qweight: Tensor, scale: Tensor) -> None:
         super().__init__()
         self.out_features, self.in_features = (int(s) for s in qweight.shape)
-        with warnings.catch_warnings():  # quantised-tensor constructors warn about their future
-            warnings.simplefilter("ignore", UserWarning)
-            q = torch._make_per_channel_quantized_tensor(
-                qweight.contiguous(), scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0
-            )
-            self._packed = torch.ops.quantized.linear_prepack(q, None)
+        self.pad = -self.in_features % INT8_K_MULTIPLE
+        if self.pad:  # zero columns (a copy; only toy sizes: LLaMA's 4096 / 11008 are multiples of 16)
+            qweight = torch.nn.functional.pad(qweight, (0, self.pad))
+        elif qweight.data_ptr() % INT8_ALIGN or not qweight.is_contiguous():
+            qweight = qweight.contiguous().clone()  # the kernel crashes on unaligned weights (maps are aligned)
+        self.qweight: Tensor
+        self.scale: Tensor
+        self.register_buffer("qweight", qweight.contiguous(), persistent=False)
+        self.register_buffer("scale", scale.to(torch.bfloat16).contiguous(), persistent=False)
+
+    def matmul(self, flat: Tensor) -> Tensor:
+        """bf16 [M, K] -> bf16 [M, N] through the kernel."""
+        if self.pad:
+            flat = torch.nn.functional.pad(flat, (0, self.pad))
+        return torch._weight_int8pack_mm(flat, self.qweight, self.scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        flat = x.float()
-        if flat.ndim == 3:  # [B, T, K]: one image at a time (activation scale per image)
-            out = torch.stack([torch.ops.quantized.linear_dynamic(row, self._packed, True) for row in flat])
-        else:
-            shape = flat.shape
-            out = torch.ops.quantized.linear_dynamic(flat.reshape(-1, shape[-1]), self._packed, True)
-            out = out.reshape(*shape[:-1], self.out_features)
-        return out.to(dtype)
+        return _quantised_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -123,23 +165,24 @@ class CpuInt4Linear(nn.Module):
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16), persistent=False)
 
+    def matmul(self, flat: Tensor) -> Tensor:
+        """bf16 [M, K] -> bf16 [M, N] through the kernel."""
+        return torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
+
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        scales = self.scales_and_zeros.to(torch.bfloat16)
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, scales)
-        return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _quantised_forward(self, x)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 groups of {self.group}"
 
 
 def check_cpu_mode(mode: str) -> None:
-    """ConfigError unless ``mode`` runs here (the x86 quantised engine for int8)."""
+    """ConfigError unless ``mode`` is a CPU quantisation this PyTorch has a kernel for."""
     if mode not in CPU_MODES:
         raise ConfigError(f"CPU quantisation must be one of {', '.join(CPU_MODES)}, not {mode!r}")
-    if mode == "int8" and not any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm")):
-        raise ConfigError("8-bit on this CPU needs PyTorch's x86 quantised engine, which this build lacks")
+    kernel = "_weight_int8pack_mm" if mode == "int8" else "_weight_int4pack_mm_for_cpu"
+    if not hasattr(torch, kernel):
+        raise ConfigError(f"{mode} on the CPU needs torch.{kernel}, which this PyTorch build lacks")
 
 
 def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tensor], dict[str, Tensor]]:
@@ -152,7 +195,11 @@ def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tens
             group = (
                 next((g for g in INT4_GROUPS if tensor.shape[1] % g == 0), None) if tensor.shape[0] % 16 == 0 else None
             )  # the int4 packing needs 16 | output size
-            q, scale = quantise_int4(tensor, group) if mode == "int4" and group else quantise_int8(tensor)
+            if mode == "int4" and group:
+                q, scale = quantise_int4(tensor, group)
+            else:
+                q, scale = quantise_int8(tensor)
+                scale = scale.to(torch.bfloat16)  # exactly (bf16-rounded in quantise_int8) what the kernel takes
             return {name: q, name + SCALE_SUFFIX: scale}
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
@@ -163,7 +210,7 @@ def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tens
 
 def install_quantised_linears(decoder: nn.Module, state: dict[str, Tensor], mode: str) -> int:
     """Replace each ``nn.Linear`` of the decoder by its CPU int8 / int4 layer built from ``state``
-    (entries popped as they are used, so their memory goes as the packed copies come). Returns the count."""
+    (entries popped as they are used; the layers keep the tensors themselves, no copy). Returns the count."""
     check_cpu_mode(mode)
     replaced = 0
     for prefix, parent in list(decoder.named_modules()):

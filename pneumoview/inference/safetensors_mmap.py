@@ -41,6 +41,8 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 MAX_HEADER = 100 * 1024 * 1024
+#: Byte alignment of the data of the files :func:`save` writes (see there).
+ALIGN = 64
 
 
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -127,8 +129,14 @@ def save(
     path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
     """Write a standard safetensors file tensor by tensor (no second copy of the data in memory,
-    unlike ``safetensors.torch.save_file``, which builds every tensor's bytes first)."""
-    names = sorted(tensors)
+    unlike ``safetensors.torch.save_file``, which builds every tensor's bytes first).
+
+    Memory-mapped tensors keep the file's alignment, and some CPU kernels need aligned operands
+    (``torch._weight_int8pack_mm`` crashes on int8 weights that are not 16-byte aligned): the header
+    is padded so that the data starts at a multiple of :data:`ALIGN` bytes, and the tensors whose
+    sizes are multiples of it come first (in name order), so that each of them starts aligned too.
+    """
+    names = sorted(tensors, key=lambda k: (tensors[k].numel() * tensors[k].element_size() % ALIGN != 0, k))
     header: dict[str, object] = {}
     offset = 0
     for name in names:
@@ -142,7 +150,7 @@ def save(
     if metadata:
         header["__metadata__"] = dict(metadata)
     raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    raw += b" " * (-(8 + len(raw)) % ALIGN)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)

@@ -279,11 +279,31 @@ class AnalysisClient:
                 last = event
             return last
 
-    def prewarm(self) -> None:
-        """Start the child now (it imports the model libraries while idle), so the first analysis
-        only waits for the weights."""
+    def prewarm(
+        self, spec: EngineSpec | None = None, on_event: Callable[[dict[str, Any]], None] | None = None
+    ) -> threading.Thread | None:
+        """Start the child now (it imports the model libraries while idle); with ``spec``, also load
+        that model in the background (a ``validate`` request on a daemon thread), so that the first
+        analysis finds it loaded. A request made meanwhile waits for the load (one request at a
+        time) and then runs at once. Events (``loading``, ``loaded``, ``done`` or ``error``) go to
+        ``on_event``; a failed load is only reported there: the analysis that needs the model
+        reports it again. Returns the loading thread (None without ``spec``)."""
         with self._lock:
-            self._ensure()
+            self._ensure()  # started here, not in the thread: ``running`` is True on return
+        if spec is None:
+            return None
+        ignore: Callable[[dict[str, Any]], None] = lambda _event: None  # noqa: E731
+        thread = threading.Thread(
+            target=self._prewarm_load, args=(spec, on_event or ignore), name="analysis-prewarm", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _prewarm_load(self, spec: EngineSpec, on_event: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            self.request(spec, validate_request(spec), on_event)
+        except (OSError, ValueError) as exc:  # the child could not start or its pipe closed
+            on_event({"event": "error", "type": "PneumoViewError", "reason": f"prewarm failed: {exc}"})
 
     def cancel(self) -> None:
         if self.running:

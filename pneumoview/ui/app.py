@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pneumoview import __version__, paths
 from pneumoview.errors import PneumoViewError
-from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE
+from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE, AnalysisClient, EngineSpec
 
 #: BLAS libraries (OpenBLAS via numpy/scipy) start one spinning thread per core; in the GUI process
 #: they only steal CPU from the GUI thread (the lung localiser's small matmuls do not need them).
@@ -128,6 +128,19 @@ def _require_display() -> None:
     )
 
 
+def prewarm_active_model(window: object) -> EngineSpec | None:
+    """Have the analysis worker import torch and load the active model (or the demo) now, in the
+    background, so that the first *Analyse* only waits for the forward pass. Returns the spec being
+    loaded, None when no model is ready (nothing is started then)."""
+    spec_for = getattr(window, "_spec_for_settings", None)
+    client = getattr(window, "analysis_client", None)
+    spec = spec_for() if callable(spec_for) else None
+    if spec is None or not isinstance(client, AnalysisClient):
+        return None
+    client.prewarm(spec)
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     if args.analysis_worker:  # the analysis child process: no Qt, JSON lines on stdin/stdout
         # A separate process entry, named (like the CLI's sub-commands) so that the GUI process's
@@ -148,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         window.use_demo_model()
     if args.paths:
         window.open_paths(list(args.paths))
+    prewarm_active_model(window)
     return int(app.exec())  # type: ignore[attr-defined]
 
 

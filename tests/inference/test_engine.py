@@ -285,3 +285,31 @@ def test_a_llama_of_another_size_is_refused_by_its_config(demo, tmp_path):
     with pytest.raises(WeightsError, match="not the decoder architecture") as info:
         InferenceEngine.load(demo.bundle, clip_path=demo.clip, llama_path=other, device="cpu")
     assert "hidden 32" in info.value.reason and "needs 64" in info.value.reason
+
+
+def test_bf16_meta_build_and_assign_equals_the_old_build_and_copy_path(demo, crops):
+    """The engine builds on the meta device and assigns the memory-mapped tensors (no random init, no
+    copy); the old way (real init on the CPU, then ``load_state_dict`` copies) gives the same logits."""
+    from pneumoview.inference.model import build_model, load_trainable_state_dict
+
+    engine = InferenceEngine.load(
+        demo.bundle,
+        clip_path=demo.clip,
+        llama_path=demo.llama,
+        device="cpu",
+        precision="bf16",
+        quantisation="none",
+        prepared_cache=False,
+    )
+    assert engine.plan.vision_dtype == engine.plan.decoder_dtype == torch.bfloat16
+    manifest, trained = load_bundle(demo.bundle)
+    old = build_model(manifest.model_config(), device="cpu", base_dtype=torch.bfloat16)
+    old.visual.load_state_dict({k[len("visual.") :]: v for k, v in load_file(str(demo.clip)).items()})
+    decoder = {k[len("model.") :]: v for k, v in load_file(str(demo.llama / "model.safetensors")).items()}
+    old.decoder.load_state_dict({k: v.to(torch.bfloat16) for k, v in decoder.items()}, strict=False)
+    load_trainable_state_dict(old, trained)
+    pixels = engine._prepare(crops)
+    with torch.inference_mode():
+        want, got = old.eval()(pixels).float(), engine.model(pixels).float()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert want.std(dim=0).max() > 1e-4  # different crops, different logits: the comparison means something

@@ -124,3 +124,37 @@ def test_writer_output_is_standard_safetensors_and_the_reader_checks_every_entry
 def test_plans_using_the_files_as_stored_write_nothing(demo):
     load(demo, quantisation="none", precision="fp32")  # stored fp32 safetensors, used as stored
     assert entries() == []
+
+
+def _hide_a_nan(llama_folder) -> str:
+    """Put one NaN into the demo's LLaMA file where the sampled fingerprint does not look (so only the
+    finite check can see it); returns the tensor's name."""
+    from pneumoview.inference.fingerprints import FINGERPRINT_EDGE, FINGERPRINT_SAMPLES
+
+    path = llama_folder / "model.safetensors"
+    tensors = {k: v.clone() for k, v in safetensors_mmap.load(path)[0].items()}
+    _header, metadata, _start = safetensors_mmap.read_header(path)
+    name = "model.layers.1.mlp.up_proj.weight"
+    flat = tensors[name].view(-1)
+    sampled = set(torch.linspace(0, flat.numel() - 1, FINGERPRINT_SAMPLES, dtype=torch.float64).round().long().tolist())
+    index = next(i for i in range(FINGERPRINT_EDGE, flat.numel()) if i not in sampled)
+    flat[index] = float("nan")
+    safetensors_mmap.save(path, tensors, metadata)
+    return name
+
+
+@pytest.mark.parametrize("quantisation", ["int8", "none"])
+def test_non_finite_base_weights_are_refused_and_a_clean_check_is_remembered(demo, quantisation, monkeypatch):
+    from pneumoview.inference import engine as engine_module
+
+    checked: list[str] = []
+    real = engine_module.check_finite
+    monkeypatch.setattr(engine_module, "check_finite", lambda s, what, p: checked.append(what) or real(s, what, p))
+    load(demo, quantisation=quantisation)
+    load(demo, quantisation=quantisation)
+    assert checked == ["CLIP", "LLaMA"]  # checked once for these files, remembered for the second start
+    name = _hide_a_nan(demo.llama)  # the file changes: its identity too, so it is checked again
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        load(demo, quantisation=quantisation)
+    assert checked[-1] == "LLaMA" and name.startswith("model.")
+    assert len(entries()) == 1  # the clean files' entry (the demo's fp32 files are cast: cached), none for these

@@ -108,3 +108,60 @@ def test_int8_tiny_model_gives_the_bf16_labels_on_cxr_labelled(tmp_path, monkeyp
         assert clear.sum() >= 90
         assert [a for a, c in zip(bf16, clear) if c] == [b for b, c in zip(int8, clear) if c]
     assert 40 <= sum(c == "pneumoconiosis" for c in bf16) <= 60  # the median threshold splits the set
+
+
+def test_int8_quantised_while_streaming_equals_quantising_the_materialised_decoder(tmp_path, monkeypatch):
+    """The reader quantises each tensor as it is mapped (the bf16 decoder never exists whole); the
+    result is exactly the materialised bf16 decoder quantised afterwards, weights and probabilities."""
+    from pneumoview.inference.bundle import load_bundle
+    from pneumoview.inference.demo import ensure_demo_model
+    from pneumoview.inference.engine import InferenceEngine, _assemble
+    from pneumoview.inference.weights import read_clip_visual, read_llama_decoder
+
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
+    demo = ensure_demo_model(tmp_path / "demo")
+    streamed = InferenceEngine.load(
+        demo.bundle,
+        clip_path=demo.clip,
+        llama_path=demo.llama,
+        device="cpu",
+        precision="bf16",
+        quantisation="int8",
+        prepared_cache=False,
+    )
+    whole = read_llama_decoder(demo.llama).state  # every tensor in memory first, as stored (quantised from that)
+    transform = state_transform("int8", torch.bfloat16)
+    quantised: dict[str, torch.Tensor] = {}
+    for name, tensor in whole.items():
+        quantised.update(transform(name, tensor))
+    layers = {n: m for n, m in streamed.model.decoder.named_modules() if isinstance(m, CpuInt8Linear)}
+    assert len(layers) == 7 * streamed.config.decoder.layers
+    for name, layer in layers.items():
+        assert torch.equal(layer.qweight[:, : layer.in_features], quantised[f"{name}.weight"])
+        assert torch.equal(layer.scale, quantised[f"{name}.weight{SCALE_SUFFIX}"])
+    visual = read_clip_visual(demo.clip, dtype=torch.bfloat16).state
+    _manifest, trained = load_bundle(demo.bundle)
+    materialised = _assemble(streamed.config, streamed.plan, visual, quantised, trained)
+    pixels = streamed._prepare(np.random.default_rng(5).random((3, 224, 224), dtype=np.float32))
+    with torch.inference_mode():
+        assert torch.equal(streamed.model(pixels), materialised(pixels))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantised_layers_give_the_input_gradient_of_their_dequantised_weight(mode):
+    """Gradient x activation maps backpropagate through the frozen quantised layers (the kernels
+    themselves have no derivative): dL/dx must be dL/dy times the weight the kernel applies."""
+    torch.manual_seed(4)
+    w = torch.randn(32, 256) * 0.02
+    layer = CpuInt8Linear(*quantise_int8(w)) if mode == "int8" else CpuInt4Linear(*quantise_int4(w, 128), 128)
+    dense = layer.matmul(torch.eye(256, dtype=torch.bfloat16)).t().float()  # [N, K]: the weight as applied
+    assert (dense - w).abs().max() < (0.02 if mode == "int8" else 0.15) * w.abs().max()  # it is w, quantised
+    x = torch.randn(2, 5, 256, requires_grad=True)
+    grad_out = torch.randn(2, 5, 32)
+    layer(x).backward(grad_out)
+    want = (grad_out.reshape(-1, 32) @ dense).reshape(2, 5, 256)
+    torch.testing.assert_close(x.grad, want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    with torch.inference_mode():  # the inference path is untouched by the autograd wrapper
+        assert torch.equal(
+            layer(x.detach()), layer.matmul(x.detach().reshape(-1, 256).bfloat16()).reshape(2, 5, 32).float()
+        )

@@ -465,7 +465,8 @@ def test_peek_reads_the_config_without_the_weights(tmp_path):
         W.peek_llama_config(tmp_path)
 
 
-def test_sha256_file_is_the_real_digest_and_notices_changes(tmp_path):
+def test_sha256_file_is_the_real_digest_and_notices_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMOVIEW_HOME", str(tmp_path / "home"))
     path = tmp_path / "blob.bin"
     path.write_bytes(b"a" * 1000)
     assert W.sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
