@@ -64,7 +64,7 @@ class AnalysisActions:
         if keys and (self._demo_fallback or model_configured(self.settings)):
             self.analyse(keys)
 
-    def _spec_for_settings(self) -> EngineSpec | None:
+    def spec_for_settings(self) -> EngineSpec | None:
         """The active model, resolved afresh (registry + settings) whenever an analysis starts."""
         from pneumoview.active_model import resolve_active_model
 
@@ -132,7 +132,7 @@ class AnalysisActions:
         if not keys:
             self._status("Nothing to analyse: open a folder first.")
             return None
-        self.engine_spec = self._spec_for_settings()  # whatever is active now, wherever it was activated
+        self.engine_spec = self.spec_for_settings()  # whatever is active now, wherever it was activated
         self.engine_is_demo = bool(self.engine_spec is not None and self.engine_spec.demo)
         if self.engine_spec is None:
             self.diagnosis.set_model_installed(False)

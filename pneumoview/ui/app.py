@@ -13,10 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pneumoview import __version__, paths
 from pneumoview.errors import PneumoViewError
-from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE, AnalysisClient, EngineSpec
+from pneumoview.ui.analysis_process import THREAD_ENV_SET_HERE, EngineSpec
+
+if TYPE_CHECKING:
+    from pneumoview.ui.main_window import MainWindow
 
 #: BLAS libraries (OpenBLAS via numpy/scipy) start one spinning thread per core; in the GUI process
 #: they only steal CPU from the GUI thread (the lung localiser's small matmuls do not need them).
@@ -128,16 +132,14 @@ def _require_display() -> None:
     )
 
 
-def prewarm_active_model(window: object) -> EngineSpec | None:
+def prewarm_active_model(window: MainWindow) -> EngineSpec | None:
     """Have the analysis worker import torch and load the active model (or the demo) now, in the
     background, so that the first *Analyse* only waits for the forward pass. Returns the spec being
     loaded, None when no model is ready (nothing is started then)."""
-    spec_for = getattr(window, "_spec_for_settings", None)
-    client = getattr(window, "analysis_client", None)
-    spec = spec_for() if callable(spec_for) else None
-    if spec is None or not isinstance(client, AnalysisClient):
+    spec = window.spec_for_settings()
+    if spec is None:
         return None
-    client.prewarm(spec)
+    window.analysis_client.prewarm(spec)
     return spec
 
 

@@ -163,7 +163,7 @@ class CalibrationActions:
             except PneumoViewError as exc:
                 self._error("Calibrate", exc.message)  # type: ignore[attr-defined]
                 return None
-        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        spec = self.engine_spec or self.spec_for_settings()  # type: ignore[attr-defined]
         dialog = CalibrationDialog(
             self,
             bundle_fingerprint=fingerprint or "",
@@ -215,7 +215,7 @@ class CalibrationActions:
         if self.busy():  # type: ignore[attr-defined]
             self._status("Busy: the heatmap waits for the current task.")  # type: ignore[attr-defined]
             return None
-        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        spec = self.engine_spec or self.spec_for_settings()  # type: ignore[attr-defined]
         if spec is None:
             self._status("No model: set one up or use the demo model first.")  # type: ignore[attr-defined]
             return None
@@ -251,7 +251,7 @@ class CalibrationActions:
             viewer.set_attention(None)
             return None
         entry = self.current_entry()  # type: ignore[attr-defined]
-        spec = self.engine_spec or self._spec_for_settings()  # type: ignore[attr-defined]
+        spec = self.engine_spec or self.spec_for_settings()  # type: ignore[attr-defined]
         problem = (
             "Select an image the model can analyse first."
             if entry is None or not entry.diagnosable or viewer.view is None or viewer.view.path != Path(entry.path)
