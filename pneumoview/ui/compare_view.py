@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import Qt, QThreadPool
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -55,6 +54,7 @@ from PySide6.QtWidgets import (
 
 from pneumoview.dicom.display import LUT_FUNCTION, DisplayImage, Window
 from pneumoview.errors import PneumoViewError
+from pneumoview.ui.menus import MenuEntry, add_entries
 from pneumoview.ui.viewer import ImageViewer
 from pneumoview.ui.workers import FunctionJob, start
 
@@ -297,13 +297,6 @@ def current_side(entry: ImageEntry) -> ComparedImage:
     return ComparedImage(entry.path, ROLE_CURRENT, format_date(record.study_date), f"({what})" if what else "")
 
 
-@dataclass(frozen=True)
-class MenuEntry:
-    action: str  # method name on CompareController
-    text: str
-    shortcut: str = ""
-
-
 #: The entries added to the main window's View menu (shortcuts not used elsewhere: see the README's list).
 COMPARE_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("compare_with_prior", "Compare with &Prior...", "Ctrl+Alt+P"),
@@ -336,13 +329,7 @@ class CompareController:
             menu = window.menuBar().addMenu("&Compare")
         else:
             menu.addSeparator()
-        for entry in COMPARE_MENU:
-            act = QAction(entry.text, window)
-            act.setObjectName(entry.action)
-            if entry.shortcut:
-                act.setShortcut(QKeySequence(entry.shortcut))
-            act.triggered.connect(lambda _checked=False, name=entry.action: getattr(controller, name)())
-            menu.addAction(act)
+        add_entries(menu, window, controller, COMPARE_MENU)
         return controller
 
     def _entry(self) -> ImageEntry | None:

@@ -13,9 +13,37 @@ the focused field first (see :class:`pneumoview.ui.reading_dock.ReadingDock`).
 
 from __future__ import annotations
 
-from PySide6.QtGui import QKeySequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QWidget
 
 Shortcut = str | QKeySequence.StandardKey | None
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    """One entry of a controller's menu table (the Reading menu, the compare entries)."""
+
+    action: str  # method name on the controller
+    text: str
+    shortcut: str = ""
+
+
+def add_entries(menu: QMenu, window: QWidget, controller: object, entries: Sequence[MenuEntry]) -> list[QAction]:
+    """Add ``entries`` to ``menu`` as actions owned by ``window``, each calling ``controller.<action>()``."""
+    actions: list[QAction] = []
+    for entry in entries:
+        act = QAction(entry.text, window)
+        act.setObjectName(entry.action)
+        if entry.shortcut:
+            act.setShortcut(QKeySequence(entry.shortcut))
+        act.triggered.connect(lambda _checked=False, name=entry.action: getattr(controller, name)())
+        menu.addAction(act)
+        actions.append(act)
+    return actions
+
 
 MENU_ACTIONS: tuple[tuple[str, str, str, str, Shortcut], ...] = (
     ("&File", "act_open_folder", "Open &Folder...", "choose_folder", QKeySequence.StandardKey.Open),

@@ -6,11 +6,9 @@ every rule (validation, blinding, final determination) is decided there, never h
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,6 +34,7 @@ from pneumoview.reading.export import ReadingExportSummary, reading_cells
 from pneumoview.reading.ilo import Reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import AiSuggestion, FinalRule
+from pneumoview.ui.menus import MenuEntry, add_entries
 from pneumoview.ui.reading_form import ReadingForm, named
 
 
@@ -253,13 +252,6 @@ class ExportReadingsDialog(QDialog):
 
 
 # --------------------------------------------------------------------------- the menu, as data
-@dataclass(frozen=True)
-class MenuEntry:
-    action: str  # method name on ReadingMenuController
-    text: str
-    shortcut: str = ""
-
-
 READING_MENU: tuple[MenuEntry, ...] = (
     MenuEntry("sign_in", "Sign &In as Reader...", "Ctrl+Shift+I"),
     MenuEntry("read_selected", "&Read Selected Study (ILO)...", "Ctrl+Shift+L"),
@@ -311,12 +303,7 @@ class ReadingMenuController:
 
     def install(self, window: QMainWindow, title: str = "&Reading") -> QMenu:
         menu = window.menuBar().addMenu(title)
-        for entry in READING_MENU:
-            act = QAction(entry.text, window)
-            if entry.shortcut:
-                act.setShortcut(QKeySequence(entry.shortcut))
-            act.triggered.connect(getattr(self, entry.action))
-            menu.addAction(act)
+        add_entries(menu, window, self, READING_MENU)
         return menu
 
     def _repository(self) -> ReadingRepository | None:

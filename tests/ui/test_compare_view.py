@@ -11,7 +11,7 @@ from priors_support import CURRENT, OTHER_WORKER, PRIOR, make_priors_folder
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication
-from ui_support import reviewer_home
+from ui_support import open_window_on, reviewer_home
 
 from pneumoview.dicom.display import Window, load_display_image
 from pneumoview.imageio import load_viewable
@@ -26,7 +26,6 @@ from pneumoview.ui.compare_view import (
     CompareWindow,
     map_window,
 )
-from pneumoview.ui.main_window import MainWindow
 from pneumoview.ui.settings_dialog import SettingsDialog
 from pneumoview.ui.viewer import ImageViewer
 
@@ -136,17 +135,8 @@ def test_switching_sync_off_keeps_the_sides_apart(qtbot, worker_folder: Path, sh
 
 
 # ----------------------------------------------------------------------------- in the main window
-def _open_window(qtbot, paths: list[Path]) -> MainWindow:  # noqa: ANN001
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(window.scanFinished, timeout=60000):
-        window.open_paths(paths)
-    return window
-
-
 def test_compare_with_prior_from_the_view_menu(qtbot, home: Path, worker_folder: Path) -> None:
-    window = _open_window(qtbot, [worker_folder])
+    window = open_window_on(qtbot, [worker_folder])
     menus = {a.text(): a.menu() for a in window.menuBar().actions()}
     texts = [a.text() for a in menus["&View"].actions()]
     assert texts[-len(COMPARE_MENU) :] == [e.text for e in COMPARE_MENU]
@@ -174,7 +164,7 @@ def test_compare_with_prior_from_the_view_menu(qtbot, home: Path, worker_folder:
 def test_compare_with_an_ilo_standard(
     qtbot, home: Path, tmp_path: Path, shared_data: Path, rg1_uncompressed: Path
 ) -> None:
-    window = _open_window(qtbot, [rg1_uncompressed])
+    window = open_window_on(qtbot, [rg1_uncompressed])
     window.select_key(next(iter(window.session.entries)))
     qtbot.waitExposed(window)
     shortcut = QKeySequence(next(e.shortcut for e in COMPARE_MENU if e.action == "compare_with_standard"))

@@ -6,25 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-from ui_support import reviewer_home
+from ui_support import open_window_on, reviewer_home
 
 from pneumoview.dicom.pictures import NO_DICOM_HEADER
 from pneumoview.session import Status
-from pneumoview.ui.main_window import MainWindow
 
 
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return reviewer_home(tmp_path, monkeypatch)
-
-
-def _open_window(qtbot, paths: list[Path]) -> MainWindow:  # noqa: ANN001
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(window.scanFinished, timeout=60000):
-        window.open_paths(paths)
-    return window
 
 
 @pytest.mark.slow
@@ -34,7 +24,7 @@ def test_pictures_are_listed_viewed_and_analysed(qtbot, home: Path, tmp_path: Pa
     png = sorted((shared_data / "cxr" / "images").glob("*.png"))[0]
     os.symlink(png, folder / png.name)
     (folder / "text.png").write_text("not a picture\n", encoding="utf-8")
-    window = _open_window(qtbot, [folder])
+    window = open_window_on(qtbot, [folder])
     assert window.tree_model.index(0, 0).data() == NO_DICOM_HEADER
     assert [p.path.name for p in window.session.problems] == ["text.png"]
     (entry,) = window.session.entries.values()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
 from pneumoview.settings import Settings, save_settings
+
+if TYPE_CHECKING:
+    from pneumoview.ui.main_window import MainWindow
 
 JUNK_TEXT = "notes.txt"
 JUNK_TRUNCATED = "truncated.dcm"
@@ -45,3 +49,15 @@ def qimage_to_array(image) -> np.ndarray:  # noqa: ANN001 - QImage
     w, h, stride = image.width(), image.height(), image.bytesPerLine()
     buffer = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
     return buffer[:, :w].copy()
+
+
+def open_window_on(qtbot, paths: list[Path]) -> MainWindow:  # noqa: ANN001
+    """A shown main window that has finished scanning ``paths``."""
+    from pneumoview.ui.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.scanFinished, timeout=60000):
+        window.open_paths(paths)
+    return window
