@@ -84,7 +84,7 @@ def test_a_bundle_expecting_other_fingerprints_is_refused_even_from_the_cache(de
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "pickle"])
 def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, monkeypatch):
-    cold = load(demo)
+    expected = load(demo).probabilities(CROPS)  # before the damage: the cold engine maps the entry it wrote
     (entry,) = entries()
     if damage == "truncate":
         data = entry.read_bytes()
@@ -97,7 +97,7 @@ def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, mo
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on a cache entry"))
     again = load(demo)
     assert CACHED not in again.report.notes
-    assert np.array_equal(again.probabilities(CROPS), cold.probabilities(CROPS))
+    assert np.array_equal(again.probabilities(CROPS), expected)
     assert CACHED in load(demo).report.notes  # rewritten
 
 
@@ -151,8 +151,9 @@ def test_non_finite_base_weights_are_refused_and_a_clean_check_is_remembered(dem
     real = engine_module.check_finite
     monkeypatch.setattr(engine_module, "check_finite", lambda s, what, p: checked.append(what) or real(s, what, p))
     load(demo, quantisation=quantisation)
+    first = list(checked)  # int8: the decoder is checked tensor by tensor as it streams into the cache
     load(demo, quantisation=quantisation)
-    assert checked == ["CLIP", "LLaMA"]  # checked once for these files, remembered for the second start
+    assert checked == first and first[0] == "CLIP" and set(first) == {"CLIP", "LLaMA"}  # remembered the 2nd time
     name = _hide_a_nan(demo.llama)  # the file changes: its identity too, so it is checked again
     with pytest.raises(WeightsError, match="NaN or infinite"):
         load(demo, quantisation=quantisation)
