@@ -557,7 +557,9 @@ def _stream_into_cache(
 
             def open_stream(visual: dict[str, torch.Tensor]) -> Callable[[str, torch.Tensor], None]:
                 stream = stack.enter_context(
-                    prepared.stream_entry(entry, {k: (v.dtype, tuple(v.shape)) for k, v in visual.items()}, decoder_specs)
+                    prepared.stream_entry(
+                        entry, {k: (v.dtype, tuple(v.shape)) for k, v in visual.items()}, decoder_specs
+                    )
                 )
                 if check:
                     check_finite(visual, "CLIP", clip_path)

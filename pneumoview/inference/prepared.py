@@ -171,9 +171,7 @@ class EntryStream:
 
 
 @contextlib.contextmanager
-def stream_entry(
-    path: Path, visual: dict[str, TensorSpec], decoder: dict[str, TensorSpec]
-) -> Iterator[EntryStream]:
+def stream_entry(path: Path, visual: dict[str, TensorSpec], decoder: dict[str, TensorSpec]) -> Iterator[EntryStream]:
     """Write the entry at ``path`` as its tensors are produced (dtypes and shapes announced here), so
     that the whole prepared decoder is never in memory. It becomes visible (atomic rename,
     :func:`pneumoview.atomic.atomic_open`) only when the block ends without an exception, every

@@ -150,7 +150,11 @@ def layout(specs: dict[str, TensorSpec]) -> tuple[list[str], dict[str, dict]]:
     offset = 0
     for name in names:
         dtype, shape = specs[name]
-        header[name] = {"dtype": _code(name, dtype), "shape": list(shape), "data_offsets": [offset, offset + size(name)]}
+        header[name] = {
+            "dtype": _code(name, dtype),
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size(name)],
+        }
         offset += size(name)
     return names, header
 
