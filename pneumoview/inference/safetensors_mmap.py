@@ -23,7 +23,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import torch
 
@@ -170,7 +170,7 @@ def _header_bytes(header: dict[str, dict], metadata: dict[str, str] | None, leng
     return raw
 
 
-def _write_tensor(f: BinaryIO, t: torch.Tensor) -> None:
+def _write_tensor(f: IO[bytes], t: torch.Tensor) -> None:
     t = t.detach().cpu().contiguous()
     if t.numel():
         f.write(t.reshape(-1).view(torch.uint8).numpy().data)
@@ -212,7 +212,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        f: BinaryIO,
+        f: IO[bytes],
         specs: dict[str, TensorSpec],
         metadata: dict[str, str] | None = None,
         metadata_room: int = 0,
