@@ -5,6 +5,10 @@ costs a minute and, for some formats, a full copy in memory. The first load writ
 exactly as the plan uses them (vision tower in its dtype, decoder in its dtype or int8 / int4 +
 scales) into one safetensors file in the user cache folder; the next start maps that file
 tensor by tensor (:mod:`pneumoview.inference.safetensors_mmap`) and skips reading and converting.
+A CPU quantised plan's first load writes its entry as it reads (:func:`stream_entry`: each tensor
+quantised, checked finite, written at its place in the file and dropped), then maps the entry like a
+later start, so the whole quantised decoder is never held in memory; plans that only cast write the
+whole state at the end (:func:`save_entry`).
 
 Key: a SHA-256 over the cache format, the plan's device type, dtypes and quantisation, the torch
 version, and the identity (name, size, modification time, inode, device, ctime) of every file of the CLIP weights and
