@@ -690,17 +690,13 @@ def _read_weight_files(
 def _streamed(
     transform: Callable[[str, torch.Tensor], Mapping[str, torch.Tensor]], sink: Callable[[str, torch.Tensor], None]
 ) -> Callable[[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """``transform`` whose entries go to ``sink`` and are replaced by meta tensors (no memory kept);
-    freed heap memory is given back after each tensor."""
-
-    from pneumoview.inference.weights_common import release_freed_heap
+    """``transform`` whose entries go to ``sink`` and are replaced by meta tensors (no memory kept)."""
 
     def streamed(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         kept = {}
         for key, value in transform(name, tensor).items():
             sink(key, value)
             kept[key] = torch.empty(value.shape, dtype=value.dtype, device="meta")
-        release_freed_heap()  # the quantisation's temporaries: else ~2-4 GB of freed heap stays resident
         return kept
 
     return streamed

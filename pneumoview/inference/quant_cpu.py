@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pneumoview.errors import ConfigError
+from pneumoview.inference.weights_common import release_freed_heap
 
 #: Suffix of the per-row scale (int8) or scales-and-zeros (int4) stored beside a quantised weight.
 SCALE_SUFFIX = "_qscale"
@@ -223,6 +224,7 @@ def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tens
             else:
                 q, scale = quantise_int8(tensor)
                 scale = scale.to(torch.bfloat16)  # exactly (bf16-rounded in quantise_int8) what the kernel takes
+            release_freed_heap()  # the float32 temporaries: else GBs of freed heap stay resident over a 7B load
             return {name: q, name + SCALE_SUFFIX: scale}
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
