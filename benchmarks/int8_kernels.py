@@ -9,7 +9,9 @@ machine hits each alike; medians and ranges in ms. Kernels:
 * ``bf16``: ``F.linear`` on the bf16 weight (the bf16 plan);
 * ``int8pack``: ``torch._weight_int8pack_mm`` (the int8 plan's kernel, per-row bf16 scales);
 * ``dequant-B``: int8 rows dequantised to bf16 in blocks of B rows (a block stays in L2), each block
-  one bf16 matmul -- the alternative tried. Outputs are compared with ``int8pack``'s (max |diff|).
+  one bf16 matmul -- the alternative tried;
+* ``int_mm``: activations quantised per token to int8, then ``torch._int_mm`` (int8 x int8 -> int32,
+  oneDNN on the CPU) and both scales. Outputs are compared with ``int8pack``'s (max |diff|).
 """
 
 from __future__ import annotations
@@ -52,11 +54,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
+    qt = q.t()  # [K, N] view: torch._int_mm takes the weight transposed
+
+    def int_mm() -> torch.Tensor:
+        xs = (x.float().abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+        xq = torch.round(x.float() / xs).to(torch.int8)
+        return (torch._int_mm(xq, qt).float() * xs * scale.float()).to(torch.bfloat16)
+
     kernels = {
         "bf16": lambda: F.linear(x, weight),
         "int8pack": lambda: torch._weight_int8pack_mm(x, q, scale),
         "dequant-128": dequant(128),
         "dequant-512": dequant(512),
+        "int_mm": int_mm,
     }
     reference = kernels["int8pack"]()
     diffs = {k: float((fn().float() - reference.float()).abs().max()) for k, fn in kernels.items()}
