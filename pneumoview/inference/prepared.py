@@ -180,12 +180,15 @@ def stream_entry(path: Path, visual: dict[str, TensorSpec], decoder: dict[str, T
     that the whole prepared decoder is never in memory. It becomes visible (atomic rename,
     :func:`pneumoview.atomic.atomic_open`) only when the block ends without an exception, every
     announced tensor was written and ``info`` set; on any exception (a non-finite tensor, a read error,
-    a full disk) the temporary file is removed and nothing is left under ``path``. Older entries of the
-    same base weights are dropped once it is in place."""
-    from pneumoview.atomic import atomic_open
+    a full disk) the temporary file is removed and nothing is left under ``path``; a process killed
+    mid-write leaves a hidden temporary file, removed by a later start once an hour old
+    (:func:`pneumoview.atomic.clean_stale`). Older entries of the same base weights are dropped once
+    it is in place."""
+    from pneumoview.atomic import atomic_open, clean_stale
 
     specs = {VISUAL + k: v for k, v in visual.items()} | {DECODER + k: v for k, v in decoder.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent, legacy_patterns=(".*.safetensors.tmp-*",))  # what a killed start left (> 1 h old)
     with atomic_open(path, "wb") as f:
         stream = EntryStream(safetensors_mmap.StreamWriter(f, specs, metadata_room=METADATA_ROOM))
         yield stream

@@ -255,3 +255,17 @@ def test_an_unwritable_cache_falls_back_to_reading_into_memory(demo, monkeypatch
     assert any("could not be written" in n for n in fallback.report.notes) and entries() == []
     monkeypatch.undo()
     assert np.array_equal(fallback.probabilities(CROPS), load(demo).probabilities(CROPS))
+
+
+def test_a_killed_first_start_leaves_only_a_hidden_temporary_that_a_later_start_removes(demo):
+    folder = prepared.cache_dir()
+    folder.mkdir(parents=True)
+    stale = folder / ".abc-def.safetensors.k3j2.tmp"  # what atomic_open leaves when the process is killed
+    fresh = folder / ".abc-def.safetensors.x9q1.tmp"  # perhaps another process still writing
+    for f in (stale, fresh):
+        f.write_bytes(b"partial")
+    hour_ago = stale.stat().st_mtime - 3700
+    os.utime(stale, (hour_ago, hour_ago))
+    assert entries() == []  # hidden: never taken for an entry
+    load(demo)
+    assert not stale.exists() and fresh.exists() and len(entries()) == 1
