@@ -18,10 +18,11 @@ is shared safely by the GUI's worker threads), runs under ``torch.inference_mode
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pneumoview.errors import (
     ConfigError,
     WeightsError,
 )
+from pneumoview.inference import prepared
 from pneumoview.inference import weights as _weights
 from pneumoview.inference.bundle import Manifest, check_fingerprints, load_bundle
 from pneumoview.inference.config import PneumoLLMConfig
@@ -464,8 +466,6 @@ def _read_base_weights(
     CPU plans whose tensors are converted (cast, quantised) come from the prepared-weights cache
     (:mod:`pneumoview.inference.prepared`) when it has them, else are read and written there.
     """
-    from pneumoview.inference import prepared
-
     entry = prepared.entry_path(clip_path, llama_path, plan) if cache and plan.device_type == "cpu" else None
     hit = prepared.load_entry(entry) if entry is not None else None
     if hit is not None:
@@ -479,7 +479,17 @@ def _read_base_weights(
         assert isinstance(notes, list)  # the cache's JSON metadata holds the notes as a list
         report.notes += [str(n) for n in notes] + ["prepared weights mapped from the cache"]
         visual_state, decoder_state, demo = hit.visual, hit.decoder, bool(info.get("demo"))
-    else:
+    streamed = None
+    if hit is None and entry is not None and plan.quantisation:  # written as it is read, then mapped
+        streamed = _stream_into_cache(
+            config, manifest, plan, clip_path, llama_path, entry,
+            allow_unverified_clip=allow_unverified_clip, say=say, report=report,
+        )  # fmt: skip
+    if streamed is not None:
+        info = streamed.info
+        fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
+        visual_state, decoder_state, demo = streamed.visual, streamed.decoder, bool(info.get("demo"))
+    elif hit is None:
         visual_state, decoder_state, demo, info = _read_weight_files(
             config,
             manifest,
@@ -493,7 +503,7 @@ def _read_base_weights(
         fingerprints = {"clip": str(info["clip_fingerprint"]), "llama": str(info["llama_fingerprint"])}
         say("checking the weights are finite")
         _check_base_finite(visual_state, decoder_state, clip_path, llama_path)
-        if entry is not None and info.pop("converted"):
+        if entry is not None and info.pop("converted") and not plan.quantisation:
             say("saving prepared weights for the next start")
             if prepared.save_entry(entry, prepared.Prepared(visual_state, decoder_state, info)) is None:
                 report.notes.append("the prepared-weights cache could not be written (next start converts again)")
@@ -501,6 +511,87 @@ def _read_base_weights(
     check_fingerprints(manifest, fingerprints, path=llama_path)  # every recorded key, the one rule
     report.fingerprints = fingerprints
     return visual_state, decoder_state, demo
+
+
+def _decoder_specs(config: PneumoLLMConfig, plan: Plan) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """Names, dtypes and shapes of the prepared decoder of a CPU quantised plan, from the architecture
+    config alone (a meta build: no memory), so that its cache entry can be written as it streams."""
+    from pneumoview.inference.llama_weights import _hf_decoder_key
+    from pneumoview.inference.model import build_model
+    from pneumoview.inference.quant_cpu import state_specs
+
+    assert plan.quantisation and plan.decoder_dtype is not None
+    specs_of = state_specs(plan.quantisation, plan.decoder_dtype)
+    specs: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+    for name, tensor in build_model(config, device="meta").decoder.state_dict().items():
+        if _hf_decoder_key(name) == name:
+            specs.update(specs_of(name, tensor.dtype, tuple(tensor.shape)))
+    return specs
+
+
+def _stream_into_cache(
+    config: PneumoLLMConfig,
+    manifest: Manifest,
+    plan: Plan,
+    clip_path: Path,
+    llama_path: Path,
+    entry: Path,
+    *,
+    allow_unverified_clip: bool,
+    say: Callable[[str], None],
+    report: LoadReport,
+) -> prepared.Prepared | None:
+    """A CPU quantised plan's first start: each decoder tensor is quantised, checked finite and written
+    straight into a new prepared-weights entry (:func:`pneumoview.inference.prepared.stream_entry`),
+    then dropped with its source pages, so the whole quantised decoder is never in memory; the model
+    is then mapped from the entry, as on a warm start. The entry becomes visible only once complete and
+    checked. None (with a note) when the entry cannot be written: the caller reads into memory instead.
+    A non-finite tensor raises WeightsError (and leaves no entry)."""
+    from pneumoview.inference.fingerprints import fact_known, record_fact
+
+    check = not fact_known("finite", [clip_path, llama_path])
+    try:
+        decoder_specs = _decoder_specs(config, plan)
+        with contextlib.ExitStack() as stack:
+            streams: list[prepared.EntryStream] = []
+
+            def open_stream(visual: dict[str, torch.Tensor]) -> Callable[[str, torch.Tensor], None]:
+                stream = stack.enter_context(
+                    prepared.stream_entry(
+                        entry, {k: (v.dtype, tuple(v.shape)) for k, v in visual.items()}, decoder_specs
+                    )
+                )
+                if check:
+                    check_finite(visual, "CLIP", clip_path)
+                for name, tensor in visual.items():
+                    stream.write_visual(name, tensor)
+                streams.append(stream)
+
+                def sink(name: str, tensor: torch.Tensor) -> None:
+                    if check:
+                        check_finite({name: tensor}, "LLaMA", llama_path)
+                    stream.write_decoder(name, tensor)
+
+                return sink
+
+            visual, _decoder, _demo, info = _read_weight_files(
+                config, manifest, plan, clip_path, llama_path, allow_unverified_clip=allow_unverified_clip,
+                say=say, report=report, open_stream=open_stream,
+            )  # fmt: skip
+            del visual, _decoder
+            info.pop("converted")
+            streams[0].info = info
+            say("saving prepared weights for the next start")
+    except (OSError, ValueError) as exc:
+        report.notes.append(f"the prepared-weights cache could not be written ({exc}); reading into memory instead")
+        return None
+    if check:
+        record_fact("finite", [clip_path, llama_path])
+    say("mapping prepared weights")
+    hit = prepared.load_entry(entry)
+    if hit is None:
+        report.notes.append("the prepared-weights entry just written could not be read back; reading into memory")
+    return hit
 
 
 def check_finite(state: dict[str, torch.Tensor], what: str, path: Path) -> None:
@@ -546,9 +637,13 @@ def _read_weight_files(
     allow_unverified_clip: bool,
     say: Callable[[str], None],
     report: LoadReport,
+    open_stream: Callable[[dict[str, torch.Tensor]], Callable[[str, torch.Tensor], None]] | None = None,
 ) -> tuple[dict, dict, bool, dict[str, object]]:
     """Read both base weights from their files into the plan's dtypes (CPU int8 / int4: quantised per
-    tensor as read). Returns (vision state, decoder state, demo, what the cache records about them)."""
+    tensor as read). Returns (vision state, decoder state, demo, what the cache records about them).
+
+    ``open_stream(vision state)``, called once CLIP is read, returns a sink that takes each prepared
+    decoder tensor as it is produced; the decoder state then holds meta tensors (shapes only)."""
     say("reading CLIP weights")
     # Straight onto the device, tensor by tensor (host memory never holds a whole tower); a
     # quantised decoder stays on the host until it is quantised layer by layer onto the GPU.
@@ -565,6 +660,9 @@ def _read_weight_files(
         from pneumoview.inference.quant_cpu import state_transform
 
         transform = state_transform(plan.quantisation, plan.decoder_dtype)
+    if open_stream is not None:
+        assert transform is not None  # streaming is for CPU quantised plans
+        transform = _streamed(transform, open_stream(clip.state))
     llama = _weights.read_llama_decoder(
         llama_path,
         dtype=plan.decoder_dtype,
@@ -587,6 +685,21 @@ def _read_weight_files(
         "converted": _needs_conversion(plan, clip, llama),
     }
     return clip.state, llama.state, demo, info
+
+
+def _streamed(
+    transform: Callable[[str, torch.Tensor], Mapping[str, torch.Tensor]], sink: Callable[[str, torch.Tensor], None]
+) -> Callable[[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``transform`` whose entries go to ``sink`` and are replaced by meta tensors (no memory kept)."""
+
+    def streamed(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        kept = {}
+        for key, value in transform(name, tensor).items():
+            sink(key, value)
+            kept[key] = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        return kept
+
+    return streamed
 
 
 def _assemble(

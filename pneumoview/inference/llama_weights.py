@@ -9,7 +9,9 @@ buffers are never loaded):
 
 Each tensor is read in its stored dtype, fingerprinted, then passed through ``transform`` (default:
 cast to the requested dtype / device) before the next is read, so peak host memory is about the
-prepared decoder (bf16, or int8 / int4 when the transform quantises) plus one tensor.
+prepared decoder (bf16, or int8 / int4 when the transform quantises) plus one tensor -- or, when the
+transform writes its entries elsewhere and keeps meta tensors (the engine's streamed prepared-weights
+entry), about one tensor.
 """
 
 from __future__ import annotations

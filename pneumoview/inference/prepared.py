@@ -5,6 +5,10 @@ costs a minute and, for some formats, a full copy in memory. The first load writ
 exactly as the plan uses them (vision tower in its dtype, decoder in its dtype or int8 / int4 +
 scales) into one safetensors file in the user cache folder; the next start maps that file
 tensor by tensor (:mod:`pneumoview.inference.safetensors_mmap`) and skips reading and converting.
+A CPU quantised plan's first load writes its entry as it reads (:func:`stream_entry`: each tensor
+quantised, checked finite, written at its place in the file and dropped), then maps the entry like a
+later start, so the whole quantised decoder is never held in memory; plans that only cast write the
+whole state at the end (:func:`save_entry`).
 
 Key: a SHA-256 over the cache format, the plan's device type, dtypes and quantisation, the torch
 version, and the identity (name, size, modification time, inode, device, ctime) of every file of the CLIP weights and
@@ -18,10 +22,12 @@ and at most :data:`MAX_ENTRIES` in all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +35,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from pneumoview.errors import WeightsError
+from pneumoview.inference import safetensors_mmap
+from pneumoview.inference.safetensors_mmap import TensorSpec
 
 if TYPE_CHECKING:
     from pneumoview.inference.plans import Plan
@@ -101,8 +109,6 @@ def load_entry(path: Path) -> Prepared | None:
     """The entry at ``path`` (memory-mapped), or None when absent; a corrupt entry is deleted (None)."""
     if not path.is_file():
         return None
-    from pneumoview.inference import safetensors_mmap
-
     try:
         tensors, metadata = safetensors_mmap.load(path)
         info = json.loads(metadata[META_KEY])
@@ -123,8 +129,6 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
     """Write ``prepared`` atomically (temporary sibling, then rename); drop older entries of the same
     base weights. Returns the path, or None when the cache folder cannot be written (a warning, not an
     error: the model is loaded either way)."""
-    from pneumoview.inference import safetensors_mmap
-
     tensors = {VISUAL + k: v.contiguous() for k, v in prepared.visual.items()}
     tensors.update({DECODER + k: v.contiguous() for k, v in prepared.decoder.items()})
     info = {**prepared.info, "format": CACHE_FORMAT}
@@ -136,6 +140,12 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
     except (OSError, ValueError):
         tmp.unlink(missing_ok=True)
         return None
+    _drop_others(path)
+    return path
+
+
+def _drop_others(path: Path) -> None:
+    """Drop the other entries of the same base weights, and the oldest beyond :data:`MAX_ENTRIES`."""
     pair = path.name.split("-", 1)[0]
     for other in path.parent.glob(f"{pair}-*.safetensors"):
         if other != path:
@@ -143,4 +153,46 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
     others = sorted((p for p in path.parent.glob("*.safetensors") if p != path), key=lambda p: p.stat().st_mtime)
     for old in others[: max(0, len(others) + 1 - MAX_ENTRIES)]:
         old.unlink(missing_ok=True)
-    return path
+
+
+#: Header bytes kept for the entry's metadata when it is written before the metadata is known.
+METADATA_ROOM = 256 * 1024
+
+
+class EntryStream:
+    """An entry being written tensor by tensor (see :func:`stream_entry`): ``write_visual`` /
+    ``write_decoder`` each tensor as it is produced; ``info`` set before the block ends."""
+
+    def __init__(self, writer: safetensors_mmap.StreamWriter) -> None:
+        self.writer = writer
+        self.info: dict[str, object] | None = None
+
+    def write_visual(self, name: str, tensor: torch.Tensor) -> None:
+        self.writer.write(VISUAL + name, tensor)
+
+    def write_decoder(self, name: str, tensor: torch.Tensor) -> None:
+        self.writer.write(DECODER + name, tensor)
+
+
+@contextlib.contextmanager
+def stream_entry(path: Path, visual: dict[str, TensorSpec], decoder: dict[str, TensorSpec]) -> Iterator[EntryStream]:
+    """Write the entry at ``path`` as its tensors are produced (dtypes and shapes announced here), so
+    that the whole prepared decoder is never in memory. It becomes visible (atomic rename,
+    :func:`pneumoview.atomic.atomic_open`) only when the block ends without an exception, every
+    announced tensor was written and ``info`` set; on any exception (a non-finite tensor, a read error,
+    a full disk) the temporary file is removed and nothing is left under ``path``; a process killed
+    mid-write leaves a hidden temporary file, removed by a later start once an hour old
+    (:func:`pneumoview.atomic.clean_stale`). Older entries of the same base weights are dropped once
+    it is in place."""
+    from pneumoview.atomic import atomic_open, clean_stale
+
+    specs = {VISUAL + k: v for k, v in visual.items()} | {DECODER + k: v for k, v in decoder.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent, legacy_patterns=(".*.safetensors.tmp-*",))  # what a killed start left (> 1 h old)
+    with atomic_open(path, "wb") as f:
+        stream = EntryStream(safetensors_mmap.StreamWriter(f, specs, metadata_room=METADATA_ROOM))
+        yield stream
+        if stream.info is None:
+            raise ValueError("the entry's info was never set")
+        stream.writer.finish({META_KEY: json.dumps({**stream.info, "format": CACHE_FORMAT})})
+    _drop_others(path)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pneumoview.errors import ConfigError
+from pneumoview.inference.weights_common import release_freed_heap
 
 #: Suffix of the per-row scale (int8) or scales-and-zeros (int4) stored beside a quantised weight.
 SCALE_SUFFIX = "_qscale"
@@ -185,21 +186,48 @@ def check_cpu_mode(mode: str) -> None:
         raise ConfigError(f"{mode} on the CPU needs torch.{kernel}, which this PyTorch build lacks")
 
 
+def _int4_group(shape: tuple[int, ...]) -> int | None:
+    """The largest int4 group that divides the input size, or None (int8) where none does or the
+    output size is not a multiple of 16 (which the int4 packing needs)."""
+    return next((g for g in INT4_GROUPS if shape[1] % g == 0), None) if shape[0] % 16 == 0 else None
+
+
+def state_specs(
+    mode: str, dtype: torch.dtype
+) -> Callable[[str, torch.dtype, tuple[int, ...]], dict[str, tuple[torch.dtype, tuple[int, ...]]]]:
+    """What :func:`state_transform` makes of a stored tensor, without the tensor: (name, stored dtype,
+    shape) -> {entry name: (dtype, shape)} (the header of a prepared-weights entry written as it streams)."""
+    check_cpu_mode(mode)
+
+    def specs(name: str, stored: torch.dtype, shape: tuple[int, ...]) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        if is_linear_weight(name):
+            n, k = shape
+            group = _int4_group(shape)
+            if mode == "int4" and group:
+                return {name: (torch.uint8, (n, k // 2)), name + SCALE_SUFFIX: (torch.bfloat16, (k // group, n, 2))}
+            return {name: (torch.int8, (n, k)), name + SCALE_SUFFIX: (torch.bfloat16, (n,))}
+        return {name: (dtype if stored.is_floating_point else stored, shape)}
+
+    return specs
+
+
 def state_transform(mode: str, dtype: torch.dtype | None) -> Callable[[str, Tensor], dict[str, Tensor]]:
     """For the LLaMA reader: (name, stored tensor) -> prepared entries. Linear weights become
     ``name`` (int8 / packed uint8) + ``name + SCALE_SUFFIX``; everything else is cast to ``dtype``."""
     check_cpu_mode(mode)
+    quantised = [0]
 
     def transform(name: str, tensor: Tensor) -> dict[str, Tensor]:
         if is_linear_weight(name):
-            group = (
-                next((g for g in INT4_GROUPS if tensor.shape[1] % g == 0), None) if tensor.shape[0] % 16 == 0 else None
-            )  # the int4 packing needs 16 | output size
+            group = _int4_group(tuple(tensor.shape))
             if mode == "int4" and group:
                 q, scale = quantise_int4(tensor, group)
             else:
                 q, scale = quantise_int8(tensor)
                 scale = scale.to(torch.bfloat16)  # exactly (bf16-rounded in quantise_int8) what the kernel takes
+            quantised[0] += 1
+            if quantised[0] % len(LINEAR_NAMES) == 0:  # once per decoder layer: as low as after every tensor
+                release_freed_heap()  # (measured), cheaper; without it GBs of freed temporaries stay resident
             return {name: q, name + SCALE_SUFFIX: scale}
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)

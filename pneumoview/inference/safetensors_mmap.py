@@ -23,6 +23,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -125,6 +126,56 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[st
     return dict(iter_tensors(path)), metadata
 
 
+#: (dtype, shape) of one tensor, as a header announces it before its data exists.
+TensorSpec = tuple[torch.dtype, tuple[int, ...]]
+
+
+def _code(name: str, dtype: torch.dtype) -> str:
+    code = next((k for k, v in DTYPES.items() if v == dtype), None)
+    if code is None:
+        raise ValueError(f"{name}: dtype {dtype} cannot be written to safetensors")
+    return code
+
+
+def layout(specs: dict[str, TensorSpec]) -> tuple[list[str], dict[str, dict]]:
+    """(names in file order, header entries) for tensors of these dtypes and shapes: the tensors whose
+    sizes are multiples of :data:`ALIGN` first (in name order), so that each of them starts aligned."""
+
+    def size(name: str) -> int:
+        dtype, shape = specs[name]
+        return math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+
+    names = sorted(specs, key=lambda k: (size(k) % ALIGN != 0, k))
+    header: dict[str, dict] = {}
+    offset = 0
+    for name in names:
+        dtype, shape = specs[name]
+        header[name] = {
+            "dtype": _code(name, dtype),
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size(name)],
+        }
+        offset += size(name)
+    return names, header
+
+
+def _header_bytes(header: dict[str, dict], metadata: dict[str, str] | None, length: int = 0) -> bytes:
+    """The JSON header padded with spaces to a multiple of :data:`ALIGN` (with the 8-byte length) and
+    to at least ``length`` bytes."""
+    full: dict[str, object] = dict(header)
+    if metadata:
+        full["__metadata__"] = dict(metadata)
+    raw = json.dumps(full, separators=(",", ":")).encode()
+    raw += b" " * max(-(8 + len(raw)) % ALIGN, length - len(raw))
+    return raw
+
+
+def _write_tensor(f: IO[bytes], t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    if t.numel():
+        f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+
+
 def save(
     path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
@@ -133,30 +184,69 @@ def save(
 
     Memory-mapped tensors keep the file's alignment, and some CPU kernels need aligned operands
     (``torch._weight_int8pack_mm`` crashes on int8 weights that are not 16-byte aligned): the header
-    is padded so that the data starts at a multiple of :data:`ALIGN` bytes, and the tensors whose
-    sizes are multiples of it come first (in name order), so that each of them starts aligned too.
+    is padded so that the data starts at a multiple of :data:`ALIGN` bytes, and the tensors are laid
+    out by :func:`layout`.
     """
-    names = sorted(tensors, key=lambda k: (tensors[k].numel() * tensors[k].element_size() % ALIGN != 0, k))
-    header: dict[str, object] = {}
-    offset = 0
-    for name in names:
-        t = tensors[name]
-        code = next((k for k, v in DTYPES.items() if v == t.dtype), None)
-        if code is None:
-            raise ValueError(f"{name}: dtype {t.dtype} cannot be written to safetensors")
-        size = t.numel() * t.element_size()
-        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-(8 + len(raw)) % ALIGN)
+    names, header = layout({k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()})
+    raw = _header_bytes(header, metadata)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name in names:
-            t = tensors[name].detach().cpu().contiguous()
-            if t.numel():
-                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+            _write_tensor(f, tensors[name])
         f.flush()
         os.fsync(f.fileno())
+
+
+class StreamWriter:
+    """Writes a safetensors file whose tensors arrive one by one, in any order, into a file opened for
+    writing (``f``), so that no more than one of them need be in memory.
+
+    The names, dtypes and shapes (``specs``) are known in advance: the data is laid out as :func:`save`
+    lays it out, and each :meth:`write` lands at its offset. The metadata may be known only at the end
+    (:meth:`finish`): the header is given ``metadata_room`` bytes for it (JSON padded with spaces, which
+    the format allows); with the same metadata passed here, the file is byte-identical to :func:`save`'s.
+    A tensor that is not announced, does not match its announcement or comes twice, and a :meth:`finish`
+    before every tensor came, raise ValueError.
+    """
+
+    def __init__(
+        self,
+        f: IO[bytes],
+        specs: dict[str, TensorSpec],
+        metadata: dict[str, str] | None = None,
+        metadata_room: int = 0,
+    ) -> None:
+        self.f, self.specs, self.metadata = f, specs, metadata
+        _names, self.header = layout(specs)
+        placeholder = {"_": " " * metadata_room} if metadata_room else None
+        self.header_length = len(_header_bytes(self.header, metadata or placeholder))
+        self.start = 8 + self.header_length
+        self.written: set[str] = set()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ValueError(f"{name}: not announced in the header")
+        if name in self.written:
+            raise ValueError(f"{name}: written twice")
+        if (tensor.dtype, tuple(tensor.shape)) != (spec[0], tuple(spec[1])):
+            raise ValueError(f"{name}: {tensor.dtype} {tuple(tensor.shape)} is not the announced {spec[0]} {spec[1]}")
+        self.f.seek(self.start + self.header[name]["data_offsets"][0])
+        _write_tensor(self.f, tensor)
+        self.written.add(name)
+
+    def finish(self, metadata: dict[str, str] | None = None) -> None:
+        """Write the header (with ``metadata``, or the one given at the start); every tensor must have come."""
+        missing = sorted(set(self.specs) - self.written)
+        if missing:
+            raise ValueError(f"{len(missing)} announced tensors never written (e.g. {missing[0]})")
+        raw = _header_bytes(self.header, metadata if metadata is not None else self.metadata, self.header_length)
+        if len(raw) != self.header_length:
+            raise ValueError(f"the metadata needs {len(raw) - self.header_length} more bytes than reserved")
+        end = self.start + max((e["data_offsets"][1] for e in self.header.values()), default=0)
+        self.f.truncate(end)  # the last tensor may be empty: the file still ends at the data's end
+        self.f.seek(0)
+        self.f.write(struct.pack("<Q", len(raw)))
+        self.f.write(raw)
+        self.f.flush()

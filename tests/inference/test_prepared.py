@@ -84,7 +84,7 @@ def test_a_bundle_expecting_other_fingerprints_is_refused_even_from_the_cache(de
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "pickle"])
 def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, monkeypatch):
-    cold = load(demo)
+    expected = load(demo).probabilities(CROPS)  # before the damage: the cold engine maps the entry it wrote
     (entry,) = entries()
     if damage == "truncate":
         data = entry.read_bytes()
@@ -97,7 +97,7 @@ def test_a_corrupt_entry_is_deleted_and_rebuilt_never_unpickled(demo, damage, mo
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on a cache entry"))
     again = load(demo)
     assert CACHED not in again.report.notes
-    assert np.array_equal(again.probabilities(CROPS), cold.probabilities(CROPS))
+    assert np.array_equal(again.probabilities(CROPS), expected)
     assert CACHED in load(demo).report.notes  # rewritten
 
 
@@ -151,10 +151,121 @@ def test_non_finite_base_weights_are_refused_and_a_clean_check_is_remembered(dem
     real = engine_module.check_finite
     monkeypatch.setattr(engine_module, "check_finite", lambda s, what, p: checked.append(what) or real(s, what, p))
     load(demo, quantisation=quantisation)
+    first = list(checked)  # int8: the decoder is checked tensor by tensor as it streams into the cache
     load(demo, quantisation=quantisation)
-    assert checked == ["CLIP", "LLaMA"]  # checked once for these files, remembered for the second start
+    assert checked == first and first[0] == "CLIP" and set(first) == {"CLIP", "LLaMA"}  # remembered the 2nd time
     name = _hide_a_nan(demo.llama)  # the file changes: its identity too, so it is checked again
     with pytest.raises(WeightsError, match="NaN or infinite"):
         load(demo, quantisation=quantisation)
     assert checked[-1] == "LLaMA" and name.startswith("model.")
     assert len(entries()) == 1  # the clean files' entry (the demo's fp32 files are cast: cached), none for these
+
+
+def _some_tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "w": torch.randint(-127, 127, (48, 64), dtype=torch.int8, generator=g),
+        "w_qscale": torch.rand(48, generator=g).to(torch.bfloat16),
+        "odd": torch.randn(3, 5, generator=g).to(torch.bfloat16),  # 30 bytes: not a multiple of the alignment
+        "norm": torch.randn(64, generator=g).to(torch.bfloat16),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def test_stream_writer_in_any_order_gives_the_bytes_of_the_whole_dict_writer(tmp_path):
+    tensors, metadata = _some_tensors(), {"k": "v"}
+    safetensors_mmap.save(tmp_path / "whole.safetensors", tensors, metadata)
+    specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+    with open(tmp_path / "streamed.safetensors", "wb") as f:
+        writer = safetensors_mmap.StreamWriter(f, specs, metadata)
+        for name in reversed(list(tensors)):
+            writer.write(name, tensors[name])
+        writer.finish()
+    assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "whole.safetensors").read_bytes()
+    # Metadata known only at the end (room reserved): the same tensors, data 64-byte aligned, standard file.
+    with open(tmp_path / "late.safetensors", "wb") as f:
+        writer = safetensors_mmap.StreamWriter(f, specs, metadata_room=1000)
+        for name, tensor in tensors.items():
+            writer.write(name, tensor)
+        writer.finish({"late": "x" * 900})
+    back, meta = safetensors_mmap.load(tmp_path / "late.safetensors")
+    assert meta == {"late": "x" * 900} and all(torch.equal(back[k], v) for k, v in tensors.items())
+    assert safetensors_mmap.read_header(tmp_path / "late.safetensors")[2] % safetensors_mmap.ALIGN == 0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "late.safetensors"), framework="pt") as st:
+        assert all(torch.equal(st.get_tensor(k), v) for k, v in tensors.items())
+
+
+def test_stream_writer_refuses_what_its_header_did_not_announce(tmp_path):
+    tensors = _some_tensors()
+    specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+    with open(tmp_path / "x.safetensors", "wb") as f:
+        writer = safetensors_mmap.StreamWriter(f, specs, metadata_room=10)
+        with pytest.raises(ValueError, match="not announced"):
+            writer.write("other", torch.zeros(1))
+        with pytest.raises(ValueError, match="announced"):
+            writer.write("w", tensors["w"].float())
+        writer.write("w", tensors["w"])
+        with pytest.raises(ValueError, match="twice"):
+            writer.write("w", tensors["w"])
+        with pytest.raises(ValueError, match="never written"):
+            writer.finish()
+        for name in set(tensors) - {"w"}:
+            writer.write(name, tensors[name])
+        with pytest.raises(ValueError, match="more bytes than reserved"):
+            writer.finish({"k": "v" * 100})
+
+
+@pytest.mark.parametrize("stop", ["exception", "incomplete"])
+def test_an_interrupted_streamed_entry_leaves_nothing(tmp_path, stop):
+    tensors = _some_tensors()
+    specs = {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+    path = tmp_path / "cache" / "abc-def.safetensors"
+    with pytest.raises((RuntimeError, ValueError)), prepared.stream_entry(path, specs, specs) as stream:
+        stream.write_visual("w", tensors["w"])
+        stream.write_decoder("w", tensors["w"])
+        stream.info = {"demo": True}
+        if stop == "exception":
+            raise RuntimeError("read error mid-stream")
+    assert list(path.parent.iterdir()) == []  # no entry, no temporary file
+
+
+def test_cold_streamed_model_equals_the_in_memory_one_and_the_warm_one(demo):
+    """The cold int8 start writes the cache as it reads and maps it; same logits as the in-memory read
+    (no cache) and as the warm start."""
+    in_memory = load(demo, prepared_cache=False)
+    assert entries() == []
+    cold = load(demo)
+    assert CACHED not in cold.report.notes and len(entries()) == 1
+    assert not any("could not" in n for n in cold.report.notes)
+    warm = load(demo)
+    assert CACHED in warm.report.notes
+    with torch.no_grad():
+        logits = [e.model(e._prepare(CROPS)) for e in (in_memory, cold, warm)]
+    assert all(torch.equal(logits[0], other) for other in logits[1:])
+
+
+def test_an_unwritable_cache_falls_back_to_reading_into_memory(demo, monkeypatch):
+    def refuse(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors_mmap.StreamWriter, "write", refuse)
+    fallback = load(demo)
+    assert any("could not be written" in n for n in fallback.report.notes) and entries() == []
+    monkeypatch.undo()
+    assert np.array_equal(fallback.probabilities(CROPS), load(demo).probabilities(CROPS))
+
+
+def test_a_killed_first_start_leaves_only_a_hidden_temporary_that_a_later_start_removes(demo):
+    folder = prepared.cache_dir()
+    folder.mkdir(parents=True)
+    stale = folder / ".abc-def.safetensors.k3j2.tmp"  # what atomic_open leaves when the process is killed
+    fresh = folder / ".abc-def.safetensors.x9q1.tmp"  # perhaps another process still writing
+    for f in (stale, fresh):
+        f.write_bytes(b"partial")
+    hour_ago = stale.stat().st_mtime - 3700
+    os.utime(stale, (hour_ago, hour_ago))
+    assert entries() == []  # hidden: never taken for an entry
+    load(demo)
+    assert not stale.exists() and fresh.exists() and len(entries()) == 1

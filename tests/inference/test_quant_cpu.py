@@ -16,6 +16,7 @@ from pneumoview.inference.quant_cpu import (
     install_quantised_linears,
     quantise_int4,
     quantise_int8,
+    state_specs,
     state_transform,
 )
 
@@ -75,6 +76,23 @@ def test_transform_quantises_linear_weights_only_and_install_checks_shapes():
         )
     with pytest.raises(ConfigError, match="must be one of"):
         state_transform("int3", None)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_specs_announce_exactly_what_the_transform_makes(mode):
+    """The streaming cache writer's header comes from ``state_specs``: it must match every entry."""
+    specs, transform = state_specs(mode, torch.bfloat16), state_transform(mode, torch.bfloat16)
+    cases = [
+        ("layers.0.mlp.up_proj.weight", (32, 256)),  # int4 group 128
+        ("layers.0.self_attn.q_proj.weight", (16, 96)),  # int4 group 32
+        ("layers.1.mlp.down_proj.weight", (16, 40)),  # no int4 group divides 40: int8
+        ("layers.1.self_attn.k_proj.weight", (24, 64)),  # 16 does not divide 24: int8
+        ("layers.0.input_layernorm.weight", (64,)),
+        ("norm.weight", (64,)),
+    ]
+    for name, shape in cases:
+        made = transform(name, torch.randn(shape, dtype=torch.float32))
+        assert specs(name, torch.float32, shape) == {k: (v.dtype, tuple(v.shape)) for k, v in made.items()}, name
 
 
 @pytest.mark.slow
