@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pneumoview import report
 from pneumoview.errors import PneumoViewError
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def same_worker(a: ImageRecord, b: ImageRecord) -> bool:
 def format_date(yyyymmdd: str) -> str:
     """DICOM DA (YYYYMMDD) -> "YYYY-MM-DD"; "date unknown" for anything else."""
     d = yyyymmdd.strip()
-    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else "date unknown"
+    return report.format_date(d) if len(d) == 8 and d.isdigit() else "date unknown"
 
 
 def _time_key(tm: str) -> str:

@@ -204,7 +204,7 @@ def columns_for(options: ExportOptions) -> tuple[str, ...]:
     return tuple(name for name in column_names() if name not in dropped)
 
 
-def _format_date(value: str) -> str:
+def format_date(value: str) -> str:
     """DICOM DA ``YYYYMMDD`` -> ISO ``YYYY-MM-DD``; anything else unchanged."""
     v = value.strip()
     if len(v) == 8 and v.isdigit():
@@ -277,7 +277,7 @@ def _cells(row: ReportRow, columns: Sequence[str], options: ExportOptions) -> li
         "reason_code": row.reason_code,
         "reason": row.reason,
         "patient_name": _format_person_name(row.patient_name),
-        "study_date": _format_date(row.study_date),
+        "study_date": format_date(row.study_date),
         "series_uid": row.series_uid,
         "sop_instance_uid": row.sop_instance_uid,
         "content_sha256": row.content_sha256,

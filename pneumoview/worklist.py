@@ -31,7 +31,7 @@ from pneumoview.reading.rules import (
     determine,
     latest_per_reader,
 )
-from pneumoview.report import _format_date as format_date  # the one DICOM DA -> ISO date rule
+from pneumoview.report import format_date  # the one DICOM DA -> ISO date rule
 from pneumoview.results import REVIEW_NEEDED
 from pneumoview.session import ImageEntry
 

@@ -22,7 +22,7 @@ from pneumoview.labels import display_label
 from pneumoview.reading.ilo import ZONES, Reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import FinalDetermination, SubmittedReading
-from pneumoview.report import _format_date, _format_number, _format_time, guard_formula, pseudonym
+from pneumoview.report import _format_number, _format_time, format_date, guard_formula, pseudonym
 
 #: Column names, in file order.
 COLUMNS: tuple[str, ...] = (
@@ -95,7 +95,7 @@ def _row(
     cells = {
         "study_uid": pseudonym(key, sub.study_uid, kind="study") if key else sub.study_uid,
         "patient_id": pseudonym(key, patient_id, kind="patient") if key else patient_id,
-        "study_date": _format_date(study_date),
+        "study_date": format_date(study_date),
         "reader": sub.reader,
         "submitted_at": _format_time(sub.submitted_at),
         **reading_cells(sub.reading),

@@ -23,7 +23,7 @@ from pneumoview.reading.export import reading_cells
 from pneumoview.reading.ilo import FILM_QUALITY, SYMBOLS, Reading
 from pneumoview.reading.repository import ReadingRepository
 from pneumoview.reading.rules import latest_per_reader
-from pneumoview.report import _format_date, _format_person_name, pseudonym
+from pneumoview.report import _format_person_name, format_date, pseudonym
 from pneumoview.store import utc_now
 
 A4_INCHES = (8.27, 11.69)
@@ -48,7 +48,7 @@ def study_report_lines(
     lines: list[tuple[str, str]] = [
         ("title", "ILO classification of a chest radiograph (ILO 2022)"),
         ("text", worker),
-        ("text", f"Study {study}   date {_format_date(first.study_date) if first else ''}"),
+        ("text", f"Study {study}   date {format_date(first.study_date) if first else ''}"),
     ]
     ai = repo.ai_suggestion(study_uid)
     lines.append(("text", ai.text() if ai else "AI: no result for this study"))

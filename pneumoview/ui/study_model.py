@@ -15,7 +15,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from pneumoview.labels import DEMO_MARK
-from pneumoview.report import _format_date as format_date
+from pneumoview.report import format_date
 from pneumoview.session import ImageEntry, ReviewSession, Status, file_key
 
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # image key (images only)
