@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pneumoview.atomic import atomic_open, clean_stale
 from pneumoview.errors import WeightsError
 from pneumoview.inference import safetensors_mmap
 from pneumoview.inference.safetensors_mmap import TensorSpec
@@ -132,13 +131,11 @@ def save_entry(path: Path, prepared: Prepared) -> Path | None:
     tensors = {VISUAL + k: v.contiguous() for k, v in prepared.visual.items()}
     tensors.update({DECODER + k: v.contiguous() for k, v in prepared.decoder.items()})
     info = {**prepared.info, "format": CACHE_FORMAT}
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        safetensors_mmap.save(tmp, tensors, {META_KEY: json.dumps(info)})
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:  # the temporary sibling is removed on any failure
+            safetensors_mmap.write(f, tensors, {META_KEY: json.dumps(info)})
     except (OSError, ValueError):
-        tmp.unlink(missing_ok=True)
         return None
     _drop_others(path)
     return path
@@ -184,8 +181,6 @@ def stream_entry(path: Path, visual: dict[str, TensorSpec], decoder: dict[str, T
     mid-write leaves a hidden temporary file, removed by a later start once an hour old
     (:func:`pneumoview.atomic.clean_stale`). Older entries of the same base weights are dropped once
     it is in place."""
-    from pneumoview.atomic import atomic_open, clean_stale
-
     specs = {VISUAL + k: v for k, v in visual.items()} | {DECODER + k: v for k, v in decoder.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path.parent, legacy_patterns=(".*.safetensors.tmp-*",))  # what a killed start left (> 1 h old)

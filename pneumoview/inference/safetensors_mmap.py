@@ -187,15 +187,20 @@ def save(
     is padded so that the data starts at a multiple of :data:`ALIGN` bytes, and the tensors are laid
     out by :func:`layout`.
     """
-    names, header = layout({k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()})
-    raw = _header_bytes(header, metadata)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for name in names:
-            _write_tensor(f, tensors[name])
+        write(f, tensors, metadata)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write(f: IO[bytes], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """:func:`save`'s bytes into a file opened for writing (e.g. :func:`pneumoview.atomic.atomic_open`'s)."""
+    names, header = layout({k: (t.dtype, tuple(t.shape)) for k, t in tensors.items()})
+    raw = _header_bytes(header, metadata)
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for name in names:
+        _write_tensor(f, tensors[name])
 
 
 class StreamWriter:
