@@ -81,7 +81,17 @@ if [[ -f "$RG1_DIR/RG1_UNCR.dcm" && -f "$RG1_DIR/RG1_J2KR.dcm" ]]; then
     check "scan (real DICOM)" "$EXE" scan "$RG1_DIR/RG1_UNCR.dcm" "$RG1_DIR/RG1_J2KR.dcm"
     check "analyze --demo" "$EXE" analyze --demo -q --csv "$home/demo.csv" "$RG1_DIR/RG1_UNCR.dcm" "$RG1_DIR/RG1_J2KR.dcm"
     [[ -f "$home/demo.csv" ]] && sed 's/^/    /' "$home/demo.csv" | cut -c1-160
+    check "analyze --demo int8" "$EXE" analyze --demo -q --quantisation int8 --csv "$home/demo-int8.csv" "$RG1_DIR/RG1_UNCR.dcm"
 fi
+# The int8 plan's own CPU kernel (an optional C extension): where the build's Python has it, the app must.
+int8_kernel() {
+    if ! PYTHONPATH="$ROOT" "$PYTHON" -c "import pneumoview.inference._int8_cpu" 2>/dev/null; then
+        echo "not built for this Python (no C compiler at install?): the app runs torch._weight_int8pack_mm"
+        return 0
+    fi
+    find "$APP_DIR/_internal" -name '_int8_cpu*' | grep -q . && echo "bundled"
+}
+check "int8 kernel" int8_kernel
 
 
 # Training inside the frozen app (the pipeline fingerprint must not need .py files). Synthetic

@@ -249,6 +249,10 @@ class InferenceEngine:
         say(f"assembling the model ({plan.describe()})")
         model = _assemble(config, plan, visual_state, decoder_state, trained)
         del visual_state, decoder_state, trained
+        if plan.quantisation == "int8" and plan.device_type == "cpu":
+            from pneumoview.inference.quant_cpu import int8_kernel_description
+
+            report.notes.append(int8_kernel_description())
         clock.stop()
         report.seconds = time.perf_counter() - start
         return cls(model, manifest, plan, demo=demo, report=report)

@@ -5,18 +5,23 @@ leaves room for the app and the OS on a 16 GB clinic PC. Weights are quantised a
 read (:func:`state_transform`, given to the LLaMA reader), so the full bf16 decoder is never in
 memory; the prepared tensors are plain int8 / uint8 / float tensors (safetensors-cacheable).
 
-Kernels (both PyTorch's own CPU kernels, taking the prepared tensors as they are stored, so that a
-warm start maps the prepared-weights cache and assigns: no repacking):
+Kernels (taking the prepared tensors as they are stored, so that a warm start maps the
+prepared-weights cache and assigns: no repacking):
 
-* ``int8``: int8 weights [N, K], one bf16 scale per output row (symmetric), run by
-  ``torch._weight_int8pack_mm`` with bf16 activations (weights converted block by block inside
-  the kernel; no activation quantisation, each output row independent of the other rows of the
-  batch). Measured on a 11008x4096 layer, 10 tokens, 2 busy cores: 18 ms vs 16 ms for bf16
-  ``F.linear`` at batch 1, 80 vs 52 ms at batch 8 -- it saves memory, not time, on a CPU with bf16
-  instructions (AVX512-BF16), where bf16 GEMM is fast. Replaced PyTorch's x86 dynamic quantised
-  linear (``quantized.linear_dynamic``, 34 ms batch 1 in the same run), whose fbgemm prepacking
-  copied every weight on every start (~0.34 s per 45 M weights: ~50 s of a 7B warm start).
-  torchao's ``Int8WeightOnlyConfig`` dequantises per call in eager mode (47 ms vs 6.7 ms).
+* ``int8``: int8 weights [N, K], one bf16 scale per output row (symmetric), bf16 activations, no
+  activation quantisation (each output row independent of the other rows of the batch), run by
+  PneumoView's own AVX512-BF16 kernel (``_int8_cpu.c``, built by ``setup.py`` where a C compiler
+  is): each 32 weights are widened to bf16 once and multiplied with up to 12 rows by VDPBF16PS.
+  Where the kernel is not built, the processor lacks AVX512-BF16 or the input size is not a
+  multiple of 32, ``torch._weight_int8pack_mm`` (which widens each weight again for every 4 rows
+  and multiplies in fp32). 16 distinct 11008x4096 layers called in turn, 2 cores
+  (``benchmarks/int8_kernels.py``): at 10 rows (a study's decoder tokens) own kernel 4.9 ms, bf16
+  ``F.linear`` 9.1 ms, ``_weight_int8pack_mm`` 9.6 ms; at 1 / 4 / 7 rows 2.3 / 2.7 / 3.4 ms vs
+  2.7 / 3.5 / 7.1 ms for ``_weight_int8pack_mm``; at 80 rows (batch 8) 37 ms, bf16 23 ms,
+  ``_weight_int8pack_mm`` 63 ms -- there the kernel is compute-bound and bf16 wins. Replaced PyTorch's x86 dynamic quantised linear
+  (``quantized.linear_dynamic``), whose fbgemm prepacking copied every weight on every start
+  (~50 s of a 7B warm start); torchao's ``Int8WeightOnlyConfig`` dequantises per call in eager
+  mode (47 ms vs 6.7 ms).
 * ``int4``: 4-bit asymmetric groups of 128 (64, 32 where 128 does not divide the input size; int8
   where none does or the output size is not a multiple of 16) along the input dimension, packed by
   ``torch._convert_weight_to_int4pack_for_cpu`` and run by ``torch._weight_int4pack_mm_for_cpu``
@@ -32,6 +37,11 @@ from torch import Tensor, nn
 
 from pneumoview.errors import ConfigError
 from pneumoview.inference.weights_common import release_freed_heap
+
+try:  # built by setup.py where a C compiler is; optional (torch._weight_int8pack_mm runs without it)
+    from pneumoview.inference import _int8_cpu
+except ImportError:  # pragma: no cover - depends on the install
+    _int8_cpu = None  # type: ignore[assignment]
 
 #: Suffix of the per-row scale (int8) or scales-and-zeros (int4) stored beside a quantised weight.
 SCALE_SUFFIX = "_qscale"
@@ -56,6 +66,47 @@ CPU_MODES = ("int8", "int4")
 INT8_K_MULTIPLE = 16
 #: ... and the weight's data to be aligned to 16 bytes (the prepared-weights cache aligns to 64).
 INT8_ALIGN = 16
+#: The own int8 kernel takes input sizes that are multiples of this (LLaMA's 4096 and 11008 are).
+BATCH_KERNEL_K_MULTIPLE = 32
+BATCH_KERNEL_NAME = "PneumoView AVX512-BF16"
+
+
+def batch_kernel_available() -> bool:
+    """True where the own int8 kernel is built and this processor has AVX512-BF16."""
+    return _int8_cpu is not None and bool(_int8_cpu.available())
+
+
+def int8_kernel_description() -> str:
+    """Which int8 kernels this install runs, for the load report."""
+    if batch_kernel_available():
+        return (
+            f"int8 kernel: {BATCH_KERNEL_NAME} (torch._weight_int8pack_mm where an input size is not a multiple of 32)"
+        )
+    why = "not built (no C compiler at install?)" if _int8_cpu is None else "this processor lacks AVX512-BF16"
+    return f"int8 kernel: torch._weight_int8pack_mm (the {BATCH_KERNEL_NAME} kernel: {why})"
+
+
+def int8_batch_matmul(flat: Tensor, qweight: Tensor, scale: Tensor) -> Tensor:
+    """bf16 [M, K] @ (int8 [N, K] * bf16 scale [N])^T -> bf16 [M, N] through the own kernel
+    (:func:`batch_kernel_available` must hold). Products exact, fp32 accumulation, one rounding to bf16."""
+    if _int8_cpu is None:
+        raise ConfigError("the int8 batch kernel is not built in this install")
+    m, k = (int(s) for s in flat.shape)
+    n = int(qweight.shape[0])
+    if flat.dtype != torch.bfloat16 or qweight.dtype != torch.int8 or scale.dtype != torch.bfloat16:
+        raise ConfigError(
+            f"int8 kernel takes bf16 x, int8 W, bf16 scales, not {flat.dtype}, {qweight.dtype}, {scale.dtype}"
+        )
+    if tuple(qweight.shape) != (n, k) or tuple(scale.shape) != (n,) or k % BATCH_KERNEL_K_MULTIPLE or m == 0:
+        raise ConfigError(f"int8 kernel: x {tuple(flat.shape)}, W {tuple(qweight.shape)}, scales {tuple(scale.shape)}")
+    if any(t.device.type != "cpu" for t in (flat, qweight, scale)):
+        raise ConfigError("the int8 batch kernel runs on the CPU")
+    flat, qweight, scale = flat.contiguous(), qweight.contiguous(), scale.contiguous()
+    out = torch.empty(m, n, dtype=torch.float32)
+    _int8_cpu.linear(
+        flat.data_ptr(), qweight.data_ptr(), scale.data_ptr(), out.data_ptr(), m, k, n, torch.get_num_threads()
+    )
+    return out.to(torch.bfloat16)
 
 
 def is_linear_weight(name: str) -> bool:
@@ -96,8 +147,8 @@ def quantise_int4(weight: Tensor, group: int = INT4_GROUP) -> tuple[Tensor, Tens
 
 class _InputGradient(torch.autograd.Function):
     """The quantised kernels have no derivative: this gives the one a gradient x activation map needs,
-    with respect to the input (frozen weights get none): ``dL/dx = dL/dy W``, with ``W^T`` read back
-    through the kernel itself (``layer.matmul(I)``, one transient bf16 [K, N] per layer and call)."""
+    with respect to the input (frozen weights get none): ``dL/dx = dL/dy W``, with ``W`` the layer's
+    dequantised weight (``layer.dequantised()``, one transient bf16 [N, K] per layer and call)."""
 
     @staticmethod
     def forward(ctx, flat: Tensor, layer: CpuInt8Linear | CpuInt4Linear) -> Tensor:
@@ -106,9 +157,7 @@ class _InputGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        layer = ctx.layer
-        weight_t = layer.matmul(torch.eye(layer.in_features, dtype=torch.bfloat16, device=grad.device))
-        return grad.to(torch.bfloat16) @ weight_t.t(), None
+        return grad.to(torch.bfloat16) @ ctx.layer.dequantised(), None
 
 
 def _quantised_forward(layer: CpuInt8Linear | CpuInt4Linear, x: Tensor) -> Tensor:
@@ -120,7 +169,8 @@ def _quantised_forward(layer: CpuInt8Linear | CpuInt4Linear, x: Tensor) -> Tenso
 
 
 class CpuInt8Linear(nn.Module):
-    """``y = x W^T`` with W int8 per output row, through ``torch._weight_int8pack_mm`` (bf16).
+    """``y = x W^T`` with W int8 per output row, through the own kernel where it is available and
+    the input size a multiple of 32, else ``torch._weight_int8pack_mm`` (bf16).
 
     Keeps the int8 weight [N, K] and the bf16 scales [N] it is given (e.g. memory-mapped from the
     prepared-weights cache: nothing is copied). Input [..., K] in any float dtype (computed in
@@ -139,12 +189,19 @@ class CpuInt8Linear(nn.Module):
         self.scale: Tensor
         self.register_buffer("qweight", qweight.contiguous(), persistent=False)
         self.register_buffer("scale", scale.to(torch.bfloat16).contiguous(), persistent=False)
+        self.batch_kernel = batch_kernel_available() and (self.in_features + self.pad) % BATCH_KERNEL_K_MULTIPLE == 0
 
     def matmul(self, flat: Tensor) -> Tensor:
         """bf16 [M, K] -> bf16 [M, N] through the kernel."""
         if self.pad:
             flat = torch.nn.functional.pad(flat, (0, self.pad))
+        if self.batch_kernel:
+            return int8_batch_matmul(flat, self.qweight, self.scale)
         return torch._weight_int8pack_mm(flat, self.qweight, self.scale)
+
+    def dequantised(self) -> Tensor:
+        """bf16 [N, K]: each ``q * scale`` rounded once to bf16, as the kernels' outputs are."""
+        return self.qweight[:, : self.in_features].to(torch.bfloat16) * self.scale[:, None]
 
     def forward(self, x: Tensor) -> Tensor:
         return _quantised_forward(self, x)
@@ -169,6 +226,10 @@ class CpuInt4Linear(nn.Module):
     def matmul(self, flat: Tensor) -> Tensor:
         """bf16 [M, K] -> bf16 [M, N] through the kernel."""
         return torch._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_and_zeros)
+
+    def dequantised(self) -> Tensor:
+        """bf16 [N, K], read back through the kernel (``W^T = I W^T``: the packing is the kernel's own)."""
+        return self.matmul(torch.eye(self.in_features, dtype=torch.bfloat16)).t()
 
     def forward(self, x: Tensor) -> Tensor:
         return _quantised_forward(self, x)

@@ -174,6 +174,7 @@ def test_quantised_layers_give_the_input_gradient_of_their_dequantised_weight(mo
     layer = CpuInt8Linear(*quantise_int8(w)) if mode == "int8" else CpuInt4Linear(*quantise_int4(w, 128), 128)
     dense = layer.matmul(torch.eye(256, dtype=torch.bfloat16)).t().float()  # [N, K]: the weight as applied
     assert (dense - w).abs().max() < (0.02 if mode == "int8" else 0.15) * w.abs().max()  # it is w, quantised
+    torch.testing.assert_close(layer.dequantised().float(), dense, rtol=2**-7, atol=0)  # within a bf16 step
     x = torch.randn(2, 5, 256, requires_grad=True)
     grad_out = torch.randn(2, 5, 32)
     layer(x).backward(grad_out)
