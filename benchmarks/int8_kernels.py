@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from pneumoview.inference.quant_cpu import batch_kernel_available, int8_batch_matmul, quantise_int8
+    from pneumoview.inference.quant_cpu import own_int8_matmul, own_kernel_available, quantise_int8
 
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kernels = {
         "bf16": lambda i: F.linear(x, weights[i]),
-        **({"own": lambda i: int8_batch_matmul(x, *quantised[i][:2])} if batch_kernel_available() else {}),
+        **({"own": lambda i: own_int8_matmul(x, *quantised[i][:2])} if own_kernel_available() else {}),
         "int8pack": lambda i: torch._weight_int8pack_mm(x, *quantised[i][:2]),
         "dequant-128": dequant(128),
         "dequant-512": dequant(512),

@@ -112,11 +112,20 @@ wizard_child() {
 check "wizard training child" wizard_child
 # The analysis worker the window starts ('<app> gui --analysis-worker', JSON lines on stdin/stdout).
 analysis_worker() {
-    local image="${RG1_DIR}/RG1_UNCR.dcm"
+    local image="${RG1_DIR}/RG1_UNCR.dcm" request
     [[ -f "$image" ]] || image="$(ls "$TRAIN_DATA"/images/*.png | head -1)"
-    printf '%s\n%s\n' \
-        "{\"cmd\": \"analyse\", \"engine\": {\"kind\": \"demo\"}, \"threshold\": 0.5, \"batch_size\": 8, \"items\": [{\"key\": \"k1\", \"path\": \"$image\"}]}" \
-        '{"cmd": "quit"}' | timeout "$SMOKE_TIMEOUT" "$EXE" gui --analysis-worker | grep '"event": "done"' | cut -c1-120
+    # The request as the window builds it: a WorkItem (key, path, SOP Instance UID, content SHA-256).
+    request="$(PYTHONPATH="$ROOT" "$PYTHON" -c "import json, sys
+from dataclasses import asdict
+import pydicom
+from pneumoview.results import identify
+from pneumoview.service.analysis import WorkItem
+path = sys.argv[1]
+uid = str(pydicom.dcmread(path, stop_before_pixels=True).get('SOPInstanceUID', '')) if path.endswith('.dcm') else ''
+item = asdict(WorkItem.for_identity('k1', identify(path, uid)))
+print(json.dumps({'cmd': 'analyse', 'engine': {'kind': 'demo'}, 'threshold': 0.5, 'batch_size': 8, 'items': [item]}))" "$image")"
+    printf '%s\n%s\n' "$request" '{"cmd": "quit"}' |
+        timeout "$SMOKE_TIMEOUT" "$EXE" gui --analysis-worker | grep '"event": "done"' | cut -c1-120
 }
 check "analysis worker" analysis_worker
 

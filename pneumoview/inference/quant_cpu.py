@@ -18,10 +18,10 @@ prepared-weights cache and assigns: no repacking):
   (``benchmarks/int8_kernels.py``): at 10 rows (a study's decoder tokens) own kernel 4.9 ms, bf16
   ``F.linear`` 9.1 ms, ``_weight_int8pack_mm`` 9.6 ms; at 1 / 4 / 7 rows 2.3 / 2.7 / 3.4 ms vs
   2.7 / 3.5 / 7.1 ms for ``_weight_int8pack_mm``; at 80 rows (batch 8) 37 ms, bf16 23 ms,
-  ``_weight_int8pack_mm`` 63 ms -- there the kernel is compute-bound and bf16 wins. Replaced PyTorch's x86 dynamic quantised linear
-  (``quantized.linear_dynamic``), whose fbgemm prepacking copied every weight on every start
-  (~50 s of a 7B warm start); torchao's ``Int8WeightOnlyConfig`` dequantises per call in eager
-  mode (47 ms vs 6.7 ms).
+  ``_weight_int8pack_mm`` 63 ms -- there the kernel is compute-bound and bf16 wins. Replaced
+  PyTorch's x86 dynamic quantised linear (``quantized.linear_dynamic``), whose fbgemm prepacking
+  copied every weight on every start (~50 s of a 7B warm start); torchao's
+  ``Int8WeightOnlyConfig`` dequantises per call in eager mode (47 ms vs 6.7 ms).
 * ``int4``: 4-bit asymmetric groups of 128 (64, 32 where 128 does not divide the input size; int8
   where none does or the output size is not a multiple of 16) along the input dimension, packed by
   ``torch._convert_weight_to_int4pack_for_cpu`` and run by ``torch._weight_int4pack_mm_for_cpu``
@@ -67,40 +67,38 @@ INT8_K_MULTIPLE = 16
 #: ... and the weight's data to be aligned to 16 bytes (the prepared-weights cache aligns to 64).
 INT8_ALIGN = 16
 #: The own int8 kernel takes input sizes that are multiples of this (LLaMA's 4096 and 11008 are).
-BATCH_KERNEL_K_MULTIPLE = 32
-BATCH_KERNEL_NAME = "PneumoView AVX512-BF16"
+OWN_KERNEL_K_MULTIPLE = 32
+OWN_KERNEL_NAME = "PneumoView AVX512-BF16"
 
 
-def batch_kernel_available() -> bool:
+def own_kernel_available() -> bool:
     """True where the own int8 kernel is built and this processor has AVX512-BF16."""
     return _int8_cpu is not None and bool(_int8_cpu.available())
 
 
 def int8_kernel_description() -> str:
     """Which int8 kernels this install runs, for the load report."""
-    if batch_kernel_available():
-        return (
-            f"int8 kernel: {BATCH_KERNEL_NAME} (torch._weight_int8pack_mm where an input size is not a multiple of 32)"
-        )
+    if own_kernel_available():
+        return f"int8 kernel: {OWN_KERNEL_NAME} (torch._weight_int8pack_mm where an input size is not a multiple of 32)"
     why = "not built (no C compiler at install?)" if _int8_cpu is None else "this processor lacks AVX512-BF16"
-    return f"int8 kernel: torch._weight_int8pack_mm (the {BATCH_KERNEL_NAME} kernel: {why})"
+    return f"int8 kernel: torch._weight_int8pack_mm (the {OWN_KERNEL_NAME} kernel: {why})"
 
 
-def int8_batch_matmul(flat: Tensor, qweight: Tensor, scale: Tensor) -> Tensor:
+def own_int8_matmul(flat: Tensor, qweight: Tensor, scale: Tensor) -> Tensor:
     """bf16 [M, K] @ (int8 [N, K] * bf16 scale [N])^T -> bf16 [M, N] through the own kernel
-    (:func:`batch_kernel_available` must hold). Products exact, fp32 accumulation, one rounding to bf16."""
+    (:func:`own_kernel_available` must hold). Products exact, fp32 accumulation, one rounding to bf16."""
     if _int8_cpu is None:
-        raise ConfigError("the int8 batch kernel is not built in this install")
+        raise ConfigError("the own int8 kernel is not built in this install")
     m, k = (int(s) for s in flat.shape)
     n = int(qweight.shape[0])
     if flat.dtype != torch.bfloat16 or qweight.dtype != torch.int8 or scale.dtype != torch.bfloat16:
         raise ConfigError(
             f"int8 kernel takes bf16 x, int8 W, bf16 scales, not {flat.dtype}, {qweight.dtype}, {scale.dtype}"
         )
-    if tuple(qweight.shape) != (n, k) or tuple(scale.shape) != (n,) or k % BATCH_KERNEL_K_MULTIPLE or m == 0:
+    if tuple(qweight.shape) != (n, k) or tuple(scale.shape) != (n,) or k % OWN_KERNEL_K_MULTIPLE or m == 0:
         raise ConfigError(f"int8 kernel: x {tuple(flat.shape)}, W {tuple(qweight.shape)}, scales {tuple(scale.shape)}")
     if any(t.device.type != "cpu" for t in (flat, qweight, scale)):
-        raise ConfigError("the int8 batch kernel runs on the CPU")
+        raise ConfigError("the own int8 kernel runs on the CPU")
     flat, qweight, scale = flat.contiguous(), qweight.contiguous(), scale.contiguous()
     out = torch.empty(m, n, dtype=torch.float32)
     _int8_cpu.linear(
@@ -189,14 +187,14 @@ class CpuInt8Linear(nn.Module):
         self.scale: Tensor
         self.register_buffer("qweight", qweight.contiguous(), persistent=False)
         self.register_buffer("scale", scale.to(torch.bfloat16).contiguous(), persistent=False)
-        self.batch_kernel = batch_kernel_available() and (self.in_features + self.pad) % BATCH_KERNEL_K_MULTIPLE == 0
+        self.own_kernel = own_kernel_available() and (self.in_features + self.pad) % OWN_KERNEL_K_MULTIPLE == 0
 
     def matmul(self, flat: Tensor) -> Tensor:
         """bf16 [M, K] -> bf16 [M, N] through the kernel."""
         if self.pad:
             flat = torch.nn.functional.pad(flat, (0, self.pad))
-        if self.batch_kernel:
-            return int8_batch_matmul(flat, self.qweight, self.scale)
+        if self.own_kernel:
+            return own_int8_matmul(flat, self.qweight, self.scale)
         return torch._weight_int8pack_mm(flat, self.qweight, self.scale)
 
     def dequantised(self) -> Tensor:

@@ -13,9 +13,9 @@ from pneumoview.errors import ConfigError
 from pneumoview.inference import quant_cpu
 from pneumoview.inference.quant_cpu import (
     CpuInt8Linear,
-    batch_kernel_available,
-    int8_batch_matmul,
     int8_kernel_description,
+    own_int8_matmul,
+    own_kernel_available,
     quantise_int8,
 )
 
@@ -53,7 +53,7 @@ def _case(m: int, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 
 @needs_kernel
 def test_the_kernel_is_built_and_chosen_on_this_machine():
-    assert batch_kernel_available(), "setup.py should have built pneumoview.inference._int8_cpu here"
+    assert own_kernel_available(), "setup.py should have built pneumoview.inference._int8_cpu here"
     assert int8_kernel_description().startswith("int8 kernel: PneumoView AVX512-BF16 (")
 
 
@@ -83,12 +83,12 @@ def test_each_output_is_the_same_whatever_the_batch_and_thread_count():
 def test_the_layer_runs_the_kernel_whatever_the_row_count():
     x, q, scale = _case(13, 48, 128, seed=4)
     layer = CpuInt8Linear(q, scale)
-    assert layer.batch_kernel
+    assert layer.own_kernel
     for rows in (1, 7, 13):
         part = x[:rows].contiguous()
         assert torch.equal(layer.matmul(part), _raw(part, q, scale, torch.get_num_threads()).to(torch.bfloat16))
     odd = CpuInt8Linear(*quantise_int8(torch.randn(48, 80)))  # 80 + 0 pad: not a multiple of 32
-    assert not odd.batch_kernel
+    assert not odd.own_kernel
     few = torch.randn(3, 80).to(torch.bfloat16)
     assert torch.equal(odd.matmul(few), torch._weight_int8pack_mm(few, odd.qweight, odd.scale))
 
@@ -97,13 +97,13 @@ def test_the_layer_runs_the_kernel_whatever_the_row_count():
 def test_the_wrapper_refuses_what_the_kernel_cannot_take():
     x, q, scale = _case(8, 16, 64)
     with pytest.raises(ConfigError):
-        int8_batch_matmul(x.float(), q, scale)
+        own_int8_matmul(x.float(), q, scale)
     with pytest.raises(ConfigError):
-        int8_batch_matmul(x, q, scale.float())
+        own_int8_matmul(x, q, scale.float())
     with pytest.raises(ConfigError):
-        int8_batch_matmul(x[:, :48], q[:, :48], scale)  # K = 48
+        own_int8_matmul(x[:, :48], q[:, :48], scale)  # K = 48
     with pytest.raises(ConfigError):
-        int8_batch_matmul(x, q[:8], scale)  # scales for 16 rows, W has 8
+        own_int8_matmul(x, q[:8], scale)  # scales for 16 rows, W has 8
     with pytest.raises(ValueError):  # the C function's own guard
         assert quant_cpu._int8_cpu is not None
         quant_cpu._int8_cpu.linear(0, 0, 0, 0, 8, 48, 16, 2)
@@ -113,6 +113,6 @@ def test_without_the_kernel_the_layer_runs_pytorchs(monkeypatch):
     monkeypatch.setattr(quant_cpu, "_int8_cpu", None)
     x, q, scale = _case(12, 16, 64)
     layer = CpuInt8Linear(q, scale)
-    assert not layer.batch_kernel and not batch_kernel_available()
+    assert not layer.own_kernel and not own_kernel_available()
     assert torch.equal(layer.matmul(x), torch._weight_int8pack_mm(x, q, scale))
     assert "torch._weight_int8pack_mm (the PneumoView AVX512-BF16 kernel: not built" in int8_kernel_description()
