@@ -66,7 +66,11 @@ class Plan:
     def summary(self) -> str:
         """What computes the result: device and dtypes, the same on every run of this plan (provenance)."""
         decoder = _NAMES[self.decoder_dtype]
-        if self.quantisation:
+        if self.quantisation == "int8" and self.device_type == "cpu":  # the kernel is part of what computes it
+            from pneumoview.inference.quant_cpu import int8_kernel_name
+
+            decoder = f"{_QUANT_WORDS[self.quantisation]} ({decoder} compute, {int8_kernel_name()})"
+        elif self.quantisation:
             decoder = f"{_QUANT_WORDS[self.quantisation]} ({decoder} compute)"
         return f"{self.device}: CLIP {_NAMES[self.vision_dtype]}, LLaMA {decoder}"
 

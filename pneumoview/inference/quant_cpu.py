@@ -76,6 +76,11 @@ def own_kernel_available() -> bool:
     return _int8_cpu is not None and bool(_int8_cpu.available())
 
 
+def int8_kernel_name() -> str:
+    """The kernel that computes the int8 layers in this install, for provenance (``Plan.summary``)."""
+    return f"{OWN_KERNEL_NAME} kernel" if own_kernel_available() else "torch._weight_int8pack_mm"
+
+
 def int8_kernel_description() -> str:
     """Which int8 kernels this install runs, for the load report."""
     if own_kernel_available():

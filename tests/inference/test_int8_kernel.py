@@ -11,6 +11,8 @@ import torch
 
 from pneumoview.errors import ConfigError
 from pneumoview.inference import quant_cpu
+from pneumoview.inference.config import load_config
+from pneumoview.inference.plans import choose_plan
 from pneumoview.inference.quant_cpu import (
     CpuInt8Linear,
     int8_kernel_description,
@@ -51,10 +53,16 @@ def _case(m: int, n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return x, q, scale.to(torch.bfloat16)
 
 
+def _int8_cpu_plan_summary() -> str:
+    config = load_config("pneumollm-tiny")
+    return choose_plan(config, device="cpu", cuda=False, free_bytes=64 * 1024**3, quantisation="int8").summary()
+
+
 @needs_kernel
 def test_the_kernel_is_built_and_chosen_on_this_machine():
     assert own_kernel_available(), "setup.py should have built pneumoview.inference._int8_cpu here"
     assert int8_kernel_description().startswith("int8 kernel: PneumoView AVX512-BF16 (")
+    assert _int8_cpu_plan_summary().endswith("LLaMA 8-bit (bf16 compute, PneumoView AVX512-BF16 kernel)")  # provenance
 
 
 @needs_kernel
@@ -73,8 +81,10 @@ def test_the_kernel_equals_the_exact_dequantised_product(m, n, k):
 def test_each_output_is_the_same_whatever_the_batch_and_thread_count():
     x, q, scale = _case(29, 77, 256, seed=3)
     batch = _raw(x, q, scale, threads=2)
-    for threads in (1, 3, 8, 100):  # more threads than rows: capped at the row count
+    for threads in (1, 3, 8):
         assert torch.equal(_raw(x, q, scale, threads), batch)
+    few_rows = q[:3].contiguous(), scale[:3].contiguous()  # more threads than output rows: capped
+    assert torch.equal(_raw(x, *few_rows, threads=8), batch[:, :3])
     for row in (0, 11, 12, 28):  # first / last of a 12-row block, the tail
         assert torch.equal(_raw(x[row : row + 1].contiguous(), q, scale, 2)[0], batch[row])
 
@@ -116,3 +126,4 @@ def test_without_the_kernel_the_layer_runs_pytorchs(monkeypatch):
     assert not layer.own_kernel and not own_kernel_available()
     assert torch.equal(layer.matmul(x), torch._weight_int8pack_mm(x, q, scale))
     assert "torch._weight_int8pack_mm (the PneumoView AVX512-BF16 kernel: not built" in int8_kernel_description()
+    assert _int8_cpu_plan_summary().endswith("(bf16 compute, torch._weight_int8pack_mm)")
