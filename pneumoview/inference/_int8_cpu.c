@@ -125,15 +125,13 @@ static PyObject *available(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(cpu_has_kernel());
 }
 
-#define MAX_THREADS 256
-
 static PyObject *linear(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, q, scale, y;
     int M, K, N, threads;
     if (!PyArg_ParseTuple(args, "KKKKiiii", &x, &q, &scale, &y, &M, &K, &N, &threads)) return NULL;
-    if (M < 1 || N < 1 || K < 32 || K % 32 || threads < 1 || threads > MAX_THREADS) {
-        PyErr_SetString(PyExc_ValueError, "int8 kernel: M, N >= 1, K a positive multiple of 32, 1..256 threads");
+    if (M < 1 || N < 1 || K < 32 || K % 32 || threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "int8 kernel: M, N, threads >= 1 and K a positive multiple of 32");
         return NULL;
     }
     if (!cpu_has_kernel()) {
